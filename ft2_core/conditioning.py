@@ -1,0 +1,138 @@
+"""Wan2.1 I2V conditioning: umT5 text embeddings, CLIP-vision image features and the VAE latents.
+
+Each encoder loads from a local folder; every sampler input can also be given as a precomputed
+tensor, which is how ComfyUI's native encoders feed the same sampler.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+TEXT_LEN = 512  # Wan pads every prompt to 512 tokens; diffusers' I2V attention relies on it
+VAE_TIME_STRIDE = 4
+VAE_SPACE_STRIDE = 8
+
+
+def _require_folder(folder, what: str) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{what}: folder not found: {folder}")
+    return folder
+
+
+class TextEncoder:
+    """umT5 (transformers `UMT5EncoderModel`) + its tokenizer, as diffusers' Wan pipelines use them."""
+
+    def __init__(self, model_folder, tokenizer_folder, device="cpu", dtype=torch.float32):
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        self.tokenizer = AutoTokenizer.from_pretrained(_require_folder(tokenizer_folder, "tokenizer"), local_files_only=True)
+        self.model = UMT5EncoderModel.from_pretrained(
+            _require_folder(model_folder, "text encoder"), local_files_only=True, torch_dtype=dtype
+        )
+        self.model.to(device).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """-> [B, 512, dim]: the prompt's token states followed by zeros (Wan's padding)."""
+        tokens = self.tokenizer(
+            [" ".join(p.split()) for p in prompts],
+            padding="max_length", max_length=TEXT_LEN, truncation=True, add_special_tokens=True, return_tensors="pt",
+        )
+        device = next(self.model.parameters()).device
+        mask = tokens.attention_mask.to(device)
+        states = self.model(tokens.input_ids.to(device), mask).last_hidden_state
+        return (states * mask[..., None].to(states.dtype)).float()
+
+
+class ImageEncoder:
+    """CLIP vision (transformers) with its preprocessor config; features are the penultimate hidden states."""
+
+    def __init__(self, model_folder, processor_folder, device="cpu", dtype=torch.float32):
+        from transformers import CLIPVisionModel
+
+        config_path = _require_folder(processor_folder, "image processor") / "preprocessor_config.json"
+        if not config_path.is_file():
+            raise InputError(f"image processor: {config_path} not found")
+        config = json.loads(config_path.read_text())
+        size = config.get("crop_size") or config.get("size")
+        self.size = size if isinstance(size, int) else size.get("height", size.get("shortest_edge"))
+        self.mean = torch.tensor(config["image_mean"]).view(1, 3, 1, 1)
+        self.std = torch.tensor(config["image_std"]).view(1, 3, 1, 1)
+        self.model = CLIPVisionModel.from_pretrained(
+            _require_folder(model_folder, "image encoder"), local_files_only=True, torch_dtype=dtype
+        )
+        self.model.to(device).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """[H, W, 3] in 0..1 -> [1, tokens, dim] (257 x 1280 for CLIP ViT-H/14)."""
+        pixels = image.permute(2, 0, 1)[None].float()
+        pixels = F.interpolate(pixels, size=(self.size, self.size), mode="bicubic", align_corners=False).clamp(0, 1)
+        pixels = (pixels - self.mean) / self.std
+        param = next(self.model.parameters())
+        out = self.model(pixel_values=pixels.to(param.device, param.dtype), output_hidden_states=True)
+        return out.hidden_states[-2].float()
+
+
+class WanVAE:
+    """diffusers `AutoencoderKLWan`, with Wan's latent normalisation (mean/std per channel)."""
+
+    def __init__(self, folder, device="cpu", dtype=torch.float32):
+        from diffusers import AutoencoderKLWan
+
+        self.model = AutoencoderKLWan.from_pretrained(
+            _require_folder(folder, "VAE"), local_files_only=True, torch_dtype=dtype
+        )
+        self.model.to(device).eval().requires_grad_(False)
+        config = self.model.config
+        self.mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1, 1)
+        self.std = torch.tensor(config.latents_std).view(1, -1, 1, 1, 1)
+
+    @property
+    def z_dim(self) -> int:
+        return self.model.config.z_dim
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """[B, 3, T, H, W] in -1..1 -> normalised latents [B, z, (T-1)/4+1, H/8, W/8] (distribution mode)."""
+        param = next(self.model.parameters())
+        latents = self.model.encode(video.to(param.device, param.dtype)).latent_dist.mode().float().cpu()
+        return (latents - self.mean) / self.std
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents [1, z, F, h, w] -> frames [T, H, W, 3] in 0..1."""
+        param = next(self.model.parameters())
+        raw = latents.float().cpu() * self.std + self.mean
+        video = self.model.decode(raw.to(param.device, param.dtype)).sample.float().cpu()
+        return ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
+
+
+def first_frame_mask(num_frames: int, latent_height: int, latent_width: int) -> torch.Tensor:
+    """Wan's I2V mask [1, 4, F_latent, h, w]: 1 for the given first frame (repeated 4x), 0 elsewhere."""
+    mask = torch.zeros(1, num_frames + VAE_TIME_STRIDE - 1, latent_height, latent_width)
+    mask[:, :VAE_TIME_STRIDE] = 1
+    return mask.view(1, -1, VAE_TIME_STRIDE, latent_height, latent_width).transpose(1, 2)
+
+
+def i2v_condition(first_frame_latents: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Mask channels + latents of [first frame, zeros...] -> the DiT's extra input [1, 4+z, F, h, w]."""
+    _, _, latent_frames, height, width = first_frame_latents.shape
+    mask = first_frame_mask(num_frames, height, width)
+    if mask.shape[2] != latent_frames:
+        raise InputError(f"condition latents have {latent_frames} frames; {num_frames} video frames need {mask.shape[2]}")
+    return torch.cat([mask.to(first_frame_latents.dtype), first_frame_latents], dim=1)
+
+
+def condition_video(image: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """[H, W, 3] in 0..1 -> [1, 3, T, H, W] in -1..1: the image then black (zero) frames, as Wan encodes it."""
+    first = image.permute(2, 0, 1)[None, :, None] * 2 - 1
+    rest = first.new_zeros(1, 3, num_frames - 1, *first.shape[-2:])
+    return torch.cat([first, rest], dim=2)

@@ -1,0 +1,5 @@
+"""One exception type for bad user input, so every entry point can show a single clear sentence."""
+
+
+class InputError(ValueError):
+    """A user-supplied file, tensor or option is unusable; the message names it and what was expected."""

@@ -1,0 +1,174 @@
+"""FantasyTalking inference end to end: files -> encoders -> sampler -> frames (+ the soundtrack)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .audio import Audio, Wav2VecEncoder, clip_for_video, frame_count
+from .audio_adapter import AudioAdapter, load_audio_adapter
+from .audio_windows import check_frame_count
+from .conditioning import ImageEncoder, TextEncoder, WanVAE, condition_video, i2v_condition
+from .errors import InputError
+from .image import fit_image
+from .sampler import Conditioning, SamplerOptions, StepInfo, sample
+from .talking_model import FantasyTalkingModel
+from .wan_transformer import load_transformer_file, load_transformer_folder
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "ft2_model.json"
+UPSTREAM_DEFAULTS = {"max_side": 512, "fps": 23, "max_frames": 81, "steps": 30, "cfg": 5.0, "audio_cfg": 5.0, "shift": 5.0}
+# Wan's standard negative prompt (upstream FantasyTalking uses it verbatim).
+DEFAULT_NEGATIVE_PROMPT = (
+    "人物静止不动，静止，色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
+    "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+ADAPTER_NAMES = ("audio_adapter.safetensors", "fantasytalking_model.safetensors", "fantasytalking_model.ckpt")
+WAV2VEC_NAMES = ("wav2vec2", "wav2vec2-base-960h")
+
+
+@dataclass
+class ModelPaths:
+    """Where each component lives. `transformer` is a diffusers folder or a single .safetensors file."""
+
+    transformer: Path
+    audio_adapter: Path
+    wav2vec: Path
+    text_encoder: Path | None = None
+    tokenizer: Path | None = None
+    image_encoder: Path | None = None
+    image_processor: Path | None = None
+    vae: Path | None = None
+    defaults: dict = field(default_factory=lambda: dict(UPSTREAM_DEFAULTS))
+    notice: str = ""
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, **overrides) -> "ModelPaths":
+        """A diffusers Wan2.1 I2V folder plus the adapter file and a wav2vec2 folder, optionally an ft2_model.json."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(f"model folder not found: {folder}")
+        manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {}
+
+        def first(names, what):
+            for name in names:
+                if (folder / name).exists():
+                    return folder / name
+            raise InputError(f"model folder {folder}: no {what} (looked for {', '.join(names)})")
+
+        paths = cls(
+            transformer=folder / manifest.get("transformer", "transformer"),
+            audio_adapter=folder / manifest["audio_adapter"] if "audio_adapter" in manifest else first(ADAPTER_NAMES, "FantasyTalking audio adapter"),
+            wav2vec=folder / manifest["wav2vec"] if "wav2vec" in manifest else first(WAV2VEC_NAMES, "wav2vec2 folder"),
+            text_encoder=folder / "text_encoder", tokenizer=folder / "tokenizer",
+            image_encoder=folder / "image_encoder", image_processor=folder / "image_processor", vae=folder / "vae",
+            defaults={**UPSTREAM_DEFAULTS, **manifest.get("defaults", {})}, notice=manifest.get("notice", ""),
+        )
+        return replace(paths, **{k: Path(v) for k, v in overrides.items() if v is not None})
+
+    def missing(self) -> list[str]:
+        return [f.name for f in fields(self) if isinstance(getattr(self, f.name), Path) and not getattr(self, f.name).exists()]
+
+
+def load_talking_model(transformer: str | os.PathLike, audio_adapter: str | os.PathLike, dtype=torch.float32, config=None):
+    """The DiT (folder or single file) with its FantasyTalking adapter, checked to fit each other."""
+    transformer = Path(transformer)
+    if transformer.is_dir():
+        dit = load_transformer_folder(transformer, dtype)
+    else:
+        dit, _ = load_transformer_file(transformer, config, dtype)
+    dim = dit.config.num_attention_heads * dit.config.attention_head_dim
+    adapter = load_audio_adapter(audio_adapter, len(dit.blocks), dim, dtype)
+    return FantasyTalkingModel(dit, adapter.requires_grad_(False)).eval()
+
+
+@dataclass
+class Animation:
+    frames: torch.Tensor  # [T, H, W, 3] in 0..1
+    fps: float
+    audio: Audio  # the input audio; write it with the frames (write_mp4 fits it to the video)
+    latents: torch.Tensor
+
+
+class FantasyTalkingPipeline:
+    def __init__(self, model: FantasyTalkingModel, wav2vec: Wav2VecEncoder, text_encoder: TextEncoder | None,
+                 image_encoder: ImageEncoder | None, vae: WanVAE, defaults: dict | None = None,
+                 device="cpu", dtype=torch.float32):
+        if wav2vec.hidden_size != model.adapter.audio_in_dim:
+            raise InputError(
+                f"wav2vec2 gives {wav2vec.hidden_size}-d features but the audio adapter expects {model.adapter.audio_in_dim}"
+            )
+        self.model, self.wav2vec, self.text_encoder, self.image_encoder, self.vae = model, wav2vec, text_encoder, image_encoder, vae
+        self.defaults = {**UPSTREAM_DEFAULTS, **(defaults or {})}
+        self.device, self.dtype = device, dtype
+
+    @classmethod
+    def from_paths(cls, paths: ModelPaths, device="cpu", dtype=torch.float32) -> "FantasyTalkingPipeline":
+        missing = paths.missing()
+        if missing:
+            raise InputError(f"model files missing: {', '.join(f'{m} ({getattr(paths, m)})' for m in missing)}")
+        if paths.notice:
+            log.warning(paths.notice)
+        model = load_talking_model(paths.transformer, paths.audio_adapter, dtype).to(device)
+        text = TextEncoder(paths.text_encoder, paths.tokenizer, device, dtype) if paths.text_encoder else None
+        image = ImageEncoder(paths.image_encoder, paths.image_processor, device, dtype) if paths.image_encoder else None
+        vae = WanVAE(paths.vae, device, dtype)
+        return cls(model, Wav2VecEncoder(paths.wav2vec, device, dtype), text, image, vae, paths.defaults, device, dtype)
+
+    def audio_features(self, audio: Audio, num_frames: int, fps: float) -> torch.Tensor:
+        """wav2vec2 features of the audio that plays during `num_frames` frames."""
+        return self.wav2vec.encode(clip_for_video(audio, num_frames, fps))
+
+    def plan_frames(self, audio: Audio, fps: float, num_frames: int | None) -> int:
+        if num_frames is None:
+            return frame_count(audio.duration, fps, self.defaults["max_frames"])
+        check_frame_count(num_frames)
+        return num_frames
+
+    def encode_text(self, prompt: str, negative_prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.text_encoder is None:
+            raise InputError("this pipeline has no text encoder: pass precomputed text embeddings")
+        both = self.text_encoder.encode([prompt, negative_prompt])
+        return both[0:1], both[1:2]
+
+    def animate(
+        self,
+        image: torch.Tensor,
+        audio: Audio,
+        prompt: str = "A person is talking.",
+        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        options: SamplerOptions | None = None,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        max_side: int | None = None,
+        on_step: Callable[[StepInfo], None] | None = None,
+        check_interrupt: Callable[[], None] | None = None,
+    ) -> Animation:
+        """Portrait [H, W, 3] + speech -> frames. Frame count follows the audio unless given."""
+        fps = fps or self.defaults["fps"]
+        options = options or SamplerOptions(
+            steps=self.defaults["steps"], cfg=self.defaults["cfg"], audio_cfg=self.defaults["audio_cfg"], shift=self.defaults["shift"]
+        )
+        num_frames = self.plan_frames(audio, fps, num_frames)
+        image = fit_image(image, max_side or self.defaults["max_side"])
+        log.info("animating %d frames at %g fps, %dx%d", num_frames, fps, image.shape[1], image.shape[0])
+        positive, negative = self.encode_text(prompt, negative_prompt)
+        clip = self.image_encoder.encode(image) if self.image_encoder is not None else None
+        condition = i2v_condition(self.vae.encode(condition_video(image, num_frames)), num_frames)
+        return self.animate_encoded(condition, positive, negative, clip, audio, num_frames, fps, options, on_step, check_interrupt)
+
+    def animate_encoded(self, condition, positive, negative, clip, audio: Audio, num_frames, fps, options,
+                        on_step=None, check_interrupt=None) -> Animation:
+        """The sampler on precomputed conditioning (ComfyUI's native encoders feed this)."""
+        features = self.audio_features(audio, num_frames, fps)
+        windows = self.model.adapter.windows(features, num_frames)
+        cond = Conditioning(condition, positive, negative, clip, windows.to("cpu"))
+        latents = sample(self.model, cond, options, self.vae.z_dim, self.device, self.dtype, on_step, check_interrupt)
+        return Animation(self.vae.decode(latents), fps, audio, latents)

@@ -1,0 +1,114 @@
+"""The FantasyTalking sampling loop: batched guidance passes, a flow solver, progress and cancellation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .audio_windows import AudioWindows
+from .errors import InputError
+from .flow import SCHEDULERS, FlowSolver
+from .guidance import audio_guidance_active, dual_guidance, prompt_guidance
+
+
+@dataclass
+class SamplerOptions:
+    steps: int = 30
+    cfg: float = 5.0
+    audio_cfg: float = 5.0
+    audio_cfg_start: float = 0.0  # fraction of the steps where audio guidance begins
+    audio_cfg_end: float = 1.0  # ... and ends (exclusive)
+    shift: float = 5.0
+    scheduler: str = "euler"
+    seed: int = 0
+    audio_scale: float = 1.0
+
+    def validate(self) -> "SamplerOptions":
+        if self.scheduler not in SCHEDULERS:
+            raise InputError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if not 0.0 <= self.audio_cfg_start <= self.audio_cfg_end <= 1.0:
+            raise InputError(
+                f"audio guidance range must satisfy 0 <= start <= end <= 1, got {self.audio_cfg_start}..{self.audio_cfg_end}"
+            )
+        if self.steps < 1 or self.steps > 1000:
+            raise InputError(f"steps must be between 1 and 1000, got {self.steps}")
+        return self
+
+
+@dataclass
+class StepInfo:
+    """What a progress callback sees after each step."""
+
+    step: int  # 1-based
+    total: int
+    denoised: torch.Tensor  # x0 estimate [1, C, F, h, w], for previews
+
+
+@dataclass
+class Conditioning:
+    """Everything the DiT is conditioned on, for one video (batch of one)."""
+
+    condition: torch.Tensor  # [1, 4+z, F, h, w] I2V mask + first-frame latents
+    positive: torch.Tensor  # [1, 512, text_dim]
+    negative: torch.Tensor  # [1, 512, text_dim]
+    image: torch.Tensor | None  # [1, 257, image_dim] CLIP features
+    audio: AudioWindows  # windows for the latent frames
+
+    def batch(self, texts, audio_scales, device, dtype):
+        """Stack one row per guidance pass; returns model kwargs for that batch."""
+        rows = len(texts)
+        return dict(
+            condition=self.condition.to(device, dtype).expand(rows, -1, -1, -1, -1),
+            text=torch.cat(texts).to(device, dtype),
+            image=None if self.image is None else self.image.to(device, dtype).expand(rows, -1, -1),
+            audio=AudioWindows(self.audio.tokens.to(device, dtype).expand(rows, -1, -1, -1), self.audio.lengths.to(device)),
+            audio_scale=torch.tensor(audio_scales, device=device),
+        )
+
+
+def initial_noise(shape, seed: int) -> torch.Tensor:
+    """Seeded on the CPU so a seed gives the same video on any device."""
+    return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
+
+
+@torch.no_grad()
+def sample(
+    model: Callable,
+    cond: Conditioning,
+    options: SamplerOptions,
+    latent_channels: int,
+    device="cpu",
+    dtype=torch.float32,
+    on_step: Callable[[StepInfo], None] | None = None,
+    check_interrupt: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """Denoise from seeded noise to latents [1, C, F, h, w].
+
+    In the audio-guidance steps the three predictions (u, n, p) run as one batch of three; in the
+    other steps a batch of two gives plain prompt CFG with audio on. `check_interrupt` is called
+    before every step and cancels by raising.
+    """
+    options.validate()
+    _, _, frames, height, width = cond.condition.shape
+    latents = initial_noise((1, latent_channels, frames, height, width), options.seed).to(device)
+    solver = FlowSolver(options.scheduler, options.steps, options.shift)
+    s = options.audio_scale
+    three = cond.batch([cond.negative, cond.positive, cond.positive], [0.0, 0.0, s], device, dtype)
+    two = cond.batch([cond.negative, cond.positive], [s, s], device, dtype)
+    for index, timestep in enumerate(solver.timesteps):
+        if check_interrupt is not None:
+            check_interrupt()
+        with_audio_cfg = audio_guidance_active(index, len(solver), options.audio_cfg_start, options.audio_cfg_end)
+        kwargs = three if with_audio_cfg else two
+        rows = kwargs["text"].shape[0]
+        model_in = latents.to(dtype).expand(rows, -1, -1, -1, -1)
+        pred = model(model_in, timestep=timestep.expand(rows).to(device), **kwargs).float()
+        if with_audio_cfg:
+            velocity = dual_guidance(pred[0:1], pred[1:2], pred[2:3], options.cfg, options.audio_cfg)
+        else:
+            velocity = prompt_guidance(pred[0:1], pred[1:2], options.cfg)
+        if on_step is not None:
+            on_step(StepInfo(index + 1, len(solver), solver.denoised(velocity, index, latents).cpu()))
+        latents = solver.step(velocity, index, latents)
+    return latents.cpu()

@@ -1,0 +1,139 @@
+"""The built-in tiny model: every real component class at toy width, random deterministic weights.
+
+It exercises the real loaders and the real sampler on a CPU in seconds. It is a plumbing demo, not
+a trained model: its videos are coloured noise shaped by the portrait, not a talking face.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .audio_adapter import AudioAdapter, ours_to_upstream
+from .checkpoint_io import save_safetensors
+from .pipeline import MANIFEST
+from .wan_transformer import build_transformer
+
+VERSION = 1
+NOTICE = (
+    "Using the built-in tiny model: random weights, a plumbing demo that runs the real code path; "
+    "its output is not a talking face. Pass --model-dir for real weights."
+)
+TINY_TRANSFORMER = dict(
+    patch_size=[1, 2, 2], num_attention_heads=2, attention_head_dim=16, in_channels=36, out_channels=16,
+    text_dim=32, freq_dim=256, ffn_dim=64, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+    eps=1e-6, image_dim=32, added_kv_proj_dim=32, rope_max_seq_len=1024,
+)
+TINY_AUDIO = dict(audio_in_dim=32, audio_proj_dim=24)
+TINY_DEFAULTS = {"max_side": 128, "fps": 23, "max_frames": 81, "steps": 30, "cfg": 5.0, "audio_cfg": 5.0, "shift": 5.0}
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("FT2_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "ft2")
+    return Path(root)
+
+
+def tiny_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The tiny model folder, built on first use (atomically: a crash never leaves half a folder)."""
+    target = Path(cache_dir or default_cache_dir()) / f"tiny-v{VERSION}"
+    if (target / MANIFEST).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+    try:
+        build_tiny_model(staging)
+        try:
+            os.rename(staging, target)
+        except OSError:  # another process finished first
+            if not (target / MANIFEST).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def build_tiny_model(folder: Path, seed: int = 0) -> None:
+    """Write every component in the layout real users have (diffusers/transformers folders)."""
+    torch.manual_seed(seed)
+    transformer = build_transformer(TINY_TRANSFORMER)
+    transformer.save_pretrained(folder / "transformer", safe_serialization=True)
+    adapter = tiny_audio_adapter(TINY_TRANSFORMER["num_layers"], 32)
+    save_safetensors(ours_to_upstream(adapter.state_dict()), folder / "audio_adapter.safetensors")
+    save_tiny_wav2vec(folder / "wav2vec2")
+    save_tiny_text_encoder(folder / "text_encoder", folder / "tokenizer")
+    save_tiny_image_encoder(folder / "image_encoder", folder / "image_processor")
+    save_tiny_vae(folder / "vae")
+    manifest = {"name": "ft2-tiny", "version": VERSION, "notice": NOTICE, "defaults": TINY_DEFAULTS,
+                "audio_adapter": "audio_adapter.safetensors", "wav2vec": "wav2vec2"}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+def tiny_audio_adapter(num_layers: int, model_dim: int) -> AudioAdapter:
+    """Random (not upstream's zero-init) k/v so the audio visibly changes the output."""
+    adapter = AudioAdapter(num_layers, model_dim, **TINY_AUDIO)
+    for kv in adapter.blocks:
+        torch.nn.init.normal_(kv.k_proj.weight, std=0.2)
+        torch.nn.init.normal_(kv.v_proj.weight, std=0.2)
+    return adapter
+
+
+def save_tiny_wav2vec(folder: Path) -> None:
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    config = Wav2Vec2Config(
+        hidden_size=TINY_AUDIO["audio_in_dim"], num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, vocab_size=32,
+    )
+    Wav2Vec2Model(config).save_pretrained(folder, safe_serialization=True)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False
+    ).save_pretrained(folder)
+
+
+def save_tiny_text_encoder(model_folder: Path, tokenizer_folder: Path) -> None:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,!?'")
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{ch: i + 3 for i, ch in enumerate(letters)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    ).save_pretrained(tokenizer_folder)
+    config = UMT5Config(
+        vocab_size=64, d_model=TINY_TRANSFORMER["text_dim"], d_kv=16, d_ff=64, num_layers=2, num_heads=2,
+        relative_attention_num_buckets=8, is_encoder_decoder=False, use_cache=False,
+    )
+    UMT5EncoderModel(config).save_pretrained(model_folder, safe_serialization=True)
+
+
+def save_tiny_image_encoder(model_folder: Path, processor_folder: Path) -> None:
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    config = CLIPVisionConfig(
+        hidden_size=TINY_TRANSFORMER["image_dim"], intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=224, patch_size=14, projection_dim=32,
+    )
+    CLIPVisionModel(config).save_pretrained(model_folder, safe_serialization=True)
+    processor_folder.mkdir(parents=True, exist_ok=True)
+    (processor_folder / "preprocessor_config.json").write_text(json.dumps({
+        "crop_size": {"height": 224, "width": 224}, "size": {"shortest_edge": 224}, "do_normalize": True,
+        "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "image_processor_type": "CLIPImageProcessor",
+    }, indent=2))
+
+
+def save_tiny_vae(folder: Path) -> None:
+    from diffusers import AutoencoderKLWan
+
+    AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1).save_pretrained(
+        folder, safe_serialization=True
+    )
