@@ -48,6 +48,7 @@ class ModelPaths:
     vae: Path | None = None
     defaults: dict = field(default_factory=lambda: dict(UPSTREAM_DEFAULTS))
     notice: str = ""
+    transformer_config: str | None = None  # for a single-file DiT: shipped config name or JSON path
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, **overrides) -> "ModelPaths":
@@ -77,7 +78,8 @@ class ModelPaths:
         return [f.name for f in fields(self) if isinstance(getattr(self, f.name), Path) and not getattr(self, f.name).exists()]
 
 
-def load_talking_model(transformer: str | os.PathLike, audio_adapter: str | os.PathLike, dtype=torch.float32, config=None):
+def load_talking_model(transformer: str | os.PathLike, audio_adapter: str | os.PathLike, dtype=torch.float32,
+                       config: str | dict | None = None) -> FantasyTalkingModel:
     """The DiT (folder or single file) with its FantasyTalking adapter, checked to fit each other."""
     transformer = Path(transformer)
     if transformer.is_dir():
@@ -116,7 +118,7 @@ class FantasyTalkingPipeline:
             raise InputError(f"model files missing: {', '.join(f'{m} ({getattr(paths, m)})' for m in missing)}")
         if paths.notice:
             log.warning(paths.notice)
-        model = load_talking_model(paths.transformer, paths.audio_adapter, dtype).to(device)
+        model = load_talking_model(paths.transformer, paths.audio_adapter, dtype, paths.transformer_config).to(device)
         text = TextEncoder(paths.text_encoder, paths.tokenizer, device, dtype) if paths.text_encoder else None
         image = ImageEncoder(paths.image_encoder, paths.image_processor, device, dtype) if paths.image_encoder else None
         vae = WanVAE(paths.vae, device, dtype)

@@ -36,9 +36,10 @@ def read_model_config(config: str | os.PathLike | dict) -> dict:
     return json.loads(path.read_text())
 
 
-def build_transformer(transformer_config: dict, dtype=torch.float32, device="cpu") -> WanTransformer3DModel:
+def build_transformer(transformer_config: dict, device="cpu") -> WanTransformer3DModel:
+    """A randomly initialised fp32 DiT of the given diffusers config (keys starting with _ ignored)."""
     config = {k: v for k, v in transformer_config.items() if not k.startswith("_")}
-    return WanTransformer3DModel(**config).to(device=device, dtype=dtype)
+    return WanTransformer3DModel(**config).to(device=device)
 
 
 def config_matching(state: dict[str, torch.Tensor], what: str) -> dict:
@@ -68,20 +69,28 @@ def load_transformer_file(
     weights exist once in memory, already in `dtype`.
     """
     what = f"Wan2.1 DiT file {Path(path).name}"
-    state = load_state_dict(path, what, dtype=dtype)
+    state = load_state_dict(path, what)
     if is_original_layout(state):
         state = original_to_diffusers(state, what)
     if "patch_embedding.weight" not in state:
         raise InputError(f"{what}: no patch_embedding.weight; this is not a Wan2.1 DiT checkpoint")
     model_config = read_model_config(config) if config is not None else config_matching(state, what)
     with torch.device("meta"):
-        model = build_transformer(model_config["transformer"], dtype=dtype, device="meta")
+        model = build_transformer(model_config["transformer"], device="meta")
     check_state_fits(model, state, what)
+    for key in state:  # one tensor at a time, so the file never exists twice at full size
+        state[key] = state[key].to(compute_dtype(key, dtype))
     model.load_state_dict(state, strict=True, assign=True)
     # Non-persistent buffers (rotary tables) are not in the file: compute them for real.
     t = model_config["transformer"]
     model.rope = WanRotaryPosEmbed(t["attention_head_dim"], tuple(t["patch_size"]), t.get("rope_max_seq_len", 1024))
     return model.eval().requires_grad_(False), model_config
+
+
+def compute_dtype(key: str, dtype: torch.dtype) -> torch.dtype:
+    """diffusers keeps Wan's norms, modulation tables and time embedder in fp32 whatever the compute dtype."""
+    parts = key.split(".")
+    return torch.float32 if any(name in parts for name in WanTransformer3DModel._keep_in_fp32_modules) else dtype
 
 
 def check_state_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

@@ -1,0 +1,119 @@
+"""Command line: `python -m ft2_core animate ...`, `python -m ft2_core convert-adapter IN OUT`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .errors import InputError
+
+log = logging.getLogger("ft2_core")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ft2_core", description="FantasyTalking2 tools")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    animate = commands.add_parser("animate", help="portrait + speech -> talking-head MP4")
+    animate.add_argument("--image", help="portrait image (default: a generated demo portrait)")
+    animate.add_argument("--audio", help="speech: WAV, FLAC, MP3 or OGG (default: a generated demo clip)")
+    animate.add_argument("--prompt", default="A person is talking.")
+    animate.add_argument("--negative-prompt", default=None, help="default: Wan's standard negative prompt")
+    animate.add_argument("--out", required=True, help="output .mp4")
+    models = animate.add_argument_group("models (default: the built-in tiny demo model)")
+    models.add_argument("--model-dir", help="diffusers Wan2.1-I2V folder + FantasyTalking adapter + wav2vec2 folder")
+    models.add_argument("--dit", help="override: Wan2.1 DiT single file (.safetensors) or diffusers transformer folder")
+    models.add_argument("--dit-config", help="config for a single-file DiT: a shipped name or JSON (default: by shape)")
+    models.add_argument("--adapter", help="override: fantasytalking_model.ckpt or its .safetensors conversion")
+    models.add_argument("--wav2vec", help="override: wav2vec2 folder (e.g. wav2vec2-base-960h)")
+    models.add_argument("--cache-dir", help="where the tiny model is built (default: $FT2_CACHE or ~/.cache/ft2)")
+    sampling = animate.add_argument_group("sampling (default: the model's recommended values)")
+    sampling.add_argument("--steps", type=int)
+    sampling.add_argument("--cfg", type=float, help="prompt guidance")
+    sampling.add_argument("--audio-cfg", type=float, help="audio guidance (3-7 works well)")
+    sampling.add_argument("--audio-cfg-start", type=float, default=0.0, help="fraction of steps where audio guidance starts")
+    sampling.add_argument("--audio-cfg-end", type=float, default=1.0, help="fraction of steps where it ends")
+    sampling.add_argument("--audio-scale", type=float, default=1.0, help="strength of the audio cross-attention")
+    sampling.add_argument("--shift", type=float)
+    sampling.add_argument("--scheduler", choices=("euler", "unipc"), default="euler")
+    sampling.add_argument("--seed", type=int, default=0)
+    sampling.add_argument("--frames", type=int, help="frame count (4k+1); default follows the audio, up to 81")
+    sampling.add_argument("--fps", type=float)
+    sampling.add_argument("--max-side", type=int, help="longest image edge in pixels (multiple of 16)")
+    sampling.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    sampling.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default: bf16 on GPU, fp32 on CPU")
+
+    convert = commands.add_parser("convert-adapter", help="fantasytalking_model.ckpt -> .safetensors")
+    convert.add_argument("source")
+    convert.add_argument("target")
+    return parser
+
+
+def run_animate(args) -> Path:
+    from tqdm import tqdm
+
+    from .audio import load_audio
+    from .demo_inputs import demo_portrait, demo_speech
+    from .image import load_image
+    from .pipeline import DEFAULT_NEGATIVE_PROMPT, FantasyTalkingPipeline, ModelPaths
+    from .sampler import SamplerOptions
+    from .tiny import tiny_model_dir
+    from .video_io import write_mp4
+
+    if not args.out.lower().endswith(".mp4"):
+        raise InputError(f"--out must end with .mp4, got {args.out}")
+    image = load_image(args.image) if args.image else demo_portrait()  # inputs first: fail before loading models
+    audio = load_audio(args.audio) if args.audio else demo_speech()
+    folder = args.model_dir or tiny_model_dir(args.cache_dir)
+    paths = ModelPaths.from_folder(folder, transformer=args.dit, audio_adapter=args.adapter, wav2vec=args.wav2vec)
+    paths.transformer_config = args.dit_config
+    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
+    pipe = FantasyTalkingPipeline.from_paths(paths, args.device, dtype)
+    defaults = pipe.defaults
+    options = SamplerOptions(
+        steps=args.steps or defaults["steps"],
+        cfg=defaults["cfg"] if args.cfg is None else args.cfg,
+        audio_cfg=defaults["audio_cfg"] if args.audio_cfg is None else args.audio_cfg,
+        audio_cfg_start=args.audio_cfg_start, audio_cfg_end=args.audio_cfg_end,
+        shift=args.shift or defaults["shift"], scheduler=args.scheduler, seed=args.seed, audio_scale=args.audio_scale,
+    )
+    bar = tqdm(total=options.steps, desc="sampling", unit="step")
+    result = pipe.animate(
+        image, audio, args.prompt, args.negative_prompt or DEFAULT_NEGATIVE_PROMPT, options,
+        num_frames=args.frames, fps=args.fps, max_side=args.max_side, on_step=lambda info: bar.update(1),
+    )
+    bar.close()
+    return write_mp4(args.out, result.frames, result.fps, result.audio)
+
+
+def quiet_library_progress_bars() -> None:
+    """transformers/diffusers draw a bar per weight file; ours is the one that matters."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_library_progress_bars()
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        if args.command == "animate":
+            out = run_animate(args)
+        else:
+            from .audio_adapter import convert_adapter
+
+            out = convert_adapter(args.source, args.target)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    log.info("wrote %s in %.1f s", out, time.perf_counter() - started)
+    return 0

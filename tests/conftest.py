@@ -1,0 +1,44 @@
+"""Session fixtures: the tiny model is built once, in the real on-disk layouts, and loaded by the real loaders."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
+from ft2_core.tiny import tiny_model_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return tiny_model_dir(tmp_path_factory.mktemp("ft2cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_dir) -> FantasyTalkingPipeline:
+    return FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(tiny_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_pipeline):
+    return tiny_pipeline.model
+
+
+def make_model_inputs(model, batch=2, frames=5, height=8, width=8, seed=0):
+    """Random inputs of the right shapes for `FantasyTalkingModel.forward`."""
+    g = torch.Generator().manual_seed(seed)
+    cfg = model.transformer.config
+    z = cfg.out_channels
+    return dict(
+        latents=torch.randn(batch, z, frames, height, width, generator=g),
+        condition=torch.randn(batch, cfg.in_channels - z, frames, height, width, generator=g),
+        timestep=torch.rand(batch, generator=g) * 1000,
+        text=torch.randn(batch, 512, cfg.text_dim, generator=g),
+        image=torch.randn(batch, 257, cfg.image_dim, generator=g),
+    )

@@ -1,0 +1,35 @@
+import numpy as np
+import soundfile
+from PIL import Image
+
+from ft2_core.cli import main
+from ft2_core.video_io import probe_mp4
+
+
+def test_animate_with_defaults_writes_mp4_with_audio(tmp_path, tiny_dir):
+    out = tmp_path / "demo.mp4"
+    assert main(["animate", "--out", str(out), "--cache-dir", str(tiny_dir.parent), "--steps", "3"]) == 0
+    facts = probe_mp4(out)
+    # the demo clip is 2.0 s: 46 // 4 * 4 + 5 = 49 frames at 23 fps
+    assert facts["frames"] == 49 and facts["fps"] == 23.0 and facts["audio_codec"] == "aac"
+    assert abs(facts["audio_seconds"] - 49 / 23) < 0.03
+
+
+def test_animate_with_files_and_model_dir(tmp_path, tiny_dir):
+    image, audio = tmp_path / "face.png", tmp_path / "speech.wav"
+    Image.fromarray((np.random.rand(100, 90, 3) * 255).astype(np.uint8)).save(image)
+    t = np.arange(48000 // 2) / 48000
+    soundfile.write(audio, np.stack([np.sin(2 * np.pi * 200 * t)] * 2).T * 0.3, 48000)
+    out = tmp_path / "o.mp4"
+    args = ["animate", "--image", str(image), "--audio", str(audio), "--out", str(out), "--model-dir", str(tiny_dir),
+            "--steps", "2", "--scheduler", "unipc", "--max-side", "64", "--frames", "9"]
+    assert main(args) == 0
+    facts = probe_mp4(out)
+    assert (facts["frames"], facts["width"], facts["height"]) == (9, 64, 64)
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, tiny_dir, capsys):
+    code = main(["animate", "--image", str(tmp_path / "none.png"), "--out", str(tmp_path / "o.mp4"), "--model-dir", str(tiny_dir)])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"error: image: file not found: {tmp_path / 'none.png'}"
+    assert main(["animate", "--out", str(tmp_path / "o.avi"), "--model-dir", str(tiny_dir)]) == 2

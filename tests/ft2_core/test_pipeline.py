@@ -1,0 +1,47 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ft2_core.audio import Audio
+from ft2_core.demo_inputs import demo_portrait, demo_speech
+from ft2_core.errors import InputError
+from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths
+from ft2_core.sampler import SamplerOptions
+
+
+def test_animate_gives_frames_for_the_audio(tiny_pipeline):
+    result = tiny_pipeline.animate(demo_portrait(), demo_speech(1.0), options=SamplerOptions(steps=2), max_side=96)
+    # 1.0 s at 23 fps -> 23 // 4 * 4 + 5 = 25 frames; 320x256 portrait -> 96x76.8 -> 96x80
+    assert result.frames.shape == (25, 96, 80, 3)
+    assert result.fps == 23 and result.latents.shape == (1, 16, 7, 12, 10)
+
+
+def test_audio_changes_the_video(tiny_pipeline):
+    options = SamplerOptions(steps=2, seed=5)
+    speech = tiny_pipeline.animate(demo_portrait(), demo_speech(0.5), options=options, max_side=64, num_frames=9)
+    other = Audio(np.random.default_rng(0).normal(0, 0.3, (1, 8000)).astype(np.float32), 16000)
+    noise = tiny_pipeline.animate(demo_portrait(), other, options=options, max_side=64, num_frames=9)
+    assert (speech.latents - noise.latents).abs().max() > 1e-3
+
+
+def test_model_folder_errors(tmp_path, tiny_dir):
+    with pytest.raises(InputError, match="model folder not found"):
+        ModelPaths.from_folder(tmp_path / "nope")
+    (tmp_path / "transformer").mkdir()
+    with pytest.raises(InputError, match="no FantasyTalking audio adapter"):
+        ModelPaths.from_folder(tmp_path)
+    paths = ModelPaths.from_folder(tiny_dir, vae=tmp_path / "missing_vae")
+    with pytest.raises(InputError, match="model files missing: vae"):
+        FantasyTalkingPipeline.from_paths(paths)
+
+
+def test_tiny_manifest_says_it_is_a_demo(tiny_dir):
+    manifest = json.loads((tiny_dir / "ft2_model.json").read_text())
+    assert "plumbing demo" in manifest["notice"] and "not a talking face" in manifest["notice"]
+
+
+def test_explicit_frame_count_is_checked(tiny_pipeline):
+    with pytest.raises(InputError, match="num_frames must be 4k\\+1"):
+        tiny_pipeline.animate(torch.rand(64, 64, 3), demo_speech(1.0), options=SamplerOptions(steps=1), num_frames=10)
