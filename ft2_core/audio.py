@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 WAV2VEC_RATE = 16000
 SILENCE_PEAK = 1e-4  # below this peak amplitude a clip carries no speech to follow
 MAX_INPUT_SECONDS = 3600
+MIN_INPUT_SECONDS = 0.1  # shorter than a syllable: almost surely a wrong input
 
 
 @dataclass
@@ -66,6 +67,8 @@ def checked_audio(data: np.ndarray, sample_rate, name: str) -> Audio:
         raise InputError(f"{name}: the clip is empty (no samples)")
     if data.shape[0] > 16:
         raise InputError(f"{name}: {data.shape[0]} channels; expected [channels, samples] with at most 16 channels")
+    if data.shape[1] < MIN_INPUT_SECONDS * sample_rate:
+        raise InputError(f"{name}: {data.shape[1] / sample_rate:.3f} s is too short; give at least {MIN_INPUT_SECONDS} s of speech")
     if data.shape[1] > MAX_INPUT_SECONDS * sample_rate:
         raise InputError(f"{name}: {data.shape[1] / sample_rate:.0f} s is too long; give at most {MAX_INPUT_SECONDS} s")
     if not np.isfinite(data).all():

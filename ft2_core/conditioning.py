@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .latent_format import denormalize, normalize
 
 TEXT_LEN = 512  # Wan pads every prompt to 512 tokens; diffusers' I2V attention relies on it
 VAE_TIME_STRIDE = 4
@@ -91,9 +92,7 @@ class WanVAE:
             _require_folder(folder, "VAE"), local_files_only=True, torch_dtype=dtype
         )
         self.model.to(device).eval().requires_grad_(False)
-        config = self.model.config
-        self.mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1, 1)
-        self.std = torch.tensor(config.latents_std).view(1, -1, 1, 1, 1)
+        self.mean, self.std = tuple(self.model.config.latents_mean), tuple(self.model.config.latents_std)
 
     @property
     def z_dim(self) -> int:
@@ -104,13 +103,13 @@ class WanVAE:
         """[B, 3, T, H, W] in -1..1 -> normalised latents [B, z, (T-1)/4+1, H/8, W/8] (distribution mode)."""
         param = next(self.model.parameters())
         latents = self.model.encode(video.to(param.device, param.dtype)).latent_dist.mode().float().cpu()
-        return (latents - self.mean) / self.std
+        return normalize(latents, self.mean, self.std)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents [1, z, F, h, w] -> frames [T, H, W, 3] in 0..1."""
         param = next(self.model.parameters())
-        raw = latents.float().cpu() * self.std + self.mean
+        raw = denormalize(latents.cpu(), self.mean, self.std)
         video = self.model.decode(raw.to(param.device, param.dtype)).sample.float().cpu()
         return ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
 
@@ -129,6 +128,16 @@ def i2v_condition(first_frame_latents: torch.Tensor, num_frames: int) -> torch.T
     if mask.shape[2] != latent_frames:
         raise InputError(f"condition latents have {latent_frames} frames; {num_frames} video frames need {mask.shape[2]}")
     return torch.cat([mask.to(first_frame_latents.dtype), first_frame_latents], dim=1)
+
+
+def pad_text_embeddings(embeddings: torch.Tensor, name: str = "text embeddings") -> torch.Tensor:
+    """[1, L, dim] prompt states (ComfyUI keeps only the real tokens) -> [1, 512, dim] zero-padded, as Wan."""
+    if embeddings.ndim != 3 or embeddings.shape[0] != 1:
+        raise InputError(f"{name}: expected [1, tokens, dim], got shape {tuple(embeddings.shape)}")
+    tokens = embeddings.shape[1]
+    if tokens >= TEXT_LEN:
+        return embeddings[:, :TEXT_LEN].float()
+    return torch.cat([embeddings.float(), embeddings.new_zeros(1, TEXT_LEN - tokens, embeddings.shape[2]).float()], dim=1)
 
 
 def condition_video(image: torch.Tensor, num_frames: int) -> torch.Tensor:

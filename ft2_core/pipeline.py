@@ -168,9 +168,31 @@ class FantasyTalkingPipeline:
 
     def animate_encoded(self, condition, positive, negative, clip, audio: Audio, num_frames, fps, options,
                         on_step=None, check_interrupt=None) -> Animation:
-        """The sampler on precomputed conditioning (ComfyUI's native encoders feed this)."""
+        """The sampler on precomputed conditioning."""
         features = self.audio_features(audio, num_frames, fps)
-        windows = self.model.adapter.windows(features, num_frames)
-        cond = Conditioning(condition, positive, negative, clip, windows.to("cpu"))
-        latents = sample(self.model, cond, options, self.vae.z_dim, self.device, self.dtype, on_step, check_interrupt)
+        latents = generate_latents(self.model, condition, positive, negative, clip, features, num_frames, options,
+                                   self.device, self.dtype, on_step, check_interrupt)
         return Animation(self.vae.decode(latents), fps, audio, latents)
+
+    def to(self, device) -> "FantasyTalkingPipeline":
+        """Move every component (ComfyUI loads to its device for a run and offloads after)."""
+        for module in (self.model, self.wav2vec.model, self.vae.model, getattr(self.text_encoder, "model", None),
+                       getattr(self.image_encoder, "model", None)):
+            if module is not None:
+                module.to(device)
+        self.device = device
+        return self
+
+
+def generate_latents(model: FantasyTalkingModel, condition, positive, negative, clip, features: torch.Tensor,
+                     num_frames: int, options: SamplerOptions, device="cpu", dtype=torch.float32,
+                     on_step=None, check_interrupt=None) -> torch.Tensor:
+    """Normalised latents [1, z, F, h, w] from I2V condition, text, CLIP features and wav2vec2 features.
+
+    The one entry into the sampler for the CLI, the all-in-one node and ComfyUI's native path.
+    """
+    check_frame_count(num_frames)
+    windows = model.adapter.windows(features.to(device), num_frames)
+    cond = Conditioning(condition, positive, negative, clip, windows.to("cpu"))
+    latent_channels = model.transformer.config.out_channels
+    return sample(model, cond, options, latent_channels, device, dtype, on_step, check_interrupt)

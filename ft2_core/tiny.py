@@ -16,20 +16,17 @@ import torch
 from .audio_adapter import AudioAdapter, ours_to_upstream
 from .checkpoint_io import save_safetensors
 from .pipeline import MANIFEST
-from .wan_transformer import build_transformer
+from .wan_transformer import build_transformer, shipped_configs
 
 VERSION = 1
 NOTICE = (
     "Using the built-in tiny model: random weights, a plumbing demo that runs the real code path; "
     "its output is not a talking face. Pass --model-dir for real weights."
 )
-TINY_TRANSFORMER = dict(
-    patch_size=[1, 2, 2], num_attention_heads=2, attention_head_dim=16, in_channels=36, out_channels=16,
-    text_dim=32, freq_dim=256, ffn_dim=64, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-    eps=1e-6, image_dim=32, added_kv_proj_dim=32, rope_max_seq_len=1024,
-)
-TINY_AUDIO = dict(audio_in_dim=32, audio_proj_dim=24)
-TINY_DEFAULTS = {"max_side": 128, "fps": 23, "max_frames": 81, "steps": 30, "cfg": 5.0, "audio_cfg": 5.0, "shift": 5.0}
+TINY_CONFIG = shipped_configs()["ft2-tiny"]  # shipped, so a single-file tiny DiT is recognised by shape
+TINY_TRANSFORMER = TINY_CONFIG["transformer"]
+TINY_AUDIO = TINY_CONFIG["audio_adapter"]
+TINY_DEFAULTS = TINY_CONFIG["defaults"]
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -63,7 +60,8 @@ def build_tiny_model(folder: Path, seed: int = 0) -> None:
     torch.manual_seed(seed)
     transformer = build_transformer(TINY_TRANSFORMER)
     transformer.save_pretrained(folder / "transformer", safe_serialization=True)
-    adapter = tiny_audio_adapter(TINY_TRANSFORMER["num_layers"], 32)
+    model_dim = TINY_TRANSFORMER["num_attention_heads"] * TINY_TRANSFORMER["attention_head_dim"]
+    adapter = tiny_audio_adapter(TINY_TRANSFORMER["num_layers"], model_dim)
     save_safetensors(ours_to_upstream(adapter.state_dict()), folder / "audio_adapter.safetensors")
     save_tiny_wav2vec(folder / "wav2vec2")
     save_tiny_text_encoder(folder / "text_encoder", folder / "tokenizer")

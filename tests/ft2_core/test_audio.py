@@ -61,7 +61,7 @@ def test_bad_audio_is_named(tmp_path):
     with pytest.raises(InputError, match="cannot decode"):
         load_audio(junk)
     with pytest.raises(InputError, match="NaN"):
-        audio_from_waveform(np.array([0.1, np.nan], np.float32), 16000)
+        audio_from_waveform(np.r_[np.full(4000, 0.1), np.nan].astype(np.float32), 16000)
     with pytest.raises(InputError, match="sample rate"):
         audio_from_waveform(tone(100, 0.1, 16000), 16000.5)
 

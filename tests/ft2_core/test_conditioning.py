@@ -1,6 +1,6 @@
 import torch
 
-from ft2_core.conditioning import TEXT_LEN, condition_video, first_frame_mask, i2v_condition
+from ft2_core.conditioning import TEXT_LEN, condition_video, first_frame_mask, i2v_condition, pad_text_embeddings
 
 
 def upstream_mask(num_frames, h, w):
@@ -45,3 +45,10 @@ def test_vae_decode_gives_frames_in_unit_range(tiny_pipeline):
     frames = tiny_pipeline.vae.decode(torch.randn(1, 16, 3, 8, 8))
     assert frames.shape == (9, 64, 64, 3)
     assert frames.min() >= 0 and frames.max() <= 1
+
+
+def test_comfy_style_unpadded_text_is_padded_like_wan(tiny_pipeline):
+    padded = tiny_pipeline.text_encoder.encode(["hello"])
+    unpadded = padded[:, :6]  # what ComfyUI's CLIPTextEncode keeps: the real tokens only
+    torch.testing.assert_close(pad_text_embeddings(unpadded), padded)
+    assert pad_text_embeddings(torch.randn(1, 600, 8)).shape == (1, TEXT_LEN, 8)

@@ -3,12 +3,11 @@ import torch
 from safetensors.torch import save_file
 
 from ft2_core.errors import InputError
-from ft2_core.tiny import TINY_TRANSFORMER
+from ft2_core.tiny import TINY_CONFIG
 from ft2_core.wan_keys import diffusers_to_original
 from ft2_core.wan_transformer import config_matching, load_transformer_file, load_transformer_folder
 from tests.conftest import make_model_inputs
 
-TINY_CONFIG = {"name": "tiny", "transformer": TINY_TRANSFORMER}
 
 
 def forward(transformer, inputs):
@@ -109,5 +108,14 @@ def test_shipped_14b_config_is_found_by_shape():
     with pytest.raises(InputError, match="T2V"):
         config_matching(state, "x")
     state["patch_embedding.weight"] = torch.empty(1536, 36, 1, 2, 2, **meta)
-    with pytest.raises(InputError, match="no shipped config fits a DiT of width 1536"):
+    with pytest.raises(InputError, match="no shipped config fits a DiT of width 1536"):  # 1.3B is T2V-only
         config_matching(state, "x")
+
+
+def test_single_file_without_config_is_matched_by_shape(tmp_path, reference):
+    transformer, inputs, expected = reference
+    path = tmp_path / "tiny.safetensors"
+    save_file(diffusers_to_original(transformer.state_dict()), str(path))
+    loaded, config = load_transformer_file(path)
+    assert config["name"] == "ft2-tiny"
+    torch.testing.assert_close(forward(loaded, inputs), expected)

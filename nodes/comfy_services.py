@@ -1,0 +1,163 @@
+"""ComfyUI's services (folders, devices, progress, cancellation), imported lazily.
+
+Outside ComfyUI (tests, scripts) each falls back to plain behaviour: CPU, no progress bar, no folders.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import_error_hint = "run `pip install -r requirements.txt` in ComfyUI's Python environment"
+
+# Model folders this extension registers, with the file endings ComfyUI may list in them.
+EXTRA_FOLDERS = {
+    "ft2_models": {".json", ".safetensors", ".ckpt"},  # model folders: diffusers Wan I2V + adapter + wav2vec2
+    "audio_encoders": {".json", ".safetensors", ".bin"},  # wav2vec2 folders (ComfyUI >= 0.3.50 has it already)
+}
+DIT_SUFFIXES = (".safetensors",)
+ADAPTER_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
+_header_cache: dict[tuple, list[str]] = {}
+
+
+def folder_paths():
+    try:
+        import folder_paths as module
+    except ImportError:
+        return None
+    return module
+
+
+def register_folders() -> None:
+    """Add our model folders to ComfyUI's registry (once; keeps paths users configured)."""
+    fp = folder_paths()
+    if fp is None:
+        return
+    for name, extensions in EXTRA_FOLDERS.items():
+        if name not in fp.folder_names_and_paths:
+            fp.folder_names_and_paths[name] = ([os.path.join(fp.models_dir, name)], set(extensions))
+
+
+def list_files(folder: str, suffixes: tuple[str, ...], key_marker: str | None = None) -> list[str]:
+    """Files in a ComfyUI model folder that fit: one of `suffixes` and, for safetensors, a tensor
+    name containing `key_marker` (read from the header only, cached by size and mtime)."""
+    fp = folder_paths()
+    if fp is None:
+        return []
+    names = []
+    for name in fp.get_filename_list(folder):
+        if not name.lower().endswith(suffixes):
+            continue
+        if key_marker is not None and name.lower().endswith(".safetensors"):
+            keys = safetensors_keys(fp.get_full_path(folder, name))
+            if keys is not None and not any(key_marker in key for key in keys):
+                continue
+        names.append(name)
+    return sorted(names)
+
+
+def safetensors_keys(path: str) -> list[str] | None:
+    """Tensor names of a safetensors file from its JSON header; None when it cannot be read."""
+    import json
+    import struct
+
+    try:
+        stat = os.stat(path)
+        cache_key = (path, stat.st_size, stat.st_mtime_ns)
+        if cache_key not in _header_cache:
+            with open(path, "rb") as handle:
+                (length,) = struct.unpack("<Q", handle.read(8))
+                _header_cache[cache_key] = [k for k in json.loads(handle.read(length)) if k != "__metadata__"]
+        return _header_cache[cache_key]
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def list_model_dirs(folder: str, marker: str) -> list[str]:
+    """Sub-folders of a ComfyUI model folder that contain `marker` (e.g. config.json)."""
+    fp = folder_paths()
+    if fp is None:
+        return []
+    found = set()
+    for root in fp.get_folder_paths(folder):
+        if os.path.isdir(root):
+            found.update(entry.name for entry in os.scandir(root) if entry.is_dir() and os.path.exists(os.path.join(entry.path, marker)))
+    return sorted(found)
+
+
+def resolve_file(folder: str, name: str, what: str) -> Path:
+    fp = folder_paths()
+    path = fp.get_full_path(folder, name) if fp is not None else None
+    if path is None or not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: {name!r} not found in models/{folder}")
+    return Path(path)
+
+
+def resolve_dir(folder: str, name: str, what: str) -> Path:
+    fp = folder_paths()
+    for root in fp.get_folder_paths(folder) if fp is not None else []:
+        if os.path.isdir(os.path.join(root, name)):
+            return Path(root, name)
+    raise FileNotFoundError(f"{what}: folder {name!r} not found in models/{folder}")
+
+
+def torch_device():
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        import torch
+
+        return torch.device("cpu")
+    return mm.get_torch_device()
+
+
+def offload_device():
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        import torch
+
+        return torch.device("cpu")
+    return mm.unet_offload_device()
+
+
+def free_cached_memory() -> None:
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return
+    mm.soft_empty_cache()
+
+
+def interrupt_check():
+    """A callable that raises ComfyUI's interruption when the user cancels (None outside ComfyUI)."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return None
+    return mm.throw_exception_if_processing_interrupted
+
+
+def progress_callback(total: int):
+    """Per-step progress with a rough latent preview in ComfyUI's bar; None outside ComfyUI."""
+    try:
+        import comfy.utils
+    except ImportError:
+        return None
+    bar = comfy.utils.ProgressBar(total)
+
+    def on_step(info) -> None:
+        bar.update_absolute(info.step, info.total, ("JPEG", latent_preview(info.denoised), 512))
+
+    return on_step
+
+
+def latent_preview(latents):
+    """Middle latent frame, first three channels stretched to 0..255: a cheap look at the structure."""
+    import numpy as np
+    from PIL import Image
+
+    frame = latents[0, :3, latents.shape[2] // 2].float()
+    low = frame.amin(dim=(1, 2), keepdim=True)
+    high = frame.amax(dim=(1, 2), keepdim=True)
+    rgb = ((frame - low) / (high - low + 1e-6) * 255).byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(rgb)).resize((rgb.shape[1] * 8, rgb.shape[0] * 8))

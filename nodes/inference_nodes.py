@@ -1,0 +1,288 @@
+"""FantasyTalking inference nodes: the all-in-one path and ComfyUI's native path, one sampler behind both."""
+from __future__ import annotations
+
+import functools
+import importlib
+
+from . import comfy_services as comfy
+
+CATEGORY = "FantasyTalking2"
+TINY_MODEL = "(built-in tiny demo model)"
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+
+
+def core(module: str):
+    """Import an ft2_core module lazily, so a missing dependency breaks only the node that needs it."""
+    return importlib.import_module(f"..ft2_core.{module}", __package__)
+
+
+def says_what_to_install(function):
+    """A node function whose dependency is missing fails with one sentence naming the package."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except ModuleNotFoundError as err:
+            raise RuntimeError(f"FantasyTalking2 needs the Python package '{err.name}': {comfy.import_error_hint}") from None
+
+    return wrapper
+
+
+def torch_dtype(name: str, device):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if getattr(device, "type", str(device)) == "cuda" else torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def comfy_audio(audio):
+    """Our Audio -> ComfyUI's AUDIO dict."""
+    import torch
+
+    return {"waveform": torch.from_numpy(audio.waveform)[None], "sample_rate": audio.sample_rate}
+
+
+SAMPLER_INPUTS = {
+    "steps": ("INT", {"default": 30, "min": 1, "max": 200, "tooltip": "Denoising steps (30 upstream)."}),
+    "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 20.0, "step": 0.1, "tooltip": "Prompt guidance scale (5 upstream)."}),
+    "audio_cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 20.0, "step": 0.1,
+                            "tooltip": "Audio guidance scale: higher follows the speech more closely (3-7 works well)."}),
+    "audio_cfg_start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                  "tooltip": "Fraction of the steps where audio guidance starts."}),
+    "audio_cfg_end": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                "tooltip": "Fraction of the steps where audio guidance ends (outside: plain prompt guidance, audio on)."}),
+    "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1, "tooltip": "Flow-matching sigma shift (5 upstream)."}),
+    "scheduler": (["euler", "unipc"], {"default": "euler", "tooltip": "Euler (upstream) or UniPC."}),
+    "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                     "tooltip": "Noise seed: the same seed gives the same video."}),
+    "audio_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
+                              "tooltip": "Strength of the audio cross-attention inside the model."}),
+}
+
+
+def sampler_options(kwargs):
+    options = core("sampler").SamplerOptions
+    return options(**{name: kwargs[name] for name in SAMPLER_INPUTS}).validate()
+
+
+def run_on_device(modules, work):
+    """Move modules (anything with `.to`) to ComfyUI's device for `work`, then offload and free cached memory."""
+    device = comfy.torch_device()
+    try:
+        for module in modules:
+            module.to(device)
+        return work(device)
+    finally:
+        for module in modules:
+            module.to(comfy.offload_device())
+        comfy.free_cached_memory()
+
+
+# ---------------------------------------------------------------- all-in-one path
+class FT2PipelineLoader:
+    DESCRIPTION = ("Loads a self-contained FantasyTalking model folder from models/ft2_models (diffusers Wan2.1-I2V "
+                   "folder + FantasyTalking adapter + wav2vec2), or the built-in tiny demo model (random weights, "
+                   "for trying the graph; not a talking face).")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("FT2_PIPELINE",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        folders = comfy.list_model_dirs("ft2_models", "transformer")
+        return {"required": {
+            "model_folder": ([TINY_MODEL] + folders, {"tooltip": "A folder in models/ft2_models, or the tiny demo model."}),
+            "dtype": (DTYPES, {"default": "auto", "tooltip": "Compute precision; auto = bf16 on GPU, fp32 on CPU."}),
+        }}
+
+    @says_what_to_install
+    def load(self, model_folder, dtype):
+        pipeline = core("pipeline")
+        if model_folder == TINY_MODEL:
+            folder = core("tiny").tiny_model_dir()
+        else:
+            folder = comfy.resolve_dir("ft2_models", model_folder, "model folder")
+        paths = pipeline.ModelPaths.from_folder(folder)
+        return (pipeline.FantasyTalkingPipeline.from_paths(paths, "cpu", torch_dtype(dtype, comfy.torch_device())),)
+
+
+class FT2Animate:
+    DESCRIPTION = ("Portrait IMAGE + speech AUDIO + prompt -> video frames and the matching audio (trimmed or padded "
+                   "to the video). Feed both to CreateVideo. The frame count follows the audio (up to 81) unless set.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "AUDIO")
+    RETURN_NAMES = ("frames", "audio")
+    FUNCTION = "animate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "pipeline": ("FT2_PIPELINE", {"tooltip": "From FT2 Load Pipeline."}),
+            "image": ("IMAGE", {"tooltip": "The portrait to animate (first image of the batch)."}),
+            "audio": ("AUDIO", {"tooltip": "The speech that drives the lips and motion."}),
+            "prompt": ("STRING", {"default": "A person is talking.", "multiline": True, "tooltip": "What the video shows."}),
+            "negative_prompt": ("STRING", {"default": "", "multiline": True,
+                                           "tooltip": "What to avoid; empty uses Wan's standard negative prompt."}),
+            "max_side": ("INT", {"default": 0, "min": 0, "max": 1280, "step": 16,
+                                 "tooltip": "Longest video side in pixels, sides rounded to multiples of 16; "
+                                            "0 uses the model's recommendation (512 for Wan2.1, 128 for the tiny demo)."}),
+            "num_frames": ("INT", {"default": 0, "min": 0, "max": 201, "step": 4,
+                                   "tooltip": "Frames to generate (4k+1); 0 follows the audio up to 81."}),
+            "fps": ("FLOAT", {"default": 23.0, "min": 1.0, "max": 60.0, "step": 1.0, "tooltip": "Video frame rate (23 upstream)."}),
+            **SAMPLER_INPUTS,
+        }}
+
+    @says_what_to_install
+    def animate(self, pipeline, image, audio, prompt, negative_prompt, max_side, num_frames, fps, **kwargs):
+        from_waveform = core("audio").audio_from_waveform
+        options = sampler_options(kwargs)
+        clip = from_waveform(audio["waveform"], audio["sample_rate"], "audio input")
+        negative = negative_prompt.strip() or core("pipeline").DEFAULT_NEGATIVE_PROMPT
+        result = run_on_device([pipeline], lambda device: pipeline.animate(
+            image[0], clip, prompt, negative, options, num_frames=num_frames or None, fps=fps, max_side=max_side or None,
+            on_step=comfy.progress_callback(options.steps), check_interrupt=comfy.interrupt_check(),
+        ))
+        track = core("audio").fit_to_duration(result.audio, result.frames.shape[0] / result.fps)
+        return (result.frames.cpu().float(), comfy_audio(track))
+
+
+# ---------------------------------------------------------------- native path
+class FT2ModelLoader:
+    DESCRIPTION = ("Loads the Wan2.1-I2V-14B DiT and the FantasyTalking audio adapter from models/diffusion_models "
+                   "(single .safetensors DiT in original or diffusers keys, fp32/bf16/fp16/fp8; adapter .ckpt or .safetensors).")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("FT2_MODEL",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "dit_name": (comfy.list_files("diffusion_models", comfy.DIT_SUFFIXES, "patch_embedding."),
+                         {"tooltip": "wan2.1_i2v_720p_14B_*.safetensors (or 480p)."}),
+            "adapter_name": (comfy.list_files("diffusion_models", comfy.ADAPTER_SUFFIXES, "proj_model."),
+                             {"tooltip": "fantasytalking_model.ckpt or its .safetensors conversion."}),
+            "dtype": (DTYPES, {"default": "auto", "tooltip": "Compute precision; fp8 files are upcast to it."}),
+        }}
+
+    @says_what_to_install
+    def load(self, dit_name, adapter_name, dtype):
+        load_talking_model = core("pipeline").load_talking_model
+        dit = comfy.resolve_file("diffusion_models", dit_name, "Wan2.1 DiT")
+        adapter = comfy.resolve_file("diffusion_models", adapter_name, "FantasyTalking adapter")
+        return (load_talking_model(dit, adapter, torch_dtype(dtype, comfy.torch_device())),)
+
+
+class FT2Wav2VecLoader:
+    DESCRIPTION = "Loads a wav2vec2 folder (e.g. wav2vec2-base-960h: config, weights, preprocessor config) from models/audio_encoders."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("FT2_WAV2VEC",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "wav2vec_folder": (comfy.list_model_dirs("audio_encoders", "preprocessor_config.json"),
+                               {"tooltip": "A wav2vec2 folder in models/audio_encoders."}),
+        }}
+
+    @says_what_to_install
+    def load(self, wav2vec_folder):
+        encoder = core("audio").Wav2VecEncoder
+        return (encoder(comfy.resolve_dir("audio_encoders", wav2vec_folder, "wav2vec2")),)
+
+
+class FT2AudioEmbeds:
+    DESCRIPTION = ("Turns an AUDIO into wav2vec2 features for exactly the frames to generate. Outputs the features, "
+                   "the audio trimmed or padded to the video (for CreateVideo) and the frame count.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("FT2_AUDIO_EMBEDS", "AUDIO", "INT")
+    RETURN_NAMES = ("audio_embeds", "audio", "num_frames")
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "wav2vec": ("FT2_WAV2VEC", {"tooltip": "From FT2 Load wav2vec2."}),
+            "audio": ("AUDIO", {"tooltip": "The speech; any rate and channel count."}),
+            "fps": ("FLOAT", {"default": 23.0, "min": 1.0, "max": 60.0, "step": 1.0, "tooltip": "Video frame rate (23 upstream)."}),
+            "num_frames": ("INT", {"default": 0, "min": 0, "max": 201, "step": 4,
+                                   "tooltip": "Frames to generate (4k+1); 0 follows the audio up to 81."}),
+        }}
+
+    @says_what_to_install
+    def encode(self, wav2vec, audio, fps, num_frames):
+        audio_mod = core("audio")
+        clip = audio_mod.audio_from_waveform(audio["waveform"], audio["sample_rate"], "audio input")
+        if num_frames == 0:
+            num_frames = audio_mod.frame_count(clip.duration, fps)
+        core("audio_windows").check_frame_count(num_frames)
+        features = run_on_device([wav2vec.model], lambda device: wav2vec.encode(audio_mod.clip_for_video(clip, num_frames, fps)).cpu())
+        embeds = {"features": features, "num_frames": num_frames, "fps": fps}
+        return (embeds, comfy_audio(audio_mod.fit_to_duration(clip, num_frames / fps)), num_frames)
+
+
+class FT2Sampler:
+    DESCRIPTION = ("Samples a FantasyTalking video from native inputs: CLIPTextEncode CONDITIONING (umT5), "
+                   "CLIPVisionEncode output, a start IMAGE (sides multiples of 16) encoded with the Wan VAE, and FT2 audio "
+                   "embeds. Returns a LATENT for the native VAEDecode.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("FT2_MODEL", {"tooltip": "From FT2 Load Model."}),
+            "positive": ("CONDITIONING", {"tooltip": "Prompt encoded with the Wan umT5 text encoder."}),
+            "negative": ("CONDITIONING", {"tooltip": "Negative prompt encoded with the same encoder."}),
+            "clip_vision_output": ("CLIP_VISION_OUTPUT", {"tooltip": "CLIPVisionEncode of the start image (crop: none)."}),
+            "vae": ("VAE", {"tooltip": "The Wan2.1 VAE, to encode the start image."}),
+            "start_image": ("IMAGE", {"tooltip": "The portrait; sides must be multiples of 16 (use ImageScale)."}),
+            "audio_embeds": ("FT2_AUDIO_EMBEDS", {"tooltip": "From FT2 Audio Embeds."}),
+            **SAMPLER_INPUTS,
+        }}
+
+    @says_what_to_install
+    def sample(self, model, positive, negative, clip_vision_output, vae, start_image, audio_embeds, **kwargs):
+        import torch
+
+        options = sampler_options(kwargs)
+        conditioning, latent_format = core("conditioning"), core("latent_format")
+        image = core("image").require_multiple_of_16(start_image[:1], "start_image")
+        num_frames = audio_embeds["num_frames"]
+        video = torch.full((num_frames, *image.shape), 0.5)  # first frame, then mid-grey (= Wan's zeros in -1..1)
+        video[0] = image
+        raw = vae.encode(video)
+        condition = conditioning.i2v_condition(latent_format.normalize(raw), num_frames)
+        positive_text = conditioning.pad_text_embeddings(positive[0][0], "positive conditioning")
+        negative_text = conditioning.pad_text_embeddings(negative[0][0], "negative conditioning")
+        clip = clip_vision_output["penultimate_hidden_states"][:1].float()
+        dtype = next(model.transformer.parameters()).dtype
+        generate = core("pipeline").generate_latents
+
+        def work(device):
+            return generate(model, condition, positive_text, negative_text, clip, audio_embeds["features"], num_frames,
+                            options, device, dtype, comfy.progress_callback(options.steps), comfy.interrupt_check())
+
+        latents = run_on_device([model], work)
+        return ({"samples": latent_format.denormalize(latents)},)
+
+
+NODE_CLASS_MAPPINGS = {
+    "FT2PipelineLoader": FT2PipelineLoader,
+    "FT2Animate": FT2Animate,
+    "FT2ModelLoader": FT2ModelLoader,
+    "FT2Wav2VecLoader": FT2Wav2VecLoader,
+    "FT2AudioEmbeds": FT2AudioEmbeds,
+    "FT2Sampler": FT2Sampler,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "FT2PipelineLoader": "FT2 Load Pipeline (all-in-one)",
+    "FT2Animate": "FT2 Animate Portrait",
+    "FT2ModelLoader": "FT2 Load Model (Wan2.1 + FantasyTalking)",
+    "FT2Wav2VecLoader": "FT2 Load wav2vec2",
+    "FT2AudioEmbeds": "FT2 Audio Embeds",
+    "FT2Sampler": "FT2 Sampler",
+}

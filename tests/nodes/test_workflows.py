@@ -1,0 +1,136 @@
+"""Every example workflow loads: node types exist, links join matching types, widget values fit."""
+import json
+import sys
+
+import pytest
+
+from tests.nodes.conftest import REPO
+
+OBJECT_INFO = REPO.parent / "shared" / "comfyui" / "object_info_v0.8.0.json"
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+WIDGET_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+UPLOAD_EXTRA_WIDGETS = {"image_upload": 1, "audio_upload": 2, "video_upload": 1}  # added by the frontend
+
+
+@pytest.fixture()
+def definitions(ft2, monkeypatch):
+    """ComfyUI v0.8.0's catalogue plus ours, both as a fresh install sees them (empty model folders)."""
+    monkeypatch.delitem(sys.modules, "folder_paths")
+    ours = {node_id: {"input": cls.INPUT_TYPES(), "output": list(cls.RETURN_TYPES)}
+            for node_id, cls in ft2.NODE_CLASS_MAPPINGS.items()}
+    return {**core_definitions(), **ours}
+
+
+def core_definitions():
+    if not OBJECT_INFO.is_file():
+        pytest.fail(f"{OBJECT_INFO} is missing: the ComfyUI v0.8.0 node catalogue is needed to check workflows")
+    return json.loads(OBJECT_INFO.read_text())
+
+
+def combo_options(kind, options):
+    if isinstance(kind, (list, tuple)):
+        return list(kind)
+    if kind == "COMBO":
+        return list(options.get("options", []))
+    return None
+
+
+def widget_inputs(definition):
+    """(name, kind, options) for each widget input in the frontend's order: required then optional."""
+    found = []
+    for section in ("required", "optional"):
+        for name, entry in definition["input"].get(section, {}).items():
+            kind, options = entry[0], entry[1] if len(entry) > 1 else {}
+            if combo_options(kind, options) is not None or kind in WIDGET_KINDS:
+                found.append((name, kind, options))
+    return found
+
+
+def all_inputs(definition):
+    return {name: entry[0] for section in ("required", "optional") for name, entry in definition["input"].get(section, {}).items()}
+
+
+def check_widget_value(node, name, kind, options, value):
+    where = f"node {node['id']} ({node['type']}).{name}={value!r}"
+    choices = combo_options(kind, options)
+    if choices is not None:
+        # model-folder pickers: empty on a fresh install, uploads, or ComfyUI's `*_name` loader inputs
+        file_picker = not choices or any(flag in options for flag in UPLOAD_EXTRA_WIDGETS) or name.endswith("_name")
+        assert isinstance(value, str), where
+        assert file_picker or value in choices, f"{where} not in {choices}"
+    elif kind == "INT":
+        assert isinstance(value, int) and not isinstance(value, bool), where
+        assert options.get("min", value) <= value <= options.get("max", value), where
+    elif kind == "FLOAT":
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), where
+        assert options.get("min", value) <= value <= options.get("max", value), where
+    elif kind == "STRING":
+        assert isinstance(value, str), where
+    elif kind == "BOOLEAN":
+        assert isinstance(value, bool), where
+
+
+def validate(workflow, definitions):
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    for node in nodes.values():
+        assert node["type"] in definitions, f"node {node['id']}: unknown type {node['type']}"
+        definition = definitions[node["type"]]
+        inputs = all_inputs(definition)
+        for slot in node.get("inputs", []):
+            assert slot["name"] in inputs, f"node {node['id']} ({node['type']}) has no input {slot['name']}"
+        linked = {slot["name"] for slot in node.get("inputs", []) if slot.get("link") is not None}
+        for name, entry in definition["input"]["required"].items():
+            kind = entry[0]
+            if isinstance(kind, str) and kind not in WIDGET_KINDS:
+                assert name in linked, f"node {node['id']} ({node['type']}): required input {name} is not linked"
+        expected, values = [], list(node.get("widgets_values", []))
+        for name, kind, options in widget_inputs(definition):
+            expected.append((name, kind, options))
+            if options.get("control_after_generate"):
+                expected.append((name + " control", "COMBO", {"options": ["fixed", "increment", "decrement", "randomize"]}))
+            expected.extend([(name + " upload", None, {})] * sum(n for f, n in UPLOAD_EXTRA_WIDGETS.items() if f in options))
+        assert len(values) == len(expected), f"node {node['id']} ({node['type']}): {len(values)} widget values, expected {len(expected)}"
+        for (name, kind, options), value in zip(expected, values):
+            if kind is not None:
+                check_widget_value(node, name, kind, options, value)
+    for link_id, src, src_slot, dst, dst_slot, link_type in workflow["links"]:
+        source, target = nodes[src], nodes[dst]
+        out_type = definitions[source["type"]]["output"][src_slot]
+        in_name = target["inputs"][dst_slot]["name"]
+        in_type = all_inputs(definitions[target["type"]])[in_name]
+        assert out_type == link_type == in_type or in_type == "*", (
+            f"link {link_id}: {source['type']} output {src_slot} ({out_type}) -> {target['type']}.{in_name} ({in_type})")
+        assert target["inputs"][dst_slot]["link"] == link_id and link_id in source["outputs"][src_slot]["links"]
+
+
+def test_there_are_workflows_and_no_example_workflows_folder():
+    assert {p.name for p in WORKFLOWS} >= {"fantasytalking_quick_start.json", "fantasytalking_wan21_native.json"}
+    assert not (REPO / "example_workflows").exists()
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_is_valid(definitions, path):
+    validate(json.loads(path.read_text()), definitions)
+
+
+def test_native_workflow_uses_recommended_settings():
+    workflow = json.loads((REPO / "workflows" / "fantasytalking_wan21_native.json").read_text())
+    by_type = {n["type"]: n for n in workflow["nodes"]}
+    steps, cfg, audio_cfg, _, _, shift = by_type["FT2Sampler"]["widgets_values"][:6]
+    assert (steps, cfg, audio_cfg, shift) == (30, 5.0, 5.0, 5.0)
+    assert by_type["FT2AudioEmbeds"]["widgets_values"][0] == 23.0 == by_type["CreateVideo"]["widgets_values"][0]
+
+
+def test_validator_catches_mistakes(definitions):
+    good = json.loads((REPO / "workflows" / "fantasytalking_quick_start.json").read_text())
+    mistakes = {
+        "unknown type": lambda w: w["nodes"][0].update(type="FT2Nope"),
+        "widget values": lambda w: w["nodes"][3]["widgets_values"].pop(),
+        "not in": lambda w: w["nodes"][3]["widgets_values"].__setitem__(11, "ddim"),
+        "link": lambda w: w["links"][0].__setitem__(5, "IMAGE"),
+    }
+    for expected, mutate in mistakes.items():
+        broken = json.loads(json.dumps(good))
+        mutate(broken)
+        with pytest.raises(AssertionError, match=expected):
+            validate(broken, definitions)
