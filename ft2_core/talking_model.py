@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 from .audio_adapter import AudioAdapter, AudioKeyValue
 from .audio_windows import AudioWindows
 from .errors import InputError
+from .experts import set_block_gate
 
 
 def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, mask=None) -> torch.Tensor:
@@ -62,15 +63,24 @@ def cross_attention(attn, kv, hidden, text, image, audio, audio_rows, audio_scal
     return attn.to_out[0](out)
 
 
-def block_forward(block, kv, hidden, text, image, modulation, rotary, audio, audio_rows, audio_scale):
-    """One Wan2.1 block (self-attn, cross-attn with audio, FFN), as diffusers' `WanTransformerBlock`."""
+def block_forward(block, kv, hidden, text, image, modulation, rotary, audio, audio_rows, audio_scale, expert_gate=None):
+    """One Wan2.1 block (self-attn, cross-attn with audio, FFN), as diffusers' `WanTransformerBlock`.
+
+    `expert_gate` [B, K] is this layer's expert mix; it is handed to the block's fused Linears inside
+    this function, so a checkpointed block recomputes with the same weights.
+    """
+    if expert_gate is not None:
+        set_block_gate(block, expert_gate)
     shift, scale, gate, c_shift, c_scale, c_gate = (block.scale_shift_table + modulation.float()).chunk(6, dim=1)
     normed = (block.norm1(hidden.float()) * (1 + scale) + shift).type_as(hidden)
     hidden = (hidden.float() + block.attn1(normed, None, None, rotary) * gate).type_as(hidden)
     normed = block.norm2(hidden.float()).type_as(hidden)
     hidden = hidden + cross_attention(block.attn2, kv, normed, text, image, audio, audio_rows, audio_scale)
     normed = (block.norm3(hidden.float()) * (1 + c_scale) + c_shift).type_as(hidden)
-    return (hidden.float() + block.ffn(normed).float() * c_gate).type_as(hidden)
+    hidden = (hidden.float() + block.ffn(normed).float() * c_gate).type_as(hidden)
+    if expert_gate is not None:
+        set_block_gate(block, None)
+    return hidden
 
 
 class FantasyTalkingModel(nn.Module):
@@ -87,6 +97,8 @@ class FantasyTalkingModel(nn.Module):
         self.transformer = transformer
         self.adapter = adapter
         self.gradient_checkpointing = False
+        self.expert_gate: nn.Module | None = None  # set with experts (see experts.experts_attached)
+        self.expert_names: tuple[str, ...] = ()
 
     @property
     def num_layers(self) -> int:
@@ -113,8 +125,10 @@ class FantasyTalkingModel(nn.Module):
         modulation = modulation.unflatten(1, (6, -1))
         scale = torch.as_tensor(audio_scale, dtype=torch.float32, device=x.device).expand(batch)
         audio_rows = scale.nonzero().flatten() if audio is not None else scale.new_zeros(0, dtype=torch.long)
-        for block, kv in zip(t.blocks, self.adapter.blocks):
-            args = (block, kv, hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale)
+        gates = self.expert_gate(timestep.float()) if self.expert_gate is not None else None  # [B, layers, K]
+        for index, (block, kv) in enumerate(zip(t.blocks, self.adapter.blocks)):
+            layer_gate = None if gates is None else gates[:, index]
+            args = (block, kv, hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale, layer_gate)
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 hidden = checkpoint(block_forward, *args, use_reentrant=False)
             else:

@@ -1,0 +1,150 @@
+"""Several LoRA experts active at once, mixed per layer and timestep, as one low-rank product per Linear.
+
+For each adapted Linear W of layer l:  y = W x + B_cat · (w ⊙ (A_cat x)),  where A_cat stacks the
+experts' down matrices (sum of ranks x d_in), B_cat their up matrices, and w repeats
+g_l,k(t) · s_k over expert k's rank columns. The base Linear is kept as is (no copy, no merge),
+and no dense delta-W is ever formed.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import InputError
+from .lora_formats import LoraWeights, check_lora_fits
+from .wan_keys import BLOCK_LEVEL
+
+_TO_DIFFUSERS = dict(BLOCK_LEVEL)
+
+
+@dataclass
+class Expert:
+    name: str  # e.g. motion / lipsync / quality
+    lora: LoraWeights
+    strength: float = 1.0
+
+
+class FusedLoRALinear(nn.Module):
+    """A Linear plus the experts' low-rank updates; `gate` [B, K] is set per block call by the model."""
+
+    def __init__(self, base: nn.Linear, downs, ups, scales, expert_ids, num_experts: int):
+        super().__init__()
+        self.base = base
+        self.down = nn.Parameter(torch.cat(downs).to(base.weight.dtype), requires_grad=False)  # [R, d_in]
+        self.up = nn.Parameter(torch.cat(ups, dim=1).to(base.weight.dtype), requires_grad=False)  # [d_out, R]
+        self.register_buffer("column_scale", torch.cat(scales), persistent=False)  # s_k per rank column
+        self.register_buffer("column_expert", torch.cat(expert_ids), persistent=False)  # k per rank column
+        self.num_experts = num_experts
+        self.gate: torch.Tensor | None = None
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:  # diffusers reads .weight.dtype of projections
+        return self.base.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if self.gate is None:
+            raise RuntimeError("expert gate weights were not set for this block")
+        # [B, R] column weights; broadcast over the tokens of each sample
+        weights = (self.gate[:, self.column_expert] * self.column_scale).to(x.dtype)
+        middle = torch.matmul(x, self.down.t())
+        middle = middle * weights.view(weights.shape[0], *([1] * (middle.ndim - 2)), -1)
+        return out + torch.matmul(middle, self.up.t())
+
+
+def block_linears(transformer) -> dict[str, nn.Linear]:
+    """Every adaptable Linear of the blocks by original Wan name (e.g. blocks.3.self_attn.q)."""
+    found = {}
+    for index, block in enumerate(transformer.blocks):
+        for original, diffusers in BLOCK_LEVEL:
+            module = block.get_submodule(diffusers) if _has_submodule(block, diffusers) else None
+            if isinstance(module, (nn.Linear, FusedLoRALinear)):
+                found[f"blocks.{index}.{original}"] = module
+    return found
+
+
+def _has_submodule(module: nn.Module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
+
+
+def _set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, new)
+
+
+def attach_experts(model, experts: list[Expert]) -> None:
+    """Wrap every Linear that any expert targets; each expert is checked against the model first."""
+    if not experts:
+        raise InputError("attach_experts needs at least one expert")
+    linears = block_linears(model.transformer)
+    if any(isinstance(m, FusedLoRALinear) for m in linears.values()):
+        raise InputError("experts are already attached to this model; detach them first")
+    shapes = {name: (m.out_features, m.in_features) for name, m in linears.items()}
+    for expert in experts:
+        check_lora_fits(expert.lora, shapes, f"expert {expert.name}")
+    targets = sorted({t for expert in experts for t in expert.lora.modules})
+    for target in targets:
+        downs, ups, scales, ids = [], [], [], []
+        for k, expert in enumerate(experts):
+            module = expert.lora.modules.get(target)
+            if module is None:
+                continue
+            downs.append(module.down)
+            ups.append(module.up)
+            scales.append(torch.full((module.rank,), expert.strength * expert.lora.scale(target)))
+            ids.append(torch.full((module.rank,), k, dtype=torch.long))
+        base = linears[target]
+        fused = FusedLoRALinear(base, downs, ups, scales, ids, len(experts)).to(base.weight.device)
+        index, original = target.split(".", 2)[1:]
+        _set_submodule(model.transformer.blocks[int(index)], _TO_DIFFUSERS[original], fused)
+    model.expert_names = tuple(e.name for e in experts)
+
+
+def detach_experts(model) -> None:
+    """Put the original Linears back (they were never modified)."""
+    for index, block in enumerate(model.transformer.blocks):
+        for original, diffusers in BLOCK_LEVEL:
+            if _has_submodule(block, diffusers) and isinstance(block.get_submodule(diffusers), FusedLoRALinear):
+                _set_submodule(block, diffusers, block.get_submodule(diffusers).base)
+    model.expert_names = ()
+    model.expert_gate = None
+
+
+def set_block_gate(block: nn.Module, gate: torch.Tensor | None) -> None:
+    """Give this block's fused Linears their [B, K] expert weights for the current call."""
+    for module in block.modules():
+        if isinstance(module, FusedLoRALinear):
+            module.gate = gate
+
+
+@contextmanager
+def experts_attached(model, experts: list[Expert], gate: nn.Module):
+    """Experts and gate for the duration of a run (ComfyUI shares one model between graphs)."""
+    if not experts:
+        yield model
+        return
+    if getattr(gate, "num_experts", len(experts)) != len(experts) or gate(torch.zeros(1)).shape[-1] != len(experts):
+        raise InputError(f"the gate mixes {gate(torch.zeros(1)).shape[-1]} experts but {len(experts)} were given")
+    if getattr(gate, "num_layers", model.num_layers) != model.num_layers:
+        raise InputError(f"the gate was made for {gate.num_layers} layers; the model has {model.num_layers}")
+    attach_experts(model, experts)
+    model.expert_gate = gate
+    try:
+        yield model
+    finally:
+        detach_experts(model)
