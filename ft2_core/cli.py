@@ -48,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     sampling.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default: bf16 on GPU, fp32 on CPU")
 
+    tlpo = animate.add_argument_group("TLPO experts (optional)")
+    tlpo.add_argument("--expert", action="append", default=[], metavar="NAME=FILE[:STRENGTH]",
+                      help="a LoRA expert, e.g. motion=mn.safetensors:1.0 (repeat for lipsync, quality)")
+    tlpo.add_argument("--gate", help="trained gate file (.safetensors); default: every expert at weight 1")
+    tlpo.add_argument("--schedule", help="instead of a gate: 't: w1, w2, w3' points separated by ';' (t in 0..1000)")
+
+    experts = commands.add_parser("experts", help="LoRA expert files")
+    experts_commands = experts.add_subparsers(dest="experts_command", required=True)
+    inspect = experts_commands.add_parser("inspect", help="print format, rank, alpha, modules, layers, dimension")
+    inspect.add_argument("file")
+
     convert = commands.add_parser("convert-adapter", help="fantasytalking_model.ckpt -> .safetensors")
     convert.add_argument("source")
     convert.add_argument("target")
@@ -82,13 +93,45 @@ def run_animate(args) -> Path:
         audio_cfg_start=args.audio_cfg_start, audio_cfg_end=args.audio_cfg_end,
         shift=args.shift or defaults["shift"], scheduler=args.scheduler, seed=args.seed, audio_scale=args.audio_scale,
     )
+    experts, gate = experts_from_args(args, pipe.model.num_layers)
     bar = tqdm(total=options.steps, desc="sampling", unit="step")
     result = pipe.animate(
         image, audio, args.prompt, args.negative_prompt or DEFAULT_NEGATIVE_PROMPT, options,
         num_frames=args.frames, fps=args.fps, max_side=args.max_side, on_step=lambda info: bar.update(1),
+        experts=experts, gate=gate,
     )
     bar.close()
     return write_mp4(args.out, result.frames, result.fps, result.audio)
+
+
+def experts_from_args(args, num_layers: int):
+    """--expert NAME=FILE[:STRENGTH] ..., --gate FILE or --schedule TEXT -> experts and their mix."""
+    from .experts import Expert
+    from .gate import ScheduledMix, load_gate, parse_schedule
+    from .lora_formats import load_lora
+
+    experts = []
+    for spec in args.expert:
+        name, sep, rest = spec.partition("=")
+        if not sep or not name:
+            raise InputError(f"--expert must look like NAME=FILE[:STRENGTH], got {spec!r}")
+        path, strength = rest, 1.0
+        head, colon, tail = rest.rpartition(":")
+        if colon:
+            try:
+                path, strength = head, float(tail)
+            except ValueError:  # a colon in the path, no strength
+                pass
+        experts.append(Expert(name, load_lora(path), strength))
+    if args.gate and args.schedule:
+        raise InputError("give --gate or --schedule, not both")
+    if (args.gate or args.schedule) and not experts:
+        raise InputError("--gate and --schedule mix experts: add --expert NAME=FILE")
+    if args.gate:
+        return experts, load_gate(args.gate, num_layers)
+    if args.schedule:
+        return experts, ScheduledMix(*parse_schedule(args.schedule.replace(";", "\n"), len(experts)))
+    return experts, None
 
 
 def quiet_library_progress_bars() -> None:
@@ -108,6 +151,11 @@ def main(argv=None) -> int:
     try:
         if args.command == "animate":
             out = run_animate(args)
+        elif args.command == "experts":
+            from .lora_formats import describe, load_lora
+
+            print(describe(load_lora(args.file)))
+            return 0
         else:
             from .audio_adapter import convert_adapter
 

@@ -132,17 +132,35 @@ def set_block_gate(block: nn.Module, gate: torch.Tensor | None) -> None:
             module.gate = gate
 
 
+def order_for_gate(experts: list[Expert], gate: nn.Module) -> list[Expert]:
+    """Experts in the order the gate mixes them (a trained gate names its experts)."""
+    names = getattr(gate, "experts", ())
+    if names:
+        by_name = {e.name: e for e in experts}
+        missing = [n for n in names if n not in by_name]
+        if missing or len(experts) != len(names):
+            raise InputError(f"the gate mixes experts {', '.join(names)} but got {', '.join(by_name)}")
+        return [by_name[n] for n in names]
+    return experts
+
+
 @contextmanager
-def experts_attached(model, experts: list[Expert], gate: nn.Module):
-    """Experts and gate for the duration of a run (ComfyUI shares one model between graphs)."""
+def experts_attached(model, experts: list[Expert], gate: nn.Module | None = None):
+    """Experts and their mix for the duration of a run (ComfyUI shares one model between graphs).
+
+    Without a gate every expert has weight 1 (its strength still applies).
+    """
     if not experts:
         yield model
         return
-    if getattr(gate, "num_experts", len(experts)) != len(experts) or gate(torch.zeros(1)).shape[-1] != len(experts):
-        raise InputError(f"the gate mixes {gate(torch.zeros(1)).shape[-1]} experts but {len(experts)} were given")
+    from .gate import StaticMix
+
+    gate = gate if gate is not None else StaticMix([1.0] * len(experts))
+    if gate.num_experts != len(experts):
+        raise InputError(f"the gate mixes {gate.num_experts} experts but {len(experts)} were given")
     if getattr(gate, "num_layers", model.num_layers) != model.num_layers:
         raise InputError(f"the gate was made for {gate.num_layers} layers; the model has {model.num_layers}")
-    attach_experts(model, experts)
+    attach_experts(model, order_for_gate(experts, gate))
     model.expert_gate = gate
     try:
         yield model

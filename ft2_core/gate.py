@@ -30,7 +30,9 @@ class TimestepLayerGate(nn.Module):
         super().__init__()
         self.proj = nn.Parameter(torch.zeros(num_layers, num_experts, embed_dim))
         self.bias = nn.Parameter(torch.zeros(num_layers, num_experts))
-        self.experts = tuple(experts) or tuple(f"expert{k}" for k in range(num_experts))
+        if experts and len(experts) != num_experts:
+            raise InputError(f"gate: {len(experts)} expert names for {num_experts} experts")
+        self.experts = tuple(experts)  # names in mixing order; empty when unnamed
 
     @property
     def num_layers(self) -> int:
@@ -50,26 +52,27 @@ class TimestepLayerGate(nn.Module):
 class StaticMix(nn.Module):
     """The same weight per expert at every layer and timestep (a user's fixed mix)."""
 
-    def __init__(self, weights, num_layers: int):
+    def __init__(self, weights):
         super().__init__()
         self.register_buffer("weights", torch.as_tensor(weights, dtype=torch.float32), persistent=False)
-        self.num_layers = num_layers
+        self.num_experts = self.weights.shape[0]
 
     def forward(self, timestep: torch.Tensor) -> torch.Tensor:
-        return self.weights.to(timestep.device).expand(timestep.shape[0], self.num_layers, -1)
+        """-> [B, 1, K]: one row that every layer shares."""
+        return self.weights.to(timestep.device).expand(timestep.shape[0], 1, -1)
 
 
 class ScheduledMix(nn.Module):
     """Weights per expert that vary with the timestep, linearly between given points (same at every layer)."""
 
-    def __init__(self, timesteps, weights, num_layers: int):
+    def __init__(self, timesteps, weights):
         super().__init__()
         order = torch.argsort(torch.as_tensor(timesteps, dtype=torch.float32))
         self.register_buffer("points", torch.as_tensor(timesteps, dtype=torch.float32)[order], persistent=False)
         self.register_buffer("weights", torch.as_tensor(weights, dtype=torch.float32)[order], persistent=False)
         if self.weights.ndim != 2 or self.weights.shape[0] != self.points.shape[0]:
             raise InputError("schedule: give one row of expert weights per timestep point")
-        self.num_layers = num_layers
+        self.num_experts = self.weights.shape[1]
 
     def forward(self, timestep: torch.Tensor) -> torch.Tensor:
         t = timestep.float().to(self.points.device).clamp(self.points[0], self.points[-1])
@@ -80,7 +83,7 @@ class ScheduledMix(nn.Module):
             lo, hi = self.points[upper - 1], self.points[upper]
             frac = ((t - lo) / (hi - lo)).unsqueeze(-1)
             mixed = self.weights[upper - 1] * (1 - frac) + self.weights[upper] * frac
-        return mixed[:, None, :].expand(-1, self.num_layers, -1).to(timestep.device)
+        return mixed[:, None, :].to(timestep.device)  # [B, 1, K]: shared by every layer
 
 
 def parse_schedule(text: str, num_experts: int) -> tuple[list[float], list[list[float]]]:

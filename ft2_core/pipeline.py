@@ -15,6 +15,7 @@ from .audio_adapter import AudioAdapter, load_audio_adapter
 from .audio_windows import check_frame_count
 from .conditioning import ImageEncoder, TextEncoder, WanVAE, condition_video, i2v_condition
 from .errors import InputError
+from .experts import Expert, experts_attached
 from .image import fit_image
 from .sampler import Conditioning, SamplerOptions, StepInfo, sample
 from .talking_model import FantasyTalkingModel
@@ -152,8 +153,14 @@ class FantasyTalkingPipeline:
         max_side: int | None = None,
         on_step: Callable[[StepInfo], None] | None = None,
         check_interrupt: Callable[[], None] | None = None,
+        experts: list[Expert] = (),
+        gate: torch.nn.Module | None = None,
     ) -> Animation:
-        """Portrait [H, W, 3] + speech -> frames. Frame count follows the audio unless given."""
+        """Portrait [H, W, 3] + speech -> frames. Frame count follows the audio unless given.
+
+        `experts` (TLPO LoRA experts) are mixed by `gate` (a trained gate, a static or scheduled mix;
+        default: weight 1 each) for this call only.
+        """
         fps = fps or self.defaults["fps"]
         options = options or SamplerOptions(
             steps=self.defaults["steps"], cfg=self.defaults["cfg"], audio_cfg=self.defaults["audio_cfg"], shift=self.defaults["shift"]
@@ -164,14 +171,9 @@ class FantasyTalkingPipeline:
         positive, negative = self.encode_text(prompt, negative_prompt)
         clip = self.image_encoder.encode(image) if self.image_encoder is not None else None
         condition = i2v_condition(self.vae.encode(condition_video(image, num_frames)), num_frames)
-        return self.animate_encoded(condition, positive, negative, clip, audio, num_frames, fps, options, on_step, check_interrupt)
-
-    def animate_encoded(self, condition, positive, negative, clip, audio: Audio, num_frames, fps, options,
-                        on_step=None, check_interrupt=None) -> Animation:
-        """The sampler on precomputed conditioning."""
         features = self.audio_features(audio, num_frames, fps)
         latents = generate_latents(self.model, condition, positive, negative, clip, features, num_frames, options,
-                                   self.device, self.dtype, on_step, check_interrupt)
+                                   self.device, self.dtype, on_step, check_interrupt, experts, gate)
         return Animation(self.vae.decode(latents), fps, audio, latents)
 
     def to(self, device) -> "FantasyTalkingPipeline":
@@ -186,7 +188,7 @@ class FantasyTalkingPipeline:
 
 def generate_latents(model: FantasyTalkingModel, condition, positive, negative, clip, features: torch.Tensor,
                      num_frames: int, options: SamplerOptions, device="cpu", dtype=torch.float32,
-                     on_step=None, check_interrupt=None) -> torch.Tensor:
+                     on_step=None, check_interrupt=None, experts: list[Expert] = (), gate=None) -> torch.Tensor:
     """Normalised latents [1, z, F, h, w] from I2V condition, text, CLIP features and wav2vec2 features.
 
     The one entry into the sampler for the CLI, the all-in-one node and ComfyUI's native path.
@@ -195,4 +197,5 @@ def generate_latents(model: FantasyTalkingModel, condition, positive, negative, 
     windows = model.adapter.windows(features.to(device), num_frames)
     cond = Conditioning(condition, positive, negative, clip, windows.to("cpu"))
     latent_channels = model.transformer.config.out_channels
-    return sample(model, cond, options, latent_channels, device, dtype, on_step, check_interrupt)
+    with experts_attached(model, list(experts), gate.to(device) if gate is not None else None):
+        return sample(model, cond, options, latent_channels, device, dtype, on_step, check_interrupt)

@@ -125,7 +125,9 @@ class FantasyTalkingModel(nn.Module):
         modulation = modulation.unflatten(1, (6, -1))
         scale = torch.as_tensor(audio_scale, dtype=torch.float32, device=x.device).expand(batch)
         audio_rows = scale.nonzero().flatten() if audio is not None else scale.new_zeros(0, dtype=torch.long)
-        gates = self.expert_gate(timestep.float()) if self.expert_gate is not None else None  # [B, layers, K]
+        gates = None
+        if self.expert_gate is not None:  # [B, layers, K]; a mix without layers gives [B, 1, K]
+            gates = self.expert_gate(timestep.float()).expand(-1, self.num_layers, -1)
         for index, (block, kv) in enumerate(zip(t.blocks, self.adapter.blocks)):
             layer_gate = None if gates is None else gates[:, index]
             args = (block, kv, hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale, layer_gate)

@@ -13,6 +13,7 @@ import_error_hint = "run `pip install -r requirements.txt` in ComfyUI's Python e
 EXTRA_FOLDERS = {
     "ft2_models": {".json", ".safetensors", ".ckpt"},  # model folders: diffusers Wan I2V + adapter + wav2vec2
     "audio_encoders": {".json", ".safetensors", ".bin"},  # wav2vec2 folders (ComfyUI >= 0.3.50 has it already)
+    "ft2_gates": {".safetensors"},  # TLPO gates
 }
 DIT_SUFFIXES = (".safetensors",)
 ADAPTER_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")

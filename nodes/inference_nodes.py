@@ -62,6 +62,13 @@ SAMPLER_INPUTS = {
 }
 
 
+OPTIONAL_TLPO_INPUTS = {
+    "experts": ("FT2_EXPERTS", {"tooltip": "TLPO LoRA experts from FT2 Load Experts (optional)."}),
+    "gate": ("FT2_GATE", {"tooltip": "How to mix the experts: FT2 Load Gate or FT2 Expert Schedule; "
+                                     "without it every expert has weight 1 times its strength."}),
+}
+
+
 def sampler_options(kwargs):
     options = core("sampler").SamplerOptions
     return options(**{name: kwargs[name] for name in SAMPLER_INPUTS}).validate()
@@ -132,10 +139,10 @@ class FT2Animate:
                                    "tooltip": "Frames to generate (4k+1); 0 follows the audio up to 81."}),
             "fps": ("FLOAT", {"default": 23.0, "min": 1.0, "max": 60.0, "step": 1.0, "tooltip": "Video frame rate (23 upstream)."}),
             **SAMPLER_INPUTS,
-        }}
+        }, "optional": OPTIONAL_TLPO_INPUTS}
 
     @says_what_to_install
-    def animate(self, pipeline, image, audio, prompt, negative_prompt, max_side, num_frames, fps, **kwargs):
+    def animate(self, pipeline, image, audio, prompt, negative_prompt, max_side, num_frames, fps, experts=(), gate=None, **kwargs):
         from_waveform = core("audio").audio_from_waveform
         options = sampler_options(kwargs)
         clip = from_waveform(audio["waveform"], audio["sample_rate"], "audio input")
@@ -143,6 +150,7 @@ class FT2Animate:
         result = run_on_device([pipeline], lambda device: pipeline.animate(
             image[0], clip, prompt, negative, options, num_frames=num_frames or None, fps=fps, max_side=max_side or None,
             on_step=comfy.progress_callback(options.steps), check_interrupt=comfy.interrupt_check(),
+            experts=experts, gate=gate,
         ))
         track = core("audio").fit_to_duration(result.audio, result.frames.shape[0] / result.fps)
         return (result.frames.cpu().float(), comfy_audio(track))
@@ -242,10 +250,11 @@ class FT2Sampler:
             "start_image": ("IMAGE", {"tooltip": "The portrait; sides must be multiples of 16 (use ImageScale)."}),
             "audio_embeds": ("FT2_AUDIO_EMBEDS", {"tooltip": "From FT2 Audio Embeds."}),
             **SAMPLER_INPUTS,
-        }}
+        }, "optional": OPTIONAL_TLPO_INPUTS}
 
     @says_what_to_install
-    def sample(self, model, positive, negative, clip_vision_output, vae, start_image, audio_embeds, **kwargs):
+    def sample(self, model, positive, negative, clip_vision_output, vae, start_image, audio_embeds,
+               experts=(), gate=None, **kwargs):
         import torch
 
         options = sampler_options(kwargs)
@@ -264,7 +273,8 @@ class FT2Sampler:
 
         def work(device):
             return generate(model, condition, positive_text, negative_text, clip, audio_embeds["features"], num_frames,
-                            options, device, dtype, comfy.progress_callback(options.steps), comfy.interrupt_check())
+                            options, device, dtype, comfy.progress_callback(options.steps), comfy.interrupt_check(),
+                            experts, gate)
 
         latents = run_on_device([model], work)
         return ({"samples": latent_format.denormalize(latents)},)

@@ -93,7 +93,7 @@ def test_equals_peft_with_constant_weights(tiny_model, experts):
     with torch.no_grad():
         x = torch.cat([inputs["latents"], inputs["condition"]], dim=1)
         want = reference(x, inputs["timestep"], inputs["text"], inputs["image"], return_dict=False)[0]
-        with experts_attached(tiny_model, experts, StaticMix(weights, tiny_model.num_layers)):
+        with experts_attached(tiny_model, experts, StaticMix(weights)):
             got = tiny_model(**inputs, audio=None)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
@@ -133,7 +133,7 @@ def test_every_format_gives_the_same_output(tmp_path, tiny_model, experts):
             write_format(experts[0].lora, fmt, path)
         loaded = load_lora(path)
         assert len(loaded.modules) == len(experts[0].lora.modules), fmt
-        with experts_attached(tiny_model, [Expert("motion", loaded)], StaticMix([1.0], tiny_model.num_layers)), torch.no_grad():
+        with experts_attached(tiny_model, [Expert("motion", loaded)], StaticMix([1.0])), torch.no_grad():
             outputs[fmt] = tiny_model(**inputs, audio=None)
     for fmt, out in outputs.items():
         torch.testing.assert_close(out, outputs["ours"], rtol=1e-5, atol=1e-6, msg=fmt)

@@ -44,9 +44,9 @@ def test_save_load_round_trip_and_layer_check(tmp_path):
 
 def test_static_and_scheduled_mixes():
     t = torch.tensor([0.0, 250.0, 1000.0])
-    assert StaticMix([0.2, 0.3, 0.5], 2)(t).shape == (3, 2, 3)
+    assert StaticMix([0.2, 0.3, 0.5])(t).shape == (3, 1, 3)
     points, weights = parse_schedule("1000: 1, 0, 0\n0: 0, 1, 0.5\n", 3)
-    mix = ScheduledMix(points, weights, 2)(t)
+    mix = ScheduledMix(points, weights)(t)
     torch.testing.assert_close(mix[:, 0], torch.tensor([[0.0, 1.0, 0.5], [0.25, 0.75, 0.375], [1.0, 0.0, 0.0]]))
     with pytest.raises(InputError, match="2 weights for 3 experts"):
         parse_schedule("0: 1, 0", 3)

@@ -74,7 +74,29 @@ def models_dir(tmp_path_factory, tiny_dir):
     (root / "diffusion_models" / "notes.txt").write_text("not a model")
     shutil.copytree(tiny_dir / "wav2vec2", root / "audio_encoders" / "tiny-wav2vec2")
     shutil.copytree(tiny_dir, root / "ft2_models" / "tiny-folder")
+    write_tlpo_files(root, dit)
     return root
+
+
+def write_tlpo_files(root: Path, dit) -> None:
+    """Three tiny experts in models/loras and a trained-looking gate in models/ft2_gates."""
+    import torch
+
+    from ft2_core.experts import block_linears
+    from ft2_core.gate import TimestepLayerGate, save_gate
+    from ft2_core.lora_formats import LoraModule, LoraWeights, save_expert
+
+    linears = block_linears(dit)
+    for seed, dimension in enumerate(("motion", "lipsync", "quality")):
+        g = torch.Generator().manual_seed(seed)
+        modules = {name: LoraModule(torch.randn(2, m.in_features, generator=g) * 0.3, torch.randn(m.out_features, 2, generator=g) * 0.3, 2.0)
+                   for name, m in linears.items() if name.split(".", 2)[2] in ("self_attn.q", "ffn.0", "cross_attn.o")}
+        save_expert(LoraWeights(modules, "test"), root / "loras" / f"tiny_{dimension}.safetensors", dimension, "ft2-tiny")
+    (root / "loras" / "readme.txt").write_text("not a LoRA")
+    gate = TimestepLayerGate(len(dit.blocks), 3, experts=("motion", "lipsync", "quality"))
+    with torch.no_grad():
+        gate.proj.normal_(generator=torch.Generator().manual_seed(9))
+    save_gate(gate, root / "ft2_gates" / "tiny_gate.safetensors")
 
 
 @pytest.fixture()

@@ -104,7 +104,8 @@ def validate(workflow, definitions):
 
 
 def test_there_are_workflows_and_no_example_workflows_folder():
-    assert {p.name for p in WORKFLOWS} >= {"fantasytalking_quick_start.json", "fantasytalking_wan21_native.json"}
+    assert {p.name for p in WORKFLOWS} >= {"fantasytalking_quick_start.json", "fantasytalking_wan21_native.json",
+                                           "fantasytalking2_tlpo_experts.json"}
     assert not (REPO / "example_workflows").exists()
 
 

@@ -1,0 +1,118 @@
+"""TLPO nodes: load the three LoRA experts, load or define their mix, and show what a gate does."""
+from __future__ import annotations
+
+from . import comfy_services as comfy
+from .inference_nodes import CATEGORY, core, says_what_to_install
+
+NONE = "none"
+EXPERT_NAMES = ("motion", "lipsync", "quality")
+DIMENSION_HELP = {"motion": "motion naturalness", "lipsync": "lip-sync", "quality": "visual quality"}
+
+
+class FT2LoadExperts:
+    DESCRIPTION = ("Loads up to three TLPO LoRA experts (motion naturalness, lip-sync, visual quality) from models/loras, "
+                   "each with its own strength. Any LoRA layout works (ComfyUI, musubi-tuner, diffusers, DiffSynth, "
+                   "diffusion-pipe); files are checked against the model when sampling.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("FT2_EXPERTS",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        loras = [NONE] + comfy.list_files("loras", (".safetensors",), "lora_")
+        inputs = {}
+        for name in EXPERT_NAMES:
+            inputs[f"{name}_lora_name"] = (loras, {"default": NONE, "tooltip": f"The {DIMENSION_HELP[name]} expert, or none."})
+            inputs[f"{name}_strength"] = ("FLOAT", {"default": 1.0, "min": -2.0, "max": 3.0, "step": 0.05,
+                                                   "tooltip": f"Multiplies the {DIMENSION_HELP[name]} expert's update."})
+        return {"required": inputs}
+
+    @says_what_to_install
+    def load(self, **kwargs):
+        experts_mod, lora_formats = core("experts"), core("lora_formats")
+        experts = []
+        for name in EXPERT_NAMES:
+            if kwargs[f"{name}_lora_name"] != NONE:
+                path = comfy.resolve_file("loras", kwargs[f"{name}_lora_name"], f"{name} expert")
+                experts.append(experts_mod.Expert(name, lora_formats.load_lora(path), kwargs[f"{name}_strength"]))
+        if not experts:
+            raise ValueError("FT2 Load Experts: choose at least one expert file")
+        return (experts,)
+
+
+class FT2LoadGate:
+    DESCRIPTION = "Loads a trained TLPO gate (models/ft2_gates): per-layer, per-timestep weights for the three experts."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("FT2_GATE",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"gate_name": (comfy.list_files("ft2_gates", (".safetensors",)),
+                                           {"tooltip": "A gate file written by training/train_gate.py."})}}
+
+    @says_what_to_install
+    def load(self, gate_name):
+        load_gate = core("gate").load_gate
+        return (load_gate(comfy.resolve_file("ft2_gates", gate_name, "gate")),)
+
+
+class FT2ExpertSchedule:
+    DESCRIPTION = ("Mixes the experts without a trained gate: one line per timestep point, 't: motion, lipsync, quality' "
+                   "(t from 1000 = pure noise to 0 = clean), linear in between; a single line is a fixed mix.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("FT2_GATE",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "schedule": ("STRING", {"default": "1000: 1.0, 0.6, 0.4\n0: 0.6, 1.0, 1.0", "multiline": True,
+                                    "tooltip": "Lines 't: w_motion, w_lipsync, w_quality' (weights for the experts in the order loaded)."}),
+        }}
+
+    @says_what_to_install
+    def build(self, schedule):
+        gate = core("gate")
+        first = next((line for line in schedule.splitlines() if ":" in line), "")
+        points, weights = gate.parse_schedule(schedule, len(first.split(":", 1)[-1].split(",")))
+        return (gate.ScheduledMix(points, weights),)
+
+
+class FT2GateHeatmap:
+    DESCRIPTION = "Draws a gate as an IMAGE: expert weight per DiT layer (rows) and timestep (columns), one panel per expert."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "draw"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "gate": ("FT2_GATE", {"tooltip": "A trained gate or a schedule."}),
+            "num_layers": ("INT", {"default": 40, "min": 1, "max": 100,
+                                   "tooltip": "Rows to draw for a schedule (a trained gate uses its own layer count)."}),
+        }}
+
+    @says_what_to_install
+    def draw(self, gate, num_layers):
+        import torch
+
+        render_gate = core("gate_plot").render_gate
+        layers = getattr(gate, "num_layers", num_layers)
+        names = getattr(gate, "experts", ()) or EXPERT_NAMES[: gate.num_experts]
+        pixels = render_gate(gate.cpu(), layers, tuple(names))
+        return (torch.from_numpy(pixels).float().div(255)[None],)
+
+
+NODE_CLASS_MAPPINGS = {
+    "FT2LoadExperts": FT2LoadExperts,
+    "FT2LoadGate": FT2LoadGate,
+    "FT2ExpertSchedule": FT2ExpertSchedule,
+    "FT2GateHeatmap": FT2GateHeatmap,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "FT2LoadExperts": "FT2 Load Experts (TLPO)",
+    "FT2LoadGate": "FT2 Load Gate (TLPO)",
+    "FT2ExpertSchedule": "FT2 Expert Schedule",
+    "FT2GateHeatmap": "FT2 Gate Heatmap",
+}
