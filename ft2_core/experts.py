@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import InputError
@@ -53,14 +54,16 @@ class FusedLoRALinear(nn.Module):
         return self.base.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
         if self.gate is None:
             raise RuntimeError("expert gate weights were not set for this block")
-        # [B, R] column weights; broadcast over the tokens of each sample
+        out = self.base(x)
+        # [B, R] column weights, broadcast over each sample's tokens
         weights = (self.gate[:, self.column_expert] * self.column_scale).to(x.dtype)
-        middle = torch.matmul(x, self.down.t())
+        middle = F.linear(x, self.down)
         middle = middle * weights.view(weights.shape[0], *([1] * (middle.ndim - 2)), -1)
-        return out + torch.matmul(middle, self.up.t())
+        # accumulate into the base output in place: no second [tokens, d_out] tensor
+        out.view(-1, out.shape[-1]).addmm_(middle.reshape(-1, middle.shape[-1]), self.up.t())
+        return out
 
 
 def block_linears(transformer) -> dict[str, nn.Linear]:
