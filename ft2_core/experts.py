@@ -29,7 +29,11 @@ class Expert:
 
 
 class FusedLoRALinear(nn.Module):
-    """A Linear plus the experts' low-rank updates; `gate` [B, K] is set per block call by the model."""
+    """A Linear plus the experts' low-rank updates.
+
+    `gate` [B, K] is set per block call by the model; with no gate (the model has no `expert_gate`)
+    the experts are off and this is exactly the base Linear: that is the Flow-DPO reference.
+    """
 
     def __init__(self, base: nn.Linear, downs, ups, scales, expert_ids, num_experts: int):
         super().__init__()
@@ -54,9 +58,9 @@ class FusedLoRALinear(nn.Module):
         return self.base.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.gate is None:
-            raise RuntimeError("expert gate weights were not set for this block")
         out = self.base(x)
+        if self.gate is None:
+            return out
         # [B, R] column weights, broadcast over each sample's tokens
         weights = (self.gate[:, self.column_expert] * self.column_scale).to(x.dtype)
         middle = F.linear(x, self.down)
@@ -126,6 +130,16 @@ def detach_experts(model) -> None:
                 _set_submodule(block, diffusers, block.get_submodule(diffusers).base)
     model.expert_names = ()
     model.expert_gate = None
+
+
+@contextmanager
+def experts_disabled(model):
+    """The same network with every expert off (no second copy of the DiT)."""
+    gate, model.expert_gate = model.expert_gate, None
+    try:
+        yield model
+    finally:
+        model.expert_gate = gate
 
 
 def set_block_gate(block: nn.Module, gate: torch.Tensor | None) -> None:

@@ -1,0 +1,42 @@
+"""Shared toy data and helpers for the trainer tests (built once per session)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ft2_core.preference_data import read_pairs, write_pairs
+from training.synthetic_pairs import make_synthetic_cache
+
+TRAIN_CONDITIONS = 24  # of 32: the rest are held out
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("toy")
+    manifests = make_synthetic_cache(root, conditions=32, seed=0)
+    split = {}
+    for dimension, path in manifests.items():
+        pairs = read_pairs(path)
+        split[dimension] = (write_pairs(root / f"train_{dimension}.jsonl", pairs[:TRAIN_CONDITIONS]),
+                            write_pairs(root / f"heldout_{dimension}.jsonl", pairs[TRAIN_CONDITIONS:]))
+    return {"cache": root / "cache", "split": split, "root": root}
+
+
+def write_config(path: Path, sections: dict) -> Path:
+    """A TOML file from nested dicts of plain values (strings, numbers, booleans, lists)."""
+    lines = []
+    for section, values in sections.items():
+        nested = {k: v for k, v in values.items() if isinstance(v, dict)}
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items() if key not in nested]
+        for name, table in nested.items():
+            lines.append(f"[{section}.{name}]")
+            lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def metrics(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]

@@ -1,0 +1,82 @@
+import os
+import subprocess
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+
+from ft2_core.experts import Expert, attach_experts, detach_experts
+from ft2_core.gate import StaticMix
+from ft2_core.lora_formats import load_lora
+from ft2_core.preference_data import LatentCache, PairDataset, read_pairs
+from tests.conftest import REPO
+from tests.training.conftest import metrics, write_config
+from training import train_expert
+from training.trainer import preference_accuracy, run
+
+
+def expert_config(tmp_path, toy_data, output, dimension="lipsync", **train):
+    return write_config(tmp_path / f"{output.name}.toml", {
+        "model": {"folder": ""},
+        "expert": {"dimension": dimension, "rank": 4, "alpha": 4.0},
+        "data": {"cache": str(toy_data["cache"]), "pairs": [str(toy_data["split"][dimension][0])]},
+        "train": {"output": str(output), "steps": 40, "batch_size": 4, "lr": 3e-3, "beta": 500.0, "seed": 1,
+                  "checkpoint_every": 20, **train},
+    })
+
+
+def test_trained_expert_prefers_winners(tmp_path, toy_data, tiny_model):
+    output = tmp_path / "expert"
+    assert run(train_expert.main, train_expert.DEFAULTS, ["--config", str(expert_config(tmp_path, toy_data, output))]) == 0
+    log = metrics(output)
+    assert log[0]["implicit_accuracy"] <= 0.5  # B = 0 at the start: the expert equals the reference (a tie)
+    assert sum(m["implicit_accuracy"] for m in log[-10:]) / 10 > 0.9
+    assert set(log[-1]) >= {"loss", "implicit_accuracy", "reward_margin", "accuracy_by_sigma"}
+    expert = load_lora(output / "expert_lipsync.safetensors")
+    assert expert.metadata["ft2.kind"] == "expert" and expert.metadata["ft2.dimension"] == "lipsync"
+    assert expert.ranks == {4} and expert.alphas == {4.0}
+    heldout = PairDataset(LatentCache(toy_data["cache"]), read_pairs(toy_data["split"]["lipsync"][1]))
+    attach_experts(tiny_model, [Expert("lipsync", expert)])
+    tiny_model.expert_gate = StaticMix([1.0])
+    try:
+        assert preference_accuracy(tiny_model, heldout, list(range(len(heldout))), seed=3) > 0.9
+    finally:
+        detach_experts(tiny_model)
+
+
+def test_resume_continues_exactly(tmp_path, toy_data):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    argv = lambda out, steps: ["--config", str(expert_config(tmp_path, toy_data, out, "motion", steps=steps, checkpoint_every=4))]  # noqa: E731
+    assert run(train_expert.main, train_expert.DEFAULTS, argv(straight, 12)) == 0
+    assert run(train_expert.main, train_expert.DEFAULTS, argv(resumed, 6)) == 0  # "interrupted" after 6 steps
+    assert sorted(p.name for p in resumed.glob("checkpoint-*")) == ["checkpoint-0000004", "checkpoint-0000006"]
+    assert run(train_expert.main, train_expert.DEFAULTS, argv(resumed, 12)) == 0
+    a, b = load_file(straight / "expert_motion.safetensors"), load_file(resumed / "expert_motion.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [m["step"] for m in metrics(resumed)] == list(range(1, 13))
+    assert not list(resumed.glob(".checkpoint-*"))  # no half-written checkpoint left
+
+
+def test_two_processes_match_one(tmp_path, toy_data):
+    single, double = tmp_path / "single", tmp_path / "double"
+    assert run(train_expert.main, train_expert.DEFAULTS,
+               ["--config", str(expert_config(tmp_path, toy_data, single, steps=8))]) == 0
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "training" / "train_expert.py"),
+               "--config", str(expert_config(tmp_path, toy_data, double, steps=8))]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = __import__("json").loads((double / "run.json").read_text())
+    assert info["world_size"] == 2
+    assert info["rank_checksums"][0] == info["rank_checksums"][1]  # both ranks end with identical weights
+    a, b = load_file(single / "expert_lipsync.safetensors"), load_file(double / "expert_lipsync.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4)
+    assert time.perf_counter() - started < 300
+
+
+def test_bad_config_is_named(tmp_path, capsys):
+    assert run(train_expert.main, train_expert.DEFAULTS, ["--config", str(tmp_path / "none.toml")]) == 2
+    assert "config not found" in capsys.readouterr().err

@@ -1,0 +1,83 @@
+import os
+import time
+
+import torch
+
+from ft2_core.experts import Expert, attach_experts, detach_experts
+from ft2_core.flow_dpo import dpo_step
+from ft2_core.gate import StaticMix, load_gate
+from ft2_core.lora_formats import LoraModule, LoraWeights, load_lora, save_expert
+from ft2_core.preference_data import LatentCache, PairDataset, collate_pairs, read_pairs
+from tests.conftest import REPO
+from tests.training.conftest import metrics, write_config
+from training import train_expert, train_gate
+from training.trainer import run
+
+
+def timestep_specialist(model, dataset, high_noise: bool, steps=60, seed=0) -> LoraWeights:
+    """An expert that helps (winner preferred) only at high noise, or only at low noise, and hurts elsewhere:
+    trained by Flow-DPO on the pairs where sigma is in its range and on swapped pairs outside it."""
+    lora = train_expert.fresh_lora(model, 4, 4.0, ("self_attn.q", "self_attn.v", "ffn.0", "ffn.2"), seed)
+    attach_experts(model, [Expert("x", lora)])
+    model.expert_gate = StaticMix([1.0])
+    fused = train_expert.fused_modules(model)
+    params = [p for m in fused.values() for p in (m.down, m.up)]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=3e-3)
+    g = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        batch = collate_pairs([dataset[int(i)] for i in torch.randint(len(dataset), (4,), generator=g)])
+        sigma = torch.rand(4, generator=g)
+        own = sigma > 0.5 if high_noise else sigma < 0.5
+        winner = torch.where(own[:, None, None, None, None], batch["winner"], batch["loser"])
+        loser = torch.where(own[:, None, None, None, None], batch["loser"], batch["winner"])
+        batch.update(winner=winner, loser=loser, audio=model.adapter.windows(batch["audio_features"], batch["num_frames"]))
+        out = dpo_step(model, batch, sigma, torch.randn(batch["winner"].shape, generator=g), beta=500.0)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    trained = LoraWeights({n: LoraModule(m.down.detach().clone(), m.up.detach().clone(), 4.0) for n, m in fused.items()}, "test")
+    detach_experts(model)
+    return trained
+
+
+def test_gate_learns_which_expert_helps_at_which_noise(tmp_path, toy_data, tiny_model):
+    dataset = PairDataset(LatentCache(toy_data["cache"]), read_pairs(toy_data["split"]["motion"][0]))
+    high = save_expert(timestep_specialist(tiny_model, dataset, True), tmp_path / "high.safetensors", "motion", "ft2-tiny")
+    low = save_expert(timestep_specialist(tiny_model, dataset, False, seed=1), tmp_path / "low.safetensors", "quality", "ft2-tiny")
+    output = tmp_path / "gate"
+    config = write_config(tmp_path / "gate.toml", {
+        "model": {"folder": ""},
+        "gate": {"experts": {"motion": str(high), "quality": str(low)}},
+        "data": {"cache": str(toy_data["cache"]),
+                 "pairs": {"motion": str(toy_data["split"]["motion"][0]), "quality": str(toy_data["split"]["quality"][0])}},
+        "train": {"output": str(output), "steps": 300, "batch_size": 4, "lr": 1e-2, "beta": 500.0, "seed": 0, "checkpoint_every": 1000},
+    })
+    assert run(train_gate.main, train_gate.DEFAULTS, ["--config", str(config)]) == 0
+    gate = load_gate(output / "gate.safetensors", num_layers=tiny_model.num_layers)
+    assert gate.experts == ("motion", "quality")
+    with torch.no_grad():  # mean weight over layers and over the noisiest / cleanest fifth of the schedule
+        noisy = gate(torch.linspace(800, 1000, 21)).mean(dim=(0, 1))
+        clean = gate(torch.linspace(0, 200, 21)).mean(dim=(0, 1))
+    assert noisy[0] > noisy[1] + 0.1, noisy  # the high-noise expert leads at high t
+    assert clean[1] > clean[0] + 0.1, clean  # the low-noise expert leads at low t
+    assert metrics(output)[-1]["implicit_accuracy"] > 0.75
+
+
+def test_tiny_configs_run_and_load(tmp_path, monkeypatch):
+    """The shipped tiny configs as a user runs them (relative output paths, toy data built on first use)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FT2_CACHE", os.environ.get("FT2_CACHE", str(tmp_path / "cache")))
+    configs = REPO / "training" / "configs"
+    for dimension in ("motion", "lipsync", "quality"):
+        started = time.perf_counter()
+        argv = ["--config", str(configs / "tiny_expert.toml"), "--set", f"expert.dimension={dimension}",
+                "--set", f"train.output=\"outputs/tiny_expert_{dimension}\""]
+        assert run(train_expert.main, train_expert.DEFAULTS, argv) == 0
+        assert time.perf_counter() - started < 120
+        assert load_lora(f"outputs/tiny_expert_{dimension}/expert_{dimension}.safetensors").metadata["ft2.dimension"] == dimension
+    started = time.perf_counter()
+    assert run(train_gate.main, train_gate.DEFAULTS, ["--config", str(configs / "tiny_gate.toml")]) == 0
+    assert time.perf_counter() - started < 120
+    assert load_gate("outputs/tiny_gate/gate.safetensors", num_layers=2).experts == ("motion", "lipsync", "quality")

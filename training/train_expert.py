@@ -1,0 +1,82 @@
+"""Stage 1 of TLPO: one LoRA expert per dimension, trained with Flow-DPO on its pair set.
+
+    python training/train_expert.py --config training/configs/tiny_expert.toml [--set expert.dimension=motion]
+    accelerate launch --num_processes 8 training/train_expert.py --config my_expert.toml
+
+The lip-sync expert's loss is the masked mean over its lip mask. The reference is the same network
+with the expert off. Writes experts in our format (ComfyUI-native LoRA keys + ft2 metadata).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ft2_core.experts import Expert, FusedLoRALinear, attach_experts  # noqa: E402
+from ft2_core.gate import StaticMix  # noqa: E402
+from ft2_core.lora_formats import DIMENSIONS, EXPERT_TARGETS, LoraModule, LoraWeights, save_expert  # noqa: E402
+from training.trainer import make_accelerator, model_from_config, pair_dataset, run, synthetic_data, train_dpo  # noqa: E402
+
+DEFAULTS = {
+    "model": {"folder": ""},
+    "expert": {"dimension": "lipsync", "rank": 16, "alpha": 16.0, "targets": list(EXPERT_TARGETS), "lip_mask": True},
+    "data": {"cache": "", "pairs": []},
+    "train": {"steps": 1000, "batch_size": 4, "lr": 1e-4, "beta": 5000.0, "seed": 0, "checkpoint_every": 100},
+}
+
+
+def fresh_lora(model, rank: int, alpha: float, targets, seed: int) -> LoraWeights:
+    """A new expert: A ~ N(0, 1/rank), B = 0, so training starts at the reference."""
+    from ft2_core.experts import block_linears
+
+    g = torch.Generator().manual_seed(seed)
+    modules = {}
+    for name, linear in block_linears(model.transformer).items():
+        if name.split(".", 2)[2] in targets:
+            modules[name] = LoraModule(torch.randn(rank, linear.in_features, generator=g) / rank,
+                                       torch.zeros(linear.out_features, rank), alpha)
+    return LoraWeights(modules, "ft2")
+
+
+def fused_modules(model) -> dict[str, FusedLoRALinear]:
+    from ft2_core.experts import block_linears
+
+    return {name: m for name, m in block_linears(model.transformer).items() if isinstance(m, FusedLoRALinear)}
+
+
+def main(config: dict) -> Path:
+    expert_config, train = config["expert"], config["train"]
+    dimension = expert_config["dimension"]
+    if dimension not in DIMENSIONS:
+        raise ValueError(f"expert.dimension must be one of {DIMENSIONS}")
+    accelerator = make_accelerator(config)
+    data = synthetic_data(config)
+    model, paths = model_from_config(config)
+    model.requires_grad_(False)
+    lora = fresh_lora(model, int(expert_config["rank"]), float(expert_config["alpha"]), expert_config["targets"], train.get("seed", 0))
+    attach_experts(model, [Expert(dimension, lora)])
+    model.expert_gate = StaticMix([1.0])
+    fused = fused_modules(model)
+    parameters = {}
+    for name, module in fused.items():
+        module.down.requires_grad_(True)
+        module.up.requires_grad_(True)
+        parameters[f"{name}.lora_A"], parameters[f"{name}.lora_B"] = module.down, module.up
+    pair_files = data.get(dimension) if data else config["data"]["pairs"]
+    dataset = pair_dataset(config, [pair_files] if isinstance(pair_files, (str, Path)) else pair_files,
+                           use_lip_mask=bool(expert_config.get("lip_mask", True)))
+
+    def save(output: Path) -> Path:
+        trained = LoraWeights({n: LoraModule(m.down.detach().float().cpu().clone(), m.up.detach().float().cpu().clone(),
+                                             float(expert_config["alpha"])) for n, m in fused.items()}, "ft2")
+        return save_expert(trained, output / f"expert_{dimension}.safetensors", dimension, str(paths.transformer.name),
+                           {"ft2.steps": str(train["steps"]), "ft2.beta": str(train["beta"])})
+
+    return train_dpo(config, model, parameters, dataset, save, accelerator)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main, DEFAULTS))

@@ -1,0 +1,62 @@
+"""Stage 2 of TLPO: freeze the three experts and train only the timestep-layer gate with Flow-DPO
+on a balanced mix of motion / lip-sync / quality pairs (lip mask on the lip-sync pairs).
+
+    python training/train_gate.py --config training/configs/tiny_gate.toml
+    accelerate launch --num_processes 8 training/train_gate.py --config my_gate.toml
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ft2_core.errors import InputError  # noqa: E402
+from ft2_core.experts import Expert, attach_experts  # noqa: E402
+from ft2_core.gate import TimestepLayerGate, save_gate  # noqa: E402
+from ft2_core.lora_formats import DIMENSIONS, load_lora  # noqa: E402
+from ft2_core.preference_data import PairDataset  # noqa: E402
+from training.trainer import make_accelerator, model_from_config, pair_dataset, resolve, run, synthetic_data, train_dpo  # noqa: E402
+
+DEFAULTS = {
+    "model": {"folder": ""},
+    "gate": {"experts": {}, "embed_dim": 256},
+    "data": {"cache": "", "pairs": {}},
+    "train": {"steps": 1000, "batch_size": 6, "lr": 1e-3, "beta": 5000.0, "seed": 0, "checkpoint_every": 100},
+}
+
+
+def balanced(dataset: PairDataset) -> PairDataset:
+    """Interleave the dimensions round-robin, repeating the smaller sets, so every batch mixes them evenly."""
+    by_dimension = {d: [p for p in dataset.pairs if p.dimension == d] for d in DIMENSIONS}
+    present = {d: pairs for d, pairs in by_dimension.items() if pairs}
+    longest = max(len(pairs) for pairs in present.values())
+    mixed = [pairs[i % len(pairs)] for i in range(longest) for pairs in present.values()]
+    return PairDataset(dataset.cache, mixed, dataset.use_lip_mask)
+
+
+def main(config: dict) -> Path:
+    gate_config = config["gate"]
+    expert_files = gate_config["experts"]
+    names = [d for d in DIMENSIONS if d in expert_files]
+    if not names:
+        raise InputError("gate.experts must name expert files, e.g. {motion = '...', lipsync = '...', quality = '...'}")
+    accelerator = make_accelerator(config)
+    data = synthetic_data(config)
+    model, paths = model_from_config(config)
+    model.requires_grad_(False)
+    attach_experts(model, [Expert(name, load_lora(resolve(expert_files[name]))) for name in names])
+    gate = TimestepLayerGate(model.num_layers, len(names), int(gate_config.get("embed_dim", 256)), tuple(names))
+    model.expert_gate = gate
+    pair_files = [data[n] for n in names] if data else [config["data"]["pairs"][n] for n in names]
+    dataset = balanced(pair_dataset(config, pair_files, use_lip_mask=True))
+    parameters = {"proj": gate.proj, "bias": gate.bias}
+
+    def save(output: Path) -> Path:
+        return save_gate(gate, output / "gate.safetensors")
+
+    return train_dpo(config, model, parameters, dataset, save, accelerator)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main, DEFAULTS))

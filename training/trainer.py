@@ -1,0 +1,312 @@
+"""What the expert and gate trainers share: config, data order, per-pair noise, the DPO loop,
+metrics, atomic checkpoints and exact resume, on top of accelerate (DDP, or FSDP for large models)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # scripts run as `python training/x.py` or under `accelerate launch`
+    sys.path.insert(0, str(REPO))
+
+from ft2_core.checkpoint_io import load_state_dict, save_safetensors  # noqa: E402
+from ft2_core.errors import InputError  # noqa: E402
+from ft2_core.flow import shift_sigmas  # noqa: E402
+from ft2_core.flow_dpo import dpo_step  # noqa: E402
+from ft2_core.preference_data import LatentCache, PairDataset, collate_pairs, read_pairs  # noqa: E402
+
+log = logging.getLogger("ft2.train")
+SIGMA_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0)
+KEEP_CHECKPOINTS = 2
+
+
+# ------------------------------------------------------------------ config
+def load_config(argv=None, defaults: dict | None = None) -> dict:
+    """A TOML file plus `--set section.key=value` overrides (values parsed as TOML)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True, help="TOML config")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
+    args = parser.parse_args(argv)
+    path = Path(args.config)
+    if not path.is_file():
+        raise InputError(f"config not found: {path}")
+    config = merge(defaults or {}, tomllib.loads(path.read_text()))
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or "." not in key:
+            raise InputError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare string
+        section, name = key.split(".", 1)
+        config.setdefault(section, {})[name] = value
+    config["_config_dir"] = str(path.parent.resolve())
+    return config
+
+
+def merge(base: dict, override: dict) -> dict:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in override.items():
+        merged[key] = merge(merged.get(key, {}), value) if isinstance(value, dict) else value
+    return merged
+
+
+def resolve(path: str) -> Path:
+    """Paths in a config are relative to the current directory, as on the command line."""
+    return Path(path).expanduser()
+
+
+# ------------------------------------------------------------------ data order and noise
+def mix_seed(*parts: int) -> int:
+    """A stable 63-bit seed from integers (same on every process and run)."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = ((value ^ (part & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        value ^= value >> 31
+    return value & 0x7FFFFFFFFFFFFFFF
+
+
+def global_batch(step: int, dataset_size: int, batch_size: int, seed: int) -> list[int]:
+    """Pair indices of global step `step`: a seeded permutation per epoch, cut into batches (last partial dropped)."""
+    per_epoch = dataset_size // batch_size
+    if per_epoch == 0:
+        raise InputError(f"batch size {batch_size} is larger than the {dataset_size} pairs")
+    epoch, offset = divmod(step, per_epoch)
+    order = torch.randperm(dataset_size, generator=torch.Generator().manual_seed(mix_seed(seed, epoch)))
+    return order[offset * batch_size:(offset + 1) * batch_size].tolist()
+
+
+def pair_noise(indices, step: int, seed: int, shape, sigma_range, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """sigma [B] and noise [B, *shape] per pair, keyed by (seed, step, pair index): independent of how
+    the global batch is split across processes, so one process and many give the same run."""
+    sigmas, noises = [], []
+    for index in indices:
+        g = torch.Generator().manual_seed(mix_seed(seed, step, int(index)))
+        u = torch.rand((), generator=g, dtype=torch.float64)
+        sigmas.append(sigma_range[0] + (sigma_range[1] - sigma_range[0]) * u)
+        noises.append(torch.randn(shape, generator=g))
+    sigma = shift_sigmas(torch.stack(sigmas), shift).float()
+    return sigma, torch.stack(noises)
+
+
+# ------------------------------------------------------------------ metrics
+@dataclass
+class StepMetrics:
+    loss: float
+    accuracy: float
+    margin: float
+    bucket_accuracy: dict
+
+    def as_dict(self) -> dict:
+        return {"loss": self.loss, "implicit_accuracy": self.accuracy, "reward_margin": self.margin,
+                "accuracy_by_sigma": self.bucket_accuracy}
+
+
+def summarise(loss: torch.Tensor, margins: torch.Tensor, sigmas: torch.Tensor) -> StepMetrics:
+    correct = (margins > 0).float()
+    buckets = {}
+    for low, high in zip(SIGMA_BUCKETS[:-1], SIGMA_BUCKETS[1:]):
+        inside = (sigmas >= low) & (sigmas < high if high < 1 else sigmas <= high)
+        if inside.any():
+            buckets[f"{low:.2f}-{high:.2f}"] = float(correct[inside].mean())
+    return StepMetrics(float(loss), float(correct.mean()), float(margins.mean()), buckets)
+
+
+# ------------------------------------------------------------------ checkpoints
+def latest_checkpoint(output: Path) -> Path | None:
+    done = sorted(output.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
+    return done[-1] if done else None
+
+
+def save_checkpoint(output: Path, step: int, trainable: dict, optimizer: torch.optim.Optimizer) -> Path:
+    """Write into a temporary folder, then rename: a crash never leaves a half checkpoint."""
+    target = output / f"checkpoint-{step:07d}"
+    staging = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=output))
+    try:
+        save_safetensors({k: v.detach().float().cpu() for k, v in trainable.items()}, staging / "trainable.safetensors")
+        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        (staging / "state.json").write_text(json.dumps({"step": step}))
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for old in sorted(output.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def load_checkpoint(path: Path, parameters: dict[str, torch.nn.Parameter], optimizer) -> int:
+    state = load_state_dict(path / "trainable.safetensors", "checkpoint")
+    if set(state) != set(parameters):
+        raise InputError(f"checkpoint {path} does not match this run's trainable parameters")
+    with torch.no_grad():
+        for name, param in parameters.items():
+            param.copy_(state[name].to(param.dtype))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+    return json.loads((path / "state.json").read_text())["step"]
+
+
+# ------------------------------------------------------------------ the loop
+def make_accelerator(config: dict):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    train = config["train"]
+    plugins = {}
+    if train.get("strategy", "ddp") == "fsdp":
+        from accelerate import FullyShardedDataParallelPlugin
+
+        # frozen DiT weights and trainable LoRA/gate parameters share modules: keep original params
+        plugins["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True, auto_wrap_policy="transformer_based_wrap",
+                                                                transformer_cls_names_to_wrap=["WanTransformerBlock"])
+    accelerator = Accelerator(mixed_precision=train.get("mixed_precision", "no"), cpu=train.get("cpu", False),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)], **plugins)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise InputError(f"{launched} processes were launched but accelerate runs {accelerator.num_processes}: "
+                         "without GPUs set ACCELERATE_USE_CPU=1 (or train.cpu = true) and launch with --multi_gpu")
+    return accelerator
+
+
+def pair_dataset(config: dict, pair_files: list[str], use_lip_mask: bool) -> PairDataset:
+    cache = LatentCache(resolve(config["data"]["cache"]))
+    pairs = [p for f in pair_files for p in read_pairs(resolve(f))]
+    if not pairs:
+        raise InputError("no preference pairs: check data.pairs")
+    return PairDataset(cache, pairs, use_lip_mask)
+
+
+def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], dataset: PairDataset,
+              save_result: Callable[[Path], Path], accelerator) -> Path:
+    """Flow-DPO over `dataset`, training `parameters` (named, on `model`); returns what `save_result` wrote."""
+    from tqdm import tqdm
+
+    train = config["train"]
+    output = resolve(train["output"])
+    output.mkdir(parents=True, exist_ok=True)
+    steps, batch_size, seed, beta = train["steps"], train["batch_size"], train.get("seed", 0), float(train["beta"])
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if batch_size % world:
+        raise InputError(f"train.batch_size {batch_size} must divide evenly over {world} processes")
+    sigma_range = (train.get("sigma_min", 0.0), train.get("sigma_max", 1.0))
+    model.gradient_checkpointing = bool(train.get("gradient_checkpointing", False))
+    optimizer = torch.optim.AdamW(parameters.values(), lr=float(train["lr"]), weight_decay=float(train.get("weight_decay", 0.0)))
+    start = 0
+    checkpoint = latest_checkpoint(output) if train.get("resume", True) else None
+    if checkpoint is not None:
+        start = load_checkpoint(checkpoint, parameters, optimizer)
+        log.info("resuming from %s at step %d", checkpoint, start)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    inner = accelerator.unwrap_model(model)
+    bar = tqdm(total=steps, initial=start, desc="Flow-DPO", mininterval=2.0, disable=not accelerator.is_main_process)
+    metrics_file = output / "metrics.jsonl"
+    local = batch_size // world
+    for step in range(start, steps):
+        indices = global_batch(step, len(dataset), batch_size, seed)[rank * local:(rank + 1) * local]
+        batch = collate_pairs([dataset[i] for i in indices])
+        sigma, noise = pair_noise(indices, step, seed, batch["winner"].shape[1:], sigma_range, train.get("shift", 1.0))
+        device = accelerator.device
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        with torch.no_grad():
+            batch["audio"] = inner.adapter.windows(batch["audio_features"], batch["num_frames"])
+        with accelerator.autocast():
+            out = dpo_step(model, batch, sigma.to(device), noise.to(device), beta)
+        accelerator.backward(out.loss)
+        if train.get("max_grad_norm"):
+            accelerator.clip_grad_norm_(list(parameters.values()), float(train["max_grad_norm"]))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss = accelerator.reduce(out.loss.detach(), reduction="mean")
+        margins, sigmas = accelerator.gather(out.reward_margin), accelerator.gather(out.sigma)
+        metrics = summarise(loss, margins, sigmas)
+        if accelerator.is_main_process:
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics.loss:.4f}", acc=f"{metrics.accuracy:.2f}", margin=f"{metrics.margin:.3f}")
+            with metrics_file.open("a") as handle:
+                handle.write(json.dumps({"step": step + 1, **metrics.as_dict()}) + "\n")
+        done = step + 1
+        if done % train.get("checkpoint_every", 100) == 0 or done == steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(output, done, parameters, optimizer)
+    bar.close()
+    check_ranks_agree(accelerator, parameters, output, steps)
+    result = save_result(output) if accelerator.is_main_process else None
+    accelerator.wait_for_everyone()
+    return result
+
+
+@torch.no_grad()
+def preference_accuracy(model, dataset: PairDataset, indices: list[int], seed: int, sigmas=(0.2, 0.4, 0.6, 0.8)) -> float:
+    """Share of (pair, sigma) where the model's reward margin over the reference is positive (held-out check)."""
+    correct, total = 0, 0
+    for sigma_value in sigmas:
+        for index in indices:
+            batch = collate_pairs([dataset[index]])
+            batch["audio"] = model.adapter.windows(batch["audio_features"], batch["num_frames"])
+            g = torch.Generator().manual_seed(mix_seed(seed, index, int(sigma_value * 1000)))
+            noise = torch.randn(batch["winner"].shape, generator=g)
+            out = dpo_step(model, batch, torch.tensor([sigma_value]), noise, beta=1.0)
+            correct += int(out.reward_margin.item() > 0)
+            total += 1
+    return correct / total
+
+
+def synthetic_data(config: dict) -> dict | None:
+    """With `data.synthetic = true`, the toy pair set is built in `data.cache`'s parent on first use."""
+    if not config["data"].get("synthetic"):
+        return None
+    from training.synthetic_pairs import make_synthetic_cache
+
+    cache = resolve(config["data"]["cache"])
+    root = cache.parent
+    manifests = {d: root / f"pairs_{d}.jsonl" for d in ("motion", "lipsync", "quality")}
+    if not (cache / "index.json").is_file() or not all(p.is_file() for p in manifests.values()):
+        manifests = make_synthetic_cache(root, int(config["data"].get("conditions", 32)), int(config["data"].get("seed", 0)))
+    return manifests
+
+
+def check_ranks_agree(accelerator, parameters: dict, output: Path, steps: int) -> None:
+    """Every process must end with the same weights; record per-rank checksums in run.json."""
+    local = torch.stack([p.detach().double().sum() for p in parameters.values()]).to(accelerator.device)
+    every = accelerator.gather(local[None]).cpu()  # [world, parameters]
+    if accelerator.is_main_process:
+        (output / "run.json").write_text(json.dumps({"world_size": accelerator.num_processes, "steps": steps,
+                                                     "rank_checksums": every.tolist()}))
+        spread = float((every - every[0]).abs().max())
+        if spread > 1e-6 * max(1.0, float(every.abs().max())):
+            raise RuntimeError(f"processes ended with different weights (checksum spread {spread:g})")
+    accelerator.wait_for_everyone()
+
+
+def model_from_config(config: dict, dtype=torch.float32):
+    """The DiT + adapter from a model folder, or the built-in tiny model when none is given."""
+    from ft2_core.pipeline import ModelPaths, load_talking_model
+    from ft2_core.tiny import tiny_model_dir
+
+    folder = config["model"].get("folder") or tiny_model_dir(config["model"].get("cache_dir"))
+    paths = ModelPaths.from_folder(folder, transformer=config["model"].get("dit"), audio_adapter=config["model"].get("adapter"))
+    return load_talking_model(paths.transformer, paths.audio_adapter, dtype, config["model"].get("dit_config")), paths
+
+
+def run(main: Callable[[dict], Path], defaults: dict, argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = main(load_config(argv, defaults))
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if result is not None:
+        log.info("wrote %s", result)
+    return 0
