@@ -87,3 +87,34 @@ def probe_mp4(path: str | os.PathLike) -> dict:
         ).stdout
         facts.update(audio_codec=audio.group(1), audio_seconds=len(pcm) / 2 / 16000)
     return facts
+
+
+def read_video(path: str | os.PathLike, with_audio: bool = True) -> tuple[np.ndarray, float, Audio | None]:
+    """Decode a video file -> frames uint8 [T, H, W, 3], fps, and its soundtrack (None if it has none)."""
+    import imageio_ffmpeg
+
+    from .audio import audio_from_waveform
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"video: file not found: {path}")
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        meta = next(reader)
+        width, height = meta["size"]
+        frames = [np.frombuffer(chunk, dtype=np.uint8).reshape(height, width, 3) for chunk in reader]
+    except (RuntimeError, OSError, StopIteration) as err:
+        raise InputError(f"video: cannot decode {path} ({err})") from None
+    if not frames:
+        raise InputError(f"video: {path} has zero frames")
+    fps = float(meta.get("fps") or 0)
+    if fps <= 0:
+        raise InputError(f"video: {path} reports no frame rate")
+    audio = None
+    if with_audio and meta.get("audio_codec"):
+        pcm = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-vn", "-ac", "1",
+                              "-ar", "16000", "-f", "f32le", "-"], capture_output=True).stdout
+        samples = np.frombuffer(pcm, dtype=np.float32)
+        if samples.size:
+            audio = audio_from_waveform(samples.copy(), 16000, f"audio of {path.name}")
+    return np.stack(frames), fps, audio

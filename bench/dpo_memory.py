@@ -1,0 +1,99 @@
+"""Peak memory of one Flow-DPO step against the model alone (CPU, Wan2.1-1.3B-shaped blocks).
+
+The reference is the same network with the expert off, so a DPO step should cost what a plain
+training step of the policy costs (weights once plus activations), never a second model. Each
+measurement runs in a fresh process (peak RSS is per process).
+
+    python bench/dpo_memory.py [--blocks 4] [--tokens 1024]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(mode: str, blocks: int, tokens: int) -> dict:
+    from bench.fusion_overhead import WAN_1_3B, random_expert
+    from ft2_core.audio_adapter import AudioAdapter
+    from ft2_core.experts import attach_experts
+    from ft2_core.flow_dpo import dpo_step
+    from ft2_core.gate import StaticMix
+    from ft2_core.talking_model import FantasyTalkingModel
+    from ft2_core.wan_transformer import build_transformer
+
+    torch.manual_seed(0)
+    before_model = peak_mib()
+    model = FantasyTalkingModel(build_transformer({**WAN_1_3B, "num_layers": blocks}), AudioAdapter(blocks, 1536, 768, 2048))
+    model.requires_grad_(False)
+    weights_mib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    frames = max(2, tokens // (16 * 16))  # latent 32x32 -> 16x16 patches per frame
+    shape = (1, 16, frames, 32, 32)
+    batch = {"winner": torch.randn(shape), "loser": torch.randn(shape), "condition": torch.zeros(1, 0, frames, 32, 32),
+             "text": torch.randn(1, 512, 4096), "image": None,
+             "audio": model.adapter.windows(torch.randn(1, 4 * frames * 5, 768), 4 * (frames - 1) + 1)}
+    expert = random_expert(model, "lipsync", 0)
+    attach_experts(model, [expert])
+    for module in model.modules():
+        if hasattr(module, "up") and isinstance(module.up, torch.nn.Parameter):
+            module.up.requires_grad_(True)
+            module.down.requires_grad_(True)
+    model.expert_gate = StaticMix([1.0])
+    loaded = peak_mib()
+    if mode == "forward":  # the model alone: one forward of the same 2B batch, no grad
+        with torch.no_grad():
+            model(torch.cat([batch["winner"], batch["loser"]]), torch.cat([batch["condition"]] * 2), torch.tensor([500.0, 500.0]),
+                  torch.cat([batch["text"]] * 2), None, None)
+    elif mode == "train":  # one plain training step of the policy on the same 2B batch (no reference)
+        from ft2_core.flow_dpo import flow_matching_loss
+
+        x = torch.cat([batch["winner"], batch["loser"]])
+        pred = model(x, torch.cat([batch["condition"]] * 2), torch.tensor([500.0, 500.0]), torch.cat([batch["text"]] * 2), None,
+                     type(batch["audio"])(torch.cat([batch["audio"].tokens] * 2), batch["audio"].lengths))
+        flow_matching_loss(pred, torch.randn_like(pred)).mean().backward()
+    else:
+        model.gradient_checkpointing = mode == "dpo_checkpointing"
+        out = dpo_step(model, batch, torch.tensor([0.5]), torch.randn(shape), beta=5000.0)
+        out.loss.backward()
+    return {"mode": mode, "weights_mib": weights_mib, "process_before_model_mib": before_model,
+            "after_load_mib": loaded, "peak_mib": peak_mib()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=1024)
+    parser.add_argument("--mode", choices=("forward", "train", "dpo", "dpo_checkpointing"))
+    args = parser.parse_args()
+    if args.mode:
+        print(json.dumps(measure(args.mode, args.blocks, args.tokens)))
+        return
+    results = {}
+    for mode in ("forward", "train", "dpo", "dpo_checkpointing"):
+        run = subprocess.run([sys.executable, __file__, "--mode", mode, "--blocks", str(args.blocks), "--tokens", str(args.tokens)],
+                             capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+        results[mode] = json.loads(run.stdout.strip().splitlines()[-1])
+    weights = results["forward"]["weights_mib"]
+    print(f"{args.blocks} Wan-1.3B-shaped blocks, {args.tokens} video tokens, weights {weights:.0f} MiB (fp32)")
+    for mode, r in results.items():
+        print(f"{mode:>18}: peak RSS {r['peak_mib']:.0f} MiB (after loading {r['after_load_mib']:.0f} MiB)")
+    extra = results["dpo"]["peak_mib"] - results["train"]["peak_mib"]
+    print(f"dpo step - plain training step = {extra:.0f} MiB = {extra / weights:.2f} x the weights (a second model would be 1.00)")
+    print(f"dpo/train={results['dpo']['peak_mib'] / results['train']['peak_mib']:.3f} "
+          f"dpo_checkpointing/train={results['dpo_checkpointing']['peak_mib'] / results['train']['peak_mib']:.3f} "
+          f"train/forward={results['train']['peak_mib'] / results['forward']['peak_mib']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+import json
+import logging
+
+import numpy as np
+import torch
+from skimage.data import astronaut
+
+from ft2_core.audio import Audio
+from ft2_core.preference_data import LatentCache
+from ft2_core.video_io import write_mp4
+from training.preprocess import main
+
+
+def make_clip(path, face: bool, seconds=0.5, fps=23.0, with_audio=True):
+    frames = int(seconds * fps) // 4 * 4 + 5
+    if face:
+        base = np.asarray(__import__("PIL.Image", fromlist=["Image"]).fromarray(astronaut()).resize((128, 128)))
+        pixels = np.repeat(base[None], frames, axis=0)
+    else:
+        pixels = (np.random.default_rng(0).random((frames, 128, 128, 3)) * 255).astype(np.uint8)
+    t = np.arange(int(16000 * frames / fps)) / 16000
+    audio = Audio((0.3 * np.sin(2 * np.pi * 220 * t))[None].astype(np.float32), 16000) if with_audio else None
+    write_mp4(path, pixels, fps, audio)
+    return frames
+
+
+def test_preprocess_builds_a_resumable_cache(tmp_path, tiny_dir, caplog):
+    frames = make_clip(tmp_path / "face.mp4", face=True)
+    make_clip(tmp_path / "noise.mp4", face=False)
+    clips = [{"id": "v1", "video": "face.mp4", "condition": "c1", "prompt": "a woman talks"},
+             {"id": "v2", "video": "noise.mp4", "condition": "c1"}]
+    (tmp_path / "clips.jsonl").write_text("".join(json.dumps(c) + "\n" for c in clips))
+    caplog.set_level(logging.INFO)
+    argv = ["--clips", str(tmp_path / "clips.jsonl"), "--out", str(tmp_path / "cache"), "--model-dir", str(tiny_dir),
+            "--max-side", "128"]
+    assert main(argv) == 0
+    cache = LatentCache(tmp_path / "cache")
+    face, noise, cond = cache.get("video/v1"), cache.get("video/v2"), cache.get("cond/c1")
+    latent_frames = (frames - 1) // 4 + 1
+    assert face["latents"].shape == (16, latent_frames, 16, 16)
+    assert face["lip_mask"].shape == (1, latent_frames, 16, 16) and 0 < face["lip_mask"].mean() < 0.2
+    assert "lip_mask" not in noise and "noise.mp4: no face found" in caplog.text
+    assert cond["condition"].shape == (20, latent_frames, 16, 16) and int(cond["num_frames"]) == frames
+    assert cond["text"].shape == (512, 32) and cond["image"].shape == (257, 32) and cond["audio"].shape[1] == 32
+    before = (tmp_path / "cache" / "index.json").read_text()
+    assert main(argv) == 0  # nothing to redo
+    assert (tmp_path / "cache" / "index.json").read_text() == before
+    assert "cached 0 new clips" in caplog.text
+
+
+def test_clip_without_audio_is_named(tmp_path, tiny_dir, capsys):
+    make_clip(tmp_path / "mute.mp4", face=False, with_audio=False)
+    (tmp_path / "clips.jsonl").write_text(json.dumps({"id": "v", "video": "mute.mp4", "condition": "c"}) + "\n")
+    code = main(["--clips", str(tmp_path / "clips.jsonl"), "--out", str(tmp_path / "cache"), "--model-dir", str(tiny_dir),
+                 "--no-lip-mask", "--max-side", "64"])
+    assert code == 2 and "mute.mp4: no audio stream" in capsys.readouterr().err

@@ -1,0 +1,129 @@
+"""Build the latent cache the trainers read, from videos with audio, using the ft2_core encoders.
+
+    python training/preprocess.py --clips clips.jsonl --out data/cache [--model-dir DIR] [--frames 81]
+
+clips.jsonl, one line per video: {"id": "v001", "video": "a.mp4", "condition": "c001", "prompt": "...",
+"image": "portrait.png"?}. Videos of one condition share its portrait, speech and prompt (they are
+candidates generated from the same inputs); the condition's portrait is `image` or the first frame of
+its first video, and its speech is that video's soundtrack. Resumable: cached items are skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ft2_core.conditioning import condition_video, i2v_condition  # noqa: E402
+from ft2_core.errors import InputError  # noqa: E402
+from ft2_core.image import fit_image, load_image  # noqa: E402
+from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
+from ft2_core.preference_data import CacheWriter  # noqa: E402
+from ft2_core.tiny import tiny_model_dir  # noqa: E402
+from ft2_core.video_io import read_video  # noqa: E402
+
+log = logging.getLogger("ft2.preprocess")
+
+
+def read_clips(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise InputError(f"clips manifest not found: {path}")
+    clips = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            clip = json.loads(line)
+            missing = {"id", "video", "condition"} - set(clip)
+            if missing:
+                raise InputError(f"{path}:{number}: missing {', '.join(sorted(missing))}")
+            clips.append(clip)
+    return clips
+
+
+def resized(frames: np.ndarray, max_side: int) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> float [T, h, w, 3] with the inference size rule (multiples of 16)."""
+    return torch.stack([fit_image(torch.from_numpy(f).float() / 255, max_side) for f in frames])
+
+
+@torch.no_grad()
+def preprocess(clips: list[dict], out: Path, pipe: FantasyTalkingPipeline, num_frames: int | None, fps: float,
+               max_side: int, masker=None, base: Path = Path(".")) -> int:
+    writer = CacheWriter(out)
+    done = 0
+    for clip in clips:
+        video_key, cond_key = f"video/{clip['id']}", f"cond/{clip['condition']}"
+        if video_key in writer and cond_key in writer:
+            continue
+        frames, clip_fps, audio = read_video(base / clip["video"])
+        if abs(clip_fps - fps) > 0.01:
+            raise InputError(f"{clip['video']}: {clip_fps:g} fps but the run uses {fps:g}; resample the clips first")
+        count = num_frames or min(pipe.defaults["max_frames"], (len(frames) - 1) // 4 * 4 + 1)  # longest 4k+1 it has
+        if len(frames) < count:
+            raise InputError(f"{clip['video']}: {len(frames)} frames, fewer than the {count} to train on")
+        pixels = resized(frames[:count], max_side)
+        if video_key not in writer:
+            latents = pipe.vae.encode(pixels.permute(3, 0, 1, 2)[None] * 2 - 1)[0]
+            item = {"latents": latents}
+            if masker is not None:
+                from ft2_core.lip_mask import latent_lip_mask
+
+                mask = latent_lip_mask(masker, (pixels.numpy() * 255).round().astype(np.uint8), clip["video"])
+                if mask is not None:
+                    item["lip_mask"] = mask
+            writer.add(video_key, item)
+        if cond_key not in writer:
+            if audio is None:
+                raise InputError(f"{clip['video']}: no audio stream; the condition's speech comes from it")
+            image = fit_image(load_image(base / clip["image"]), max_side) if clip.get("image") else pixels[0]
+            positive, _ = pipe.encode_text(clip.get("prompt", ""), "")
+            writer.add(cond_key, {
+                "condition": i2v_condition(pipe.vae.encode(condition_video(image, count)), count)[0],
+                "text": positive[0],
+                "image": pipe.image_encoder.encode(image)[0],
+                "audio": pipe.audio_features(audio, count, fps)[0].cpu(),
+                "num_frames": torch.tensor(count),
+            })
+        done += 1
+    writer.close()
+    return done
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--model-dir", help="model folder (default: the built-in tiny model)")
+    parser.add_argument("--frames", type=int, help="frames per clip (4k+1); default: the longest 4k+1 a clip has, up to 81")
+    parser.add_argument("--fps", type=float, default=23.0)
+    parser.add_argument("--max-side", type=int, help="default: the model's recommendation")
+    parser.add_argument("--face-landmarker", help="face_landmarker.task (default: models/mediapipe/)")
+    parser.add_argument("--no-lip-mask", action="store_true", help="skip lip masks (no MediaPipe needed)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    try:
+        clips_path = Path(args.clips)
+        clips = read_clips(clips_path)
+        pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(args.model_dir or tiny_model_dir()), args.device)
+        max_side = args.max_side or pipe.defaults["max_side"]
+        if args.no_lip_mask:
+            count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, None, clips_path.parent)
+        else:
+            from ft2_core.lip_mask import LipMasker
+
+            with LipMasker(args.face_landmarker) as masker:
+                count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, masker, clips_path.parent)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    log.info("cached %d new clips in %s", count, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
