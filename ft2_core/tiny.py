@@ -37,18 +37,28 @@ def default_cache_dir() -> Path:
 
 
 def tiny_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The tiny model folder, built on first use (atomically: a crash never leaves half a folder)."""
-    target = Path(cache_dir or default_cache_dir()) / f"tiny-v{VERSION}"
-    if (target / MANIFEST).is_file():
+    """The tiny FantasyTalking model folder, built on first use."""
+    return cached_folder(f"tiny-v{VERSION}", build_tiny_model, MANIFEST, cache_dir)
+
+
+def tiny_critic_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The tiny Talking-Critic base (a random Qwen2.5-Omni thinker), built on first use."""
+    return cached_folder(f"tiny-critic-v{VERSION}", build_tiny_critic, "config.json", cache_dir)
+
+
+def cached_folder(name: str, build, marker: str, cache_dir=None) -> Path:
+    """Build into a staging folder and rename: a crash never leaves half a folder; parallel builders are fine."""
+    target = Path(cache_dir or default_cache_dir()) / name
+    if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
-        build_tiny_model(staging)
+        build(staging)
         try:
             os.rename(staging, target)
         except OSError:  # another process finished first
-            if not (target / MANIFEST).is_file():
+            if not (target / marker).is_file():
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -135,3 +145,46 @@ def save_tiny_vae(folder: Path) -> None:
     AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1).save_pretrained(
         folder, safe_serialization=True
     )
+
+
+CRITIC_SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|IMAGE|>",
+                         "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>")
+
+
+def build_tiny_critic(folder: Path, seed: int = 0) -> None:
+    """A random Qwen2.5-Omni thinker at toy width with a word-level tokenizer and Whisper features."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (PreTrainedTokenizerFast, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration,
+                              WhisperFeatureExtractor)
+
+    from .critic import QUESTIONS, SYSTEM
+
+    words = sorted({w for text in [SYSTEM, "Answer Yes or No.", "system user assistant", *QUESTIONS.values()]
+                    for w in text.replace("?", " ?").replace(".", " .").split()})
+    vocab = {"<|pad|>": 0, "<unk>": 1, **{t: i + 2 for i, t in enumerate(CRITIC_SPECIAL_TOKENS)}}
+    vocab.update({w: len(vocab) + i for i, w in enumerate(words)})
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<|pad|>", unk_token="<unk>",
+                                   additional_special_tokens=list(CRITIC_SPECIAL_TOKENS))
+    ids = {t: vocab[t] for t in CRITIC_SPECIAL_TOKENS}
+    torch.manual_seed(seed)
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, num_mel_bins=128,
+                          output_dim=64, n_window=50, initializer_range=0.1),
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, fullatt_block_indexes=[0], window_size=112,
+                           initializer_range=0.1),
+        text_config=dict(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, initializer_range=0.1,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [8, 4, 4]}),
+        initializer_range=0.1,
+        audio_token_index=ids["<|AUDIO|>"], image_token_index=ids["<|IMAGE|>"], video_token_index=ids["<|VIDEO|>"],
+        audio_start_token_id=ids["<|audio_bos|>"], audio_end_token_id=ids["<|audio_eos|>"],
+        vision_start_token_id=ids["<|vision_bos|>"], vision_end_token_id=ids["<|vision_eos|>"], user_token_id=vocab["user"],
+    )
+    if len(vocab) > config.text_config.vocab_size:
+        raise RuntimeError(f"tiny critic vocabulary has {len(vocab)} words; raise vocab_size")
+    Qwen2_5OmniThinkerForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
+    fast.save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=128).save_pretrained(folder)

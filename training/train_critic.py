@@ -1,0 +1,149 @@
+"""Talking-Critic fine-tuning: LoRA on a Qwen2.5-Omni thinker, supervised on Yes/No labels per dimension.
+
+    python training/train_critic.py --config training/configs/tiny_critic.toml
+    accelerate launch --multi_gpu --num_processes 8 training/train_critic.py --config my_critic.toml
+
+Labels are JSONL lines {"video": "clip.mp4", "motion": "Yes", "lipsync": "No", "quality": "Yes"} (a missing
+dimension is simply not trained); the audio is the video's soundtrack. The loss is cross-entropy on the
+answer token only; held-out accuracy per dimension is logged. Writes the LoRA with its settings.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ft2_core.critic import DIMENSIONS, TalkingCritic  # noqa: E402
+from ft2_core.errors import InputError  # noqa: E402
+from ft2_core.tiny import tiny_critic_dir  # noqa: E402
+from ft2_core.video_io import read_video  # noqa: E402
+from training.trainer import (global_batch, latest_checkpoint, load_checkpoint, make_accelerator, resolve, run,  # noqa: E402
+                              save_checkpoint)
+
+DEFAULTS = {
+    "model": {"folder": ""},
+    "lora": {"rank": 8, "alpha": 16.0},
+    "data": {"train": "", "heldout": ""},
+    "train": {"steps": 500, "batch_size": 8, "lr": 1e-4, "seed": 0, "checkpoint_every": 100, "eval_every": 100},
+}
+ANSWERS = {"yes": 1, "no": 0}
+
+
+def read_labels(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise InputError(f"label file not found: {path}")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if "video" not in record:
+            raise InputError(f"{path}:{number}: missing 'video'")
+        labels = {}
+        for dimension in DIMENSIONS:
+            if dimension in record:
+                answer = str(record[dimension]).strip().lower()
+                if answer not in ANSWERS:
+                    raise InputError(f"{path}:{number}: {dimension} must be Yes or No, got {record[dimension]!r}")
+                labels[dimension] = ANSWERS[answer]
+        records.append({"video": path.parent / record["video"], "labels": labels})
+    return records
+
+
+def clip_features(critic: TalkingCritic, records: list[dict]):
+    features = []
+    for record in records:
+        frames, fps, audio = read_video(record["video"])
+        features.append(critic.features(frames, fps, audio, record["video"].name))
+    return features
+
+
+def label_tensor(records: list[dict]) -> torch.Tensor:
+    """[clips, 3] with 1 (Yes), 0 (No) or -1 (unlabelled)."""
+    return torch.tensor([[r["labels"].get(d, -1) for d in DIMENSIONS] for r in records])
+
+
+def answer_loss(yes_no_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the answer token between Yes and No (the two logits the score is read from),
+    on labelled rows; rows are clip-major like `TalkingCritic.batch`."""
+    flat = labels.flatten().to(yes_no_logits.device)
+    keep = flat >= 0
+    return torch.nn.functional.cross_entropy(yes_no_logits[keep], 1 - flat[keep])  # column 0 = Yes
+
+
+@torch.no_grad()
+def accuracy(critic: TalkingCritic, features, labels: torch.Tensor, batch_size: int = 8) -> dict[str, float]:
+    scores = critic.score(features, batch_size)
+    predicted = torch.tensor([[s[d] > 0.5 for d in DIMENSIONS] for s in scores]).long()
+    result = {}
+    for k, dimension in enumerate(DIMENSIONS):
+        labelled = labels[:, k] >= 0
+        if labelled.any():
+            result[dimension] = float((predicted[labelled, k] == labels[labelled, k]).float().mean())
+    return result
+
+
+def main(config: dict) -> Path:
+    from tqdm import tqdm
+
+    train = config["train"]
+    accelerator = make_accelerator(config)
+    critic = TalkingCritic.from_folder(config["model"].get("folder") or tiny_critic_dir(config["model"].get("cache_dir")),
+                                       device=accelerator.device)
+    parameters = critic.add_lora(int(config["lora"]["rank"]), float(config["lora"]["alpha"]))
+    named = {n: p for n, p in critic.thinker.named_parameters() if "lora_" in n}
+    train_records = read_labels(resolve(config["data"]["train"]))
+    heldout_records = read_labels(resolve(config["data"]["heldout"])) if config["data"].get("heldout") else []
+    train_features, train_labels = clip_features(critic, train_records), label_tensor(train_records)
+    heldout_features, heldout_labels = clip_features(critic, heldout_records), label_tensor(heldout_records)
+    output = resolve(train["output"])
+    output.mkdir(parents=True, exist_ok=True)
+    optimizer = torch.optim.AdamW(parameters, lr=float(train["lr"]))
+    start = 0
+    checkpoint = latest_checkpoint(output) if train.get("resume", True) else None
+    if checkpoint is not None:
+        start = load_checkpoint(checkpoint, named, optimizer)
+    thinker, optimizer = accelerator.prepare(critic.thinker, optimizer)
+    critic.thinker = thinker
+    world, rank, batch_size = accelerator.num_processes, accelerator.process_index, int(train["batch_size"])
+    if batch_size % world:
+        raise InputError(f"train.batch_size {batch_size} must divide evenly over {world} processes")
+    local = batch_size // world
+    bar = tqdm(total=train["steps"], initial=start, desc="critic", mininterval=2.0, disable=not accelerator.is_main_process)
+    log_path = output / "metrics.jsonl"
+    for step in range(start, train["steps"]):
+        indices = global_batch(step, len(train_features), batch_size, train.get("seed", 0))[rank * local:(rank + 1) * local]
+        batch = critic.batch([train_features[i] for i in indices])
+        thinker.train()
+        loss = answer_loss(critic.answer_logits(batch), train_labels[indices])
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        record = {"step": done, "loss": float(accelerator.reduce(loss.detach(), reduction="mean"))}
+        if heldout_features and (done % train.get("eval_every", 100) == 0 or done == train["steps"]):
+            thinker.eval()
+            record["heldout_accuracy"] = accuracy(critic, heldout_features, heldout_labels)
+        if accelerator.is_main_process:
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            with log_path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        if done % train.get("checkpoint_every", 100) == 0 or done == train["steps"]:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(output, done, named, optimizer)
+    bar.close()
+    accelerator.wait_for_everyone()
+    critic.thinker = accelerator.unwrap_model(thinker)
+    if not accelerator.is_main_process:
+        return None
+    return critic.save_lora(output / "critic_lora.safetensors", {"ft2.steps": str(train["steps"])})
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main, DEFAULTS))
