@@ -180,6 +180,10 @@ class TalkingCritic:
             scores += [dict(zip(DIMENSIONS, map(float, row))) for row in probabilities]
         return scores
 
+    def score_clip(self, frames, fps: float, audio: Audio | None, name: str = "clip") -> dict[str, float]:
+        """One clip's scores (the interface the proxy scorer shares)."""
+        return self.score([self.features(frames, fps, audio, name)], batch_size=1)[0]
+
     # ------------------------------------------------------------ LoRA
     def add_lora(self, rank: int = 8, alpha: float = 16.0) -> list[torch.nn.Parameter]:
         """Trainable LoRA (peft) on LORA_TARGETS; returns its parameters."""

@@ -61,16 +61,20 @@ class LipMasker:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def lip_polygon(self, frame: np.ndarray) -> np.ndarray | None:
-        """[H, W, 3] uint8 -> [20, 2] pixel coordinates of the outer lips, or None when no face is found."""
+    def landmarks(self, frame: np.ndarray) -> np.ndarray | None:
+        """[H, W, 3] uint8 -> [478, 2] pixel coordinates of the face mesh, or None when no face is found."""
         import mediapipe as mp
 
         result = self._landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame)))
         if not result.face_landmarks:
             return None
         height, width = frame.shape[:2]
-        points = result.face_landmarks[0]
-        return np.array([[points[i].x * width, points[i].y * height] for i in OUTER_LIPS], dtype=np.float32)
+        return np.array([[p.x * width, p.y * height] for p in result.face_landmarks[0]], dtype=np.float32)
+
+    def lip_polygon(self, frame: np.ndarray) -> np.ndarray | None:
+        """[H, W, 3] uint8 -> [20, 2] pixel coordinates of the outer lips, or None when no face is found."""
+        points = self.landmarks(frame)
+        return None if points is None else points[list(OUTER_LIPS)]
 
     def frame_masks(self, frames: np.ndarray, dilation: float = 0.15) -> np.ndarray | None:
         """[T, H, W, 3] uint8 -> [T, H, W] float masks, or None when no frame shows a face.

@@ -1,7 +1,8 @@
 """ComfyUI nodes: thin adapters between ComfyUI types and ft2_core."""
-from . import comfy_services, inference_nodes, tlpo_nodes
+from . import comfy_services, critic_nodes, inference_nodes, tlpo_nodes
 
 comfy_services.register_folders()
 
-NODE_CLASS_MAPPINGS = {**inference_nodes.NODE_CLASS_MAPPINGS, **tlpo_nodes.NODE_CLASS_MAPPINGS}
-NODE_DISPLAY_NAME_MAPPINGS = {**inference_nodes.NODE_DISPLAY_NAME_MAPPINGS, **tlpo_nodes.NODE_DISPLAY_NAME_MAPPINGS}
+_MODULES = (inference_nodes, tlpo_nodes, critic_nodes)
+NODE_CLASS_MAPPINGS = {k: v for m in _MODULES for k, v in m.NODE_CLASS_MAPPINGS.items()}
+NODE_DISPLAY_NAME_MAPPINGS = {k: v for m in _MODULES for k, v in m.NODE_DISPLAY_NAME_MAPPINGS.items()}

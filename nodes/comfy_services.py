@@ -14,6 +14,8 @@ EXTRA_FOLDERS = {
     "ft2_models": {".json", ".safetensors", ".ckpt"},  # model folders: diffusers Wan I2V + adapter + wav2vec2
     "audio_encoders": {".json", ".safetensors", ".bin"},  # wav2vec2 folders (ComfyUI >= 0.3.50 has it already)
     "ft2_gates": {".safetensors"},  # TLPO gates
+    "ft2_critics": {".safetensors", ".json"},  # critic LoRAs, and Qwen2.5-Omni thinker folders
+    "mediapipe": {".task"},  # face_landmarker.task
 }
 DIT_SUFFIXES = (".safetensors",)
 ADAPTER_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")

@@ -42,3 +42,11 @@ def make_model_inputs(model, batch=2, frames=5, height=8, width=8, seed=0):
         text=torch.randn(batch, 512, cfg.text_dim, generator=g),
         image=torch.randn(batch, 257, cfg.image_dim, generator=g),
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_critic(tiny_dir):
+    from ft2_core.critic import TalkingCritic
+    from ft2_core.tiny import tiny_critic_dir
+
+    return TalkingCritic.from_folder(tiny_critic_dir(tiny_dir.parent))

@@ -98,14 +98,14 @@ def validate(workflow, definitions):
         out_type = definitions[source["type"]]["output"][src_slot]
         in_name = target["inputs"][dst_slot]["name"]
         in_type = all_inputs(definitions[target["type"]])[in_name]
-        assert out_type == link_type == in_type or in_type == "*", (
+        assert out_type == link_type == in_type or (in_type == "*" and out_type == link_type), (
             f"link {link_id}: {source['type']} output {src_slot} ({out_type}) -> {target['type']}.{in_name} ({in_type})")
         assert target["inputs"][dst_slot]["link"] == link_id and link_id in source["outputs"][src_slot]["links"]
 
 
 def test_there_are_workflows_and_no_example_workflows_folder():
     assert {p.name for p in WORKFLOWS} >= {"fantasytalking_quick_start.json", "fantasytalking_wan21_native.json",
-                                           "fantasytalking2_tlpo_experts.json"}
+                                           "fantasytalking2_tlpo_experts.json", "fantasytalking2_critic_score.json"}
     assert not (REPO / "example_workflows").exists()
 
 

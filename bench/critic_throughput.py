@@ -1,0 +1,49 @@
+"""Talking-Critic scoring throughput of the tiny thinker on CPU, by batch size (clips per second).
+
+Each clip: 81 frames at 23 fps, 256x256, with 3.5 s of audio; three questions per clip. Feature
+preparation (frame sampling, patches, log-mel) and the thinker are timed separately.
+
+    python bench/critic_throughput.py [--clips 16] [--batch-sizes 1 2 4 8]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ft2_core.audio import Audio  # noqa: E402
+from ft2_core.critic import TalkingCritic  # noqa: E402
+from ft2_core.tiny import tiny_critic_dir  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
+    args = parser.parse_args()
+    critic = TalkingCritic.from_folder(tiny_critic_dir())
+    rng = np.random.default_rng(0)
+    clips = [((rng.random((81, 256, 256, 3)) * 255).astype(np.uint8), 23.0,
+              Audio((0.2 * rng.standard_normal((1, 56347))).astype(np.float32), 16000)) for _ in range(args.clips)]
+    start = time.perf_counter()
+    features = [critic.features(*clip) for clip in clips]
+    prepare = time.perf_counter() - start
+    print(f"feature preparation: {args.clips / prepare:.1f} clips/s ({features[0].video_tokens} video + "
+          f"{features[0].audio_tokens} audio tokens per clip)")
+    critic.score(features[:2], batch_size=2)  # warm-up
+    rates = {}
+    for batch_size in args.batch_sizes:
+        start = time.perf_counter()
+        critic.score(features, batch_size=batch_size)
+        rates[batch_size] = args.clips / (time.perf_counter() - start)
+        print(f"batch {batch_size}: {rates[batch_size]:.1f} clips/s (thinker only)")
+    print(" ".join(f"b{b}={r / rates[args.batch_sizes[0]]:.2f}" for b, r in rates.items()), "(throughput relative to the first batch size)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Talking-Critic nodes: load the critic (or weight-free proxies) and score a generated video."""
+from __future__ import annotations
+
+from . import comfy_services as comfy
+from .inference_nodes import CATEGORY, core, says_what_to_install
+
+TINY_CRITIC = "(built-in tiny critic: random, for trying the graph)"
+PROXIES = "(proxy metrics: no weights)"
+NO_LORA = "none"
+
+
+class FT2CriticLoader:
+    DESCRIPTION = ("Loads Talking-Critic: a Qwen2.5-Omni thinker folder from models/ft2_critics plus our critic LoRA, "
+                   "or weight-free proxy metrics (sharpness/flicker, motion smoothness, mouth-audio correlation; "
+                   "lip-sync needs models/mediapipe/face_landmarker.task).")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("FT2_CRITIC",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "critic_base": ([PROXIES, TINY_CRITIC] + comfy.list_model_dirs("ft2_critics", "config.json"),
+                            {"tooltip": "A Qwen2.5-Omni thinker folder, the tiny demo critic, or proxy metrics."}),
+            "critic_lora": ([NO_LORA] + comfy.list_files("ft2_critics", (".safetensors",), "lora_"),
+                            {"tooltip": "The critic LoRA from training/train_critic.py (ignored for proxies)."}),
+        }}
+
+    @says_what_to_install
+    def load(self, critic_base, critic_lora):
+        if critic_base == PROXIES:
+            return (self.proxies(),)
+        critic = core("critic").TalkingCritic
+        folder = core("tiny").tiny_critic_dir() if critic_base == TINY_CRITIC else comfy.resolve_dir("ft2_critics", critic_base, "critic base")
+        lora = None if critic_lora == NO_LORA else comfy.resolve_file("ft2_critics", critic_lora, "critic LoRA")
+        return (critic.from_folder(folder, lora),)
+
+    @staticmethod
+    def proxies():
+        proxy = core("proxy_metrics").ProxyScorer
+        task = comfy.list_files("mediapipe", (".task",))
+        if "face_landmarker.task" not in task:
+            return proxy(None)
+        return proxy(core("lip_mask").LipMasker(comfy.resolve_file("mediapipe", "face_landmarker.task", "face landmarker")))
+
+
+class FT2CriticScore:
+    DESCRIPTION = ("Scores a video (frames + its audio) on motion naturalness, lip-sync and visual quality: each is "
+                   "P(Yes) from the critic (or a proxy in 0..1). The summary string can go to a Preview Any node.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("FLOAT", "FLOAT", "FLOAT", "STRING")
+    RETURN_NAMES = ("motion", "lipsync", "quality", "summary")
+    FUNCTION = "score"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "critic": ("FT2_CRITIC", {"tooltip": "From FT2 Load Critic."}),
+            "frames": ("IMAGE", {"tooltip": "The video's frames (e.g. FT2 Animate Portrait's frames)."}),
+            "audio": ("AUDIO", {"tooltip": "The video's soundtrack."}),
+            "fps": ("FLOAT", {"default": 23.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": "Frame rate of the frames."}),
+        }}
+
+    @says_what_to_install
+    def score(self, critic, frames, audio, fps):
+        clip = core("audio").audio_from_waveform(audio["waveform"], audio["sample_rate"], "audio input")
+        scores = critic.score_clip(frames.cpu(), fps, clip, "video")
+        text = "  ".join(f"{name}: {'unknown' if value is None else f'{value:.3f}'}" for name, value in scores.items())
+        values = tuple(float("nan") if v is None else float(v) for v in (scores["motion"], scores["lipsync"], scores["quality"]))
+        return {"ui": {"text": [text]}, "result": (*values, text)}
+
+
+NODE_CLASS_MAPPINGS = {"FT2CriticLoader": FT2CriticLoader, "FT2CriticScore": FT2CriticScore}
+NODE_DISPLAY_NAME_MAPPINGS = {"FT2CriticLoader": "FT2 Load Critic", "FT2CriticScore": "FT2 Critic Score"}

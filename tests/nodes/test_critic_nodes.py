@@ -1,0 +1,48 @@
+"""Critic nodes: the tiny critic and the proxies score a video made by FT2 Animate."""
+import math
+
+import pytest
+import torch
+
+from ft2_core.demo_inputs import demo_portrait
+from tests.nodes.test_inference_nodes import SAMPLER, comfy_audio
+
+
+@pytest.fixture()
+def video(ft2):
+    nodes = ft2.NODE_CLASS_MAPPINGS
+    (pipeline,) = nodes["FT2PipelineLoader"]().load("(built-in tiny demo model)", "fp32")
+    return nodes["FT2Animate"]().animate(pipeline, demo_portrait()[None], comfy_audio(0.5), "talk", "", 64, 9, 23.0, **SAMPLER)
+
+
+def test_tiny_critic_scores_a_generated_video(ft2, video, tiny_critic):
+    nodes = ft2.NODE_CLASS_MAPPINGS
+    (critic,) = nodes["FT2CriticLoader"]().load("(built-in tiny critic: random, for trying the graph)", "none")
+    frames, audio = video
+    out = nodes["FT2CriticScore"]().score(critic, frames, audio, 23.0)
+    motion, lipsync, quality, summary = out["result"]
+    assert all(0 < v < 1 for v in (motion, lipsync, quality))
+    assert summary == out["ui"]["text"][0] and summary.startswith("motion: ")
+    from ft2_core.audio import audio_from_waveform
+
+    direct = tiny_critic.score_clip(frames, 23.0, audio_from_waveform(audio["waveform"], audio["sample_rate"]))
+    assert abs(direct["lipsync"] - lipsync) < 1e-5
+
+
+def test_proxies_score_without_weights(ft2, video):
+    nodes = ft2.NODE_CLASS_MAPPINGS
+    (proxies,) = nodes["FT2CriticLoader"]().load("(proxy metrics: no weights)", "none")
+    frames, audio = video
+    motion, lipsync, quality, summary = nodes["FT2CriticScore"]().score(proxies, frames, audio, 23.0)["result"]
+    assert 0 <= motion <= 1 and 0 <= quality <= 1
+    assert math.isnan(lipsync) and "lipsync: unknown" in summary  # no face_landmarker.task in this models folder
+
+
+def test_mismatched_fps_is_named(ft2, video):
+    nodes = ft2.NODE_CLASS_MAPPINGS
+    (proxies,) = nodes["FT2CriticLoader"]().load("(proxy metrics: no weights)", "none")
+    frames, audio = video
+    with pytest.raises(ValueError, match="is the fps right"):
+        nodes["FT2CriticScore"]().score(proxies, frames, audio, 2.0)
+    with pytest.raises(ValueError, match="zero frames"):
+        nodes["FT2CriticScore"]().score(proxies, torch.zeros(0, 64, 64, 3), audio, 23.0)

@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+from ft2_core.curation import pairs_by_dimension
+from ft2_core.preference_data import read_pairs
+from training import curate_pairs, generate_candidates
+
+
+@pytest.fixture(scope="module")
+def candidates(tmp_path_factory, tiny_dir):
+    root = tmp_path_factory.mktemp("candidates")
+    rng = np.random.default_rng(0)
+    rows = []
+    for c in range(2):
+        Image.fromarray((rng.random((96, 80, 3)) * 255).astype(np.uint8)).save(root / f"face{c}.png")
+        t = np.arange(8000) / 16000
+        soundfile.write(root / f"speech{c}.wav", 0.3 * np.sin(2 * np.pi * (200 + 50 * c) * t), 16000)
+        rows.append({"id": f"c{c}", "image": f"face{c}.png", "audio": f"speech{c}.wav", "prompt": "talking"})
+    (root / "conditions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["--conditions", str(root / "conditions.jsonl"), "--out", str(root / "out"), "--samples", "3",
+            "--model-dir", str(tiny_dir), "--steps", "2", "--max-side", "64"]
+    assert generate_candidates.main(argv) == 0
+    assert generate_candidates.main(argv) == 0  # resumed: nothing new
+    return root / "out"
+
+
+def test_candidates_are_videos_with_distinct_seeds(candidates):
+    rows = [json.loads(line) for line in (candidates / "candidates.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["c0_0", "c0_1", "c0_2", "c1_0", "c1_1", "c1_2"]
+    assert len({(r["condition"], r["seed"]) for r in rows}) == 6 and {r["cfg"] for r in rows} == {4.0, 5.0, 6.0}
+    assert all((candidates / r["video"]).is_file() for r in rows)
+
+
+def test_curation_writes_pairs_and_resumes_without_rescoring(candidates, tmp_path, tiny_dir, monkeypatch, capsys):
+    rows = curate_pairs.read_candidates(candidates / "candidates.jsonl")
+    calls = []
+
+    def fake_scores(chunk):  # deterministic scores per candidate, counting what gets scored
+        calls.extend(c["id"] for c in chunk)
+        if len(calls) > 4:
+            raise KeyboardInterrupt  # the run dies during its third batch
+        return [{"motion": 0.9 if c["id"].endswith("0") else 0.1, "lipsync": 0.5, "quality": 0.2} for c in chunk]
+
+    scores_path = tmp_path / "scores.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        curate_pairs.score_all(rows, scores_path, fake_scores, batch_size=2)
+    assert len(scores_path.read_text().splitlines()) == 4  # two finished batches kept
+    calls.clear()
+    scores = curate_pairs.score_all(rows, scores_path, fake_scores, batch_size=2)
+    assert calls == ["c1_1", "c1_2"] and len(scores) == 6
+    pairs = pairs_by_dimension(scores, {r["id"]: r["condition"] for r in rows})
+    assert [(p.winner, p.loser) for p in pairs["motion"]] == [("c0_0", "c0_1"), ("c0_0", "c0_2"), ("c1_0", "c1_1"), ("c1_0", "c1_2")]
+
+    out = tmp_path / "pairs"
+    argv = ["--candidates", str(candidates / "candidates.jsonl"), "--out", str(out), "--critic-base",
+            str(tiny_dir.parent / "tiny-critic-v1"), "--margin", "0.0"]
+    monkeypatch.setenv("FT2_CACHE", str(tiny_dir.parent))
+    from ft2_core.tiny import tiny_critic_dir
+
+    tiny_critic_dir(tiny_dir.parent)
+    assert curate_pairs.main(argv) == 0
+    counts = capsys.readouterr().out.strip().splitlines()[-1]
+    assert counts.startswith("motion=") and "lipsync=" in counts and "quality=" in counts
+    written = {d: read_pairs(out / f"pairs_{d}.jsonl") for d in ("motion", "lipsync", "quality")}
+    assert counts == " ".join(f"{d}={len(p)}" for d, p in written.items())
+    first = (out / "scores.jsonl").read_text()
+    assert curate_pairs.main(argv) == 0
+    assert (out / "scores.jsonl").read_text() == first  # nothing rescored

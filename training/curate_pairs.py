@@ -1,0 +1,131 @@
+"""Talking-NSQ curation: score candidates (critic, or weight-free proxies) and write preference pairs.
+
+    python training/curate_pairs.py --candidates data/candidates/candidates.jsonl --out data/pairs \
+        [--critic-base QWEN_OMNI_THINKER_DIR --critic-lora critic_lora.safetensors | --proxy] [--margin 0.1]
+
+Scores are appended to OUT/scores.jsonl batch by batch, so an interrupted run loses no finished scores
+and a rerun scores only what is missing. Writes OUT/pairs_{motion,lipsync,quality}.jsonl for the expert
+trainer and prints per-dimension counts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ft2_core.critic import DIMENSIONS, TalkingCritic  # noqa: E402
+from ft2_core.curation import pairs_by_dimension  # noqa: E402
+from ft2_core.errors import InputError  # noqa: E402
+from ft2_core.preference_data import write_pairs  # noqa: E402
+from ft2_core.tiny import tiny_critic_dir  # noqa: E402
+from ft2_core.video_io import read_video  # noqa: E402
+
+log = logging.getLogger("ft2.curate")
+
+
+def read_candidates(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise InputError(f"candidates manifest not found: {path}")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for row in rows:
+        row["path"] = path.parent / row["video"]
+    return rows
+
+
+def read_scores(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    scores = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a crash: that clip is scored again
+                continue
+            scores[record["id"]] = record["scores"]
+    return scores
+
+
+def score_all(candidates: list[dict], scores_path: Path, score_batch, batch_size: int) -> dict[str, dict]:
+    """Score what is not in scores_path yet, appending each finished batch."""
+    scores = read_scores(scores_path)
+    todo = [c for c in candidates if c["id"] not in scores]
+    log.info("%d candidates scored before, %d to score", len(candidates) - len(todo), len(todo))
+    scores_path.parent.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        results = score_batch(chunk)
+        with scores_path.open("a") as handle:
+            for candidate, result in zip(chunk, results):
+                handle.write(json.dumps({"id": candidate["id"], "scores": result}) + "\n")
+                scores[candidate["id"]] = result
+    return scores
+
+
+def critic_batch_scorer(critic: TalkingCritic):
+    def score(chunk):
+        features = []
+        for candidate in chunk:
+            frames, fps, audio = read_video(candidate["path"])
+            features.append(critic.features(frames, fps, audio, candidate["video"]))
+        return critic.score(features, batch_size=len(features))
+    return score
+
+
+def proxy_batch_scorer(scorer):
+    def score(chunk):
+        results = []
+        for candidate in chunk:
+            frames, fps, audio = read_video(candidate["path"])
+            results.append(scorer.score_clip(frames, fps, audio, candidate["video"]))
+        return results
+    return score
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--critic-base", help="Qwen2.5-Omni thinker folder (default: the tiny random one)")
+    parser.add_argument("--critic-lora", help="critic LoRA from train_critic.py")
+    parser.add_argument("--proxy", action="store_true", help="weight-free proxy metrics instead of the critic")
+    parser.add_argument("--face-landmarker", help="for the lip-sync proxy (default: models/mediapipe/)")
+    parser.add_argument("--margin", type=float, default=0.1, help="confidence margin around 0.5")
+    parser.add_argument("--max-pairs-per-condition", type=int)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    try:
+        if not 0 <= args.margin < 0.5:
+            raise InputError(f"--margin must be in [0, 0.5), got {args.margin}")
+        candidates = read_candidates(Path(args.candidates))
+        if args.proxy:
+            from ft2_core.lip_mask import LipMasker
+            from ft2_core.proxy_metrics import ProxyScorer
+
+            with LipMasker(args.face_landmarker) as masker:
+                scores = score_all(candidates, out / "scores.jsonl", proxy_batch_scorer(ProxyScorer(masker)), args.batch_size)
+        else:
+            critic = TalkingCritic.from_folder(args.critic_base or tiny_critic_dir(), args.critic_lora, args.device)
+            scores = score_all(candidates, out / "scores.jsonl", critic_batch_scorer(critic), args.batch_size)
+        pairs = pairs_by_dimension(scores, {c["id"]: c["condition"] for c in candidates}, args.margin,
+                                   args.max_pairs_per_condition)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for dimension in DIMENSIONS:
+        write_pairs(out / f"pairs_{dimension}.jsonl", pairs[dimension])
+    print(" ".join(f"{d}={len(pairs[d])}" for d in DIMENSIONS))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
