@@ -6,7 +6,6 @@ tensor, which is how ComfyUI's native encoders feed the same sampler.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 from .audio import Audio, Wav2VecEncoder, clip_for_video, frame_count
-from .audio_adapter import AudioAdapter, load_audio_adapter
+from .audio_adapter import load_audio_adapter
 from .audio_windows import check_frame_count
 from .conditioning import ImageEncoder, TextEncoder, WanVAE, condition_video, i2v_condition
 from .errors import InputError

@@ -17,6 +17,7 @@ from safetensors import safe_open
 
 from .checkpoint_io import atomic_path, commit_atomic, save_safetensors
 from .errors import InputError
+from .jsonl import read_jsonl
 
 INDEX = "index.json"
 DIMENSION_NAMES = ("motion", "lipsync", "quality")
@@ -32,22 +33,12 @@ class Pair:
 
 
 def read_pairs(path: str | os.PathLike) -> list[Pair]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"pair manifest not found: {path}")
-    pairs = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            pair = Pair(record["condition"], record["winner"], record["loser"], record["dimension"], record.get("scores") or {})
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise InputError(f"{path}:{number}: expected a JSON pair with condition, winner, loser, dimension ({err})") from None
-        if pair.dimension not in DIMENSION_NAMES:
-            raise InputError(f"{path}:{number}: dimension must be one of {DIMENSION_NAMES}, got {pair.dimension!r}")
-        pairs.append(pair)
-    return pairs
+    def check(record):
+        if record["dimension"] not in DIMENSION_NAMES:
+            return f"dimension must be one of {DIMENSION_NAMES}, got {record['dimension']!r}"
+
+    records = read_jsonl(path, ("condition", "winner", "loser", "dimension"), "pair manifest", check)
+    return [Pair(r["condition"], r["winner"], r["loser"], r["dimension"], r.get("scores") or {}) for r in records]
 
 
 def write_pairs(path: str | os.PathLike, pairs: list[Pair]) -> Path:

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ft2_core.critic import DIMENSIONS, TalkingCritic  # noqa: E402
 from ft2_core.curation import pairs_by_dimension  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
+from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from ft2_core.preference_data import write_pairs  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
 from ft2_core.video_io import read_video  # noqa: E402
@@ -30,9 +31,7 @@ log = logging.getLogger("ft2.curate")
 
 
 def read_candidates(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise InputError(f"candidates manifest not found: {path}")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(path, ("id", "video", "condition"), "candidates manifest")
     for row in rows:
         row["path"] = path.parent / row["video"]
     return rows
@@ -61,10 +60,9 @@ def score_all(candidates: list[dict], scores_path: Path, score_batch, batch_size
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
         results = score_batch(chunk)
-        with scores_path.open("a") as handle:
-            for candidate, result in zip(chunk, results):
-                handle.write(json.dumps({"id": candidate["id"], "scores": result}) + "\n")
-                scores[candidate["id"]] = result
+        for candidate, result in zip(chunk, results):
+            append_jsonl(scores_path, {"id": candidate["id"], "scores": result})
+            scores[candidate["id"]] = result
     return scores
 
 

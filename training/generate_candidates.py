@@ -9,7 +9,6 @@ Writes OUT/videos/<id>_<k>.mp4 and OUT/candidates.jsonl ({"id", "video", "condit
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -21,23 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ft2_core.audio import load_audio  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.image import load_image  # noqa: E402
+from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
 from ft2_core.sampler import SamplerOptions  # noqa: E402
 from ft2_core.tiny import tiny_model_dir  # noqa: E402
 from ft2_core.video_io import write_mp4  # noqa: E402
 
 log = logging.getLogger("ft2.candidates")
-
-
-def read_conditions(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise InputError(f"conditions file not found: {path}")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    for number, row in enumerate(rows, 1):
-        missing = {"id", "image", "audio"} - set(row)
-        if missing:
-            raise InputError(f"{path}:{number}: missing {', '.join(sorted(missing))}")
-    return rows
 
 
 def main(argv=None) -> int:
@@ -56,10 +45,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         conditions_path, out = Path(args.conditions), Path(args.out)
-        conditions = read_conditions(conditions_path)
+        conditions = read_jsonl(conditions_path, ("id", "image", "audio"), "conditions file")
         pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(args.model_dir or tiny_model_dir()), args.device)
         manifest = out / "candidates.jsonl"
-        done = {json.loads(line)["id"] for line in manifest.read_text().splitlines()} if manifest.is_file() else set()
+        done = {r["id"] for r in read_jsonl(manifest, ("id",), "candidates manifest")} if manifest.is_file() else set()
         made = 0
         for condition in conditions:
             image = load_image(conditions_path.parent / condition["image"])
@@ -76,8 +65,7 @@ def main(argv=None) -> int:
                 video = write_mp4(out / "videos" / f"{candidate}.mp4", result.frames, result.fps, result.audio)
                 record = {"id": candidate, "video": str(video.relative_to(out)), "condition": condition["id"],
                           "seed": options.seed, "cfg": options.cfg, "audio_cfg": options.audio_cfg}
-                with manifest.open("a") as handle:  # one line per finished video: a crash loses none
-                    handle.write(json.dumps(record) + "\n")
+                append_jsonl(manifest, record)  # one line per finished video: a crash loses none
                 made += 1
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)

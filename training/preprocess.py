@@ -10,7 +10,6 @@ its first video, and its speech is that video's soundtrack. Resumable: cached it
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -23,26 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ft2_core.conditioning import condition_video, i2v_condition  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.image import fit_image, load_image  # noqa: E402
+from ft2_core.jsonl import read_jsonl  # noqa: E402
 from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
 from ft2_core.preference_data import CacheWriter  # noqa: E402
 from ft2_core.tiny import tiny_model_dir  # noqa: E402
 from ft2_core.video_io import read_video  # noqa: E402
 
 log = logging.getLogger("ft2.preprocess")
-
-
-def read_clips(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise InputError(f"clips manifest not found: {path}")
-    clips = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            clip = json.loads(line)
-            missing = {"id", "video", "condition"} - set(clip)
-            if missing:
-                raise InputError(f"{path}:{number}: missing {', '.join(sorted(missing))}")
-            clips.append(clip)
-    return clips
 
 
 def resized(frames: np.ndarray, max_side: int) -> torch.Tensor:
@@ -108,7 +94,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         clips_path = Path(args.clips)
-        clips = read_clips(clips_path)
+        clips = read_jsonl(clips_path, ("id", "video", "condition"), "clips manifest")
         pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(args.model_dir or tiny_model_dir()), args.device)
         max_side = args.max_side or pipe.defaults["max_side"]
         if args.no_lip_mask:

@@ -9,7 +9,6 @@ answer token only; held-out accuracy per dimension is logged. Writes the LoRA wi
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.critic import DIMENSIONS, TalkingCritic  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
+from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
 from ft2_core.video_io import read_video  # noqa: E402
 from training.trainer import (global_batch, latest_checkpoint, load_checkpoint, make_accelerator, resolve, run,  # noqa: E402
@@ -34,24 +34,13 @@ ANSWERS = {"yes": 1, "no": 0}
 
 
 def read_labels(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise InputError(f"label file not found: {path}")
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        if "video" not in record:
-            raise InputError(f"{path}:{number}: missing 'video'")
-        labels = {}
-        for dimension in DIMENSIONS:
-            if dimension in record:
-                answer = str(record[dimension]).strip().lower()
-                if answer not in ANSWERS:
-                    raise InputError(f"{path}:{number}: {dimension} must be Yes or No, got {record[dimension]!r}")
-                labels[dimension] = ANSWERS[answer]
-        records.append({"video": path.parent / record["video"], "labels": labels})
-    return records
+    def check(record):
+        bad = [d for d in DIMENSIONS if d in record and str(record[d]).strip().lower() not in ANSWERS]
+        return f"{bad[0]} must be Yes or No, got {record[bad[0]]!r}" if bad else None
+
+    return [{"video": path.parent / r["video"],
+             "labels": {d: ANSWERS[str(r[d]).strip().lower()] for d in DIMENSIONS if d in r}}
+            for r in read_jsonl(path, ("video",), "label file", check)]
 
 
 def clip_features(critic: TalkingCritic, records: list[dict]):
@@ -131,8 +120,7 @@ def main(config: dict) -> Path:
         if accelerator.is_main_process:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
-            with log_path.open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_jsonl(log_path, record)
         if done % train.get("checkpoint_every", 100) == 0 or done == train["steps"]:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:

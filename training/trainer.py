@@ -24,6 +24,7 @@ from ft2_core.checkpoint_io import load_state_dict, save_safetensors  # noqa: E4
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.flow import shift_sigmas  # noqa: E402
 from ft2_core.flow_dpo import dpo_step  # noqa: E402
+from ft2_core.jsonl import append_jsonl  # noqa: E402
 from ft2_core.preference_data import LatentCache, PairDataset, collate_pairs, read_pairs  # noqa: E402
 
 log = logging.getLogger("ft2.train")
@@ -233,8 +234,7 @@ def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], da
         if accelerator.is_main_process:
             bar.update(1)
             bar.set_postfix(loss=f"{metrics.loss:.4f}", acc=f"{metrics.accuracy:.2f}", margin=f"{metrics.margin:.3f}")
-            with metrics_file.open("a") as handle:
-                handle.write(json.dumps({"step": step + 1, **metrics.as_dict()}) + "\n")
+            append_jsonl(metrics_file, {"step": step + 1, **metrics.as_dict()})
         done = step + 1
         if done % train.get("checkpoint_every", 100) == 0 or done == steps:
             accelerator.wait_for_everyone()

@@ -39,7 +39,7 @@ def test_manifest_round_trip_and_errors(tmp_path):
     with pytest.raises(InputError, match="bad.jsonl:1: dimension must be one of"):
         read_pairs(tmp_path / "bad.jsonl")
     (tmp_path / "broken.jsonl").write_text("{not json\n")
-    with pytest.raises(InputError, match="broken.jsonl:1: expected a JSON pair"):
+    with pytest.raises(InputError, match="broken.jsonl:1: not a JSON line"):
         read_pairs(tmp_path / "broken.jsonl")
 
 

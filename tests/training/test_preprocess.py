@@ -2,7 +2,6 @@ import json
 import logging
 
 import numpy as np
-import torch
 from skimage.data import astronaut
 
 from ft2_core.audio import Audio
