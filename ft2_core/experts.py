@@ -62,11 +62,12 @@ class FusedLoRALinear(nn.Module):
         if self.gate is None:
             return out
         # [B, R] column weights, broadcast over each sample's tokens
-        weights = (self.gate[:, self.column_expert] * self.column_scale).to(x.dtype)
         middle = F.linear(x, self.down)
+        weights = (self.gate[:, self.column_expert] * self.column_scale).to(middle.dtype)
         middle = middle * weights.view(weights.shape[0], *([1] * (middle.ndim - 2)), -1)
-        # accumulate into the base output in place: no second [tokens, d_out] tensor
-        out.view(-1, out.shape[-1]).addmm_(middle.reshape(-1, middle.shape[-1]), self.up.t())
+        # accumulate into the base output in place (no second [tokens, d_out] tensor); under autocast
+        # the output is in the autocast dtype, so the product is done in it too
+        out.view(-1, out.shape[-1]).addmm_(middle.reshape(-1, middle.shape[-1]).to(out.dtype), self.up.t().to(out.dtype))
         return out
 
 

@@ -75,3 +75,28 @@ def test_expert_for_another_model_is_refused_when_sampling(ft2, models_dir, tiny
                                           experts=experts, **SAMPLER)
     finally:
         path.unlink()
+
+
+def test_native_sampler_takes_experts_and_gate_like_the_all_in_one_path(ft2, tiny_pipeline):
+    from ft2_core.image import fit_image
+    from tests.nodes.test_inference_nodes import ClipVisionOutputStandIn, WanVaeStandIn, comfy_conditioning
+
+    nodes = ft2.NODE_CLASS_MAPPINGS
+    experts = load_all(nodes, quality=0.5)
+    (gate,) = nodes["FT2LoadGate"]().load("tiny_gate.safetensors")
+    image, audio = fit_image(demo_portrait(), 64), comfy_audio(0.3, rate=16000, channels=1)
+    (model,) = nodes["FT2ModelLoader"]().load("tiny_wan_i2v.safetensors", "tiny_fantasytalking.safetensors", "fp32")
+    (wav2vec,) = nodes["FT2Wav2VecLoader"]().load("tiny-wav2vec2")
+    embeds, _, frames = nodes["FT2AudioEmbeds"]().encode(wav2vec, audio, 23.0, 9)
+    clip_out = ClipVisionOutputStandIn()
+    clip_out["penultimate_hidden_states"] = tiny_pipeline.image_encoder.encode(image)
+    args = (model, comfy_conditioning(tiny_pipeline.text_encoder, "talk"), comfy_conditioning(tiny_pipeline.text_encoder, "blur"),
+            clip_out, WanVaeStandIn(tiny_pipeline.vae.model), image[None], embeds)
+    (with_experts,) = nodes["FT2Sampler"]().sample(*args, experts=experts, gate=gate, **SAMPLER)
+    (plain,) = nodes["FT2Sampler"]().sample(*args, **SAMPLER)
+    assert (with_experts["samples"] - plain["samples"]).abs().max() > 1e-3
+    (pipeline,) = nodes["FT2PipelineLoader"]().load("tiny-folder", "fp32")
+    all_in_one, _ = nodes["FT2Animate"]().animate(pipeline, image[None], audio, "talk", "blur", 64, 9, 23.0,
+                                                 experts=experts, gate=gate, **SAMPLER)
+    decoded = ((tiny_pipeline.vae.model.decode(with_experts["samples"]).sample[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
+    torch.testing.assert_close(decoded, all_in_one, rtol=1e-3, atol=2e-3)

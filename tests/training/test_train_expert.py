@@ -80,3 +80,15 @@ def test_two_processes_match_one(tmp_path, toy_data):
 def test_bad_config_is_named(tmp_path, capsys):
     assert run(train_expert.main, train_expert.DEFAULTS, ["--config", str(tmp_path / "none.toml")]) == 2
     assert "config not found" in capsys.readouterr().err
+
+
+def test_bf16_autocast_and_gradient_checkpointing_run(tmp_path, toy_data):
+    output = tmp_path / "bf16"
+    config = expert_config(tmp_path, toy_data, output, "quality", steps=3, mixed_precision="bf16", gradient_checkpointing=True)
+    # its own process: accelerate fixes the precision once per process
+    result = subprocess.run([sys.executable, str(REPO / "training" / "train_expert.py"), "--config", str(config)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = metrics(output)
+    assert len(log) == 3 and all(torch.isfinite(torch.tensor(m["loss"])) for m in log)
+    assert load_lora(output / "expert_quality.safetensors").metadata["ft2.dimension"] == "quality"
