@@ -126,6 +126,10 @@ def atomic_path(target: str | os.PathLike) -> Path:
 
 
 def commit_atomic(tmp: Path, target: str | os.PathLike) -> Path:
+    """Give the file the permissions a plain open() would (mkstemp makes it private), then rename."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, target)
     return Path(target)
 

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,9 @@ def test_mp4_has_frames_fps_and_audio_of_video_length(tmp_path):
     assert (facts["width"], facts["height"]) == (48, 64)
     assert facts["audio_seconds"] == pytest.approx(29 / 23, abs=0.03)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the private mode of a temporary file
 
 
 def test_failed_write_leaves_nothing(tmp_path):
