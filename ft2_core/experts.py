@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import InputError
+from .gate import StaticMix
 from .lora_formats import LoraWeights, check_lora_fits
 from .wan_keys import BLOCK_LEVEL
 
@@ -171,8 +172,6 @@ def experts_attached(model, experts: list[Expert], gate: nn.Module | None = None
     if not experts:
         yield model
         return
-    from .gate import StaticMix
-
     gate = gate if gate is not None else StaticMix([1.0] * len(experts))
     if gate.num_experts != len(experts):
         raise InputError(f"the gate mixes {gate.num_experts} experts but {len(experts)} were given")
