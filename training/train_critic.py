@@ -83,6 +83,7 @@ def main(config: dict) -> Path:
     accelerator = make_accelerator(config)
     critic = TalkingCritic.from_folder(config["model"].get("folder") or tiny_critic_dir(config["model"].get("cache_dir")),
                                        device=accelerator.device)
+    torch.manual_seed(int(train.get("seed", 0)))  # the LoRA's initial A: same run, same start
     parameters = critic.add_lora(int(config["lora"]["rank"]), float(config["lora"]["alpha"]))
     named = {n: p for n, p in critic.thinker.named_parameters() if "lora_" in n}
     train_records = read_labels(resolve(config["data"]["train"]))

@@ -46,3 +46,29 @@ def test_mismatched_fps_is_named(ft2, video):
         nodes["FT2CriticScore"]().score(proxies, frames, audio, 2.0)
     with pytest.raises(ValueError, match="zero frames"):
         nodes["FT2CriticScore"]().score(proxies, torch.zeros(0, 64, 64, 3), audio, 23.0)
+
+
+def test_critic_folder_and_lora_from_models_folder(ft2, models_dir, tiny_critic, tiny_dir, video):
+    import shutil
+
+    from ft2_core.critic import TalkingCritic
+    from ft2_core.tiny import tiny_critic_dir
+
+    base = models_dir / "ft2_critics" / "tiny-thinker"
+    shutil.copytree(tiny_critic_dir(tiny_dir.parent), base, dirs_exist_ok=True)
+    trained = TalkingCritic.from_folder(base)
+    for param in trained.add_lora(4, 8.0):
+        torch.nn.init.normal_(param, std=0.05)
+    trained.save_lora(models_dir / "ft2_critics" / "critic_lora.safetensors")
+    nodes = ft2.NODE_CLASS_MAPPINGS
+    spec = nodes["FT2CriticLoader"].INPUT_TYPES()["required"]
+    assert "tiny-thinker" in spec["critic_base"][0] and spec["critic_lora"][0] == ["none", "critic_lora.safetensors"]
+    (critic,) = nodes["FT2CriticLoader"]().load("tiny-thinker", "critic_lora.safetensors")
+    frames, audio = video
+    got = nodes["FT2CriticScore"]().score(critic, frames, audio, 23.0)["result"][:3]
+    from ft2_core.audio import audio_from_waveform
+
+    want = trained.score_clip(frames, 23.0, audio_from_waveform(audio["waveform"], audio["sample_rate"]))
+    assert all(abs(g - want[d]) < 1e-5 for g, d in zip(got, ("motion", "lipsync", "quality")))
+    plain = tiny_critic.score_clip(frames, 23.0, audio_from_waveform(audio["waveform"], audio["sample_rate"]))
+    assert any(abs(g - plain[d]) > 1e-4 for g, d in zip(got, ("motion", "lipsync", "quality")))  # the LoRA was applied

@@ -38,3 +38,21 @@ def test_bad_labels_are_named(tmp_path, capsys):
     config = write_config(tmp_path / "c.toml", {"data": {"train": str(labels)}, "train": {"output": str(tmp_path / "o")}})
     assert run(train_critic.main, train_critic.DEFAULTS, ["--config", str(config)]) == 2
     assert "motion must be Yes or No" in capsys.readouterr().err
+
+
+def test_critic_training_resumes_exactly(tmp_path, tiny_dir):
+    from safetensors.torch import load_file
+
+    train_labels, _ = make_labelled_clips(tmp_path / "clips", clips=16, seed=1, heldout=0.0)
+    outputs = {}
+    for name, stops in (("straight", [6]), ("resumed", [3, 6])):
+        for steps in stops:
+            config = write_config(tmp_path / f"{name}.toml", {
+                "model": {"folder": str(tiny_critic_dir(tiny_dir.parent))},
+                "data": {"train": str(train_labels)},
+                "train": {"output": str(tmp_path / name), "steps": steps, "batch_size": 4, "lr": 1e-3, "checkpoint_every": 3},
+            })
+            assert run(train_critic.main, train_critic.DEFAULTS, ["--config", str(config)]) == 0
+        outputs[name] = load_file(tmp_path / name / "critic_lora.safetensors")
+    assert outputs["straight"].keys() == outputs["resumed"].keys()
+    assert all((outputs["straight"][k] == outputs["resumed"][k]).all() for k in outputs["straight"])
