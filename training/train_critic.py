@@ -22,7 +22,7 @@ from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
 from ft2_core.video_io import read_video  # noqa: E402
 from training.trainer import (global_batch, latest_checkpoint, load_checkpoint, make_accelerator, resolve, run,  # noqa: E402
-                              save_checkpoint)
+                              save_checkpoint, trim_metrics)
 
 DEFAULTS = {
     "model": {"folder": ""},
@@ -94,9 +94,12 @@ def main(config: dict) -> Path:
     output.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.AdamW(parameters, lr=float(train["lr"]))
     start = 0
+    log_path = output / "metrics.jsonl"
     checkpoint = latest_checkpoint(output) if train.get("resume", True) else None
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, named, optimizer)
+        if accelerator.is_main_process:
+            trim_metrics(log_path, start)
     thinker, optimizer = accelerator.prepare(critic.thinker, optimizer)
     critic.thinker = thinker
     world, rank, batch_size = accelerator.num_processes, accelerator.process_index, int(train["batch_size"])
@@ -104,7 +107,6 @@ def main(config: dict) -> Path:
         raise InputError(f"train.batch_size {batch_size} must divide evenly over {world} processes")
     local = batch_size // world
     bar = tqdm(total=train["steps"], initial=start, desc="critic", mininterval=2.0, disable=not accelerator.is_main_process)
-    log_path = output / "metrics.jsonl"
     for step in range(start, train["steps"]):
         indices = global_batch(step, len(train_features), batch_size, train.get("seed", 0))[rank * local:(rank + 1) * local]
         batch = critic.batch([train_features[i] for i in indices])

@@ -147,6 +147,13 @@ def save_checkpoint(output: Path, step: int, trainable: dict, optimizer: torch.o
     return target
 
 
+def trim_metrics(path: Path, step: int) -> None:
+    """On resume, drop log lines of steps after the checkpoint (they will be run and logged again)."""
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
 def load_checkpoint(path: Path, parameters: dict[str, torch.nn.Parameter], optimizer) -> int:
     state = load_state_dict(path / "trainable.safetensors", "checkpoint")
     if set(state) != set(parameters):
@@ -204,14 +211,16 @@ def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], da
     model.gradient_checkpointing = bool(train.get("gradient_checkpointing", False))
     optimizer = torch.optim.AdamW(parameters.values(), lr=float(train["lr"]), weight_decay=float(train.get("weight_decay", 0.0)))
     start = 0
+    metrics_file = output / "metrics.jsonl"
     checkpoint = latest_checkpoint(output) if train.get("resume", True) else None
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, parameters, optimizer)
+        if accelerator.is_main_process:
+            trim_metrics(metrics_file, start)
         log.info("resuming from %s at step %d", checkpoint, start)
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model)
     bar = tqdm(total=steps, initial=start, desc="Flow-DPO", mininterval=2.0, disable=not accelerator.is_main_process)
-    metrics_file = output / "metrics.jsonl"
     local = batch_size // world
     for step in range(start, steps):
         indices = global_batch(step, len(dataset), batch_size, seed)[rank * local:(rank + 1) * local]
