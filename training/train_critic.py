@@ -17,12 +17,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.critic import DIMENSIONS, TalkingCritic  # noqa: E402
-from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
 from ft2_core.video_io import read_video  # noqa: E402
-from training.trainer import (global_batch, latest_checkpoint, load_checkpoint, make_accelerator, resolve, run,  # noqa: E402
-                              save_checkpoint, trim_metrics)
+from training.trainer import (global_batch, local_batch_size, make_accelerator, resolve, resume, run,  # noqa: E402
+                              save_checkpoint)
 
 DEFAULTS = {
     "model": {"folder": ""},
@@ -93,19 +92,12 @@ def main(config: dict) -> Path:
     output = resolve(train["output"])
     output.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.AdamW(parameters, lr=float(train["lr"]))
-    start = 0
+    start = resume(config, output, named, optimizer, accelerator)
     log_path = output / "metrics.jsonl"
-    checkpoint = latest_checkpoint(output) if train.get("resume", True) else None
-    if checkpoint is not None:
-        start = load_checkpoint(checkpoint, named, optimizer)
-        if accelerator.is_main_process:
-            trim_metrics(log_path, start)
     thinker, optimizer = accelerator.prepare(critic.thinker, optimizer)
     critic.thinker = thinker
-    world, rank, batch_size = accelerator.num_processes, accelerator.process_index, int(train["batch_size"])
-    if batch_size % world:
-        raise InputError(f"train.batch_size {batch_size} must divide evenly over {world} processes")
-    local = batch_size // world
+    rank, batch_size = accelerator.process_index, int(train["batch_size"])
+    local = local_batch_size(batch_size, accelerator)
     bar = tqdm(total=train["steps"], initial=start, desc="critic", mininterval=2.0, disable=not accelerator.is_main_process)
     for step in range(start, train["steps"]):
         indices = global_batch(step, len(train_features), batch_size, train.get("seed", 0))[rank * local:(rank + 1) * local]

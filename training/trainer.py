@@ -154,6 +154,25 @@ def trim_metrics(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in kept))
 
 
+def resume(config: dict, output: Path, parameters: dict[str, torch.nn.Parameter], optimizer, accelerator) -> int:
+    """Load the latest checkpoint in `output` (unless train.resume is false); returns the step to start at."""
+    checkpoint = latest_checkpoint(output) if config["train"].get("resume", True) else None
+    if checkpoint is None:
+        return 0
+    start = load_checkpoint(checkpoint, parameters, optimizer)
+    if accelerator.is_main_process:
+        trim_metrics(output / "metrics.jsonl", start)
+    log.info("resuming from %s at step %d", checkpoint, start)
+    return start
+
+
+def local_batch_size(batch_size: int, accelerator) -> int:
+    """This process's share of the global batch."""
+    if batch_size % accelerator.num_processes:
+        raise InputError(f"train.batch_size {batch_size} must divide evenly over {accelerator.num_processes} processes")
+    return batch_size // accelerator.num_processes
+
+
 def load_checkpoint(path: Path, parameters: dict[str, torch.nn.Parameter], optimizer) -> int:
     state = load_state_dict(path / "trainable.safetensors", "checkpoint")
     if set(state) != set(parameters):
@@ -204,24 +223,15 @@ def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], da
     output = resolve(train["output"])
     output.mkdir(parents=True, exist_ok=True)
     steps, batch_size, seed, beta = train["steps"], train["batch_size"], train.get("seed", 0), float(train["beta"])
-    world, rank = accelerator.num_processes, accelerator.process_index
-    if batch_size % world:
-        raise InputError(f"train.batch_size {batch_size} must divide evenly over {world} processes")
+    rank, local = accelerator.process_index, local_batch_size(batch_size, accelerator)
     sigma_range = (train.get("sigma_min", 0.0), train.get("sigma_max", 1.0))
     model.gradient_checkpointing = bool(train.get("gradient_checkpointing", False))
     optimizer = torch.optim.AdamW(parameters.values(), lr=float(train["lr"]), weight_decay=float(train.get("weight_decay", 0.0)))
-    start = 0
+    start = resume(config, output, parameters, optimizer, accelerator)
     metrics_file = output / "metrics.jsonl"
-    checkpoint = latest_checkpoint(output) if train.get("resume", True) else None
-    if checkpoint is not None:
-        start = load_checkpoint(checkpoint, parameters, optimizer)
-        if accelerator.is_main_process:
-            trim_metrics(metrics_file, start)
-        log.info("resuming from %s at step %d", checkpoint, start)
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model)
     bar = tqdm(total=steps, initial=start, desc="Flow-DPO", mininterval=2.0, disable=not accelerator.is_main_process)
-    local = batch_size // world
     for step in range(start, steps):
         indices = global_batch(step, len(dataset), batch_size, seed)[rank * local:(rank + 1) * local]
         batch = collate_pairs([dataset[i] for i in indices])
