@@ -17,6 +17,7 @@ from .conditioning import ImageEncoder, TextEncoder, WanVAE, condition_video, i2
 from .errors import InputError
 from .experts import Expert, experts_attached
 from .image import fit_image
+from .pixel_latent import SpaceToDepthVAE, is_pixel_latent_folder
 from .sampler import Conditioning, SamplerOptions, StepInfo, sample
 from .talking_model import FantasyTalkingModel
 from .wan_transformer import load_transformer_file, load_transformer_folder
@@ -50,6 +51,7 @@ class ModelPaths:
     defaults: dict = field(default_factory=lambda: dict(UPSTREAM_DEFAULTS))
     notice: str = ""
     transformer_config: str | None = None  # for a single-file DiT: shipped config name or JSON path
+    prediction: str = "velocity"  # what the DiT outputs (see FantasyTalkingModel)
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, **overrides) -> "ModelPaths":
@@ -72,6 +74,7 @@ class ModelPaths:
             text_encoder=folder / "text_encoder", tokenizer=folder / "tokenizer",
             image_encoder=folder / "image_encoder", image_processor=folder / "image_processor", vae=folder / "vae",
             defaults={**UPSTREAM_DEFAULTS, **manifest.get("defaults", {})}, notice=manifest.get("notice", ""),
+            prediction=manifest.get("prediction", "velocity"),
         )
         return replace(paths, **{k: Path(v) for k, v in overrides.items() if v is not None})
 
@@ -80,7 +83,7 @@ class ModelPaths:
 
 
 def load_talking_model(transformer: str | os.PathLike, audio_adapter: str | os.PathLike, dtype=torch.float32,
-                       config: str | dict | None = None) -> FantasyTalkingModel:
+                       config: str | dict | None = None, prediction: str = "velocity") -> FantasyTalkingModel:
     """The DiT (folder or single file) with its FantasyTalking adapter, checked to fit each other."""
     transformer = Path(transformer)
     if transformer.is_dir():
@@ -89,7 +92,7 @@ def load_talking_model(transformer: str | os.PathLike, audio_adapter: str | os.P
         dit, _ = load_transformer_file(transformer, config, dtype)
     dim = dit.config.num_attention_heads * dit.config.attention_head_dim
     adapter = load_audio_adapter(audio_adapter, len(dit.blocks), dim, dtype)
-    return FantasyTalkingModel(dit, adapter.requires_grad_(False)).eval()
+    return FantasyTalkingModel(dit, adapter.requires_grad_(False), prediction).eval()
 
 
 @dataclass
@@ -102,7 +105,7 @@ class Animation:
 
 class FantasyTalkingPipeline:
     def __init__(self, model: FantasyTalkingModel, wav2vec: Wav2VecEncoder, text_encoder: TextEncoder | None,
-                 image_encoder: ImageEncoder | None, vae: WanVAE, defaults: dict | None = None,
+                 image_encoder: ImageEncoder | None, vae: WanVAE | SpaceToDepthVAE, defaults: dict | None = None,
                  device="cpu", dtype=torch.float32):
         if wav2vec.hidden_size != model.adapter.audio_in_dim:
             raise InputError(
@@ -119,10 +122,11 @@ class FantasyTalkingPipeline:
             raise InputError(f"model files missing: {', '.join(f'{m} ({getattr(paths, m)})' for m in missing)}")
         if paths.notice:
             log.warning(paths.notice)
-        model = load_talking_model(paths.transformer, paths.audio_adapter, dtype, paths.transformer_config).to(device)
+        model = load_talking_model(paths.transformer, paths.audio_adapter, dtype, paths.transformer_config,
+                                   paths.prediction).to(device)
         text = TextEncoder(paths.text_encoder, paths.tokenizer, device, dtype) if paths.text_encoder else None
         image = ImageEncoder(paths.image_encoder, paths.image_processor, device, dtype) if paths.image_encoder else None
-        vae = WanVAE(paths.vae, device, dtype)
+        vae = SpaceToDepthVAE.from_folder(paths.vae) if is_pixel_latent_folder(paths.vae) else WanVAE(paths.vae, device, dtype)
         return cls(model, Wav2VecEncoder(paths.wav2vec, device, dtype), text, image, vae, paths.defaults, device, dtype)
 
     def audio_features(self, audio: Audio, num_frames: int, fps: float) -> torch.Tensor:
@@ -178,7 +182,7 @@ class FantasyTalkingPipeline:
 
     def to(self, device) -> "FantasyTalkingPipeline":
         """Move every component (ComfyUI loads to its device for a run and offloads after)."""
-        for module in (self.model, self.wav2vec.model, self.vae.model, getattr(self.text_encoder, "model", None),
+        for module in (self.model, self.wav2vec.model, getattr(self.vae, "model", None), getattr(self.text_encoder, "model", None),
                        getattr(self.image_encoder, "model", None)):
             if module is not None:
                 module.to(device)

@@ -83,10 +83,20 @@ def block_forward(block, kv, hidden, text, image, modulation, rotary, audio, aud
     return hidden
 
 
-class FantasyTalkingModel(nn.Module):
-    """The DiT and the audio adapter; `forward` predicts the flow velocity v = noise - x0."""
+PREDICTIONS = ("velocity", "sample_from_reference")
+SIGMA_FLOOR = 0.02  # x0 -> velocity divides by sigma; the sampler never goes below ~0.1
 
-    def __init__(self, transformer: WanTransformer3DModel, adapter: AudioAdapter):
+
+class FantasyTalkingModel(nn.Module):
+    """The DiT and the audio adapter; `forward` predicts the flow velocity v = noise - x0.
+
+    `prediction` says what the DiT's own output is: "velocity" (Wan2.1), or "sample_from_reference"
+    (the miniature model: the clean latents as a change from the reference frame, turned into a
+    velocity here). A pixel-block latent has more values per token than a small DiT's width, so a
+    velocity (which carries the noise) cannot pass its bottleneck, while the clean video can.
+    """
+
+    def __init__(self, transformer: WanTransformer3DModel, adapter: AudioAdapter, prediction: str = "velocity"):
         super().__init__()
         layers, dim = len(transformer.blocks), transformer.config.num_attention_heads * transformer.config.attention_head_dim
         if len(adapter.blocks) != layers or adapter.blocks[0].k_proj.out_features != dim:
@@ -94,8 +104,11 @@ class FantasyTalkingModel(nn.Module):
                 f"audio adapter has {len(adapter.blocks)} layers of width {adapter.blocks[0].k_proj.out_features}; "
                 f"the DiT has {layers} layers of width {dim}"
             )
+        if prediction not in PREDICTIONS:
+            raise InputError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         self.transformer = transformer
         self.adapter = adapter
+        self.prediction = prediction
         self.gradient_checkpointing = False
         self.expert_gate: nn.Module | None = None  # set with experts (see experts.experts_attached)
         self.expert_names: tuple[str, ...] = ()
@@ -139,4 +152,9 @@ class FantasyTalkingModel(nn.Module):
         hidden = (t.norm_out(hidden.float()) * (1 + head_scale) + shift).type_as(hidden)
         hidden = t.proj_out(hidden)
         hidden = hidden.reshape(batch, frames // p_t, height // p_h, width // p_w, p_t, p_h, p_w, -1)
-        return hidden.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        out = hidden.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        if self.prediction == "velocity":
+            return out
+        reference = condition[:, -latents.shape[1]:, :1]  # the I2V latents of the given first frame
+        sigma = (timestep.float() / 1000).clamp(min=SIGMA_FLOOR).view(-1, 1, 1, 1, 1)
+        return ((latents.float() - (reference.float() + out.float())) / sigma).to(out.dtype)
