@@ -10,6 +10,7 @@ from torch import nn
 
 from .audio_windows import UPSTREAM_EXPAND, AudioWindows, split_windows
 from .checkpoint_io import load_state_dict, save_safetensors
+from .checks import finite_tensors, output_file
 from .errors import InputError
 
 # Upstream names: {"proj_model": {...}, "audio_processor": {"blocks.{i}.cross_attn.processor.k_proj.weight"}}.
@@ -86,6 +87,7 @@ def load_audio_adapter(path: str | os.PathLike, num_layers: int, model_dim: int,
     """Load `fantasytalking_model.ckpt` or its safetensors conversion, checked against the DiT's shape."""
     what = "FantasyTalking audio adapter"
     state = upstream_to_ours(load_state_dict(path, what, dtype=dtype), what)
+    finite_tensors(state, f"{what} {Path(path).name}")
     proj = state.get("proj_model.proj.weight")
     if proj is None:
         raise InputError(f"{what}: {path} has no proj_model.proj.weight; is it a FantasyTalking adapter file?")
@@ -118,5 +120,7 @@ def _natural(key: str):
 def convert_adapter(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Convert the upstream pickle to safetensors with upstream key names (upstream code reads it too)."""
     what = "FantasyTalking audio adapter"
+    output_file(target, (".safetensors",), "converted adapter")
     state = ours_to_upstream(upstream_to_ours(load_state_dict(source, what), what))
+    finite_tensors(state, f"{what} {Path(source).name}")
     return save_safetensors(state, target, metadata={"format": "pt", "ft2.kind": "audio_adapter"})

@@ -20,9 +20,9 @@ def latent_frame_count(num_frames: int) -> int:
     return (num_frames - 1) // 4 + 1
 
 
-def check_frame_count(num_frames: int) -> None:
-    if num_frames < 5 or num_frames % 4 != 1:
-        raise InputError(f"num_frames must be 4k+1 and at least 5 (Wan's VAE groups frames 1+4+4...), got {num_frames}")
+def check_frame_count(num_frames: int, name: str = "num_frames") -> None:
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 5 or num_frames % 4 != 1:
+        raise InputError(f"{name} must be 4k+1 and at least 5 (Wan's VAE groups frames 1+4+4...), got {num_frames!r}")
 
 
 def window_ranges(num_tokens: int, num_frames: int) -> list[tuple[int, int]]:

@@ -25,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--prompt", default="A person is talking.")
     animate.add_argument("--negative-prompt", default=None, help="default: Wan's standard negative prompt")
     animate.add_argument("--out", required=True, help="output .mp4")
-    models = animate.add_argument_group("models (default: the built-in tiny demo model)")
-    models.add_argument("--model-dir", help="diffusers Wan2.1-I2V folder + FantasyTalking adapter + wav2vec2 folder")
+    models = animate.add_argument_group("models (default: the built-in miniature model of cartoon talking faces)")
+    models.add_argument("--model-dir", help="diffusers Wan2.1-I2V folder + FantasyTalking adapter + wav2vec2 folder, "
+                        "or 'miniature' / 'tiny' for a built-in model (tiny: random weights, a plumbing test)")
     models.add_argument("--dit", help="override: Wan2.1 DiT single file (.safetensors) or diffusers transformer folder")
     models.add_argument("--dit-config", help="config for a single-file DiT: a shipped name or JSON (default: by shape)")
     models.add_argument("--adapter", help="override: fantasytalking_model.ckpt or its .safetensors conversion")
@@ -69,39 +70,60 @@ def run_animate(args) -> Path:
     from tqdm import tqdm
 
     from .audio import load_audio
+    from .checks import finite_number, output_file, torch_device
     from .demo_inputs import demo_portrait, demo_speech
     from .image import load_image
     from .pipeline import DEFAULT_NEGATIVE_PROMPT, FantasyTalkingPipeline, ModelPaths
+    from .progress import RunProgress
     from .sampler import SamplerOptions
-    from .tiny import tiny_model_dir
     from .video_io import write_mp4
 
-    if not args.out.lower().endswith(".mp4"):
-        raise InputError(f"--out must end with .mp4, got {args.out}")
+    output_file(args.out, (".mp4",), "--out")
+    device = torch_device(args.device)
+    if args.fps is not None:
+        finite_number(args.fps, "--fps", above=0.0)
     image = load_image(args.image) if args.image else demo_portrait()  # inputs first: fail before loading models
     audio = load_audio(args.audio) if args.audio else demo_speech()
-    folder = args.model_dir or tiny_model_dir(args.cache_dir)
-    paths = ModelPaths.from_folder(folder, transformer=args.dit, audio_adapter=args.adapter, wav2vec=args.wav2vec)
+    paths = ModelPaths.from_folder(model_folder(args.model_dir, args.cache_dir), transformer=args.dit,
+                                   audio_adapter=args.adapter, wav2vec=args.wav2vec)
     paths.transformer_config = args.dit_config
-    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
+    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     pipe = FantasyTalkingPipeline.from_paths(paths, args.device, dtype)
     defaults = pipe.defaults
     options = SamplerOptions(
-        steps=args.steps or defaults["steps"],
+        steps=defaults["steps"] if args.steps is None else args.steps,
         cfg=defaults["cfg"] if args.cfg is None else args.cfg,
         audio_cfg=defaults["audio_cfg"] if args.audio_cfg is None else args.audio_cfg,
         audio_cfg_start=args.audio_cfg_start, audio_cfg_end=args.audio_cfg_end,
-        shift=args.shift or defaults["shift"], scheduler=args.scheduler, seed=args.seed, audio_scale=args.audio_scale,
-    )
+        shift=defaults["shift"] if args.shift is None else args.shift, scheduler=args.scheduler, seed=args.seed, audio_scale=args.audio_scale,
+    ).validate()
     experts, gate = experts_from_args(args, pipe.model.num_layers)
-    bar = tqdm(total=options.steps, desc="sampling", unit="step")
+    bar = tqdm(desc="animating", unit="unit")
+
+    def report(done, total, preview):
+        bar.total = total
+        bar.update(done - bar.n)
+
     result = pipe.animate(
         image, audio, args.prompt, args.negative_prompt or DEFAULT_NEGATIVE_PROMPT, options,
-        num_frames=args.frames, fps=args.fps, max_side=args.max_side, on_step=lambda info: bar.update(1),
+        num_frames=args.frames, fps=args.fps, max_side=args.max_side, progress=RunProgress(report),
         experts=experts, gate=gate,
     )
     bar.close()
     return write_mp4(args.out, result.frames, result.fps, result.audio)
+
+
+def model_folder(name: str | None, cache_dir: str | None) -> Path:
+    """--model-dir: a folder, or a built-in model by name (default: the miniature one, which ships trained)."""
+    if name in (None, "miniature"):
+        from .miniature.model import miniature_model_dir
+
+        return miniature_model_dir()
+    if name == "tiny":
+        from .tiny import tiny_model_dir
+
+        return tiny_model_dir(cache_dir)
+    return Path(name)
 
 
 def experts_from_args(args, num_layers: int):

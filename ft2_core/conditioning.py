@@ -129,10 +129,13 @@ def i2v_condition(first_frame_latents: torch.Tensor, num_frames: int) -> torch.T
     return torch.cat([mask.to(first_frame_latents.dtype), first_frame_latents], dim=1)
 
 
-def pad_text_embeddings(embeddings: torch.Tensor, name: str = "text embeddings") -> torch.Tensor:
+def pad_text_embeddings(embeddings: torch.Tensor, name: str = "text embeddings", width: int | None = None) -> torch.Tensor:
     """[1, L, dim] prompt states (ComfyUI keeps only the real tokens) -> [1, 512, dim] zero-padded, as Wan."""
     if embeddings.ndim != 3 or embeddings.shape[0] != 1:
         raise InputError(f"{name}: expected [1, tokens, dim], got shape {tuple(embeddings.shape)}")
+    if width is not None and embeddings.shape[2] != width:
+        raise InputError(f"{name}: {embeddings.shape[2]}-wide text features, but this model takes {width} "
+                         "(Wan2.1 uses umT5-XXL, 4096): encode the prompt with the Wan text encoder (CLIPLoader type wan)")
     tokens = embeddings.shape[1]
     if tokens >= TEXT_LEN:
         return embeddings[:, :TEXT_LEN].float()

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .checkpoint_io import load_state_dict, read_metadata, save_safetensors
+from .checks import finite_tensors
 from .errors import InputError
 
 
@@ -120,6 +121,7 @@ def load_gate(path: str | os.PathLike, num_layers: int | None = None) -> Timeste
     if metadata.get("ft2.kind") != "gate":
         raise InputError(f"{what}: not an FT2 gate file (ft2.kind is {metadata.get('ft2.kind')!r})")
     state = load_state_dict(path, what, dtype=torch.float32)
+    finite_tensors(state, what)
     if set(state) != {"proj", "bias"} or state["proj"].ndim != 3 or state["bias"].shape != state["proj"].shape[:2]:
         raise InputError(f"{what}: expected tensors proj [layers, experts, dim] and bias [layers, experts]")
     layers, experts, dim = state["proj"].shape

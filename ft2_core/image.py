@@ -11,6 +11,8 @@ from .errors import InputError
 
 SIDE_MULTIPLE = 16  # VAE /8 then 2x2 patches
 MIN_SIDE = 64
+DECODE_MAX_SIDE = 4096  # larger images are shrunk while decoding (the model works at <= 1280)
+MAX_PIXELS = 150_000_000  # beyond this a file is refused before decoding (PIL itself refuses above 179 MP)
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
@@ -22,8 +24,14 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
         raise InputError(f"image: file not found: {path}")
     try:
         with Image.open(path) as img:
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise InputError(f"image: {path} is {width}x{height} ({width * height / 1e6:.0f} megapixels); "
+                                 f"give at most {MAX_PIXELS / 1e6:.0f} megapixels")
+            img.draft("RGB", (DECODE_MAX_SIDE, DECODE_MAX_SIDE))  # JPEG decodes at 1/2..1/8 scale directly
+            img.thumbnail((DECODE_MAX_SIDE, DECODE_MAX_SIDE), Image.LANCZOS, reducing_gap=2.0)
             rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise InputError(f"image: cannot read {path} as an image ({err})") from None
     return checked_image(torch.from_numpy(rgb), str(path))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint_io import load_state_dict, read_metadata, save_safetensors
+from .checks import finite_tensors
 from .errors import InputError
 from .wan_keys import BLOCK_LEVEL
 
@@ -118,7 +119,9 @@ def parse_lora_state(state: dict[str, torch.Tensor], what: str, metadata: dict |
 
 def load_lora(path: str | os.PathLike) -> LoraWeights:
     what = f"LoRA {Path(path).name}"
-    return parse_lora_state(load_state_dict(path, what), what, read_metadata(path, what))
+    state = load_state_dict(path, what)
+    finite_tensors(state, what)
+    return parse_lora_state(state, what, read_metadata(path, what))
 
 
 def check_lora_fits(lora: LoraWeights, linear_shapes: dict[str, tuple[int, int]], what: str) -> None:

@@ -6,25 +6,27 @@ import logging
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from .audio import Audio, Wav2VecEncoder, clip_for_video, frame_count
 from .audio_adapter import load_audio_adapter
-from .audio_windows import check_frame_count
+from .audio_windows import check_frame_count, latent_frame_count
+from .checks import finite_number
 from .conditioning import ImageEncoder, TextEncoder, WanVAE, condition_video, i2v_condition
 from .errors import InputError
 from .experts import Expert, experts_attached
 from .image import fit_image
 from .pixel_latent import SpaceToDepthVAE, is_pixel_latent_folder
-from .sampler import Conditioning, SamplerOptions, StepInfo, sample
+from .progress import RunProgress, counting_calls
+from .sampler import Conditioning, SamplerOptions, sample
 from .talking_model import FantasyTalkingModel
 from .wan_transformer import load_transformer_file, load_transformer_folder
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "ft2_model.json"
+ENCODER_STAGES = 4  # text, CLIP image, VAE (first frame), wav2vec2: one progress unit each
 UPSTREAM_DEFAULTS = {"max_side": 512, "fps": 23, "max_frames": 81, "steps": 30, "cfg": 5.0, "audio_cfg": 5.0, "shift": 5.0}
 # Wan's standard negative prompt (upstream FantasyTalking uses it verbatim).
 DEFAULT_NEGATIVE_PROMPT = (
@@ -155,30 +157,44 @@ class FantasyTalkingPipeline:
         num_frames: int | None = None,
         fps: float | None = None,
         max_side: int | None = None,
-        on_step: Callable[[StepInfo], None] | None = None,
-        check_interrupt: Callable[[], None] | None = None,
+        progress: RunProgress | None = None,
         experts: list[Expert] = (),
         gate: torch.nn.Module | None = None,
     ) -> Animation:
         """Portrait [H, W, 3] + speech -> frames. Frame count follows the audio unless given.
 
         `experts` (TLPO LoRA experts) are mixed by `gate` (a trained gate, a static or scheduled mix;
-        default: weight 1 each) for this call only.
+        default: weight 1 each) for this call only. `progress` counts every stage (4 encoders, the
+        steps, one unit per decoded latent frame) and is where a cancel is honoured.
         """
-        fps = fps or self.defaults["fps"]
+        fps = self.defaults["fps"] if fps is None else finite_number(fps, "fps", above=0.0)
         options = options or SamplerOptions(
             steps=self.defaults["steps"], cfg=self.defaults["cfg"], audio_cfg=self.defaults["audio_cfg"], shift=self.defaults["shift"]
         )
         num_frames = self.plan_frames(audio, fps, num_frames)
         image = fit_image(image, max_side or self.defaults["max_side"])
         log.info("animating %d frames at %g fps, %dx%d", num_frames, fps, image.shape[1], image.shape[0])
+        progress = progress or RunProgress()
+        latent_frames = latent_frame_count(num_frames)
+        progress.plan(ENCODER_STAGES + options.steps + latent_frames)
+        progress.interrupt_point()
         positive, negative = self.encode_text(prompt, negative_prompt)
+        progress.advance()
         clip = self.image_encoder.encode(image) if self.image_encoder is not None else None
+        progress.advance()
         condition = i2v_condition(self.vae.encode(condition_video(image, num_frames)), num_frames)
+        progress.advance()
         features = self.audio_features(audio, num_frames, fps)
+        progress.advance()
         latents = generate_latents(self.model, condition, positive, negative, clip, features, num_frames, options,
-                                   self.device, self.dtype, on_step, check_interrupt, experts, gate)
-        return Animation(self.vae.decode(latents), fps, audio, latents)
+                                   self.device, self.dtype, lambda info: progress.advance(preview=info.denoised),
+                                   progress.interrupt_point, experts, gate)
+        decoder = getattr(getattr(self.vae, "model", None), "decoder", None)  # a Wan VAE decodes latent frame by frame
+        with counting_calls(decoder, progress):
+            frames = self.vae.decode(latents)
+        if decoder is None:
+            progress.advance(latent_frames)
+        return Animation(frames, fps, audio, latents)
 
     def to(self, device) -> "FantasyTalkingPipeline":
         """Move every component (ComfyUI loads to its device for a run and offloads after)."""

@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 
 from .audio_windows import AudioWindows
+from .checks import finite_number
 from .errors import InputError
 from .flow import SCHEDULERS, FlowSolver
 from .guidance import audio_guidance_active, dual_guidance, prompt_guidance
@@ -25,6 +26,11 @@ class SamplerOptions:
     audio_scale: float = 1.0
 
     def validate(self) -> "SamplerOptions":
+        for name in ("cfg", "audio_cfg", "audio_scale"):
+            finite_number(getattr(self, name), name, minimum=0.0)
+        finite_number(self.shift, "shift", above=0.0)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int):
+            raise InputError(f"steps must be a whole number, got {self.steps!r}")
         if self.scheduler not in SCHEDULERS:
             raise InputError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if not 0.0 <= self.audio_cfg_start <= self.audio_cfg_end <= 1.0:

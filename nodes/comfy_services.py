@@ -140,27 +140,49 @@ def interrupt_check():
     return mm.throw_exception_if_processing_interrupted
 
 
-def progress_callback(total: int):
-    """Per-step progress with a rough latent preview in ComfyUI's bar; None outside ComfyUI."""
+def run_progress(decode_preview=None):
+    """A RunProgress on ComfyUI's bar (None outside ComfyUI): cancel is honoured at every unit, and step
+    previews follow ComfyUI's preview setting (off with --preview-method none). Wan2.1 latents use ComfyUI's
+    own Wan2.1 previewer; `decode_preview(latents) -> frames [T, H, W, 3]` serves other latent spaces."""
     try:
         import comfy.utils
     except ImportError:
         return None
-    bar = comfy.utils.ProgressBar(total)
+    from ..ft2_core.progress import RunProgress
 
-    def on_step(info) -> None:
-        bar.update_absolute(info.step, info.total, ("JPEG", latent_preview(info.denoised), 512))
+    previewer = latent_previewer(decode_preview)
+    bar = None
 
-    return on_step
+    def report(done, total, preview):
+        nonlocal bar
+        if bar is None or bar.total != total:
+            bar = comfy.utils.ProgressBar(total)
+        bar.update_absolute(done, total, previewer(preview) if preview is not None and previewer is not None else None)
+
+    return RunProgress(report, interrupt_check())
 
 
-def latent_preview(latents):
-    """Middle latent frame, first three channels stretched to 0..255: a cheap look at the structure."""
-    import numpy as np
-    from PIL import Image
+def latent_previewer(decode_preview=None):
+    """latents -> ComfyUI's preview tuple, or None when previews are off."""
+    try:
+        import latent_preview
+        from comfy.cli_args import LatentPreviewMethod, args
+    except ImportError:
+        return None
+    if args.preview_method == LatentPreviewMethod.NoPreviews:
+        return None
+    if decode_preview is not None:
+        from PIL import Image
 
-    frame = latents[0, :3, latents.shape[2] // 2].float()
-    low = frame.amin(dim=(1, 2), keepdim=True)
-    high = frame.amax(dim=(1, 2), keepdim=True)
-    rgb = ((frame - low) / (high - low + 1e-6) * 255).byte().permute(1, 2, 0).numpy()
-    return Image.fromarray(np.ascontiguousarray(rgb)).resize((rgb.shape[1] * 8, rgb.shape[0] * 8))
+        def show(latents):
+            frames = decode_preview(latents)
+            middle = (frames[frames.shape[0] // 2].clamp(0, 1) * 255).byte().numpy()
+            return "JPEG", Image.fromarray(middle), latent_preview.MAX_PREVIEW_RESOLUTION
+
+        return show
+    import comfy.latent_formats
+
+    previewer = latent_preview.get_previewer(torch_device(), comfy.latent_formats.Wan21())
+    if previewer is None:
+        return None
+    return lambda latents: previewer.decode_latent_to_preview_image("JPEG", latents.to(torch_device()))

@@ -7,6 +7,7 @@ import importlib
 from . import comfy_services as comfy
 
 CATEGORY = "FantasyTalking2"
+MINIATURE_MODEL = "(built-in miniature model: cartoon faces)"
 TINY_MODEL = "(built-in tiny demo model)"
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 
@@ -17,7 +18,8 @@ def core(module: str):
 
 
 def says_what_to_install(function):
-    """A node function whose dependency is missing fails with one sentence naming the package."""
+    """Node errors read cleanly in ComfyUI: a missing dependency names the package, and bad input is a plain
+    ValueError (ComfyUI shows an exception's module path, which for our classes is built from the install folder)."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
@@ -25,6 +27,8 @@ def says_what_to_install(function):
             return function(*args, **kwargs)
         except ModuleNotFoundError as err:
             raise RuntimeError(f"FantasyTalking2 needs the Python package '{err.name}': {comfy.import_error_hint}") from None
+        except core("errors").InputError as err:
+            raise ValueError(str(err)) from None
 
     return wrapper
 
@@ -90,8 +94,9 @@ def run_on_device(modules, work):
 # ---------------------------------------------------------------- all-in-one path
 class FT2PipelineLoader:
     DESCRIPTION = ("Loads a self-contained FantasyTalking model folder from models/ft2_models (diffusers Wan2.1-I2V "
-                   "folder + FantasyTalking adapter + wav2vec2), or the built-in tiny demo model (random weights, "
-                   "for trying the graph; not a talking face).")
+                   "folder + FantasyTalking adapter + wav2vec2), or a built-in one: the miniature model (trained on "
+                   "drawn cartoon faces at 64x64; it talks, but only for faces of that world) or the tiny demo model "
+                   "(random weights, for checking a graph fast; not a talking face).")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("FT2_PIPELINE",)
     FUNCTION = "load"
@@ -100,14 +105,18 @@ class FT2PipelineLoader:
     def INPUT_TYPES(cls):
         folders = comfy.list_model_dirs("ft2_models", "transformer")
         return {"required": {
-            "model_folder": ([TINY_MODEL] + folders, {"tooltip": "A folder in models/ft2_models, or the tiny demo model."}),
+            "model_folder": ([MINIATURE_MODEL, TINY_MODEL] + folders,
+                             {"tooltip": "A folder in models/ft2_models, or a built-in model (miniature: cartoon faces; "
+                                         "tiny: random weights)."}),
             "dtype": (DTYPES, {"default": "auto", "tooltip": "Compute precision; auto = bf16 on GPU, fp32 on CPU."}),
         }}
 
     @says_what_to_install
     def load(self, model_folder, dtype):
         pipeline = core("pipeline")
-        if model_folder == TINY_MODEL:
+        if model_folder == MINIATURE_MODEL:
+            folder = core("miniature.model").miniature_model_dir()
+        elif model_folder == TINY_MODEL:
             folder = core("tiny").tiny_model_dir()
         else:
             folder = comfy.resolve_dir("ft2_models", model_folder, "model folder")
@@ -147,10 +156,10 @@ class FT2Animate:
         options = sampler_options(kwargs)
         clip = from_waveform(audio["waveform"], audio["sample_rate"], "audio input")
         negative = negative_prompt.strip() or core("pipeline").DEFAULT_NEGATIVE_PROMPT
+        cheap_decode = None if hasattr(pipeline.vae, "model") else pipeline.vae.decode  # the pixel latent decodes instantly
         result = run_on_device([pipeline], lambda device: pipeline.animate(
             image[0], clip, prompt, negative, options, num_frames=num_frames or None, fps=fps, max_side=max_side or None,
-            on_step=comfy.progress_callback(options.steps), check_interrupt=comfy.interrupt_check(),
-            experts=experts, gate=gate,
+            progress=comfy.run_progress(cheap_decode), experts=experts, gate=gate,
         ))
         track = core("audio").fit_to_duration(result.audio, result.frames.shape[0] / result.fps)
         return (result.frames.cpu().float(), comfy_audio(track))
@@ -265,16 +274,25 @@ class FT2Sampler:
         video[0] = image
         raw = vae.encode(video)
         condition = conditioning.i2v_condition(latent_format.normalize(raw), num_frames)
-        positive_text = conditioning.pad_text_embeddings(positive[0][0], "positive conditioning")
-        negative_text = conditioning.pad_text_embeddings(negative[0][0], "negative conditioning")
+        config = model.transformer.config
+        positive_text = conditioning.pad_text_embeddings(positive[0][0], "positive conditioning", config.text_dim)
+        negative_text = conditioning.pad_text_embeddings(negative[0][0], "negative conditioning", config.text_dim)
         clip = clip_vision_output["penultimate_hidden_states"][:1].float()
+        if clip.shape[-1] != config.image_dim:
+            raise core("errors").InputError(
+                f"clip_vision_output: {clip.shape[-1]}-wide image features, but this model takes {config.image_dim} "
+                "(Wan2.1 I2V uses CLIP ViT-H/14, 1280): load clip_vision_h")
         dtype = next(model.transformer.parameters()).dtype
         generate = core("pipeline").generate_latents
 
+        progress = comfy.run_progress()
+        if progress is not None:
+            progress.plan(options.steps)
+
         def work(device):
             return generate(model, condition, positive_text, negative_text, clip, audio_embeds["features"], num_frames,
-                            options, device, dtype, comfy.progress_callback(options.steps), comfy.interrupt_check(),
-                            experts, gate)
+                            options, device, dtype, progress and (lambda info: progress.advance(preview=info.denoised)),
+                            progress and progress.interrupt_point, experts, gate)
 
         latents = run_on_device([model], work)
         return ({"samples": latent_format.denormalize(latents)},)

@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.audio import load_audio  # noqa: E402
+from ft2_core.checks import finite_number, safe_name, torch_device  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.image import load_image  # noqa: E402
 from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
@@ -44,8 +45,17 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     try:
+        if args.samples < 1:
+            raise InputError(f"--samples must be at least 1, got {args.samples}")
+        if args.steps is not None and args.steps < 1:
+            raise InputError(f"--steps must be at least 1, got {args.steps}")
+        for value in args.cfg + args.audio_cfg:
+            finite_number(value, "--cfg/--audio-cfg", minimum=0.0)
+        torch_device(args.device)
         conditions_path, out = Path(args.conditions), Path(args.out)
         conditions = read_jsonl(conditions_path, ("id", "image", "audio"), "conditions file")
+        for condition in conditions:
+            safe_name(condition["id"], f"{conditions_path.name}: condition id")
         pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(args.model_dir or tiny_model_dir()), args.device)
         manifest = out / "candidates.jsonl"
         done = {r["id"] for r in read_jsonl(manifest, ("id",), "candidates manifest")} if manifest.is_file() else set()

@@ -20,6 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.conditioning import condition_video, i2v_condition  # noqa: E402
+from ft2_core.audio_windows import check_frame_count  # noqa: E402
+from ft2_core.checks import torch_device  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.image import fit_image, load_image  # noqa: E402
 from ft2_core.jsonl import read_jsonl  # noqa: E402
@@ -93,6 +95,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     try:
+        if args.frames is not None:
+            check_frame_count(args.frames, "--frames")
+        torch_device(args.device)
         clips_path = Path(args.clips)
         clips = read_jsonl(clips_path, ("id", "video", "condition"), "clips manifest")
         pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(args.model_dir or tiny_model_dir()), args.device)

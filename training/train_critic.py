@@ -20,14 +20,20 @@ from ft2_core.critic import DIMENSIONS, TalkingCritic  # noqa: E402
 from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
 from ft2_core.video_io import read_video  # noqa: E402
+from training.config import Option  # noqa: E402
 from training.trainer import (global_batch, local_batch_size, make_accelerator, resolve, resume, run,  # noqa: E402
                               save_checkpoint)
 
-DEFAULTS = {
-    "model": {"folder": ""},
-    "lora": {"rank": 8, "alpha": 16.0},
-    "data": {"train": "", "heldout": ""},
-    "train": {"steps": 500, "batch_size": 8, "lr": 1e-4, "seed": 0, "checkpoint_every": 100, "eval_every": 100},
+SCHEMA = {
+    "model": {"folder": Option(str, ""), "cache_dir": Option(str, "")},
+    "lora": {"rank": Option(int, 8, minimum=1), "alpha": Option(float, 16.0, above=0)},
+    "data": {"train": Option(str), "heldout": Option(str, "")},
+    "train": {"output": Option(str), "steps": Option(int, 500, minimum=1), "batch_size": Option(int, 8, minimum=1),
+              "lr": Option(float, 1e-4, above=0), "seed": Option(int, 0, minimum=0),
+              "checkpoint_every": Option(int, 100, minimum=1), "eval_every": Option(int, 100, minimum=1),
+              "resume": Option(bool, True), "cpu": Option(bool, False),
+              "mixed_precision": Option(str, "no", choices=("no", "bf16", "fp16")),
+              "strategy": Option(str, "ddp", choices=("ddp", "fsdp"))},
 }
 ANSWERS = {"yes": 1, "no": 0}
 
@@ -129,4 +135,4 @@ def main(config: dict) -> Path:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run(main, DEFAULTS))
+    raise SystemExit(run(main, SCHEMA))

@@ -18,13 +18,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ft2_core.experts import Expert, FusedLoRALinear, attach_experts  # noqa: E402
 from ft2_core.gate import StaticMix  # noqa: E402
 from ft2_core.lora_formats import DIMENSIONS, EXPERT_TARGETS, LoraModule, LoraWeights, save_expert  # noqa: E402
+from training.config import DPO_TRAIN, MODEL, TOY_DATA, Option  # noqa: E402
 from training.trainer import make_accelerator, model_from_config, pair_dataset, run, synthetic_data, train_dpo  # noqa: E402
 
-DEFAULTS = {
-    "model": {"folder": ""},
-    "expert": {"dimension": "lipsync", "rank": 16, "alpha": 16.0, "targets": list(EXPERT_TARGETS), "lip_mask": True},
-    "data": {"cache": "", "pairs": []},
-    "train": {"steps": 1000, "batch_size": 4, "lr": 1e-4, "beta": 5000.0, "seed": 0, "checkpoint_every": 100},
+SCHEMA = {
+    "model": MODEL,
+    "expert": {"dimension": Option(str, "lipsync", choices=DIMENSIONS), "rank": Option(int, 16, minimum=1),
+               "alpha": Option(float, 16.0, above=0), "targets": Option(list, list(EXPERT_TARGETS)),
+               "lip_mask": Option(bool, True)},
+    "data": {**TOY_DATA, "pairs": Option((list, str), [])},
+    "train": DPO_TRAIN,
 }
 
 
@@ -50,8 +53,6 @@ def fused_modules(model) -> dict[str, FusedLoRALinear]:
 def main(config: dict) -> Path:
     expert_config, train = config["expert"], config["train"]
     dimension = expert_config["dimension"]
-    if dimension not in DIMENSIONS:
-        raise ValueError(f"expert.dimension must be one of {DIMENSIONS}")
     accelerator = make_accelerator(config)
     data = synthetic_data(config)
     model, paths = model_from_config(config)
@@ -79,4 +80,4 @@ def main(config: dict) -> Path:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run(main, DEFAULTS))
+    raise SystemExit(run(main, SCHEMA))

@@ -16,13 +16,14 @@ from ft2_core.experts import Expert, attach_experts  # noqa: E402
 from ft2_core.gate import TimestepLayerGate, save_gate  # noqa: E402
 from ft2_core.lora_formats import DIMENSIONS, load_lora  # noqa: E402
 from ft2_core.preference_data import PairDataset  # noqa: E402
+from training.config import DPO_TRAIN, MODEL, TOY_DATA, Option  # noqa: E402
 from training.trainer import make_accelerator, model_from_config, pair_dataset, resolve, run, synthetic_data, train_dpo  # noqa: E402
 
-DEFAULTS = {
-    "model": {"folder": ""},
-    "gate": {"experts": {}, "embed_dim": 256},
-    "data": {"cache": "", "pairs": {}},
-    "train": {"steps": 1000, "batch_size": 6, "lr": 1e-3, "beta": 5000.0, "seed": 0, "checkpoint_every": 100},
+SCHEMA = {
+    "model": MODEL,
+    "gate": {"experts": Option(dict), "embed_dim": Option(int, 256, minimum=2)},
+    "data": {**TOY_DATA, "pairs": Option(dict, {})},
+    "train": {**DPO_TRAIN, "batch_size": Option(int, 6, minimum=1), "lr": Option(float, 1e-3, above=0)},
 }
 
 
@@ -38,6 +39,9 @@ def balanced(dataset: PairDataset) -> PairDataset:
 def main(config: dict) -> Path:
     gate_config = config["gate"]
     expert_files = gate_config["experts"]
+    unknown = sorted(set(expert_files) - set(DIMENSIONS))
+    if unknown:
+        raise InputError(f"gate.experts: unknown dimension {unknown[0]!r}; use {', '.join(DIMENSIONS)}")
     names = [d for d in DIMENSIONS if d in expert_files]
     if not names:
         raise InputError("gate.experts must name expert files, e.g. {motion = '...', lipsync = '...', quality = '...'}")
@@ -59,4 +63,4 @@ def main(config: dict) -> Path:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run(main, DEFAULTS))
+    raise SystemExit(run(main, SCHEMA))

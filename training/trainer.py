@@ -2,14 +2,12 @@
 metrics, atomic checkpoints and exact resume, on top of accelerate (DDP, or FSDP for large models)."""
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,37 +31,6 @@ KEEP_CHECKPOINTS = 2
 
 
 # ------------------------------------------------------------------ config
-def load_config(argv=None, defaults: dict | None = None) -> dict:
-    """A TOML file plus `--set section.key=value` overrides (values parsed as TOML)."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config", required=True, help="TOML config")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
-    args = parser.parse_args(argv)
-    path = Path(args.config)
-    if not path.is_file():
-        raise InputError(f"config not found: {path}")
-    config = merge(defaults or {}, tomllib.loads(path.read_text()))
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep or "." not in key:
-            raise InputError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw  # a bare string
-        section, name = key.split(".", 1)
-        config.setdefault(section, {})[name] = value
-    config["_config_dir"] = str(path.parent.resolve())
-    return config
-
-
-def merge(base: dict, override: dict) -> dict:
-    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for key, value in override.items():
-        merged[key] = merge(merged.get(key, {}), value) if isinstance(value, dict) else value
-    return merged
-
-
 def resolve(path: str) -> Path:
     """Paths in a config are relative to the current directory, as on the command line."""
     return Path(path).expanduser()
@@ -314,15 +281,24 @@ def model_from_config(config: dict, dtype=torch.float32):
     from ft2_core.pipeline import ModelPaths, load_talking_model
     from ft2_core.tiny import tiny_model_dir
 
-    folder = config["model"].get("folder") or tiny_model_dir(config["model"].get("cache_dir"))
-    paths = ModelPaths.from_folder(folder, transformer=config["model"].get("dit"), audio_adapter=config["model"].get("adapter"))
-    return load_talking_model(paths.transformer, paths.audio_adapter, dtype, config["model"].get("dit_config")), paths
+    model = config["model"]
+    folder = model["folder"] or tiny_model_dir(model["cache_dir"] or None)
+    paths = ModelPaths.from_folder(folder, transformer=model["dit"] or None, audio_adapter=model["adapter"] or None)
+    talking = load_talking_model(paths.transformer, paths.audio_adapter, dtype, model["dit_config"] or None, paths.prediction)
+    return talking, paths
 
 
-def run(main: Callable[[dict], Path], defaults: dict, argv=None) -> int:
+def run(main: Callable[[dict], Path], schema: dict, argv=None) -> int:
+    """A training script's entry: check the whole config first, then run; bad input exits 2 with one line per problem."""
+    from training.config import ConfigError, load_config
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        result = main(load_config(argv, defaults))
+        result = main(load_config(argv, schema))
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

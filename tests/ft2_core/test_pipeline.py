@@ -13,9 +13,9 @@ from ft2_core.sampler import SamplerOptions
 
 def test_animate_gives_frames_for_the_audio(tiny_pipeline):
     result = tiny_pipeline.animate(demo_portrait(), demo_speech(1.0), options=SamplerOptions(steps=2), max_side=96)
-    # 1.0 s at 23 fps -> 23 // 4 * 4 + 5 = 25 frames; 320x256 portrait -> 96x76.8 -> 96x80
-    assert result.frames.shape == (25, 96, 80, 3)
-    assert result.fps == 23 and result.latents.shape == (1, 16, 7, 12, 10)
+    # 1.0 s at 23 fps -> 23 // 4 * 4 + 5 = 25 frames; the 64x64 demo portrait -> 96x96
+    assert result.frames.shape == (25, 96, 96, 3)
+    assert result.fps == 23 and result.latents.shape == (1, 16, 7, 12, 12)
 
 
 def test_audio_changes_the_video(tiny_pipeline):

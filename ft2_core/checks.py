@@ -1,0 +1,66 @@
+"""Input checks every entry point shares (CLI, nodes, training scripts): one sentence per bad input."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import InputError
+
+
+def finite_number(value, name: str, minimum: float | None = None, above: float | None = None) -> float:
+    """A real, finite number (optionally >= minimum or > above)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise InputError(f"{name} must be at least {minimum:g}, got {value:g}")
+    if above is not None and value <= above:
+        raise InputError(f"{name} must be greater than {above:g}, got {value:g}")
+    return float(value)
+
+
+def finite_tensors(state: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse a weight file with NaN or infinite values, naming the first bad tensor."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor.float() if tensor.dtype.itemsize == 1 else tensor).all():
+            raise InputError(f"{what}: tensor {key} contains NaN or infinite values; the file is damaged")
+
+
+def output_file(path: str | os.PathLike, suffixes: tuple[str, ...], what: str) -> Path:
+    """A file path we may write: right suffix, not a folder, in a folder we can write (checked before any work)."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise InputError(f"{what} {path} must end with {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder; give a file name ending with {' or '.join(suffixes)}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # the nearest folder that exists must let us create the rest
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {path}: cannot write into {folder} (not a writable folder)")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"{what} {path} exists and is read-only")
+    return path
+
+
+def safe_name(value, what: str) -> str:
+    """An id used as a file name: no folders, no '..', nothing absolute (it must stay inside the output folder)."""
+    if not isinstance(value, str) or not value or value in (".", "..") or "/" in value or "\\" in value or "\0" in value:
+        raise InputError(f"{what} {value!r} must be a plain name (no '/', '\\\\' or '..'): it names a file in the output folder")
+    return value
+
+
+def torch_device(name: str, what: str = "--device") -> torch.device:
+    """A device that exists here: 'cuda' on a machine without CUDA is refused up front."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise InputError(f"{what} must be a torch device such as cpu, cuda or cuda:1, got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"{what} {name}: this machine has no CUDA GPU that torch can use; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"{what} {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device

@@ -1,0 +1,78 @@
+"""Configs are checked whole before any work: one sentence per problem, exit code 2."""
+import pytest
+
+from tests.training.conftest import write_config
+from training import train_base, train_critic, train_expert, train_gate
+from training.config import ConfigError, load_config
+from training.trainer import run
+
+
+def expert_toml(tmp_path, **train):
+    return write_config(tmp_path / "e.toml", {
+        "expert": {"dimension": "lipsync", "rank": 4},
+        "data": {"synthetic": True, "cache": str(tmp_path / "cache")},
+        "train": {"output": str(tmp_path / "out"), "steps": 3, **train},
+    })
+
+
+def problems(schema, argv):
+    with pytest.raises(ConfigError) as caught:
+        load_config(argv, schema)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.steps=-5", "train.steps must be at least 1, got -5"),
+    ("train.steps=0", "train.steps must be at least 1, got 0"),
+    ('train.steps="ten"', "train.steps must be a whole number, got 'ten'"),
+    ("train.batch_size=0", "train.batch_size must be at least 1, got 0"),
+    ("expert.rank=0", "expert.rank must be at least 1, got 0"),
+    ("train.checkpoint_every=0", "train.checkpoint_every must be at least 1, got 0"),
+    ('train.lr="fast"', "train.lr must be a number, got 'fast'"),
+    ("train.lr=nan", "train.lr must be finite, got nan"),
+    ('expert.dimension="smell"', "expert.dimension must be one of 'motion', 'lipsync', 'quality', got 'smell'"),
+    ("train.stpes=5", "unknown config key train.stpes; did you mean train.steps?"),
+    ("expert.ranq=4", "unknown config key expert.ranq; did you mean expert.rank?"),
+    ('train.mixed_precision="fp8"', "train.mixed_precision must be one of 'no', 'bf16', 'fp16', got 'fp8'"),
+])
+def test_each_bad_value_is_one_sentence(tmp_path, override, expected):
+    found = problems(train_expert.SCHEMA, ["--config", str(expert_toml(tmp_path)), "--set", override])
+    assert found == [f"config {tmp_path / 'e.toml'}: {expected}"]
+
+
+def test_missing_required_key_and_all_problems_at_once(tmp_path):
+    path = write_config(tmp_path / "c.toml", {"train": {"steps": 0, "batch_size": 0}, "data": {"heldout": ""}})
+    found = problems(train_critic.SCHEMA, ["--config", str(path)])
+    assert len(found) == 4
+    assert any("data.train is required" in p for p in found) and any("train.output is required" in p for p in found)
+
+
+def test_invalid_toml_is_named(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text("[train\nsteps = 3\n")
+    assert run(train_expert.main, train_expert.SCHEMA, ["--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: config {path} is not valid TOML:") and "\n" not in err
+
+
+def test_nested_set_reaches_any_depth(tmp_path):
+    path = write_config(tmp_path / "g.toml", {"gate": {"experts": {"motion": "a.safetensors"}},
+                                              "train": {"output": str(tmp_path / "o")}})
+    config = load_config(["--config", str(path), "--set", 'gate.experts.motion="b.safetensors"',
+                          "--set", 'gate.experts.lipsync="c.safetensors"'], train_gate.SCHEMA)
+    assert config["gate"]["experts"] == {"motion": "b.safetensors", "lipsync": "c.safetensors"}
+
+
+def test_base_model_overrides_are_tables(tmp_path):
+    path = write_config(tmp_path / "b.toml", {"train": {"output": str(tmp_path / "o")}})
+    config = load_config(["--config", str(path), "--set", "model.transformer.num_layers=6"], train_base.SCHEMA)
+    assert config["model"]["transformer"] == {"num_layers": 6} and config["train"]["steps"] == 1800
+
+
+def test_bad_config_exits_2_before_any_work(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--config", str(expert_toml(tmp_path)), "--set", "train.steps=-5", "--set", "expert.rank=0"]
+    assert run(train_expert.main, train_expert.SCHEMA, argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: config ") for line in lines)
+    assert not out.exists() and not (tmp_path / "cache").exists()  # nothing was started
