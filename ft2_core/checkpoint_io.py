@@ -125,6 +125,16 @@ def atomic_path(target: str | os.PathLike) -> Path:
     return Path(tmp)
 
 
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files `atomic_path` made in `folder` that a killed process never renamed."""
+    removed = []
+    for stale in Path(folder).glob(".*.tmp*"):  # the names atomic_path gives: .NAME.RANDOM.tmpSUFFIX
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
+
+
 def commit_atomic(tmp: Path, target: str | os.PathLike) -> Path:
     """Give the file the permissions a plain open() would (mkstemp makes it private), then rename."""
     umask = os.umask(0)
@@ -139,6 +149,25 @@ def save_safetensors(state: dict[str, torch.Tensor], target: str | os.PathLike, 
     tmp = atomic_path(target)
     try:
         save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+        canonical_header(tmp)
         return commit_atomic(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def canonical_header(path: Path) -> None:
+    """Rewrite a safetensors header with its keys (and metadata keys) in sorted order, in place.
+
+    The writer emits the metadata in hash order, so equal tensors would give different bytes from
+    run to run; sorted, a checksum compares runs. The data offsets are unchanged (only JSON order moves).
+    """
+    with open(path, "r+b") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+        if "__metadata__" in header:
+            header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > length:
+            raise RuntimeError(f"{path}: canonical safetensors header is longer than the written one")
+        handle.seek(8)
+        handle.write(text + b" " * (length - len(text)))

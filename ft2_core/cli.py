@@ -73,7 +73,7 @@ def run_animate(args) -> Path:
     from .checks import finite_number, output_file, torch_device
     from .demo_inputs import demo_portrait, demo_speech
     from .image import load_image
-    from .pipeline import DEFAULT_NEGATIVE_PROMPT, FantasyTalkingPipeline, ModelPaths
+    from .pipeline import DEFAULT_NEGATIVE_PROMPT, FantasyTalkingPipeline, ModelPaths, model_folder
     from .progress import RunProgress
     from .sampler import SamplerOptions
     from .video_io import write_mp4
@@ -111,19 +111,6 @@ def run_animate(args) -> Path:
     )
     bar.close()
     return write_mp4(args.out, result.frames, result.fps, result.audio)
-
-
-def model_folder(name: str | None, cache_dir: str | None) -> Path:
-    """--model-dir: a folder, or a built-in model by name (default: the miniature one, which ships trained)."""
-    if name in (None, "miniature"):
-        from .miniature.model import miniature_model_dir
-
-        return miniature_model_dir()
-    if name == "tiny":
-        from .tiny import tiny_model_dir
-
-        return tiny_model_dir(cache_dir)
-    return Path(name)
 
 
 def experts_from_args(args, num_layers: int):

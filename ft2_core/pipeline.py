@@ -84,6 +84,19 @@ class ModelPaths:
         return [f.name for f in fields(self) if isinstance(getattr(self, f.name), Path) and not getattr(self, f.name).exists()]
 
 
+def model_folder(name: str | None, cache_dir: str | None) -> Path:
+    """--model-dir: a folder, or a built-in model by name (default: the miniature one, which ships trained)."""
+    if name in (None, "miniature"):
+        from .miniature.model import miniature_model_dir
+
+        return miniature_model_dir()
+    if name == "tiny":
+        from .tiny import tiny_model_dir
+
+        return tiny_model_dir(cache_dir)
+    return Path(name)
+
+
 def load_talking_model(transformer: str | os.PathLike, audio_adapter: str | os.PathLike, dtype=torch.float32,
                        config: str | dict | None = None, prediction: str = "velocity") -> FantasyTalkingModel:
     """The DiT (folder or single file) with its FantasyTalking adapter, checked to fit each other."""

@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ft2_core.checks import torch_device  # noqa: E402
 from ft2_core.critic import DIMENSIONS, TalkingCritic  # noqa: E402
 from ft2_core.curation import pairs_by_dimension  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
@@ -26,6 +27,7 @@ from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from ft2_core.preference_data import write_pairs  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
 from ft2_core.video_io import read_video  # noqa: E402
+from training.trainer import Stopped, StopRequests  # noqa: E402
 
 log = logging.getLogger("ft2.curate")
 
@@ -57,12 +59,14 @@ def score_all(candidates: list[dict], scores_path: Path, score_batch, batch_size
     todo = [c for c in candidates if c["id"] not in scores]
     log.info("%d candidates scored before, %d to score", len(candidates) - len(todo), len(todo))
     scores_path.parent.mkdir(parents=True, exist_ok=True)
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
-        results = score_batch(chunk)
-        for candidate, result in zip(chunk, results):
-            append_jsonl(scores_path, {"id": candidate["id"], "scores": result})
-            scores[candidate["id"]] = result
+    with StopRequests() as stop:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            results = score_batch(chunk)
+            for candidate, result in zip(chunk, results):
+                append_jsonl(scores_path, {"id": candidate["id"], "scores": result})
+                scores[candidate["id"]] = result
+            stop.check(f"after scoring {len(scores)} of {len(candidates)} candidates (kept in {scores_path})")
     return scores
 
 
@@ -104,6 +108,11 @@ def main(argv=None) -> int:
     try:
         if not 0 <= args.margin < 0.5:
             raise InputError(f"--margin must be in [0, 0.5), got {args.margin}")
+        if args.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+        if args.max_pairs_per_condition is not None and args.max_pairs_per_condition < 1:
+            raise InputError(f"--max-pairs-per-condition must be at least 1, got {args.max_pairs_per_condition}")
+        torch_device(args.device)
         candidates = read_candidates(Path(args.candidates))
         if args.proxy:
             from ft2_core.lip_mask import LipMasker
@@ -119,6 +128,9 @@ def main(argv=None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Stopped as stopped:
+        print(stopped, file=sys.stderr)
+        return 128 + stopped.signum
     for dimension in DIMENSIONS:
         write_pairs(out / f"pairs_{dimension}.jsonl", pairs[dimension])
     print(" ".join(f"{d}={len(pairs[d])}" for d in DIMENSIONS))

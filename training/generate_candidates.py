@@ -18,16 +18,44 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.audio import load_audio  # noqa: E402
+from ft2_core.audio_windows import check_frame_count  # noqa: E402
+from ft2_core.checkpoint_io import remove_temporaries  # noqa: E402
 from ft2_core.checks import finite_number, safe_name, torch_device  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.image import load_image  # noqa: E402
 from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
-from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
+from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths, model_folder  # noqa: E402
 from ft2_core.sampler import SamplerOptions  # noqa: E402
-from ft2_core.tiny import tiny_model_dir  # noqa: E402
 from ft2_core.video_io import write_mp4  # noqa: E402
+from training.trainer import Stopped, StopRequests  # noqa: E402
 
 log = logging.getLogger("ft2.candidates")
+
+
+def generate(conditions: list[dict], base: Path, out: Path, pipe: FantasyTalkingPipeline, args, stop: StopRequests) -> int:
+    """Every missing candidate of every condition; one manifest line per finished video (a crash loses none)."""
+    manifest = out / "candidates.jsonl"
+    done = {r["id"] for r in read_jsonl(manifest, ("id",), "candidates manifest")} if manifest.is_file() else set()
+    remove_temporaries(out / "videos")  # half-written videos of a killed run
+    made = 0
+    for condition in conditions:
+        image = load_image(base / condition["image"])
+        audio = load_audio(base / condition["audio"])
+        for k in range(args.samples):
+            candidate = f"{condition['id']}_{k}"
+            if candidate in done:
+                continue
+            options = SamplerOptions(steps=args.steps or pipe.defaults["steps"], cfg=args.cfg[k % len(args.cfg)],
+                                     audio_cfg=args.audio_cfg[k % len(args.audio_cfg)], shift=pipe.defaults["shift"],
+                                     seed=args.seed + 1000 * k)
+            result = pipe.animate(image, audio, condition.get("prompt", "A person is talking."), options=options,
+                                  num_frames=args.frames, fps=args.fps, max_side=args.max_side)
+            video = write_mp4(out / "videos" / f"{candidate}.mp4", result.frames, result.fps, result.audio)
+            append_jsonl(manifest, {"id": candidate, "video": str(video.relative_to(out)), "condition": condition["id"],
+                                    "seed": options.seed, "cfg": options.cfg, "audio_cfg": options.audio_cfg})
+            made += 1
+            stop.check(f"after {len(done) + made} videos (kept in {out})")
+    return made
 
 
 def main(argv=None) -> int:
@@ -36,10 +64,12 @@ def main(argv=None) -> int:
     parser.add_argument("--conditions", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--samples", type=int, default=4, help="candidates per condition")
-    parser.add_argument("--model-dir", help="model folder (default: the built-in tiny model)")
+    parser.add_argument("--model-dir", help="model folder, or 'miniature' / 'tiny' for a built-in one (default: tiny)")
     parser.add_argument("--cfg", type=float, nargs="+", default=[4.0, 5.0, 6.0], help="prompt guidance values to cycle")
     parser.add_argument("--audio-cfg", type=float, nargs="+", default=[3.0, 5.0, 7.0], help="audio guidance values to cycle")
     parser.add_argument("--steps", type=int)
+    parser.add_argument("--frames", type=int, help="frames per video (4k+1); default: follow the audio")
+    parser.add_argument("--fps", type=float, help="default: the model's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-side", type=int)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -49,6 +79,10 @@ def main(argv=None) -> int:
             raise InputError(f"--samples must be at least 1, got {args.samples}")
         if args.steps is not None and args.steps < 1:
             raise InputError(f"--steps must be at least 1, got {args.steps}")
+        if args.frames is not None:
+            check_frame_count(args.frames, "--frames")
+        if args.fps is not None:
+            finite_number(args.fps, "--fps", above=0.0)
         for value in args.cfg + args.audio_cfg:
             finite_number(value, "--cfg/--audio-cfg", minimum=0.0)
         torch_device(args.device)
@@ -56,30 +90,16 @@ def main(argv=None) -> int:
         conditions = read_jsonl(conditions_path, ("id", "image", "audio"), "conditions file")
         for condition in conditions:
             safe_name(condition["id"], f"{conditions_path.name}: condition id")
-        pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(args.model_dir or tiny_model_dir()), args.device)
-        manifest = out / "candidates.jsonl"
-        done = {r["id"] for r in read_jsonl(manifest, ("id",), "candidates manifest")} if manifest.is_file() else set()
-        made = 0
-        for condition in conditions:
-            image = load_image(conditions_path.parent / condition["image"])
-            audio = load_audio(conditions_path.parent / condition["audio"])
-            for k in range(args.samples):
-                candidate = f"{condition['id']}_{k}"
-                if candidate in done:
-                    continue
-                options = SamplerOptions(steps=args.steps or pipe.defaults["steps"], cfg=args.cfg[k % len(args.cfg)],
-                                         audio_cfg=args.audio_cfg[k % len(args.audio_cfg)], shift=pipe.defaults["shift"],
-                                         seed=args.seed + 1000 * k)
-                result = pipe.animate(image, audio, condition.get("prompt", "A person is talking."), options=options,
-                                      max_side=args.max_side)
-                video = write_mp4(out / "videos" / f"{candidate}.mp4", result.frames, result.fps, result.audio)
-                record = {"id": candidate, "video": str(video.relative_to(out)), "condition": condition["id"],
-                          "seed": options.seed, "cfg": options.cfg, "audio_cfg": options.audio_cfg}
-                append_jsonl(manifest, record)  # one line per finished video: a crash loses none
-                made += 1
+        pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(model_folder(args.model_dir or "tiny", None)),
+                                                 args.device)
+        with StopRequests() as stop:
+            made = generate(conditions, conditions_path.parent, out, pipe, args, stop)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Stopped as stopped:
+        print(stopped, file=sys.stderr)
+        return 128 + stopped.signum
     log.info("generated %d new candidates in %s", made, out)
     return 0
 

@@ -21,8 +21,7 @@ from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
 from ft2_core.video_io import read_video  # noqa: E402
 from training.config import Option  # noqa: E402
-from training.trainer import (global_batch, local_batch_size, make_accelerator, resolve, resume, run,  # noqa: E402
-                              save_checkpoint)
+from training.trainer import StopRequests, global_batch, local_batch_size, make_accelerator, resolve, resume, run, save_checkpoint  # noqa: E402
 
 SCHEMA = {
     "model": {"folder": Option(str, ""), "cache_dir": Option(str, "")},
@@ -105,27 +104,32 @@ def main(config: dict) -> Path:
     rank, batch_size = accelerator.process_index, int(train["batch_size"])
     local = local_batch_size(batch_size, accelerator)
     bar = tqdm(total=train["steps"], initial=start, desc="critic", mininterval=2.0, disable=not accelerator.is_main_process)
-    for step in range(start, train["steps"]):
-        indices = global_batch(step, len(train_features), batch_size, train.get("seed", 0))[rank * local:(rank + 1) * local]
-        batch = critic.batch([train_features[i] for i in indices])
-        thinker.train()
-        loss = answer_loss(critic.answer_logits(batch), train_labels[indices])
-        accelerator.backward(loss)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        record = {"step": done, "loss": float(accelerator.reduce(loss.detach(), reduction="mean"))}
-        if heldout_features and (done % train.get("eval_every", 100) == 0 or done == train["steps"]):
-            thinker.eval()
-            record["heldout_accuracy"] = accuracy(critic, heldout_features, heldout_labels)
-        if accelerator.is_main_process:
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
-            append_jsonl(log_path, record)
-        if done % train.get("checkpoint_every", 100) == 0 or done == train["steps"]:
-            accelerator.wait_for_everyone()
+    with StopRequests() as stop:
+        for step in range(start, train["steps"]):
+            indices = global_batch(step, len(train_features), batch_size, train.get("seed", 0))[rank * local:(rank + 1) * local]
+            batch = critic.batch([train_features[i] for i in indices])
+            thinker.train()
+            loss = answer_loss(critic.answer_logits(batch), train_labels[indices])
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            record = {"step": done, "loss": float(accelerator.reduce(loss.detach(), reduction="mean"))}
+            if heldout_features and (done % train.get("eval_every", 100) == 0 or done == train["steps"]):
+                thinker.eval()
+                record["heldout_accuracy"] = accuracy(critic, heldout_features, heldout_labels)
             if accelerator.is_main_process:
-                save_checkpoint(output, done, named, optimizer)
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                append_jsonl(log_path, record)
+            stopping = stop.requested(accelerator)
+            if done % train.get("checkpoint_every", 100) == 0 or done == train["steps"] or stopping:
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    save_checkpoint(output, done, {"trainable": named}, optimizer)
+            if stopping:
+                bar.close()
+                stop.check(f"after step {done} (checkpoint saved in {output})")
     bar.close()
     accelerator.wait_for_everyone()
     critic.thinker = accelerator.unwrap_model(thinker)

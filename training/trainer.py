@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # scripts run as `python training/x.py` or under `accelerate launch`
     sys.path.insert(0, str(REPO))
 
-from ft2_core.checkpoint_io import load_state_dict, save_safetensors  # noqa: E402
+from ft2_core.checkpoint_io import atomic_path, commit_atomic, load_state_dict, remove_temporaries, save_safetensors  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.flow import shift_sigmas  # noqa: E402
 from ft2_core.flow_dpo import dpo_step  # noqa: E402
@@ -93,44 +94,170 @@ def summarise(loss: torch.Tensor, margins: torch.Tensor, sigmas: torch.Tensor) -
 
 
 # ------------------------------------------------------------------ checkpoints
+class DamagedCheckpoint(Exception):
+    """A checkpoint folder that cannot be read back whole."""
+
+
+def checkpoints(output: Path) -> list[Path]:
+    """Finished checkpoint folders, oldest first."""
+    return sorted(output.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
+
+
 def latest_checkpoint(output: Path) -> Path | None:
-    done = sorted(output.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
+    done = checkpoints(output)
     return done[-1] if done else None
 
 
-def save_checkpoint(output: Path, step: int, trainable: dict, optimizer: torch.optim.Optimizer) -> Path:
-    """Write into a temporary folder, then rename: a crash never leaves a half checkpoint."""
+def save_checkpoint(output: Path, step: int, states: dict[str, dict[str, torch.Tensor]], optimizer) -> Path:
+    """Write `states` (file stem -> tensors), the optimizer and the step into a temporary folder, then rename:
+    a crash never leaves a half checkpoint. Keeps the newest KEEP_CHECKPOINTS."""
     target = output / f"checkpoint-{step:07d}"
     staging = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=output))
     try:
-        save_safetensors({k: v.detach().float().cpu() for k, v in trainable.items()}, staging / "trainable.safetensors")
+        for stem, tensors in states.items():
+            save_safetensors({k: v.detach().float().cpu().clone() for k, v in tensors.items()}, staging / f"{stem}.safetensors")
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-        (staging / "state.json").write_text(json.dumps({"step": step}))
+        (staging / "state.json").write_text(json.dumps({"step": step, "files": sorted(states)}))
+        if target.exists():  # a damaged folder of this step, left by an earlier run
+            shutil.rmtree(target)
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    for old in sorted(output.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))[:-KEEP_CHECKPOINTS]:
+    for old in checkpoints(output)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
     return target
 
 
+def read_checkpoint(path: Path) -> tuple[int, dict[str, dict[str, torch.Tensor]], dict]:
+    """(step, states, optimizer state) of a checkpoint, verified: every file present and loadable."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+        step, stems = int(state["step"]), state.get("files", ["trainable"])
+        states = {stem: load_state_dict(path / f"{stem}.safetensors", f"checkpoint {path.name}") for stem in stems}
+        optimizer = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, __import__("pickle").UnpicklingError) as err:
+        raise DamagedCheckpoint(f"{type(err).__name__}: {err}".splitlines()[0][:200]) from None
+    if not isinstance(optimizer, dict) or "state" not in optimizer:
+        raise DamagedCheckpoint("optimizer.pt holds no optimizer state")
+    return step, states, optimizer
+
+
+def last_good_checkpoint(output: Path) -> tuple[Path, int, dict, dict] | None:
+    """The newest checkpoint that reads back whole; damaged newer ones are reported and skipped."""
+    for path in reversed(checkpoints(output)):
+        try:
+            return (path, *read_checkpoint(path))
+        except DamagedCheckpoint as err:
+            log.warning("checkpoint %s is damaged (%s); trying the one before it", path, err)
+    return None
+
+
+def remove_stale_files(output: Path) -> None:
+    """Staging folders and temporary files that a killed run left behind (never a finished file)."""
+    for stale in output.glob(".checkpoint-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+        log.warning("removed %s, left by an interrupted run", stale)
+    remove_temporaries(output)
+
+
 def trim_metrics(path: Path, step: int) -> None:
-    """On resume, drop log lines of steps after the checkpoint (they will be run and logged again)."""
-    if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
+    """On resume, keep the log lines of steps up to the checkpoint; a cut or corrupt line (a kill mid-write) is dropped."""
+    if not path.is_file():
+        return
+    kept = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            keep = int(record["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s line %d is cut or corrupt; dropped", path, number)
+            continue
+        if keep:
+            kept.append(line)
+    tmp = atomic_path(path)
+    tmp.write_text("".join(line + "\n" for line in kept))
+    commit_atomic(tmp, path)
+
+
+def restore(output: Path, config: dict, targets: dict[str, dict[str, torch.nn.Parameter | torch.Tensor]], optimizer,
+            main_process: bool = True) -> int:
+    """Clean up after a killed run, then load the last good checkpoint into `targets` (stem -> named tensors)
+    and the optimizer, unless train.resume is false. Returns the step to start at."""
+    if main_process:
+        remove_stale_files(output)
+    found = last_good_checkpoint(output) if config["train"].get("resume", True) else None
+    if found is None:
+        return 0
+    path, step, states, optimizer_state = found
+    if set(states) != set(targets) or any(set(states[k]) != set(targets[k]) for k in targets):
+        raise InputError(f"checkpoint {path} does not match this run's trainable parameters; use another train.output")
+    with torch.no_grad():
+        for stem, named in targets.items():
+            for name, tensor in named.items():
+                tensor.copy_(states[stem][name].to(tensor.dtype))
+    optimizer.load_state_dict(optimizer_state)
+    if main_process:
+        trim_metrics(output / "metrics.jsonl", step)
+    log.info("resuming from %s at step %d", path, step)
+    return step
 
 
 def resume(config: dict, output: Path, parameters: dict[str, torch.nn.Parameter], optimizer, accelerator) -> int:
-    """Load the latest checkpoint in `output` (unless train.resume is false); returns the step to start at."""
-    checkpoint = latest_checkpoint(output) if config["train"].get("resume", True) else None
-    if checkpoint is None:
-        return 0
-    start = load_checkpoint(checkpoint, parameters, optimizer)
-    if accelerator.is_main_process:
-        trim_metrics(output / "metrics.jsonl", start)
-    log.info("resuming from %s at step %d", checkpoint, start)
-    return start
+    """The DPO and critic trainers' resume: one file of trainable tensors."""
+    return restore(output, config, {"trainable": parameters}, optimizer, accelerator.is_main_process)
+
+
+# ------------------------------------------------------------------ clean interruption
+class Stopped(Exception):
+    """Raised at a safe point after SIGINT/SIGTERM; what is finished is kept."""
+
+    def __init__(self, signum: int, where: str):
+        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} {where}; run the same command again to resume")
+
+
+class StopRequests:
+    """Turn SIGINT/SIGTERM into a flag checked at safe points (no KeyboardInterrupt in the middle of a write)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[signum] = signal.signal(signum, self._request)
+            except ValueError:  # not the main thread: leave the handlers alone
+                pass
+        return self
+
+    def _request(self, signum, frame):
+        if self.signum is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def requested(self, accelerator=None) -> bool:
+        """Whether any process was asked to stop (all processes agree, so they stop at the same step)."""
+        asked = self.signum is not None
+        if accelerator is not None and accelerator.num_processes > 1:
+            flag = torch.tensor([float(self.signum or 0)], device=accelerator.device)
+            flag = accelerator.reduce(flag, reduction="sum")
+            if float(flag) > 0 and self.signum is None:
+                self.signum = signal.SIGTERM
+            asked = float(flag) > 0
+        return asked
+
+    def check(self, where: str) -> None:
+        if self.signum is not None:
+            raise Stopped(self.signum, where)
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        return False
 
 
 def local_batch_size(batch_size: int, accelerator) -> int:
@@ -138,17 +265,6 @@ def local_batch_size(batch_size: int, accelerator) -> int:
     if batch_size % accelerator.num_processes:
         raise InputError(f"train.batch_size {batch_size} must divide evenly over {accelerator.num_processes} processes")
     return batch_size // accelerator.num_processes
-
-
-def load_checkpoint(path: Path, parameters: dict[str, torch.nn.Parameter], optimizer) -> int:
-    state = load_state_dict(path / "trainable.safetensors", "checkpoint")
-    if set(state) != set(parameters):
-        raise InputError(f"checkpoint {path} does not match this run's trainable parameters")
-    with torch.no_grad():
-        for name, param in parameters.items():
-            param.copy_(state[name].to(param.dtype))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
-    return json.loads((path / "state.json").read_text())["step"]
 
 
 # ------------------------------------------------------------------ the loop
@@ -199,33 +315,38 @@ def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], da
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model)
     bar = tqdm(total=steps, initial=start, desc="Flow-DPO", mininterval=2.0, disable=not accelerator.is_main_process)
-    for step in range(start, steps):
-        indices = global_batch(step, len(dataset), batch_size, seed)[rank * local:(rank + 1) * local]
-        batch = collate_pairs([dataset[i] for i in indices])
-        sigma, noise = pair_noise(indices, step, seed, batch["winner"].shape[1:], sigma_range, train.get("shift", 1.0))
-        device = accelerator.device
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        with torch.no_grad():
-            batch["audio"] = inner.adapter.windows(batch["audio_features"], batch["num_frames"])
-        with accelerator.autocast():
-            out = dpo_step(model, batch, sigma.to(device), noise.to(device), beta)
-        accelerator.backward(out.loss)
-        if train.get("max_grad_norm"):
-            accelerator.clip_grad_norm_(list(parameters.values()), float(train["max_grad_norm"]))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss = accelerator.reduce(out.loss.detach(), reduction="mean")
-        margins, sigmas = accelerator.gather(out.reward_margin), accelerator.gather(out.sigma)
-        metrics = summarise(loss, margins, sigmas)
-        if accelerator.is_main_process:
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics.loss:.4f}", acc=f"{metrics.accuracy:.2f}", margin=f"{metrics.margin:.3f}")
-            append_jsonl(metrics_file, {"step": step + 1, **metrics.as_dict()})
-        done = step + 1
-        if done % train.get("checkpoint_every", 100) == 0 or done == steps:
-            accelerator.wait_for_everyone()
+    with StopRequests() as stop:
+        for step in range(start, steps):
+            indices = global_batch(step, len(dataset), batch_size, seed)[rank * local:(rank + 1) * local]
+            batch = collate_pairs([dataset[i] for i in indices])
+            sigma, noise = pair_noise(indices, step, seed, batch["winner"].shape[1:], sigma_range, train.get("shift", 1.0))
+            device = accelerator.device
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            with torch.no_grad():
+                batch["audio"] = inner.adapter.windows(batch["audio_features"], batch["num_frames"])
+            with accelerator.autocast():
+                out = dpo_step(model, batch, sigma.to(device), noise.to(device), beta)
+            accelerator.backward(out.loss)
+            if train.get("max_grad_norm"):
+                accelerator.clip_grad_norm_(list(parameters.values()), float(train["max_grad_norm"]))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss = accelerator.reduce(out.loss.detach(), reduction="mean")
+            margins, sigmas = accelerator.gather(out.reward_margin), accelerator.gather(out.sigma)
+            metrics = summarise(loss, margins, sigmas)
             if accelerator.is_main_process:
-                save_checkpoint(output, done, parameters, optimizer)
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics.loss:.4f}", acc=f"{metrics.accuracy:.2f}", margin=f"{metrics.margin:.3f}")
+                append_jsonl(metrics_file, {"step": step + 1, **metrics.as_dict()})
+            done = step + 1
+            stopping = stop.requested(accelerator)
+            if done % train.get("checkpoint_every", 100) == 0 or done == steps or stopping:
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    save_checkpoint(output, done, {"trainable": parameters}, optimizer)
+            if stopping:
+                bar.close()
+                stop.check(f"after step {done} (checkpoint saved in {output})")
     bar.close()
     check_ranks_agree(accelerator, parameters, output, steps)
     result = save_result(output) if accelerator.is_main_process else None
@@ -299,6 +420,9 @@ def run(main: Callable[[dict], Path], schema: dict, argv=None) -> int:
         for problem in err.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
+    except Stopped as stopped:
+        print(stopped, file=sys.stderr)
+        return 128 + stopped.signum
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

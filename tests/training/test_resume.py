@@ -1,0 +1,142 @@
+"""Runs survive faults: damaged checkpoints, cut logs, leftovers of killed runs, Ctrl-C, kill -9 at any moment."""
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import REPO
+from tests.training.conftest import metrics
+from tests.training.test_train_expert import expert_config
+from training import train_expert
+from training.trainer import run
+
+STEPS = 12
+
+
+def argv(tmp_path, toy_data, out, steps=STEPS):
+    return ["--config", str(expert_config(tmp_path, toy_data, out, "motion", steps=steps, checkpoint_every=4))]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, toy_data):
+    """An uninterrupted run: the weights every faulty run must end with."""
+    tmp_path = tmp_path_factory.mktemp("straight")
+    out = tmp_path / "out"
+    assert run(train_expert.main, train_expert.SCHEMA, argv(tmp_path, toy_data, out)) == 0
+    return load_file(out / "expert_motion.safetensors"), (out / "expert_motion.safetensors").read_bytes()
+
+
+def same_weights(out, straight):
+    result = load_file(out / "expert_motion.safetensors")
+    return result.keys() == straight[0].keys() and all(torch.equal(result[k], straight[0][k]) for k in result)
+
+
+def test_same_tensors_same_bytes(tmp_path, toy_data, straight):
+    out = tmp_path / "again"
+    assert run(train_expert.main, train_expert.SCHEMA, argv(tmp_path, toy_data, out)) == 0
+    again = (out / "expert_motion.safetensors").read_bytes()
+    assert hashlib.sha256(again).hexdigest() == hashlib.sha256(straight[1]).hexdigest()
+
+
+@pytest.mark.parametrize("damage", ["garbage optimizer", "no state.json", "truncated weights", "empty folder"])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, toy_data, straight, caplog, damage):
+    out = tmp_path / "out"
+    assert run(train_expert.main, train_expert.SCHEMA, argv(tmp_path, toy_data, out, steps=8)) == 0
+    newest = out / "checkpoint-0000008"
+    if damage == "garbage optimizer":
+        (newest / "optimizer.pt").write_bytes(b"not a pickle at all")
+    elif damage == "no state.json":
+        (newest / "state.json").unlink()
+    elif damage == "truncated weights":
+        data = (newest / "trainable.safetensors").read_bytes()
+        (newest / "trainable.safetensors").write_bytes(data[: len(data) // 2])
+    else:
+        for item in newest.iterdir():
+            item.unlink()
+    caplog.set_level("WARNING")
+    assert run(train_expert.main, train_expert.SCHEMA, argv(tmp_path, toy_data, out)) == 0
+    assert "checkpoint-0000008 is damaged" in caplog.text
+    assert same_weights(out, straight)
+    assert [m["step"] for m in metrics(out)] == list(range(1, STEPS + 1))
+
+
+def test_cut_metrics_line_and_leftovers_of_a_killed_run(tmp_path, toy_data, straight, caplog):
+    out = tmp_path / "out"
+    assert run(train_expert.main, train_expert.SCHEMA, argv(tmp_path, toy_data, out, steps=4)) == 0
+    with open(out / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 5, "loss": 0.6')  # killed in the middle of a line
+    (out / ".checkpoint-abc123").mkdir()
+    (out / ".checkpoint-abc123" / "trainable.safetensors").write_bytes(b"half")
+    (out / ".expert_motion.safetensors.x1y2.tmp.safetensors").write_bytes(b"half")
+    caplog.set_level("WARNING")
+    assert run(train_expert.main, train_expert.SCHEMA, argv(tmp_path, toy_data, out)) == 0
+    assert "cut or corrupt; dropped" in caplog.text
+    assert not list(out.glob(".checkpoint-*")) and not list(out.glob(".*.tmp*"))
+    assert [m["step"] for m in metrics(out)] == list(range(1, STEPS + 1))
+    assert same_weights(out, straight)
+
+
+def train_process(config_argv):
+    return subprocess.Popen([sys.executable, str(REPO / "training" / "train_expert.py"), *config_argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(out, step, process, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = out / "metrics.jsonl"
+        if log.is_file() and log.read_text().count("\n") >= step:
+            return
+        if process.poll() is not None:
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_stop_cleanly_and_resume(tmp_path, toy_data, straight, signum):
+    out = tmp_path / "out"
+    config_argv = argv(tmp_path, toy_data, out)
+    process = train_process(config_argv)
+    wait_for_step(out, 2, process)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=240)
+    assert process.returncode == 128 + signum
+    assert err.strip().splitlines()[-1].startswith(f"stopped by {signal.Signals(signum).name} after step")
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    saved = sorted(p.name for p in out.glob("checkpoint-*"))
+    assert saved  # the step it stopped at is kept
+    assert run(train_expert.main, train_expert.SCHEMA, config_argv) == 0
+    assert same_weights(out, straight)
+
+
+def test_kill_9_at_random_moments_always_ends_identical(tmp_path, toy_data, straight):
+    """A handful of seeds: kill -9 at a random moment, restart, until the run finishes."""
+    outcomes = []
+    for seed in range(4):
+        rng = random.Random(seed)
+        out = tmp_path / f"run{seed}"
+        config_argv = argv(tmp_path, toy_data, out)
+        kills = 0
+        for _ in range(2):
+            process = train_process(config_argv)
+            time.sleep(rng.uniform(2.0, 8.0))  # startup takes a few seconds: some kills land before, some during steps
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+                kills += 1
+            process.communicate(timeout=240)
+        final = subprocess.run([sys.executable, str(REPO / "training" / "train_expert.py"), *config_argv],
+                               capture_output=True, text=True, timeout=300)
+        assert final.returncode == 0, final.stderr[-2000:]
+        outcomes.append((kills, same_weights(out, straight)))
+        assert [m["step"] for m in metrics(out)] == list(range(1, STEPS + 1))
+    assert all(identical for _, identical in outcomes), outcomes
+    assert sum(kills for kills, _ in outcomes) >= 4  # the loop really killed runs
+    (tmp_path / "kill_loop.json").write_text(json.dumps(outcomes))
