@@ -10,7 +10,7 @@ from .audio_windows import AudioWindows
 from .checks import finite_number
 from .errors import InputError
 from .flow import SCHEDULERS, FlowSolver
-from .guidance import audio_guidance_active, dual_guidance, prompt_guidance
+from .guidance import audio_guidance_active, guidance_rows
 
 
 @dataclass
@@ -91,29 +91,28 @@ def sample(
 ) -> torch.Tensor:
     """Denoise from seeded noise to latents [1, C, F, h, w].
 
-    In the audio-guidance steps the three predictions (u, n, p) run as one batch of three; in the
-    other steps a batch of two gives plain prompt CFG with audio on. `check_interrupt` is called
-    before every step and cancels by raising.
+    Each step runs the guidance predictions it needs (see guidance.guidance_rows) as one batch and
+    sums them with their weights. `check_interrupt` is called before every step and cancels by raising.
     """
     options.validate()
     _, _, frames, height, width = cond.condition.shape
     latents = initial_noise((1, latent_channels, frames, height, width), options.seed).to(device)
     solver = FlowSolver(options.scheduler, options.steps, options.shift)
-    s = options.audio_scale
-    three = cond.batch([cond.negative, cond.positive, cond.positive], [0.0, 0.0, s], device, dtype)
-    two = cond.batch([cond.negative, cond.positive], [s, s], device, dtype)
+    batches = {}
+    for audio_step in (True, False):
+        rows = guidance_rows(options.cfg, options.audio_cfg, audio_step)
+        texts = [cond.positive if row.positive else cond.negative for row in rows]
+        scales = [options.audio_scale if row.audio else 0.0 for row in rows]
+        weights = torch.tensor([row.weight for row in rows], device=device).view(-1, 1, 1, 1, 1)
+        batches[audio_step] = (cond.batch(texts, scales, device, dtype), weights)
     for index, timestep in enumerate(solver.timesteps):
         if check_interrupt is not None:
             check_interrupt()
-        with_audio_cfg = audio_guidance_active(index, len(solver), options.audio_cfg_start, options.audio_cfg_end)
-        kwargs = three if with_audio_cfg else two
-        rows = kwargs["text"].shape[0]
+        kwargs, weights = batches[audio_guidance_active(index, len(solver), options.audio_cfg_start, options.audio_cfg_end)]
+        rows = weights.shape[0]
         model_in = latents.to(dtype).expand(rows, -1, -1, -1, -1)
         pred = model(model_in, timestep=timestep.expand(rows).to(device), **kwargs).float()
-        if with_audio_cfg:
-            velocity = dual_guidance(pred[0:1], pred[1:2], pred[2:3], options.cfg, options.audio_cfg)
-        else:
-            velocity = prompt_guidance(pred[0:1], pred[1:2], options.cfg)
+        velocity = (pred * weights).sum(dim=0, keepdim=True)
         if on_step is not None:
             on_step(StepInfo(index + 1, len(solver), solver.denoised(velocity, index, latents).cpu()))
         latents = solver.step(velocity, index, latents)

@@ -79,3 +79,19 @@ def test_bad_options_are_named():
         SamplerOptions(audio_cfg_start=0.8, audio_cfg_end=0.2).validate()
     with pytest.raises(InputError, match="scheduler must be one of"):
         SamplerOptions(scheduler="dpm").validate()
+
+
+@pytest.mark.parametrize("cfg, audio_cfg", [(1.0, 3.0), (5.0, 5.0), (1.0, 1.0), (4.0, 0.0)])
+def test_skipped_rows_give_the_same_result(tiny_model, conditioning, cfg, audio_cfg):
+    """Rows of weight zero are not run (fewer model rows) and the video is the plain three-row computation's."""
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return tiny_model(*args, **kwargs)
+
+    options = SamplerOptions(steps=3, cfg=cfg, audio_cfg=audio_cfg, shift=5.0, seed=2)
+    got = sample(counting, conditioning, options, latent_channels=16)
+    want = plain_sampler(tiny_model, conditioning, 3, 5.0, cfg, audio_cfg, audio_steps={0, 1, 2}, seed=2)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert max(calls) < 3
