@@ -2,6 +2,7 @@
 from . import comfy_services, critic_nodes, inference_nodes, tlpo_nodes
 
 comfy_services.register_folders()
+comfy_services.install_example_inputs()
 
 _MODULES = (inference_nodes, tlpo_nodes, critic_nodes)
 NODE_CLASS_MAPPINGS = {k: v for m in _MODULES for k, v in m.NODE_CLASS_MAPPINGS.items()}

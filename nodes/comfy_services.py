@@ -40,6 +40,31 @@ def register_folders() -> None:
             fp.folder_names_and_paths[name] = ([os.path.join(fp.models_dir, name)], set(extensions))
 
 
+EXAMPLE_INPUTS = Path(__file__).resolve().parents[1] / "workflows" / "inputs"
+
+
+def install_example_inputs() -> list[Path]:
+    """Copy the example workflows' portrait and speech into ComfyUI's input folder (never over a user's file),
+    so the example graphs run on first open."""
+    import shutil
+
+    fp = folder_paths()
+    if fp is None or not EXAMPLE_INPUTS.is_dir():
+        return []
+    target = Path(fp.get_input_directory())
+    copied = []
+    for source in sorted(EXAMPLE_INPUTS.iterdir()):
+        destination = target / source.name
+        if source.is_file() and not destination.exists():
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, destination)
+                copied.append(destination)
+            except OSError:  # a read-only input folder: the user can still upload the files
+                pass
+    return copied
+
+
 def list_files(folder: str, suffixes: tuple[str, ...], key_marker: str | None = None) -> list[str]:
     """Files in a ComfyUI model folder that fit: one of `suffixes` and, for safetensors, a tensor
     name containing `key_marker` (read from the header only, cached by size and mtime)."""

@@ -51,7 +51,11 @@ def make_folder_paths(models_dir: Path) -> types.ModuleType:
                 return path
         return None
 
+    def get_input_directory():
+        return str(models_dir.parent / "input")
+
     fp.get_folder_paths, fp.get_filename_list, fp.get_full_path = get_folder_paths, get_filename_list, get_full_path
+    fp.get_input_directory = get_input_directory
     return fp
 
 

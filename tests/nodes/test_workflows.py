@@ -10,6 +10,9 @@ OBJECT_INFO = REPO / "tests" / "data" / "comfyui_object_info_v0.8.0.json"  # GET
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 WIDGET_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 UPLOAD_EXTRA_WIDGETS = {"image_upload": 1, "audio_upload": 2, "video_upload": 1}  # added by the frontend
+FRONTEND_NODES = {"Note": {"input": {"required": {"text": ("STRING", {"multiline": True})}}, "output": []}}  # not in /object_info
+TITLE_HEIGHT = 30  # the frontend draws a node's title bar above its position
+VIEW = (1400, 800)  # the canvas a laptop shows beside ComfyUI's side bars, in screen pixels
 
 
 @pytest.fixture()
@@ -18,7 +21,7 @@ def definitions(ft2, monkeypatch):
     monkeypatch.delitem(sys.modules, "folder_paths")
     ours = {node_id: {"input": cls.INPUT_TYPES(), "output": list(cls.RETURN_TYPES)}
             for node_id, cls in ft2.NODE_CLASS_MAPPINGS.items()}
-    return {**core_definitions(), **ours}
+    return {**core_definitions(), **FRONTEND_NODES, **ours}
 
 
 def core_definitions():
@@ -112,6 +115,64 @@ def test_there_are_workflows_and_no_example_workflows_folder():
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_is_valid(definitions, path):
     validate(json.loads(path.read_text()), definitions)
+
+
+def boxes(workflow):
+    return {n["id"]: (n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+            for n in workflow["nodes"]}
+
+
+def widget_rows(node):
+    """A lower bound of the height the frontend needs: slots, one row per widget, previews and multiline text."""
+    slots = max(len(node.get("inputs", [])), len(node.get("outputs", [])))
+    extra = {"LoadImage": 256, "SaveVideo": 240, "PreviewImage": 240}.get(node["type"], 0)
+    return slots * 20 + 24 * len(node.get("widgets_values") or []) + extra
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_layout_no_overlap_and_opens_in_view(path):
+    workflow = json.loads(path.read_text())
+    for node in workflow["nodes"]:
+        assert node["size"][1] >= widget_rows(node), f"node {node['id']} ({node['type']}) is too short for its widgets"
+    placed = boxes(workflow)
+    ids = sorted(placed)
+    for i, a in enumerate(ids):
+        for b in ids[i + 1:]:
+            ax0, ay0, ax1, ay1 = placed[a]
+            bx0, by0, bx1, by1 = placed[b]
+            assert ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0, f"nodes {a} and {b} overlap"
+    ds = workflow["extra"]["ds"]
+    left, top = min(b[0] for b in placed.values()), min(b[1] for b in placed.values())
+    right, bottom = max(b[2] for b in placed.values()), max(b[3] for b in placed.values())
+    screen = [(x + ds["offset"][0]) * ds["scale"] for x in (left, right)], [(y + ds["offset"][1]) * ds["scale"] for y in (top, bottom)]
+    assert screen[0][0] >= 0 and screen[1][0] >= 0, "the graph starts off screen"
+    assert screen[0][1] <= VIEW[0] and screen[1][1] <= VIEW[1], f"the graph does not fit a {VIEW} view at its saved zoom"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_note_names_model_files_and_inputs_ship(path):
+    workflow = json.loads(path.read_text())
+    notes = [n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "Note"]
+    assert notes and "models/" in notes[0]
+    for node in workflow["nodes"]:
+        if node["type"] in ("LoadImage", "LoadAudio"):
+            assert (REPO / "workflows" / "inputs" / node["widgets_values"][0]).is_file()
+
+
+def test_example_inputs_reach_comfyuis_input_folder(tmp_path, monkeypatch):
+    from nodes import comfy_services
+
+    class FolderPaths:
+        @staticmethod
+        def get_input_directory():
+            return str(tmp_path)
+
+    monkeypatch.setattr(comfy_services, "folder_paths", lambda: FolderPaths)
+    (tmp_path / "ft2_speech.wav").write_bytes(b"the user's own file")
+    copied = comfy_services.install_example_inputs()
+    assert (tmp_path / "ft2_portrait.png").read_bytes() == (REPO / "workflows" / "inputs" / "ft2_portrait.png").read_bytes()
+    assert (tmp_path / "ft2_speech.wav").read_bytes() == b"the user's own file"  # never overwritten
+    assert [p.name for p in copied] == ["ft2_portrait.png"]
 
 
 def test_native_workflow_uses_recommended_settings():
