@@ -200,7 +200,8 @@ class TalkingCritic:
         state = get_peft_model_state_dict(self.thinker)
         metadata = {"ft2.kind": "critic", "ft2.rank": str(self.lora["rank"]), "ft2.alpha": str(self.lora["alpha"]),
                     "ft2.targets": LORA_TARGETS, "ft2.questions": json.dumps(self.questions),
-                    "ft2.sample_fps": str(self.settings.sample_fps), **(extra or {})}
+                    "ft2.sample_fps": str(self.settings.sample_fps), "ft2.max_frames": str(self.settings.max_frames),
+                    **(extra or {})}
         return save_safetensors(state, path, metadata)
 
     def load_lora(self, path: str | os.PathLike) -> None:
@@ -213,6 +214,7 @@ class TalkingCritic:
         self.add_lora(int(metadata["ft2.rank"]), float(metadata["ft2.alpha"]))
         self.questions = json.loads(metadata.get("ft2.questions", json.dumps(QUESTIONS)))
         self.settings.sample_fps = float(metadata.get("ft2.sample_fps", self.settings.sample_fps))
+        self.settings.max_frames = int(metadata.get("ft2.max_frames", self.settings.max_frames))
         result = set_peft_model_state_dict(self.thinker, load_state_dict(path, what))
         unexpected = getattr(result, "unexpected_keys", [])
         if unexpected:

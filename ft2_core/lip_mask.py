@@ -108,24 +108,28 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return F.max_pool2d(tensor, 2 * radius + 1, stride=1, padding=radius)[0, 0].numpy() > 0
 
 
-def to_latent_grid(masks: np.ndarray | torch.Tensor, patch: int = 2) -> torch.Tensor:
-    """[T, H, W] pixel masks -> [1, F_latent, H/8, W/8]: space max-pooled /8, latent 0 = frame 0,
-    latent i = max over frames 4i-3..4i, then made constant over each DiT patch (2x2)."""
+def to_latent_grid(masks: np.ndarray | torch.Tensor, patch: int = 2, space_stride: int = 8) -> torch.Tensor:
+    """[T, H, W] pixel masks -> [1, F_latent, H/s, W/s]: space max-pooled /s (8 for the Wan VAE), latent 0 =
+    frame 0, latent i = max over frames 4i-3..4i, then made constant over each DiT patch (2x2)."""
     masks = torch.as_tensor(masks, dtype=torch.float32)
     frames, height, width = masks.shape
-    if (frames - 1) % 4 or height % (8 * patch) or width % (8 * patch):
-        raise InputError(f"lip masks need 4k+1 frames and sides multiple of {8 * patch}, got {frames}x{height}x{width}")
-    space = F.max_pool2d(masks[:, None], 8)[:, 0]  # [T, H/8, W/8]
+    if (frames - 1) % 4 or height % (space_stride * patch) or width % (space_stride * patch):
+        raise InputError(f"lip masks need 4k+1 frames and sides multiple of {space_stride * patch}, "
+                         f"got {frames}x{height}x{width}")
+    space = F.max_pool2d(masks[:, None], space_stride)[:, 0]  # [T, H/s, W/s]
     groups = [space[:1]] + [space[4 * i - 3:4 * i + 1].amax(dim=0, keepdim=True) for i in range(1, (frames - 1) // 4 + 1)]
     latent = torch.cat(groups)  # [F, h, w]
     patched = F.max_pool2d(latent[:, None], patch)
     return F.interpolate(patched, scale_factor=patch, mode="nearest")[:, 0][None]
 
 
-def latent_lip_mask(masker: LipMasker, frames: np.ndarray, clip_name: str = "clip") -> torch.Tensor | None:
-    """The latent-grid mask of a clip, or None (full-frame loss) with a warning when no face is found."""
+def latent_lip_mask(masker, frames: np.ndarray, clip_name: str = "clip", space_stride: int = 8) -> torch.Tensor | None:
+    """The latent-grid mask of a clip, or None (full-frame loss) with a warning when no face is found.
+
+    `masker` is a LipMasker (MediaPipe) or anything with `frame_masks(frames) -> [T, H, W] | None`.
+    """
     masks = masker.frame_masks(frames)
     if masks is None:
         log.warning("%s: no face found in any frame; the lip-sync loss uses the full frame for it", clip_name)
         return None
-    return to_latent_grid(masks)
+    return to_latent_grid(masks, space_stride=space_stride)

@@ -19,15 +19,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.conditioning import condition_video, i2v_condition  # noqa: E402
 from ft2_core.audio_windows import check_frame_count  # noqa: E402
 from ft2_core.checks import torch_device  # noqa: E402
+from ft2_core.conditioning import VAE_SPACE_STRIDE, condition_video, i2v_condition  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.image import fit_image, load_image  # noqa: E402
 from ft2_core.jsonl import read_jsonl  # noqa: E402
-from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
+from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths, model_folder  # noqa: E402
 from ft2_core.preference_data import CacheWriter  # noqa: E402
-from ft2_core.tiny import tiny_model_dir  # noqa: E402
 from ft2_core.video_io import read_video  # noqa: E402
 
 log = logging.getLogger("ft2.preprocess")
@@ -60,7 +59,8 @@ def preprocess(clips: list[dict], out: Path, pipe: FantasyTalkingPipeline, num_f
             if masker is not None:
                 from ft2_core.lip_mask import latent_lip_mask
 
-                mask = latent_lip_mask(masker, (pixels.numpy() * 255).round().astype(np.uint8), clip["video"])
+                mask = latent_lip_mask(masker, (pixels.numpy() * 255).round().astype(np.uint8), clip["video"],
+                                       getattr(pipe.vae, "spatial_stride", VAE_SPACE_STRIDE))
                 if mask is not None:
                     item["lip_mask"] = mask
             writer.add(video_key, item)
@@ -86,12 +86,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--model-dir", help="model folder (default: the built-in tiny model)")
+    parser.add_argument("--model-dir", help="model folder, or 'miniature' / 'tiny' for a built-in one (default: tiny)")
     parser.add_argument("--frames", type=int, help="frames per clip (4k+1); default: the longest 4k+1 a clip has, up to 81")
     parser.add_argument("--fps", type=float, default=23.0)
     parser.add_argument("--max-side", type=int, help="default: the model's recommendation")
     parser.add_argument("--face-landmarker", help="face_landmarker.task (default: models/mediapipe/)")
-    parser.add_argument("--no-lip-mask", action="store_true", help="skip lip masks (no MediaPipe needed)")
+    parser.add_argument("--lip-mask", choices=("mediapipe", "world", "none"), default="mediapipe",
+                        help="lip masks from MediaPipe face landmarks (real faces), from the miniature world's mouth "
+                             "region (its cartoon faces), or none (full-frame loss)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     try:
@@ -100,14 +102,18 @@ def main(argv=None) -> int:
         torch_device(args.device)
         clips_path = Path(args.clips)
         clips = read_jsonl(clips_path, ("id", "video", "condition"), "clips manifest")
-        pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(args.model_dir or tiny_model_dir()), args.device)
+        pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(model_folder(args.model_dir or "tiny", None)),
+                                                 args.device)
         max_side = args.max_side or pipe.defaults["max_side"]
-        if args.no_lip_mask:
+        if args.lip_mask == "none":
             count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, None, clips_path.parent)
         else:
-            from ft2_core.lip_mask import LipMasker
+            if args.lip_mask == "world":
+                from ft2_core.miniature.oracles import WorldLipMasker as masker_class
+            else:
+                from ft2_core.lip_mask import LipMasker as masker_class
 
-            with LipMasker(args.face_landmarker) as masker:
+            with (masker_class() if args.lip_mask == "world" else masker_class(args.face_landmarker)) as masker:
                 count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, masker, clips_path.parent)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)

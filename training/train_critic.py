@@ -26,6 +26,7 @@ from training.trainer import StopRequests, global_batch, local_batch_size, make_
 SCHEMA = {
     "model": {"folder": Option(str, ""), "cache_dir": Option(str, "")},
     "lora": {"rank": Option(int, 8, minimum=1), "alpha": Option(float, 16.0, above=0)},
+    "video": {"sample_fps": Option(float, 2.0, above=0), "max_frames": Option(int, 32, minimum=2)},
     "data": {"train": Option(str), "heldout": Option(str, "")},
     "train": {"output": Option(str), "steps": Option(int, 500, minimum=1), "batch_size": Option(int, 8, minimum=1),
               "lr": Option(float, 1e-4, above=0), "seed": Option(int, 0, minimum=0),
@@ -85,8 +86,10 @@ def main(config: dict) -> Path:
 
     train = config["train"]
     accelerator = make_accelerator(config)
-    critic = TalkingCritic.from_folder(config["model"].get("folder") or tiny_critic_dir(config["model"].get("cache_dir")),
+    critic = TalkingCritic.from_folder(config["model"]["folder"] or tiny_critic_dir(config["model"]["cache_dir"] or None),
                                        device=accelerator.device)
+    # frames sampled densely enough to see the mouth move (Qwen2.5-Omni's own default is 2 fps)
+    critic.settings.sample_fps, critic.settings.max_frames = config["video"]["sample_fps"], config["video"]["max_frames"]
     torch.manual_seed(int(train.get("seed", 0)))  # the LoRA's initial A: same run, same start
     parameters = critic.add_lora(int(config["lora"]["rank"]), float(config["lora"]["alpha"]))
     named = {n: p for n, p in critic.thinker.named_parameters() if "lora_" in n}

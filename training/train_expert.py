@@ -1,4 +1,5 @@
-"""Stage 1 of TLPO: one LoRA expert per dimension, trained with Flow-DPO on its pair set.
+"""Stage 1 of TLPO: one LoRA expert per dimension, trained with Flow-DPO on its pair set
+(or, as the baseline TLPO is compared with, one LoRA on all pairs pooled: expert.dimension = "pooled").
 
     python training/train_expert.py --config training/configs/tiny_expert.toml [--set expert.dimension=motion]
     accelerate launch --num_processes 8 training/train_expert.py --config my_expert.toml
@@ -17,13 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.experts import Expert, FusedLoRALinear, attach_experts  # noqa: E402
 from ft2_core.gate import StaticMix  # noqa: E402
-from ft2_core.lora_formats import DIMENSIONS, EXPERT_TARGETS, LoraModule, LoraWeights, save_expert  # noqa: E402
+from ft2_core.lora_formats import DIMENSIONS, EXPERT_TARGETS, POOLED, LoraModule, LoraWeights, save_expert  # noqa: E402
 from training.config import DPO_TRAIN, MODEL, TOY_DATA, Option  # noqa: E402
 from training.trainer import make_accelerator, model_from_config, pair_dataset, run, synthetic_data, train_dpo  # noqa: E402
 
 SCHEMA = {
     "model": MODEL,
-    "expert": {"dimension": Option(str, "lipsync", choices=DIMENSIONS), "rank": Option(int, 16, minimum=1),
+    "expert": {"dimension": Option(str, "lipsync", choices=(*DIMENSIONS, POOLED)), "rank": Option(int, 16, minimum=1),
                "alpha": Option(float, 16.0, above=0), "targets": Option(list, list(EXPERT_TARGETS)),
                "lip_mask": Option(bool, True)},
     "data": {**TOY_DATA, "pairs": Option((list, str), [])},
@@ -66,7 +67,10 @@ def main(config: dict) -> Path:
         module.down.requires_grad_(True)
         module.up.requires_grad_(True)
         parameters[f"{name}.lora_A"], parameters[f"{name}.lora_B"] = module.down, module.up
-    pair_files = data.get(dimension) if data else config["data"]["pairs"]
+    if data:  # the toy pair set: a dimension's own pairs, or all of them pooled
+        pair_files = list(data.values()) if dimension == POOLED else data[dimension]
+    else:
+        pair_files = config["data"]["pairs"]
     dataset = pair_dataset(config, [pair_files] if isinstance(pair_files, (str, Path)) else pair_files,
                            use_lip_mask=bool(expert_config.get("lip_mask", True)))
 

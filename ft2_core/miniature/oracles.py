@@ -100,10 +100,38 @@ def _best_lag_correlation(series: np.ndarray, envelope: np.ndarray) -> tuple[flo
     return best, best_lag
 
 
+def mouth_box(portrait: np.ndarray) -> tuple[slice, slice] | None:
+    """Where the mouth can be in a clip of this portrait: its lip pixels, widened for head motion and the jaw drop."""
+    return _box(portrait[..., 0] - portrait[..., 1:].max(axis=-1) > 0.35, (3, 8, 3, 3))
+
+
+class WorldLipMasker:
+    """The world's lip mask for any clip of it (generated ones too): the mouth box of its first frame.
+
+    The interface of lip_mask.LipMasker; used where MediaPipe finds no face (this world's cartoons)."""
+
+    def frame_masks(self, frames: np.ndarray) -> np.ndarray | None:
+        first = np.asarray(frames[0], np.float64)
+        box = mouth_box(first / 255.0 if np.asarray(frames).dtype == np.uint8 else first)
+        if box is None:
+            return None
+        masks = np.zeros(np.asarray(frames).shape[:3], bool)
+        masks[:, box[0], box[1]] = True
+        return masks
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
 def mouth_opening(frames: np.ndarray, portrait: np.ndarray) -> np.ndarray:
     """Near-black-red pixels in the mouth box, per frame (0 everywhere if the portrait shows no lips)."""
-    lips = portrait[..., 0] - portrait[..., 1:].max(axis=-1) > 0.35
-    box = _box(lips, (3, 8, 3, 3))
+    box = mouth_box(portrait)
     if box is None:
         return np.zeros(len(frames))
     region = frames[:, box[0], box[1]]

@@ -45,3 +45,28 @@ def test_tiny_manifest_says_it_is_a_demo(tiny_dir):
 def test_explicit_frame_count_is_checked(tiny_pipeline):
     with pytest.raises(InputError, match="num_frames must be 4k\\+1"):
         tiny_pipeline.animate(torch.rand(64, 64, 3), demo_speech(1.0), options=SamplerOptions(steps=1), num_frames=10)
+
+
+def test_progress_covers_the_whole_run_and_cancel_works_during_decode(tiny_pipeline):
+    from ft2_core.progress import RunProgress
+
+    seen = []
+    progress = RunProgress(lambda done, total, preview: seen.append((done, total, preview is not None)))
+    tiny_pipeline.animate(demo_portrait(), demo_speech(0.5), options=SamplerOptions(steps=3), max_side=64, num_frames=9,
+                          progress=progress)
+    # 4 encoders, 3 steps (each with a preview latent), 3 latent frames decoded one by one
+    assert [d for d, _, _ in seen] == list(range(1, 11)) and {t for _, t, _ in seen} == {10}
+    assert [p for _, _, p in seen] == [False] * 4 + [True] * 3 + [False] * 3
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_after_first_decoded_frame():
+        if progress.done == 8:
+            raise Cancelled
+
+    progress = RunProgress(check_interrupt=cancel_after_first_decoded_frame)
+    with pytest.raises(Cancelled):
+        tiny_pipeline.animate(demo_portrait(), demo_speech(0.5), options=SamplerOptions(steps=3), max_side=64, num_frames=9,
+                              progress=progress)
+    assert progress.done == 8  # stopped inside the VAE decode, not after it

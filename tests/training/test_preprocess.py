@@ -51,5 +51,5 @@ def test_clip_without_audio_is_named(tmp_path, tiny_dir, capsys):
     make_clip(tmp_path / "mute.mp4", face=False, with_audio=False)
     (tmp_path / "clips.jsonl").write_text(json.dumps({"id": "v", "video": "mute.mp4", "condition": "c"}) + "\n")
     code = main(["--clips", str(tmp_path / "clips.jsonl"), "--out", str(tmp_path / "cache"), "--model-dir", str(tiny_dir),
-                 "--no-lip-mask", "--max-side", "64"])
+                 "--lip-mask", "none", "--max-side", "64"])
     assert code == 2 and "mute.mp4: no audio stream" in capsys.readouterr().err

@@ -1,0 +1,159 @@
+"""The bad-input sweep: each case ends with one sentence naming the input, exit code 2, and no partial file."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ft2_core.checkpoint_io import save_safetensors
+from ft2_core.cli import main
+from ft2_core.errors import InputError
+from training import generate_candidates, preprocess
+
+
+@pytest.fixture()
+def run_cli(capsys):
+    def call(argv, expected):
+        code = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2, err
+        assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+        return err[0]
+
+    return call
+
+
+def files_in(folder):
+    return sorted(p.name for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--cfg", "nan", "cfg must be a finite number"),
+    ("--audio-cfg", "inf", "audio_cfg must be a finite number"),
+    ("--audio-cfg", "-1", "audio_cfg must be at least 0"),
+    ("--fps", "0", "--fps must be greater than 0"),
+    ("--fps", "-23", "--fps must be greater than 0"),
+    ("--steps", "0", "steps must be between 1 and 1000"),
+    ("--shift", "0", "shift must be greater than 0"),
+])
+def test_sampling_options(tmp_path, tiny_dir, run_cli, flag, value, expected):
+    run_cli(["animate", "--out", str(tmp_path / "o.mp4"), "--model-dir", str(tiny_dir), "--frames", "5", flag, value], expected)
+    assert files_in(tmp_path) == []
+
+
+def test_output_path_that_is_a_folder_or_has_the_wrong_suffix(tmp_path, tiny_dir, run_cli):
+    (tmp_path / "video.mp4").mkdir()
+    run_cli(["animate", "--out", str(tmp_path / "video.mp4"), "--model-dir", str(tiny_dir)], "is a folder")
+    run_cli(["animate", "--out", str(tmp_path / "o.avi"), "--model-dir", str(tiny_dir)], "must end with .mp4")
+    adapter = tiny_dir / "audio_adapter.safetensors"
+    run_cli(["convert-adapter", str(adapter), str(tmp_path / "x.txt")], "must end with .safetensors")
+    assert files_in(tmp_path) == []
+
+
+def test_output_folder_that_cannot_be_written(tmp_path, tiny_dir, run_cli):
+    """(Root writes into read-only folders, so the unwritable place here is a file standing where a folder should be.)"""
+    from ft2_core.checks import output_file
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="not a writable folder"):
+        output_file(blocker / "sub" / "o.mp4", (".mp4",), "--out")
+    run_cli(["animate", "--out", str(blocker / "o.mp4"), "--model-dir", str(tiny_dir)], "not a writable folder")
+
+
+def test_cuda_on_a_machine_without_it(tmp_path, tiny_dir, run_cli):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    run_cli(["animate", "--out", str(tmp_path / "o.mp4"), "--model-dir", str(tiny_dir), "--device", "cuda"],
+            "no CUDA GPU")
+    run_cli(["animate", "--out", str(tmp_path / "o.mp4"), "--model-dir", str(tiny_dir), "--device", "gpu0"],
+            "must be a torch device")
+
+
+@pytest.mark.parametrize("kind", ["expert", "gate", "adapter"])
+def test_nan_in_weight_files(tmp_path, tiny_dir, tiny_model, run_cli, kind):
+    from ft2_core.gate import TimestepLayerGate, save_gate
+    from ft2_core.lora_formats import save_expert
+    from tests.ft2_core.test_experts import random_lora
+
+    expert = save_expert(random_lora(tiny_model, 2, 2.0, 0), tmp_path / "e.safetensors", "motion", "ft2-tiny")
+    args = ["animate", "--out", str(tmp_path / "o.mp4"), "--model-dir", str(tiny_dir), "--frames", "5", "--steps", "1"]
+    if kind == "expert":
+        lora = random_lora(tiny_model, 2, 2.0, 0)
+        first = next(iter(lora.modules.values()))
+        first.up[0, 0] = math.nan
+        bad = save_expert(lora, tmp_path / "bad.safetensors", "motion", "ft2-tiny")
+        run_cli(args + ["--expert", f"motion={bad}"], "contains NaN or infinite values")
+    elif kind == "gate":
+        gate = TimestepLayerGate(2, 1, 16, ("motion",))
+        with torch.no_grad():
+            gate.bias[0, 0] = math.inf
+        bad = save_gate(gate, tmp_path / "gate.safetensors")
+        run_cli(args + ["--expert", f"motion={expert}", "--gate", str(bad)], "contains NaN or infinite values")
+    else:
+        from safetensors.torch import load_file
+
+        state = load_file(tiny_dir / "audio_adapter.safetensors")
+        key = sorted(state)[0]
+        state[key][0] = math.nan
+        bad = save_safetensors(state, tmp_path / "adapter.safetensors")
+        run_cli(args + ["--adapter", str(bad)], "contains NaN or infinite values")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_huge_image_is_shrunk_while_decoding(tmp_path):
+    from ft2_core.image import DECODE_MAX_SIDE, load_image
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (9000, 300), (120, 80, 60)).save(path)
+    image = load_image(path)
+    assert max(image.shape[:2]) <= DECODE_MAX_SIDE and image.dtype == torch.float32
+
+
+def test_decompression_bomb_is_refused(tmp_path):
+    from ft2_core.image import load_image
+
+    path = tmp_path / "bomb.png"
+    Image.new("1", (20000, 10000)).save(path)  # 200 megapixels in a few kilobytes
+    with pytest.raises(InputError, match="megapixels|exceeds limit"):
+        load_image(path)
+
+
+def test_candidate_ids_cannot_write_outside_the_output(tmp_path, tiny_dir, capsys):
+    (tmp_path / "conditions.jsonl").write_text(json.dumps({"id": "../escape", "image": "a.png", "audio": "a.wav"}) + "\n")
+    argv = ["--conditions", str(tmp_path / "conditions.jsonl"), "--out", str(tmp_path / "out"), "--model-dir", str(tiny_dir)]
+    assert generate_candidates.main(argv) == 2
+    assert "must be a plain name" in capsys.readouterr().err
+    (tmp_path / "conditions.jsonl").write_text(json.dumps({"id": "/abs/path", "image": "a.png", "audio": "a.wav"}) + "\n")
+    assert generate_candidates.main(argv) == 2
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--samples", "0"], "--samples must be at least 1"),
+    (["--samples", "-3"], "--samples must be at least 1"),
+    (["--cfg", "nan"], "must be a finite number"),
+])
+def test_candidate_options(tmp_path, tiny_dir, capsys, argv, expected):
+    base = ["--conditions", str(tmp_path / "c.jsonl"), "--out", str(tmp_path / "out"), "--model-dir", str(tiny_dir)]
+    assert generate_candidates.main(base + argv) == 2
+    assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("frames", ["-5", "3", "8"])
+def test_preprocess_frame_counts(tmp_path, capsys, frames):
+    argv = ["--clips", str(tmp_path / "clips.jsonl"), "--out", str(tmp_path / "cache"), "--frames", frames]
+    assert preprocess.main(argv) == 2
+    assert "--frames must be 4k+1 and at least 5" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_sampler_options_refuse_non_finite_values():
+    from ft2_core.sampler import SamplerOptions
+
+    for field in ("cfg", "audio_cfg", "shift", "audio_scale"):
+        with pytest.raises(InputError, match=field):
+            SamplerOptions(**{field: float("nan")}).validate()
+    assert np.isfinite(SamplerOptions().cfg)
