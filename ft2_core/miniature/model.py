@@ -1,0 +1,93 @@
+"""The miniature FantasyTalking model of the talking-face world: its folder, its frozen parts, its inputs.
+
+The model folder has the layout of a real one (diffusers transformer/, the adapter file, wav2vec2/,
+umT5/CLIP folders, vae/), so it goes through the real loaders. Only the DiT and the audio adapter
+are trained; the encoders are tiny random models of the real classes, kept frozen (the prompt is
+constant in this world, CLIP features only echo the portrait, and wav2vec2's random convolutions
+still carry the loudness the mouth follows), and the latent space is the fixed pixel latent.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..audio import Audio, Wav2VecEncoder, clip_for_video
+from ..conditioning import ImageEncoder, TextEncoder, condition_video, i2v_condition
+from ..pixel_latent import SpaceToDepthVAE
+from ..wan_transformer import shipped_configs
+from .world import Clip
+
+SHIPPED_DIR = Path(__file__).parent / "weights"
+CONFIG = shipped_configs()["ft2-miniature"]
+PROMPT = "A person is talking."
+NOTICE = ("Using the built-in miniature model: a 1.6M-parameter FantasyTalking DiT trained on procedurally drawn "
+          "cartoon faces (64x64). It shows the method working in a miniature world; it is not a real-face model. "
+          "Pass --model-dir for real weights.")
+
+
+def save_frozen_parts(folder: Path, seed: int = 0) -> None:
+    """The encoders (tiny, random, real classes) and the latent config, written in the real layouts."""
+    from ..tiny import save_tiny_image_encoder, save_tiny_text_encoder, save_tiny_wav2vec
+
+    for offset, save in enumerate((lambda: save_tiny_wav2vec(folder / "wav2vec2"),
+                                   lambda: save_tiny_text_encoder(folder / "text_encoder", folder / "tokenizer"),
+                                   lambda: save_tiny_image_encoder(folder / "image_encoder", folder / "image_processor"))):
+        torch.manual_seed(seed * 10 + offset)
+        save()
+    SpaceToDepthVAE(**CONFIG["latent"]).save(folder / "vae")
+
+
+def write_manifest(folder: Path, produced_by: dict) -> None:
+    manifest = {"name": CONFIG["name"], "notice": NOTICE, "defaults": CONFIG["defaults"], "prediction": CONFIG["prediction"],
+                "audio_adapter": "audio_adapter.safetensors", "wav2vec": "wav2vec2", "produced_by": produced_by}
+    (folder / "ft2_model.json").write_text(json.dumps(manifest, indent=2))
+
+
+def miniature_model_dir() -> Path:
+    """The trained miniature model that ships with the package."""
+    return SHIPPED_DIR
+
+
+@dataclass
+class WorldEncoders:
+    """The frozen encoders, loaded once; turn world clips into the DiT's inputs."""
+
+    wav2vec: Wav2VecEncoder
+    text: torch.Tensor  # [1, 512, text_dim] for PROMPT
+    negative: torch.Tensor
+    image_encoder: ImageEncoder
+    vae: SpaceToDepthVAE
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> "WorldEncoders":
+        text_encoder = TextEncoder(folder / "text_encoder", folder / "tokenizer")
+        positive, negative = text_encoder.encode([PROMPT, ""]).split(1)
+        return cls(Wav2VecEncoder(folder / "wav2vec2"), positive, negative,
+                   ImageEncoder(folder / "image_encoder", folder / "image_processor"), SpaceToDepthVAE.from_folder(folder / "vae"))
+
+    def clip_inputs(self, clip: Clip) -> dict:
+        """Clean latents, I2V condition, CLIP features and wav2vec2 features of one clip (batch of one)."""
+        frames = torch.from_numpy(clip.frames)
+        video = frames.permute(3, 0, 1, 2)[None] * 2 - 1
+        portrait = torch.from_numpy(clip.portrait)
+        return dict(
+            latents=self.vae.encode(video),
+            condition=self.condition(portrait, len(frames)),
+            image=self.image_encoder.encode(portrait),
+            audio_features=self.audio_features(clip.audio, len(frames), clip.fps),
+        )
+
+    def condition(self, portrait: torch.Tensor, num_frames: int) -> torch.Tensor:
+        return i2v_condition(self.vae.encode(condition_video(portrait, num_frames)), num_frames)
+
+    def audio_features(self, audio: Audio, num_frames: int, fps: float) -> torch.Tensor:
+        return self.wav2vec.encode(clip_for_video(audio, num_frames, fps))
+
+
+def frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
+    array = frames.numpy() if isinstance(frames, torch.Tensor) else frames
+    return (np.clip(array, 0, 1) * 255).round().astype(np.uint8)

@@ -1,0 +1,189 @@
+"""Train the miniature FantasyTalking base model on the procedural talking-face world (CPU, minutes).
+
+    python training/train_base.py --config training/configs/miniature_base.toml
+    python training/train_base.py --config training/configs/miniature_base.toml --set train.export=ft2_core/miniature/weights
+
+The real classes and code path: Wan DiT + FantasyTalking adapter with frame-level audio windows, the
+I2V condition, the flow-matching loss (weighted by sigma^2, i.e. an x0 loss: the miniature DiT
+predicts the clean video, see FantasyTalkingModel), audio dropped on some rows so audio guidance
+has an audio-off prediction to push away from. Clips are drawn on the fly from a pool that is
+refreshed every step, all keyed by the seed, so a resumed run is the same run.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ft2_core.audio_adapter import AudioAdapter, ours_to_upstream  # noqa: E402
+from ft2_core.audio_windows import check_frame_count  # noqa: E402
+from ft2_core.checkpoint_io import save_safetensors  # noqa: E402
+from ft2_core.flow_dpo import flow_matching_loss  # noqa: E402
+from ft2_core.jsonl import append_jsonl  # noqa: E402
+from ft2_core.miniature.model import CONFIG, WorldEncoders, save_frozen_parts, write_manifest  # noqa: E402
+from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip  # noqa: E402
+from ft2_core.talking_model import FantasyTalkingModel  # noqa: E402
+from ft2_core.wan_transformer import build_transformer  # noqa: E402
+from training.config import Option  # noqa: E402
+from training.trainer import StopRequests, mix_seed, resolve, restore, run, save_checkpoint  # noqa: E402
+
+log = logging.getLogger("ft2.train")
+SCHEMA = {
+    "model": {"transformer": Option(dict, {}), "audio_adapter": Option(dict, {})},
+    "world": {"frames": Option(int, 33, minimum=5), "size": Option(int, 64, minimum=16)},
+    "train": {"output": Option(str), "export": Option(str, ""), "steps": Option(int, 1800, minimum=1),
+              "batch_size": Option(int, 8, minimum=1), "lr": Option(float, 1e-3, above=0), "warmup": Option(int, 50, minimum=0),
+              "weight_decay": Option(float, 0.01, minimum=0), "ema": Option(float, 0.995, minimum=0, maximum=1),
+              "audio_dropout": Option(float, 0.15, minimum=0, maximum=1), "pool": Option(int, 256, minimum=1),
+              "refresh": Option(int, 1, minimum=0), "seed": Option(int, 0, minimum=0),
+              "checkpoint_every": Option(int, 100, minimum=1)},
+}
+
+
+class ClipPool:
+    """A pool of prepared world clips; step k replaces `refresh` slots with new seeds (a pure function of k)."""
+
+    def __init__(self, encoders: WorldEncoders, size: int, refresh: int, frames: int, image_size: int, seed: int):
+        self.encoders, self.size, self.refresh, self.frames, self.image_size, self.seed = encoders, size, refresh, frames, image_size, seed
+        self.slots: list[dict] = [self.prepare(i) for i in range(size)]
+        self.step = 0
+
+    def prepare(self, index: int) -> dict:
+        clip = make_clip(mix_seed(self.seed, index) % HELD_OUT_SEEDS_FROM, self.frames, self.image_size)
+        return self.encoders.clip_inputs(clip)
+
+    def advance_to(self, step: int) -> None:
+        """Refresh as if every step up to `step` had run (on resume only the last refresh of each slot is made)."""
+        if step <= self.step:
+            return
+        first_new = self.size + self.step * self.refresh
+        last_new = self.size + step * self.refresh
+        newest = {}
+        for index in range(max(first_new, last_new - self.size), last_new):
+            newest[index % self.size] = index
+        for slot, index in newest.items():
+            self.slots[slot] = self.prepare(index)
+        self.step = step
+
+    def batch(self, step: int, batch_size: int) -> list[dict]:
+        g = torch.Generator().manual_seed(mix_seed(self.seed, step, 7))
+        return [self.slots[i] for i in torch.randint(self.size, (batch_size,), generator=g).tolist()]
+
+
+def build_model(config: dict, seed: int) -> FantasyTalkingModel:
+    torch.manual_seed(seed)
+    transformer_config = {**CONFIG["transformer"], **config["model"]["transformer"]}
+    adapter_config = {**CONFIG["audio_adapter"], **config["model"]["audio_adapter"]}
+    dit = build_transformer(transformer_config)
+    dim = transformer_config["num_attention_heads"] * transformer_config["attention_head_dim"]
+    adapter = AudioAdapter(transformer_config["num_layers"], dim, **adapter_config)
+    return FantasyTalkingModel(dit, adapter, CONFIG["prediction"])
+
+
+def step_loss(model: FantasyTalkingModel, items: list[dict], encoders: WorldEncoders, step: int, seed: int,
+              audio_dropout: float, frames: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(mix_seed(seed, step, 11))
+    x0 = torch.cat([item["latents"] for item in items])
+    batch = x0.shape[0]
+    sigma = torch.rand(batch, generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    audio_scale = (torch.rand(batch, generator=g) >= audio_dropout).float()
+    s = sigma.view(-1, 1, 1, 1, 1)
+    features = torch.cat([item["audio_features"] for item in items])
+    velocity = model(
+        latents=(1 - s) * x0 + s * noise, condition=torch.cat([item["condition"] for item in items]), timestep=sigma * 1000,
+        text=encoders.text.expand(batch, -1, -1), image=torch.cat([item["image"] for item in items]),
+        audio=model.adapter.windows(features, frames), audio_scale=audio_scale,
+    )
+    return (flow_matching_loss(velocity, noise - x0) * sigma.square()).mean()
+
+
+def export_model(ema: FantasyTalkingModel, frozen: Path, folder: Path, produced_by: dict) -> Path:
+    """A complete model folder (real layouts) written to a staging folder, then renamed into place."""
+    folder = folder.resolve()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        shutil.copytree(frozen, staging, dirs_exist_ok=True)
+        ema.transformer.save_pretrained(staging / "transformer", safe_serialization=True)
+        save_safetensors(ours_to_upstream({k: v.contiguous() for k, v in ema.adapter.state_dict().items()}),
+                         staging / "audio_adapter.safetensors", metadata={"ft2.kind": "audio_adapter"})
+        write_manifest(staging, produced_by)
+        old = folder.with_name(f".{folder.name}.old")
+        if folder.exists():
+            folder.rename(old)
+        staging.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def main(config: dict) -> Path:
+    from tqdm import tqdm
+
+    train, world = config["train"], config["world"]
+    logging.getLogger("ft2_core.audio").setLevel(logging.WARNING)  # every clip is cut to its video: no news
+    steps, batch_size, seed = train["steps"], train["batch_size"], train["seed"]
+    frames = world["frames"]
+    check_frame_count(frames, "world.frames")
+    output = resolve(train["output"])
+    output.mkdir(parents=True, exist_ok=True)
+    frozen = output / "frozen"
+    if not (frozen / "vae" / "config.json").is_file():
+        save_frozen_parts(frozen)
+    encoders = WorldEncoders.from_folder(frozen)
+    model = build_model(config, seed).train()
+    ema = build_model(config, seed).requires_grad_(False)
+    ema.load_state_dict(model.state_dict())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"])
+    start = restore(output, config, {"model": dict(model.state_dict()), "ema": dict(ema.state_dict())}, optimizer)
+    warmup = max(1, train["warmup"])
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warmup), last_epoch=start - 1)
+    log.info("building a pool of %d world clips", train["pool"])
+    pool = ClipPool(encoders, train["pool"], train["refresh"], frames, world["size"], seed)
+    pool.advance_to(start)
+    started = time.perf_counter()
+    bar = tqdm(total=steps, initial=start, desc="base model", mininterval=2.0)
+    with StopRequests() as stop:
+        for step in range(start, steps):
+            pool.advance_to(step)
+            loss = step_loss(model, pool.batch(step, batch_size), encoders, step, seed, train["audio_dropout"], frames)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            with torch.no_grad():
+                for e, p in zip(ema.parameters(), model.parameters()):
+                    e.lerp_(p, 1 - train["ema"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            append_jsonl(output / "metrics.jsonl", {"step": step + 1, "loss": loss.item(),
+                                                    "seconds": round(time.perf_counter() - started, 2)})
+            stopping = stop.requested()
+            if (step + 1) % train["checkpoint_every"] == 0 or step + 1 == steps or stopping:
+                save_checkpoint(output, step + 1, {"model": model.state_dict(), "ema": ema.state_dict()}, optimizer)
+            if stopping:
+                bar.close()
+                stop.check(f"after step {step + 1} (checkpoint saved in {output})")
+    bar.close()
+    produced_by = {"command": "python training/train_base.py " + " ".join(sys.argv[1:]), "config": config,
+                   "train_seconds_this_session": round(time.perf_counter() - started, 1)}
+    result = export_model(ema, frozen, output / "model", produced_by)
+    if train.get("export"):
+        export_model(ema, frozen, resolve(train["export"]), produced_by)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main, SCHEMA))
