@@ -6,13 +6,16 @@ from ft2_core.cli import main
 from ft2_core.video_io import probe_mp4
 
 
-def test_animate_with_defaults_writes_mp4_with_audio(tmp_path, tiny_dir):
+def test_animate_with_defaults_writes_mp4_with_audio(tmp_path, caplog):
+    """The README demo: the built-in miniature model animates the demo portrait with the demo speech."""
     out = tmp_path / "demo.mp4"
-    assert main(["animate", "--out", str(out), "--cache-dir", str(tiny_dir.parent), "--steps", "3"]) == 0
+    caplog.set_level("WARNING")
+    assert main(["animate", "--out", str(out), "--steps", "3"]) == 0
     facts = probe_mp4(out)
-    # the demo clip is 2.0 s: 46 // 4 * 4 + 5 = 49 frames at 23 fps
-    assert facts["frames"] == 49 and facts["fps"] == 23.0 and facts["audio_codec"] == "aac"
-    assert abs(facts["audio_seconds"] - 49 / 23) < 0.03
+    # the demo speech is 3.5 s: 80 // 4 * 4 + 5 = 85 frames, capped at the model's 81; 64x64 at 23 fps
+    assert (facts["frames"], facts["width"], facts["height"]) == (81, 64, 64)
+    assert facts["fps"] == 23.0 and facts["audio_codec"] == "aac" and abs(facts["audio_seconds"] - 81 / 23) < 0.03
+    assert "miniature model" in caplog.text and "not a real-face model" in caplog.text
 
 
 def test_animate_with_files_and_model_dir(tmp_path, tiny_dir):
