@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +29,11 @@ QUESTIONS = {
 SYSTEM = "You are a careful judge of talking-head videos."
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-# The language model's attention and MLP, and the projections that bring audio and video into it.
-LORA_TARGETS = r".*(language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)|audio_tower\.proj|visual\.merger\.mlp\.[02])"
+# The language model's attention and MLP, the audio and vision encoders' blocks, and the projections that bring
+# audio and video into the language model (the encoders must learn to see mouths and hear syllables).
+LORA_TARGETS = (r".*(language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+                r"|audio_tower\.(proj|layers\.\d+\.(self_attn\.(q|k|v|out)_proj|fc1|fc2))"
+                r"|visual\.(merger\.mlp\.[02]|blocks\.\d+\.(attn\.(q|k|v|proj)|mlp\.(gate|up|down)_proj)))")
 
 
 @dataclass
@@ -41,6 +44,15 @@ class VideoSettings:
     max_frames: int = 32
     min_pixels: int = 28 * 28 * 4
     max_pixels: int = 224 * 224
+
+    def to_metadata(self) -> dict[str, str]:
+        return {f"ft2.{f.name}": str(getattr(self, f.name)) for f in fields(self)}
+
+    def update_from(self, metadata: dict) -> None:
+        """Take the settings a critic was trained with (files without them keep the defaults)."""
+        for f in fields(self):
+            if f"ft2.{f.name}" in metadata:
+                setattr(self, f.name, type(getattr(self, f.name))(float(metadata[f"ft2.{f.name}"])))
 
 
 def smart_size(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -200,8 +212,7 @@ class TalkingCritic:
         state = get_peft_model_state_dict(self.thinker)
         metadata = {"ft2.kind": "critic", "ft2.rank": str(self.lora["rank"]), "ft2.alpha": str(self.lora["alpha"]),
                     "ft2.targets": LORA_TARGETS, "ft2.questions": json.dumps(self.questions),
-                    "ft2.sample_fps": str(self.settings.sample_fps), "ft2.max_frames": str(self.settings.max_frames),
-                    **(extra or {})}
+                    **self.settings.to_metadata(), **(extra or {})}
         return save_safetensors(state, path, metadata)
 
     def load_lora(self, path: str | os.PathLike) -> None:
@@ -213,8 +224,7 @@ class TalkingCritic:
             raise InputError(f"{what}: not an FT2 critic file (ft2.kind is {metadata.get('ft2.kind')!r})")
         self.add_lora(int(metadata["ft2.rank"]), float(metadata["ft2.alpha"]))
         self.questions = json.loads(metadata.get("ft2.questions", json.dumps(QUESTIONS)))
-        self.settings.sample_fps = float(metadata.get("ft2.sample_fps", self.settings.sample_fps))
-        self.settings.max_frames = int(metadata.get("ft2.max_frames", self.settings.max_frames))
+        self.settings.update_from(metadata)
         result = set_peft_model_state_dict(self.thinker, load_state_dict(path, what))
         unexpected = getattr(result, "unexpected_keys", [])
         if unexpected:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from ft2_core.errors import InputError
 

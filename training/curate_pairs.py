@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.checks import torch_device  # noqa: E402
 from ft2_core.critic import DIMENSIONS, TalkingCritic  # noqa: E402
-from ft2_core.curation import pairs_by_dimension  # noqa: E402
+from ft2_core.curation import RULES, pairs_by_dimension  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from ft2_core.preference_data import write_pairs  # noqa: E402
@@ -99,7 +99,9 @@ def main(argv=None) -> int:
     parser.add_argument("--critic-lora", help="critic LoRA from train_critic.py")
     parser.add_argument("--proxy", action="store_true", help="weight-free proxy metrics instead of the critic")
     parser.add_argument("--face-landmarker", help="for the lip-sync proxy (default: models/mediapipe/)")
-    parser.add_argument("--margin", type=float, default=0.1, help="confidence margin around 0.5")
+    parser.add_argument("--margin", type=float, default=0.1, help="confidence margin around 0.5 (ranking: least P(Yes) gap)")
+    parser.add_argument("--rule", choices=RULES, default="answer",
+                        help="answer: Yes beats No (the paper); ranking: higher P(Yes) beats lower by the margin")
     parser.add_argument("--max-pairs-per-condition", type=int)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
             critic = TalkingCritic.from_folder(args.critic_base or tiny_critic_dir(), args.critic_lora, args.device)
             scores = score_all(candidates, out / "scores.jsonl", critic_batch_scorer(critic), args.batch_size)
         pairs = pairs_by_dimension(scores, {c["id"]: c["condition"] for c in candidates}, args.margin,
-                                   args.max_pairs_per_condition)
+                                   args.max_pairs_per_condition, args.rule)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.critic import DIMENSIONS, TalkingCritic  # noqa: E402
+from ft2_core.critic import DIMENSIONS, TalkingCritic, VideoSettings  # noqa: E402
 from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
 from ft2_core.video_io import read_video  # noqa: E402
@@ -26,7 +26,8 @@ from training.trainer import StopRequests, global_batch, local_batch_size, make_
 SCHEMA = {
     "model": {"folder": Option(str, ""), "cache_dir": Option(str, "")},
     "lora": {"rank": Option(int, 8, minimum=1), "alpha": Option(float, 16.0, above=0)},
-    "video": {"sample_fps": Option(float, 2.0, above=0), "max_frames": Option(int, 32, minimum=2)},
+    "video": {"sample_fps": Option(float, 2.0, above=0), "max_frames": Option(int, 32, minimum=2),
+              "min_pixels": Option(int, 28 * 28 * 4, minimum=28 * 28), "max_pixels": Option(int, 224 * 224, minimum=28 * 28)},
     "data": {"train": Option(str), "heldout": Option(str, "")},
     "train": {"output": Option(str), "steps": Option(int, 500, minimum=1), "batch_size": Option(int, 8, minimum=1),
               "lr": Option(float, 1e-4, above=0), "seed": Option(int, 0, minimum=0),
@@ -88,8 +89,8 @@ def main(config: dict) -> Path:
     accelerator = make_accelerator(config)
     critic = TalkingCritic.from_folder(config["model"]["folder"] or tiny_critic_dir(config["model"]["cache_dir"] or None),
                                        device=accelerator.device)
-    # frames sampled densely enough to see the mouth move (Qwen2.5-Omni's own default is 2 fps)
-    critic.settings.sample_fps, critic.settings.max_frames = config["video"]["sample_fps"], config["video"]["max_frames"]
+    # frames sampled densely and large enough to see the mouth move (Qwen2.5-Omni's own default is 2 fps)
+    critic.settings = VideoSettings(**config["video"])
     torch.manual_seed(int(train.get("seed", 0)))  # the LoRA's initial A: same run, same start
     parameters = critic.add_lora(int(config["lora"]["rank"]), float(config["lora"]["alpha"]))
     named = {n: p for n, p in critic.thinker.named_parameters() if "lora_" in n}

@@ -255,3 +255,27 @@ def make_clip(seed: int, num_frames: int = 33, size: int = SIZE, fps: float = FP
 def speech_clip(seed: int, seconds: float) -> Audio:
     """Speech of any duration, seeded (the demo's and the long-audio tests' input)."""
     return speech(np.random.default_rng([seed, 2]), seconds)[0]
+
+
+DEGRADATIONS = ("shuffled audio", "frozen first frame", "1 px jitter", "blur", "colour shift", "noise")
+
+
+def degrade(clip: Clip, kind: str, rng: np.random.Generator, other_audio: Audio) -> tuple[np.ndarray, Audio]:
+    """A damaged version of a clip (frames, audio), each kind hurting one dimension: what raters learn to reject."""
+    frames = clip.frames
+    if kind == "shuffled audio":
+        return frames, other_audio
+    if kind == "frozen first frame":
+        return np.repeat(frames[:1], len(frames), axis=0), clip.audio
+    if kind == "1 px jitter":
+        shifts = rng.integers(-1, 2, (len(frames), 2))
+        return np.stack([np.roll(f, tuple(s), axis=(0, 1)) for f, s in zip(frames, shifts)]), clip.audio
+    if kind == "blur":
+        padded = np.pad(frames, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+        size = frames.shape[1]
+        return sum(padded[:, dy:dy + size, dx:dx + size] for dy in range(3) for dx in range(3)) / 9, clip.audio
+    if kind == "colour shift":
+        return np.clip(frames + np.array([0.08, -0.05, 0.0], np.float32), 0, 1), clip.audio
+    if kind == "noise":
+        return np.clip(frames + rng.normal(0, 0.15, frames.shape), 0, 1).astype(np.float32), clip.audio
+    raise ValueError(f"unknown degradation {kind!r}; one of {DEGRADATIONS}")

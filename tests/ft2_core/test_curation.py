@@ -26,3 +26,14 @@ def test_pair_rule_on_hand_made_scores():
     strict = pairs_by_dimension(scores, conditions, margin=0.35)  # winners >= 0.85, losers <= 0.15
     assert {d: [(p.winner, p.loser) for p in ps] for d, ps in strict.items()} == {
         "motion": [("a", "b")], "lipsync": [("b", "c")], "quality": [("d", "e")]}
+
+
+def test_ranking_rule_pairs_by_the_gap_whatever_the_side_of_one_half():
+    scores = {"a": {"motion": 0.70, "lipsync": 0.9, "quality": None}, "b": {"motion": 0.64, "lipsync": 0.9, "quality": 0.2},
+              "c": {"motion": 0.60, "lipsync": 0.9, "quality": 0.1}}
+    conditions = {name: "c1" for name in scores}
+    answer = pairs_by_dimension(scores, conditions, margin=0.05)
+    assert answer["motion"] == [] and answer["lipsync"] == []  # all answered Yes: the paper's rule finds no pair
+    ranking = pairs_by_dimension(scores, conditions, margin=0.05, rule="ranking")
+    assert [(p.winner, p.loser) for p in ranking["motion"]] == [("a", "c"), ("a", "b")]  # gaps 0.10, 0.06; b-c is 0.04
+    assert ranking["lipsync"] == [] and [(p.winner, p.loser) for p in ranking["quality"]] == [("b", "c")]

@@ -140,3 +140,38 @@ def test_kill_9_at_random_moments_always_ends_identical(tmp_path, toy_data, stra
     assert all(identical for _, identical in outcomes), outcomes
     assert sum(kills for kills, _ in outcomes) >= 4  # the loop really killed runs
     (tmp_path / "kill_loop.json").write_text(json.dumps(outcomes))
+
+
+def test_ctrl_c_in_candidate_generation_keeps_finished_videos(tmp_path, tiny_dir):
+    import numpy as np
+    import soundfile
+    from PIL import Image
+
+    rows = []
+    for c in range(3):
+        Image.fromarray(np.full((64, 64, 3), 40 * c + 60, np.uint8)).save(tmp_path / f"face{c}.png")
+        soundfile.write(tmp_path / f"speech{c}.wav", 0.3 * np.sin(np.arange(8000) / 16000 * 2 * np.pi * 220), 16000)
+        rows.append({"id": f"c{c}", "image": f"face{c}.png", "audio": f"speech{c}.wav"})
+    (tmp_path / "conditions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    argv = [str(REPO / "training" / "generate_candidates.py"), "--conditions", str(tmp_path / "conditions.jsonl"),
+            "--out", str(out), "--samples", "2", "--model-dir", str(tiny_dir), "--steps", "2", "--max-side", "64"]
+    process = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = out / "candidates.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if manifest.is_file() and manifest.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=240)
+    lines = manifest.read_text().splitlines()
+    if process.returncode == 0:  # it finished before the signal landed: nothing to check about stopping
+        assert len(lines) == 6
+        return
+    assert process.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("stopped by SIGINT after") and "resume" in err
+    assert 1 <= len(lines) < 6 and all((out / json.loads(line)["video"]).is_file() for line in lines)
+    assert not list((out / "videos").glob(".*.tmp*"))
+    finished = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0 and len(manifest.read_text().splitlines()) == 6

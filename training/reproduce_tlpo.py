@@ -1,0 +1,444 @@
+"""TLPO reproduced end to end in the miniature world, with one command, stage by stage (resumable):
+
+    python training/reproduce_tlpo.py --config training/configs/miniature_tlpo.toml
+
+conditions -> candidate videos of the base model (several seeds and audio-guidance settings each) ->
+Talking-Critic (the tiny Qwen2.5-Omni thinker + our LoRA, trained on oracle judgements with rater
+noise) -> Talking-NSQ pairs curated by the critic (never by the oracles) -> latent cache (world lip
+masks) -> three Flow-DPO experts and a pooled single LoRA -> the gate with the experts frozen ->
+evaluation by the oracles on held-out conditions. Every stage calls the project's own scripts; a
+finished stage leaves `stages/<name>.json` (with its wall time) and is skipped on the next run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ft2_core.checkpoint_io import atomic_path, commit_atomic  # noqa: E402
+from ft2_core.critic import DIMENSIONS, TalkingCritic, VideoSettings  # noqa: E402
+from ft2_core.errors import InputError  # noqa: E402
+from ft2_core.experts import Expert  # noqa: E402
+from ft2_core.gate import StaticMix, load_gate  # noqa: E402
+from ft2_core.gate_plot import gate_weights_grid, render_gate  # noqa: E402
+from ft2_core.image import load_image  # noqa: E402
+from ft2_core.jsonl import read_jsonl  # noqa: E402
+from ft2_core.lora_formats import load_lora  # noqa: E402
+from ft2_core.miniature.model import PROMPT, miniature_model_dir  # noqa: E402
+from ft2_core.miniature.oracles import score_clip  # noqa: E402
+from ft2_core.miniature.world import DEGRADATIONS, FPS, HELD_OUT_SEEDS_FROM, degrade, make_clip  # noqa: E402
+from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
+from ft2_core.sampler import SamplerOptions  # noqa: E402
+from ft2_core.tiny import tiny_critic_dir  # noqa: E402
+from ft2_core.video_io import read_video, write_mp4  # noqa: E402
+from training import curate_pairs, generate_candidates, preprocess, train_critic, train_expert, train_gate  # noqa: E402
+from training.config import Option  # noqa: E402
+from training.trainer import Stopped, resolve, run  # noqa: E402
+
+log = logging.getLogger("ft2.tlpo")
+STAGES = ("conditions", "candidates", "critic", "pairs", "cache", "experts", "gate", "evaluate")
+SPLITS = {"critic": 10_000, "train": 20_000, "heldout": 30_000}  # world seed offsets past HELD_OUT_SEEDS_FROM
+EXPERTS = (*DIMENSIONS, "pooled")
+SCHEMA = {
+    "run": {"output": Option(str), "results": Option(str, ""), "seed": Option(int, 0, minimum=0),
+            "model": Option(str, "miniature")},
+    "world": {"critic_conditions": Option(int, 24, minimum=2), "train_conditions": Option(int, 40, minimum=1),
+              "heldout_conditions": Option(int, 16, minimum=1), "frames": Option(int, 33, minimum=5)},
+    "candidates": {"samples": Option(int, 4, minimum=2), "cfg": Option(list, [1.0]), "audio_cfg": Option(list, [1.0, 2.0, 3.0, 5.0]),
+                   "steps": Option(int, 20, minimum=1)},
+    "critic": {"label_noise": Option(float, 0.1, minimum=0, maximum=0.5), "heldout_share": Option(float, 0.25, above=0, maximum=0.9),
+               "steps": Option(int, 300, minimum=1), "batch_size": Option(int, 8, minimum=1), "lr": Option(float, 2e-3, above=0),
+               "rank": Option(int, 8, minimum=1), "sample_fps": Option(float, 23.0, above=0), "max_frames": Option(int, 34, minimum=2),
+               "min_side": Option(int, 112, minimum=28)},
+    "curation": {"margin": Option(float, 0.1, minimum=0, maximum=0.49), "max_pairs_per_condition": Option(int, 4, minimum=1),
+                 "rule": Option(str, "answer", choices=("answer", "ranking"))},
+    "experts": {"rank": Option(int, 8, minimum=1), "alpha": Option(float, 8.0, above=0), "beta": Option(float, 500.0, above=0),
+                "steps": Option(int, 150, minimum=1), "batch_size": Option(int, 4, minimum=1), "lr": Option(float, 1e-3, above=0),
+                "lip_mask": Option(bool, True), "sigma_max": Option(float, 1.0, above=0, maximum=1)},
+    "gate": {"steps": Option(int, 150, minimum=1), "batch_size": Option(int, 6, minimum=1), "lr": Option(float, 3e-4, above=0),
+             "beta": Option(float, 500.0, above=0), "embed_dim": Option(int, 256, minimum=2)},
+    "evaluate": {"seeds": Option(list, [0, 1]), "steps": Option(int, 20, minimum=1)},
+}
+
+
+# ------------------------------------------------------------------ helpers
+def call(script, argv: list[str]) -> None:
+    """Run one of the project's scripts in-process; a failure stops the chain with its exit code."""
+    code = script.main(argv)
+    if code:
+        raise ChainStopped(code, f"{script.__name__} {' '.join(argv)}")
+
+
+class ChainStopped(Exception):
+    def __init__(self, code: int, what: str):
+        self.code = code
+        super().__init__(f"stage command failed (exit {code}): {what}")
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(path)
+    tmp.write_text(text)
+    return commit_atomic(tmp, path)
+
+
+def write_toml(path: Path, sections: dict) -> Path:
+    def value(v):
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        return json.dumps(v)
+
+    lines = []
+    for name, table in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {value(v)}" for key, v in table.items()]
+    return write_text(path, "\n".join(lines) + "\n")
+
+
+def world_seed(split: str, index: int) -> int:
+    return HELD_OUT_SEEDS_FROM + SPLITS[split] + index
+
+
+def conditions(root: Path, split: str) -> list[dict]:
+    return read_jsonl(root / "conditions" / f"{split}.jsonl", ("id", "image", "audio", "seed"), "conditions")
+
+
+def oracle_scores(video: Path, condition: dict, frames: int) -> dict:
+    pixels, fps, audio = read_video(video)
+    clip = make_clip(condition["seed"], frames)
+    scores = score_clip(pixels[:frames].astype(np.float32) / 255, audio, fps, clip.portrait, clip.frames)
+    return {"lipsync": scores.lipsync, "motion": scores.motion, "quality": scores.quality}
+
+
+# ------------------------------------------------------------------ stages
+def stage_conditions(config: dict, root: Path) -> dict:
+    frames = config["world"]["frames"]
+    counts = {"critic": config["world"]["critic_conditions"], "train": config["world"]["train_conditions"],
+              "heldout": config["world"]["heldout_conditions"]}
+    for split, count in counts.items():
+        records = []
+        for index in range(count):
+            seed = world_seed(split, index)
+            clip = make_clip(seed, frames)
+            name = f"{split}{index:03d}"
+            folder = root / "conditions" / split
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((clip.portrait * 255).round().astype(np.uint8)).save(folder / f"{name}.png")
+            soundfile.write(folder / f"{name}.wav", clip.audio.waveform[0], clip.audio.sample_rate, subtype="FLOAT")
+            records.append({"id": name, "image": f"{split}/{name}.png", "audio": f"{split}/{name}.wav", "prompt": PROMPT,
+                            "seed": seed})
+        write_text(root / "conditions" / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    return counts
+
+
+def stage_candidates(config: dict, root: Path) -> dict:
+    c = config["candidates"]
+    made = {}
+    for split in ("critic", "train"):
+        argv = ["--conditions", str(root / "conditions" / f"{split}.jsonl"), "--out", str(root / "candidates" / split),
+                "--samples", str(c["samples"]), "--model-dir", config["run"]["model"], "--steps", str(c["steps"]),
+                "--frames", str(config["world"]["frames"]), "--fps", str(FPS), "--seed", str(config["run"]["seed"]),
+                "--cfg", *map(str, c["cfg"]), "--audio-cfg", *map(str, c["audio_cfg"])]
+        call(generate_candidates, argv)
+        made[split] = len(read_jsonl(root / "candidates" / split / "candidates.jsonl", ("id",)))
+    return made
+
+
+def rated_clips(config: dict, root: Path) -> list[dict]:
+    """What the raters judge: the base model's candidates of the critic conditions, and each condition's true
+    clip with every kind of damage (the contrasts that teach what each question is about). Scored by the oracles."""
+    frames = config["world"]["frames"]
+    critic_conditions = conditions(root, "critic")
+    by_id = {c["id"]: c for c in critic_conditions}
+    folder = root / "candidates" / "critic"
+    records = []
+    for candidate in read_jsonl(folder / "candidates.jsonl", ("id", "video", "condition")):
+        condition = by_id[candidate["condition"]]
+        records.append({"video": f"../candidates/critic/{candidate['video']}", "condition": candidate["condition"],
+                        "kind": "candidate", "oracle": oracle_scores(folder / candidate["video"], condition, frames)})
+    rng = np.random.default_rng(config["run"]["seed"])
+    for index, condition in enumerate(critic_conditions):
+        clip = make_clip(condition["seed"], frames)
+        other = make_clip(critic_conditions[(index + 1) % len(critic_conditions)]["seed"], frames).audio
+        for kind in ("ground truth", *DEGRADATIONS):
+            pixels, audio = (clip.frames, clip.audio) if kind == "ground truth" else degrade(clip, kind, rng, other)
+            name = f"{condition['id']}_{kind.replace(' ', '_')}.mp4"
+            path = root / "critic" / "clips" / name
+            if not path.is_file():
+                write_mp4(path, pixels, FPS, audio)
+            records.append({"video": f"clips/{name}", "condition": condition["id"], "kind": kind,
+                            "oracle": oracle_scores(path, condition, frames)})
+    return records
+
+
+def video_settings(c: dict) -> dict:
+    return {"sample_fps": c["sample_fps"], "max_frames": c["max_frames"], "min_pixels": c["min_side"] ** 2}
+
+
+def stage_critic(config: dict, root: Path) -> dict:
+    """Oracle answers (Yes when a score reaches the pool's median), noisy for training, exact for the held-out split."""
+    c = config["critic"]
+    rng = np.random.default_rng(config["run"]["seed"])
+    records = rated_clips(config, root)
+    thresholds = {d: float(np.median([r["oracle"][d] for r in records])) for d in DIMENSIONS}
+    held_conditions = sorted({r["condition"] for r in records})
+    held_conditions = set(held_conditions[:max(1, round(len(held_conditions) * c["heldout_share"]))])
+    train_lines, heldout_lines = [], []
+    for record in records:
+        truth = {d: record["oracle"][d] >= thresholds[d] for d in DIMENSIONS}
+        if record["condition"] in held_conditions:
+            heldout_lines.append({"video": record["video"], "kind": record["kind"],
+                                  **{d: "Yes" if truth[d] else "No" for d in DIMENSIONS}})
+        else:  # raters disagree: each answer flipped with probability label_noise
+            noisy = {d: truth[d] != (rng.random() < c["label_noise"]) for d in DIMENSIONS}
+            train_lines.append({"video": record["video"], **{d: "Yes" if noisy[d] else "No" for d in DIMENSIONS}})
+    labels = root / "critic"  # video paths in the label files are relative to them
+    write_text(labels / "labels_train.jsonl", "".join(json.dumps(r) + "\n" for r in train_lines))
+    write_text(labels / "labels_heldout.jsonl", "".join(json.dumps(r) + "\n" for r in heldout_lines))
+    toml = write_toml(root / "configs" / "critic.toml", {
+        "lora": {"rank": c["rank"], "alpha": 2.0 * c["rank"]},
+        "video": video_settings(c),
+        "data": {"train": str(labels / "labels_train.jsonl"), "heldout": str(labels / "labels_heldout.jsonl")},
+        "train": {"output": str(root / "critic" / "run"), "steps": c["steps"], "batch_size": c["batch_size"], "lr": c["lr"],
+                  "seed": config["run"]["seed"], "checkpoint_every": max(1, c["steps"] // 3), "eval_every": max(1, c["steps"] // 3)},
+    })
+    if run(train_critic.main, train_critic.SCHEMA, ["--config", str(toml)]):
+        raise ChainStopped(2, "train_critic")
+    table = critic_table(root, train_lines, heldout_lines, c)
+    write_text(root / "critic" / "critic_table.md", table["markdown"])
+    return {"thresholds": thresholds, "train_clips": len(train_lines), "heldout_clips": len(heldout_lines), **table["numbers"]}
+
+
+def critic_table(root: Path, train_lines: list[dict], heldout_lines: list[dict], c: dict) -> dict:
+    """Held-out accuracy against the oracle, on the generated candidates (what curation judges) and on every
+    held-out clip: trained critic, untrained critic, majority-answer baseline."""
+    majority = np.array([np.mean([line[d] == "Yes" for line in train_lines]) >= 0.5 for d in DIMENSIONS])
+    truth = np.array([[line[d] == "Yes" for d in DIMENSIONS] for line in heldout_lines])
+    candidate = np.array([line["kind"] == "candidate" for line in heldout_lines])
+    answers = {"majority answer of the training labels": np.repeat(majority[None], len(heldout_lines), axis=0)}
+    for name, lora in (("untrained critic (tiny thinker, no LoRA)", None),
+                       ("Talking-Critic (tiny thinker + trained LoRA)", root / "critic" / "run" / "critic_lora.safetensors")):
+        critic = TalkingCritic.from_folder(tiny_critic_dir(), lora)
+        critic.settings = VideoSettings(**video_settings(c))
+        features = []
+        for line in heldout_lines:
+            frames, fps, audio = read_video(root / "critic" / line["video"])
+            features.append(critic.features(frames, fps, audio, line["video"]))
+        scores = critic.score(features, batch_size=4)
+        answers[name] = np.array([[s[d] >= 0.5 for d in DIMENSIONS] for s in scores])
+    lines = [f"Held-out accuracy against the oracle, in the form of the paper's Table 1 ({int(candidate.sum())} generated "
+             f"candidates, {len(heldout_lines)} clips in all, from {c['heldout_share']:.0%} of the critic conditions; the "
+             f"critic's training answers were flipped with probability {c['label_noise']}):", "",
+             "| judge | clips | motion naturalness | lip-sync | visual quality |", "|---|---|---|---|---|"]
+    numbers = {}
+    for name, answer in answers.items():
+        correct = answer == truth
+        for subset, rows in (("generated candidates", candidate), ("all held-out clips", np.ones_like(candidate))):
+            accuracy = correct[rows].mean(axis=0)
+            numbers.setdefault(name, {})[subset] = dict(zip(DIMENSIONS, map(float, accuracy)))
+            lines.append(f"| {name} | {subset} | " + " | ".join(f"{100 * a:.1f}%" for a in accuracy) + " |")
+    return {"markdown": "\n".join(lines) + "\n", "numbers": {"accuracy": numbers}}
+
+
+def stage_pairs(config: dict, root: Path) -> dict:
+    argv = ["--candidates", str(root / "candidates" / "train" / "candidates.jsonl"), "--out", str(root / "pairs"),
+            "--critic-base", str(tiny_critic_dir()), "--critic-lora", str(root / "critic" / "run" / "critic_lora.safetensors"),
+            "--margin", str(config["curation"]["margin"]), "--rule", config["curation"]["rule"],
+            "--max-pairs-per-condition", str(config["curation"]["max_pairs_per_condition"])]
+    call(curate_pairs, argv)
+    counts = {d: len((root / "pairs" / f"pairs_{d}.jsonl").read_text().splitlines()) for d in DIMENSIONS}
+    empty = [d for d, n in counts.items() if n == 0]
+    if empty:
+        raise InputError(f"the critic gave no {', '.join(empty)} pairs; raise world.train_conditions or candidates.samples, "
+                         "or lower curation.margin")
+    return counts
+
+
+def stage_cache(config: dict, root: Path) -> dict:
+    by_id = {c["id"]: c for c in conditions(root, "train")}
+    folder = root / "candidates" / "train"
+    clips = [{"id": c["id"], "video": f"train/{c['video']}", "condition": c["condition"], "prompt": PROMPT,
+              "image": f"../conditions/{by_id[c['condition']]['image']}"}
+             for c in read_jsonl(folder / "candidates.jsonl", ("id", "video", "condition"))]
+    manifest = write_text(root / "candidates" / "clips.jsonl", "".join(json.dumps(c) + "\n" for c in clips))
+    call(preprocess, ["--clips", str(manifest), "--out", str(root / "cache"), "--model-dir", config["run"]["model"],
+                      "--frames", str(config["world"]["frames"]), "--fps", str(FPS), "--lip-mask", "world"])
+    return {"clips": len(clips)}
+
+
+def expert_file(root: Path, name: str) -> Path:
+    return root / "experts" / name / f"expert_{name}.safetensors"
+
+
+def stage_experts(config: dict, root: Path) -> dict:
+    e = config["experts"]
+    pairs = {d: str(root / "pairs" / f"pairs_{d}.jsonl") for d in DIMENSIONS}
+    seconds = {}
+    for name in EXPERTS:
+        started = time.perf_counter()
+        toml = write_toml(root / "configs" / f"expert_{name}.toml", {
+            "model": {"folder": str(resolve_model(config))},
+            "expert": {"dimension": name, "rank": e["rank"], "alpha": e["alpha"], "lip_mask": e["lip_mask"]},
+            "data": {"cache": str(root / "cache"), "pairs": list(pairs.values()) if name == "pooled" else [pairs[name]]},
+            "train": {"output": str(root / "experts" / name), "steps": e["steps"], "batch_size": e["batch_size"], "lr": e["lr"],
+                      "beta": e["beta"], "seed": config["run"]["seed"], "checkpoint_every": max(1, e["steps"] // 3),
+                      "sigma_max": e["sigma_max"]},
+        })
+        if run(train_expert.main, train_expert.SCHEMA, ["--config", str(toml)]):
+            raise ChainStopped(2, f"train_expert {name}")
+        seconds[name] = round(time.perf_counter() - started, 1)
+    return {"seconds": seconds}
+
+
+def stage_gate(config: dict, root: Path) -> dict:
+    g = config["gate"]
+    toml = write_toml(root / "configs" / "gate.toml", {
+        "model": {"folder": str(resolve_model(config))},
+        "gate": {"experts": {d: str(expert_file(root, d)) for d in DIMENSIONS}, "embed_dim": g["embed_dim"]},
+        "data": {"cache": str(root / "cache"), "pairs": {d: str(root / "pairs" / f"pairs_{d}.jsonl") for d in DIMENSIONS}},
+        "train": {"output": str(root / "gate"), "steps": g["steps"], "batch_size": g["batch_size"], "lr": g["lr"], "beta": g["beta"],
+                  "seed": config["run"]["seed"], "checkpoint_every": max(1, g["steps"] // 3)},
+    })
+    if run(train_gate.main, train_gate.SCHEMA, ["--config", str(toml)]):
+        raise ChainStopped(2, "train_gate")
+    return {}
+
+
+def resolve_model(config: dict) -> Path:
+    return miniature_model_dir() if config["run"]["model"] == "miniature" else resolve(config["run"]["model"])
+
+
+def stage_evaluate(config: dict, root: Path) -> dict:
+    pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(resolve_model(config)))
+    experts = {name: Expert(name, load_lora(expert_file(root, name))) for name in EXPERTS}
+    gate = load_gate(root / "gate" / "gate.safetensors", pipe.model.num_layers)
+    trio = [experts[d] for d in DIMENSIONS]
+    rows = {"base": ([], None), **{f"{d} expert alone": ([experts[d]], None) for d in DIMENSIONS},
+            "static equal merge (1/3 each)": (trio, StaticMix([1 / 3] * 3)), "pooled single LoRA": ([experts["pooled"]], None),
+            "TLPO (experts + trained gate)": (trio, gate)}
+    frames, d = config["world"]["frames"], pipe.defaults
+    results = {name: [] for name in rows}
+    for condition in conditions(root, "heldout"):
+        clip = make_clip(condition["seed"], frames)
+        image = load_image(root / "conditions" / condition["image"])
+        for seed in config["evaluate"]["seeds"]:
+            options = SamplerOptions(steps=config["evaluate"]["steps"], cfg=d["cfg"], audio_cfg=d["audio_cfg"], shift=d["shift"],
+                                     seed=int(seed))
+            for name, (chosen, mix) in rows.items():
+                video = pipe.animate(image, clip.audio, PROMPT, options=options, num_frames=frames, fps=FPS,
+                                     experts=chosen, gate=mix).frames.numpy()
+                s = score_clip(video, clip.audio, FPS, clip.portrait, clip.frames)
+                results[name].append({"condition": condition["id"], "seed": int(seed), "lipsync": s.lipsync,
+                                      "motion": s.motion, "quality": s.quality})
+    heatmap = render_gate(gate, pipe.model.num_layers, gate.experts)
+    Image.fromarray(heatmap).save(root / "gate_heatmap.png")
+    grid = gate_weights_grid(gate, pipe.model.num_layers, torch.linspace(1000, 0, 11)).tolist()
+    return {"results": results, "gate_grid": grid, "gate_experts": list(gate.experts)}
+
+
+STAGE_FUNCTIONS = {"conditions": stage_conditions, "candidates": stage_candidates, "critic": stage_critic,
+                   "pairs": stage_pairs, "cache": stage_cache, "experts": stage_experts, "gate": stage_gate,
+                   "evaluate": stage_evaluate}
+
+
+# ------------------------------------------------------------------ report
+def summary_rows(results: dict) -> dict:
+    table = {}
+    for name, items in results.items():
+        values = {d: np.array([i[d] for i in items]) for d in ("lipsync", "motion", "quality")}
+        per_seed = {d: sorted({i["seed"] for i in items}) for d in values}
+        table[name] = {d: {"mean": float(v.mean()), "std": float(v.std()),
+                           "seed_means": [float(np.mean([i[d] for i in items if i["seed"] == s])) for s in per_seed[d]]}
+                       for d, v in values.items()}
+    return table
+
+
+def verdicts(table: dict) -> list[str]:
+    base, tlpo = table["base"], table["TLPO (experts + trained gate)"]
+    merge, pooled = table["static equal merge (1/3 each)"], table["pooled single LoRA"]
+    dims = ("lipsync", "motion", "quality")
+    own = {"lipsync": "lipsync expert alone", "motion": "motion expert alone", "quality": "quality expert alone"}
+    lines = []
+    for d in dims:
+        best = max(table, key=lambda name: table[name][d]["mean"])
+        lines.append(f"- {d}: best row is '{best}'; its own expert {'is' if best == own[d] else 'is not'} the best row.")
+    up = [d for d in dims if tlpo[d]["mean"] > base[d]["mean"]]
+    lines.append(f"- TLPO improves on the base in {len(up)} of 3 dimensions ({', '.join(up) or 'none'}).")
+    for other, name in ((merge, "the static merge"), (pooled, "the pooled LoRA")):
+        wins = [d for d in dims if tlpo[d]["mean"] > other[d]["mean"]]
+        lines.append(f"- TLPO beats {name} in {len(wins)} of 3 dimensions ({', '.join(wins) or 'none'}).")
+    return lines
+
+
+def describe_gate(grid: list, experts: list[str]) -> str:
+    weights = np.array(grid)  # [experts, layers, 11 timesteps from 1000 to 0]
+    parts = []
+    for k, name in enumerate(experts):
+        early, late = weights[k, :, :4].mean(), weights[k, :, -4:].mean()
+        parts.append(f"{name}: {early:.2f} at t 1000-700, {late:.2f} at t 300-0 (layers {weights[k].mean(axis=1).min():.2f}"
+                     f"-{weights[k].mean(axis=1).max():.2f})")
+    return "; ".join(parts)
+
+
+def report(config: dict, root: Path, stages: dict) -> str:
+    table = summary_rows(stages["evaluate"]["results"])
+    heldout, seeds = config["world"]["heldout_conditions"], config["evaluate"]["seeds"]
+    lines = [f"TLPO in the miniature world: oracle scores on {heldout} held-out conditions x {len(seeds)} seeds "
+             f"(mean ± std over the {heldout * len(seeds)} videos; per-seed means in the JSON).", "",
+             f"Command: `python training/reproduce_tlpo.py {' '.join(sys.argv[1:])}`", "",
+             "| row | lip-sync | motion naturalness | visual quality |", "|---|---|---|---|"]
+    for name, scores in table.items():
+        lines.append(f"| {name} | " + " | ".join(f"{scores[d]['mean']:.3f} ± {scores[d]['std']:.3f}"
+                                                 for d in ("lipsync", "motion", "quality")) + " |")
+    lines += ["", "What the numbers say:", *verdicts(table), "",
+              f"Gate (heatmap: gate_heatmap.png): {describe_gate(stages['evaluate']['gate_grid'], stages['evaluate']['gate_experts'])}.",
+              "", "Talking-Critic:", "", (root / "critic" / "critic_table.md").read_text().strip(), "",
+              f"Pairs curated by the critic ({config['curation']['rule']} rule, margin {config['curation']['margin']}): "
+              f"{json.dumps({d: stages['pairs'][d] for d in DIMENSIONS})}.", "",
+              "Wall time per stage (s, this machine): " + ", ".join(f"{s} {stages[s]['_seconds']:.0f}" for s in STAGES) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(config: dict) -> Path:
+    root = resolve(config["run"]["output"])
+    root.mkdir(parents=True, exist_ok=True)
+    stages = {}
+    for name in STAGES:
+        marker = root / "stages" / f"{name}.json"
+        if marker.is_file():
+            stages[name] = json.loads(marker.read_text())
+            log.info("stage %s: done before, skipped", name)
+            continue
+        log.info("stage %s", name)
+        started = time.perf_counter()
+        try:
+            result = STAGE_FUNCTIONS[name](config, root)
+        except ChainStopped as stopped:
+            if stopped.code > 128:
+                raise Stopped(stopped.code - 128, f"in stage {name}") from None
+            raise InputError(str(stopped)) from None
+        stages[name] = {**result, "_seconds": round(time.perf_counter() - started, 1)}
+        write_text(marker, json.dumps(stages[name]))
+    text = report(config, root, stages)
+    out = write_text(root / "results.md", text)
+    write_text(root / "results.json", json.dumps({"summary": summary_rows(stages["evaluate"]["results"]), "stages": stages}, indent=1))
+    if config["run"]["results"]:
+        target = resolve(config["run"]["results"])
+        write_text(target.with_suffix(".md"), text)
+        shutil.copyfile(root / "gate_heatmap.png", target.with_name(target.stem + "_gate.png"))
+    print(text)
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main, SCHEMA))
