@@ -86,6 +86,14 @@ def main(argv=None) -> int:
     if args.clips < 1 or args.frames < 5 or args.frames % 4 != 1:
         print("error: --clips must be at least 1 and --frames 4k+1 (at least 5)", file=sys.stderr)
         return 2
+    try:
+        return evaluate(args, argv)
+    except KeyboardInterrupt:  # nothing is written before the end: say so instead of a traceback
+        print("stopped by SIGINT before the results were written; run the same command again", file=sys.stderr)
+        return 130
+
+
+def evaluate(args, argv) -> int:
     trained = Path(args.model) if args.model else miniature_model_dir()
     clips = [make_clip(HELD_OUT_SEEDS_FROM + i, args.frames) for i in range(args.clips)]
     rows: dict[str, list[dict]] = {"ground truth": [], "static first frame": []}

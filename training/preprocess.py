@@ -28,6 +28,7 @@ from ft2_core.jsonl import read_jsonl  # noqa: E402
 from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths, model_folder  # noqa: E402
 from ft2_core.preference_data import CacheWriter  # noqa: E402
 from ft2_core.video_io import read_video  # noqa: E402
+from training.trainer import Stopped, StopRequests  # noqa: E402
 
 log = logging.getLogger("ft2.preprocess")
 
@@ -40,9 +41,18 @@ def resized(frames: np.ndarray, max_side: int) -> torch.Tensor:
 @torch.no_grad()
 def preprocess(clips: list[dict], out: Path, pipe: FantasyTalkingPipeline, num_frames: int | None, fps: float,
                max_side: int, masker=None, base: Path = Path(".")) -> int:
+    with StopRequests() as stop:
+        return cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop)
+
+
+def cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop: StopRequests) -> int:
+    """Encode every clip not cached yet; after each one, a stop request writes what is done and stops."""
     writer = CacheWriter(out)
     done = 0
     for clip in clips:
+        if stop.signum is not None:
+            writer.close()
+            stop.check(f"after caching {done} new clips (kept in {out})")
         video_key, cond_key = f"video/{clip['id']}", f"cond/{clip['condition']}"
         if video_key in writer and cond_key in writer:
             continue
@@ -118,6 +128,9 @@ def main(argv=None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Stopped as stopped:
+        print(stopped, file=sys.stderr)
+        return 128 + stopped.signum
     log.info("cached %d new clips in %s", count, args.out)
     return 0
 
