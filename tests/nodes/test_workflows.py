@@ -12,7 +12,7 @@ WIDGET_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 UPLOAD_EXTRA_WIDGETS = {"image_upload": 1, "audio_upload": 2, "video_upload": 1}  # added by the frontend
 FRONTEND_NODES = {"Note": {"input": {"required": {"text": ("STRING", {"multiline": True})}}, "output": []}}  # not in /object_info
 TITLE_HEIGHT = 30  # the frontend draws a node's title bar above its position
-VIEW = (1400, 800)  # the canvas a laptop shows beside ComfyUI's side bars, in screen pixels
+VIEW = (80, 110, 1400, 800)  # left, top, right, bottom of a laptop's canvas not covered by the frontend's bars
 
 
 @pytest.fixture()
@@ -145,8 +145,8 @@ def test_layout_no_overlap_and_opens_in_view(path):
     left, top = min(b[0] for b in placed.values()), min(b[1] for b in placed.values())
     right, bottom = max(b[2] for b in placed.values()), max(b[3] for b in placed.values())
     screen = [(x + ds["offset"][0]) * ds["scale"] for x in (left, right)], [(y + ds["offset"][1]) * ds["scale"] for y in (top, bottom)]
-    assert screen[0][0] >= 0 and screen[1][0] >= 0, "the graph starts off screen"
-    assert screen[0][1] <= VIEW[0] and screen[1][1] <= VIEW[1], f"the graph does not fit a {VIEW} view at its saved zoom"
+    assert screen[0][0] >= VIEW[0] - 1 and screen[1][0] >= VIEW[1] - 1, "the graph starts under the side or top bar"
+    assert screen[0][1] <= VIEW[2] and screen[1][1] <= VIEW[3], f"the graph does not fit the {VIEW} view at its saved zoom"
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
