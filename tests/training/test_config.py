@@ -30,7 +30,7 @@ def problems(schema, argv):
     ("train.checkpoint_every=0", "train.checkpoint_every must be at least 1, got 0"),
     ('train.lr="fast"', "train.lr must be a number, got 'fast'"),
     ("train.lr=nan", "train.lr must be finite, got nan"),
-    ('expert.dimension="smell"', "expert.dimension must be one of 'motion', 'lipsync', 'quality', got 'smell'"),
+    ('expert.dimension="smell"', "expert.dimension must be one of 'motion', 'lipsync', 'quality', 'pooled', got 'smell'"),
     ("train.stpes=5", "unknown config key train.stpes; did you mean train.steps?"),
     ("expert.ranq=4", "unknown config key expert.ranq; did you mean expert.rank?"),
     ('train.mixed_precision="fp8"', "train.mixed_precision must be one of 'no', 'bf16', 'fp16', got 'fp8'"),
