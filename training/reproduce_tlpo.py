@@ -74,9 +74,13 @@ SCHEMA = {
 # ------------------------------------------------------------------ helpers
 def call(script, argv: list[str]) -> None:
     """Run one of the project's scripts in-process; a failure stops the chain with its exit code."""
-    code = script.main(argv)
+    finish(script.main(argv), f"{script.__name__} {' '.join(argv)}")
+
+
+def finish(code: int, what: str) -> None:
+    """A stage command's exit code: 0 goes on; a stop (128 + signal) or a failure ends the chain with it."""
     if code:
-        raise ChainStopped(code, f"{script.__name__} {' '.join(argv)}")
+        raise ChainStopped(code, what)
 
 
 class ChainStopped(Exception):
@@ -212,8 +216,7 @@ def stage_critic(config: dict, root: Path) -> dict:
         "train": {"output": str(root / "critic" / "run"), "steps": c["steps"], "batch_size": c["batch_size"], "lr": c["lr"],
                   "seed": config["run"]["seed"], "checkpoint_every": max(1, c["steps"] // 3), "eval_every": max(1, c["steps"] // 3)},
     })
-    if run(train_critic.main, train_critic.SCHEMA, ["--config", str(toml)]):
-        raise ChainStopped(2, "train_critic")
+    finish(run(train_critic.main, train_critic.SCHEMA, ["--config", str(toml)]), "train_critic")
     table = critic_table(root, train_lines, heldout_lines, c)
     write_text(root / "critic" / "critic_table.md", table["markdown"])
     return {"thresholds": thresholds, "train_clips": len(train_lines), "heldout_clips": len(heldout_lines), **table["numbers"]}
@@ -294,8 +297,7 @@ def stage_experts(config: dict, root: Path) -> dict:
                       "beta": e["beta"], "seed": config["run"]["seed"], "checkpoint_every": max(1, e["steps"] // 3),
                       "sigma_max": e["sigma_max"]},
         })
-        if run(train_expert.main, train_expert.SCHEMA, ["--config", str(toml)]):
-            raise ChainStopped(2, f"train_expert {name}")
+        finish(run(train_expert.main, train_expert.SCHEMA, ["--config", str(toml)]), f"train_expert {name}")
         seconds[name] = round(time.perf_counter() - started, 1)
     return {"seconds": seconds}
 
@@ -309,8 +311,7 @@ def stage_gate(config: dict, root: Path) -> dict:
         "train": {"output": str(root / "gate"), "steps": g["steps"], "batch_size": g["batch_size"], "lr": g["lr"], "beta": g["beta"],
                   "seed": config["run"]["seed"], "checkpoint_every": max(1, g["steps"] // 3)},
     })
-    if run(train_gate.main, train_gate.SCHEMA, ["--config", str(toml)]):
-        raise ChainStopped(2, "train_gate")
+    finish(run(train_gate.main, train_gate.SCHEMA, ["--config", str(toml)]), "train_gate")
     return {}
 
 
