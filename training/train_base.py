@@ -32,7 +32,7 @@ from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip  # noqa: E40
 from ft2_core.talking_model import FantasyTalkingModel  # noqa: E402
 from ft2_core.wan_transformer import build_transformer  # noqa: E402
 from training.config import Option  # noqa: E402
-from training.trainer import StopRequests, mix_seed, resolve, restore, run, save_checkpoint  # noqa: E402
+from training.trainer import StopRequests, end_of_step, mix_seed, resolve, restore, run  # noqa: E402
 
 log = logging.getLogger("ft2.train")
 SCHEMA = {
@@ -170,12 +170,8 @@ def main(config: dict) -> Path:
             bar.set_postfix(loss=f"{loss.item():.4f}")
             append_jsonl(output / "metrics.jsonl", {"step": step + 1, "loss": loss.item(),
                                                     "seconds": round(time.perf_counter() - started, 2)})
-            stopping = stop.requested()
-            if (step + 1) % train["checkpoint_every"] == 0 or step + 1 == steps or stopping:
-                save_checkpoint(output, step + 1, {"model": model.state_dict(), "ema": ema.state_dict()}, optimizer)
-            if stopping:
-                bar.close()
-                stop.check(f"after step {step + 1} (checkpoint saved in {output})")
+            end_of_step(stop, output, step + 1, steps, train["checkpoint_every"],
+                        {"model": model.state_dict(), "ema": ema.state_dict()}, optimizer, bar)
     bar.close()
     produced_by = {"command": "python training/train_base.py " + " ".join(sys.argv[1:]), "config": config,
                    "train_seconds_this_session": round(time.perf_counter() - started, 1)}

@@ -21,7 +21,7 @@ from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
 from ft2_core.video_io import read_video  # noqa: E402
 from training.config import Option  # noqa: E402
-from training.trainer import StopRequests, global_batch, local_batch_size, make_accelerator, resolve, resume, run, save_checkpoint  # noqa: E402
+from training.trainer import StopRequests, end_of_step, global_batch, local_batch_size, make_accelerator, resolve, resume, run  # noqa: E402
 
 SCHEMA = {
     "model": {"folder": Option(str, ""), "cache_dir": Option(str, "")},
@@ -126,14 +126,8 @@ def main(config: dict) -> Path:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
                 append_jsonl(log_path, record)
-            stopping = stop.requested(accelerator)
-            if done % train.get("checkpoint_every", 100) == 0 or done == train["steps"] or stopping:
-                accelerator.wait_for_everyone()
-                if accelerator.is_main_process:
-                    save_checkpoint(output, done, {"trainable": named}, optimizer)
-            if stopping:
-                bar.close()
-                stop.check(f"after step {done} (checkpoint saved in {output})")
+            end_of_step(stop, output, done, train["steps"], train.get("checkpoint_every", 100), {"trainable": named}, optimizer,
+                        bar, accelerator)
     bar.close()
     accelerator.wait_for_everyone()
     critic.thinker = accelerator.unwrap_model(thinker)

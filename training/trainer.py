@@ -209,6 +209,20 @@ def resume(config: dict, output: Path, parameters: dict[str, torch.nn.Parameter]
     return restore(output, config, {"trainable": parameters}, optimizer, accelerator.is_main_process)
 
 
+def end_of_step(stop: "StopRequests", output: Path, done: int, steps: int, every: int, states: dict, optimizer, bar,
+                accelerator=None) -> None:
+    """Checkpoint on schedule, at the last step, or when asked to stop; then stop if asked (all processes agree)."""
+    stopping = stop.requested(accelerator)
+    if done % every == 0 or done == steps or stopping:
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+        if accelerator is None or accelerator.is_main_process:
+            save_checkpoint(output, done, states, optimizer)
+    if stopping:
+        bar.close()
+        stop.check(f"after step {done} (checkpoint saved in {output})")
+
+
 # ------------------------------------------------------------------ clean interruption
 class Stopped(Exception):
     """Raised at a safe point after SIGINT/SIGTERM; what is finished is kept."""
@@ -338,15 +352,8 @@ def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], da
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics.loss:.4f}", acc=f"{metrics.accuracy:.2f}", margin=f"{metrics.margin:.3f}")
                 append_jsonl(metrics_file, {"step": step + 1, **metrics.as_dict()})
-            done = step + 1
-            stopping = stop.requested(accelerator)
-            if done % train.get("checkpoint_every", 100) == 0 or done == steps or stopping:
-                accelerator.wait_for_everyone()
-                if accelerator.is_main_process:
-                    save_checkpoint(output, done, {"trainable": parameters}, optimizer)
-            if stopping:
-                bar.close()
-                stop.check(f"after step {done} (checkpoint saved in {output})")
+            end_of_step(stop, output, step + 1, steps, train.get("checkpoint_every", 100), {"trainable": parameters}, optimizer,
+                        bar, accelerator)
     bar.close()
     check_ranks_agree(accelerator, parameters, output, steps)
     result = save_result(output) if accelerator.is_main_process else None
