@@ -103,11 +103,6 @@ def checkpoints(output: Path) -> list[Path]:
     return sorted(output.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
 
 
-def latest_checkpoint(output: Path) -> Path | None:
-    done = checkpoints(output)
-    return done[-1] if done else None
-
-
 def save_checkpoint(output: Path, step: int, states: dict[str, dict[str, torch.Tensor]], optimizer) -> Path:
     """Write `states` (file stem -> tensors), the optimizer and the step into a temporary folder, then rename:
     a crash never leaves a half checkpoint. Keeps the newest KEEP_CHECKPOINTS."""

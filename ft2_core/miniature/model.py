@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..audio import Audio, Wav2VecEncoder, clip_for_video
@@ -86,8 +85,3 @@ class WorldEncoders:
 
     def audio_features(self, audio: Audio, num_frames: int, fps: float) -> torch.Tensor:
         return self.wav2vec.encode(clip_for_video(audio, num_frames, fps))
-
-
-def frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
-    array = frames.numpy() if isinstance(frames, torch.Tensor) else frames
-    return (np.clip(array, 0, 1) * 255).round().astype(np.uint8)

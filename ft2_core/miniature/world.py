@@ -237,11 +237,6 @@ def portrait(face: Face, size: int = SIZE) -> np.ndarray:
     return render(face, rest_motion(1), size)[0][0]
 
 
-def clip_frames(seconds: float, fps: float = FPS) -> int:
-    """The 4k+1 frame count the sampler gives for this duration (upstream's rule, uncapped)."""
-    return int(fps * seconds) // 4 * 4 + 5
-
-
 def make_clip(seed: int, num_frames: int = 33, size: int = SIZE, fps: float = FPS, face_seed: int | None = None) -> Clip:
     """One talking-face clip, fully determined by `seed` (and `face_seed` for the identity, default the same)."""
     rng = np.random.default_rng([seed, 1])
