@@ -11,6 +11,7 @@ finished stage leaves `stages/<name>.json` (with its wall time) and is skipped o
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -117,9 +118,15 @@ def conditions(root: Path, split: str) -> list[dict]:
     return read_jsonl(root / "conditions" / f"{split}.jsonl", ("id", "image", "audio", "seed"), "conditions")
 
 
+@functools.lru_cache(maxsize=64)
+def true_clip(seed: int, frames: int):
+    """A condition's ground-truth clip, drawn once: every candidate and damaged copy of it is scored against it."""
+    return make_clip(seed, frames)
+
+
 def oracle_scores(video: Path, condition: dict, frames: int) -> dict:
     pixels, fps, audio = read_video(video)
-    clip = make_clip(condition["seed"], frames)
+    clip = true_clip(condition["seed"], frames)
     scores = score_clip(pixels[:frames].astype(np.float32) / 255, audio, fps, clip.portrait, clip.frames)
     return {"lipsync": scores.lipsync, "motion": scores.motion, "quality": scores.quality}
 
@@ -172,8 +179,8 @@ def rated_clips(config: dict, root: Path) -> list[dict]:
                         "kind": "candidate", "oracle": oracle_scores(folder / candidate["video"], condition, frames)})
     rng = np.random.default_rng(config["run"]["seed"])
     for index, condition in enumerate(critic_conditions):
-        clip = make_clip(condition["seed"], frames)
-        other = make_clip(critic_conditions[(index + 1) % len(critic_conditions)]["seed"], frames).audio
+        clip = true_clip(condition["seed"], frames)
+        other = true_clip(critic_conditions[(index + 1) % len(critic_conditions)]["seed"], frames).audio
         for kind in ("ground truth", *DEGRADATIONS):
             pixels, audio = (clip.frames, clip.audio) if kind == "ground truth" else degrade(clip, kind, rng, other)
             name = f"{condition['id']}_{kind.replace(' ', '_')}.mp4"
@@ -330,7 +337,7 @@ def stage_evaluate(config: dict, root: Path) -> dict:
     frames, d = config["world"]["frames"], pipe.defaults
     results = {name: [] for name in rows}
     for condition in conditions(root, "heldout"):
-        clip = make_clip(condition["seed"], frames)
+        clip = true_clip(condition["seed"], frames)
         image = load_image(root / "conditions" / condition["image"])
         for seed in config["evaluate"]["seeds"]:
             options = SamplerOptions(steps=config["evaluate"]["steps"], cfg=d["cfg"], audio_cfg=d["audio_cfg"], shift=d["shift"],
