@@ -183,7 +183,9 @@ def restore(output: Path, config: dict, targets: dict[str, dict[str, torch.nn.Pa
     if main_process:
         remove_stale_files(output)
     found = last_good_checkpoint(output) if config["train"].get("resume", True) else None
-    if found is None:
+    if found is None:  # starting over: log lines of a run killed before its first checkpoint go too
+        if main_process:
+            trim_metrics(output / "metrics.jsonl", 0)
         return 0
     path, step, states, optimizer_state = found
     if set(states) != set(targets) or any(set(states[k]) != set(targets[k]) for k in targets):

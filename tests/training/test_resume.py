@@ -84,6 +84,16 @@ def test_cut_metrics_line_and_leftovers_of_a_killed_run(tmp_path, toy_data, stra
     assert same_weights(out, straight)
 
 
+def test_killed_before_its_first_checkpoint_starts_over_with_a_clean_log(tmp_path, toy_data, straight):
+    """Steps 1-2 logged, then killed before checkpoint 4: the rerun starts at step 1 and logs each step once."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 0.7}\n{"step": 2, "loss": 0.69}\n')
+    assert run(train_expert.main, train_expert.SCHEMA, argv(tmp_path, toy_data, out)) == 0
+    assert [m["step"] for m in metrics(out)] == list(range(1, STEPS + 1))
+    assert same_weights(out, straight)
+
+
 def train_process(config_argv):
     return subprocess.Popen([sys.executable, str(REPO / "training" / "train_expert.py"), *config_argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
