@@ -89,9 +89,10 @@ def to_mono_16k(audio: Audio) -> np.ndarray:
     return resample_poly(mono, WAV2VEC_RATE // divisor, audio.sample_rate // divisor).astype(np.float32)
 
 
-def frame_count(duration: float, fps: float, max_frames: int = 81) -> int:
-    """Upstream's rule: 4k+1 frames covering the clip, capped at `max_frames`."""
-    return min(int(fps * duration) // 4 * 4 + 5, max_frames)
+def frame_count(duration: float, fps: float, max_frames: int | None = None) -> int:
+    """Upstream's rule: 4k+1 frames covering the clip (any length: long videos run in windows), optionally capped."""
+    frames = int(fps * duration) // 4 * 4 + 5
+    return frames if max_frames is None else min(frames, max_frames)
 
 
 def fit_samples(samples: np.ndarray, num_samples: int) -> np.ndarray:

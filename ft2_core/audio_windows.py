@@ -59,6 +59,10 @@ class AudioWindows:
     def to(self, device=None, dtype=None) -> "AudioWindows":
         return AudioWindows(self.tokens.to(device=device, dtype=dtype), self.lengths.to(device))
 
+    def frames(self, start: int, end: int) -> "AudioWindows":
+        """The windows of latent frames start..end-1 (one window of a long video)."""
+        return AudioWindows(self.tokens[:, start:end], self.lengths[start:end])
+
     def select(self, rows: torch.Tensor) -> "AudioWindows":
         return AudioWindows(self.tokens.index_select(0, rows), self.lengths)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
+from .long_video import METHODS
 
 log = logging.getLogger("ft2_core")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -43,11 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--shift", type=float)
     sampling.add_argument("--scheduler", choices=("euler", "unipc"), default="euler")
     sampling.add_argument("--seed", type=int, default=0)
-    sampling.add_argument("--frames", type=int, help="frame count (4k+1); default follows the audio, up to 81")
+    sampling.add_argument("--frames", type=int, help="frame count (4k+1); default: enough for the whole audio")
+    sampling.add_argument("--max-seconds", type=float, help="animate only the first seconds of the audio")
     sampling.add_argument("--fps", type=float)
     sampling.add_argument("--max-side", type=int, help="longest image edge in pixels (multiple of 16)")
     sampling.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     sampling.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default: bf16 on GPU, fp32 on CPU")
+
+    long = animate.add_argument_group("long audio (videos longer than the model's trained length run in windows of it)")
+    long.add_argument("--long-method", choices=METHODS,
+                      help="sliding: overlapping windows fused at every step; continuation: each window starts from the "
+                           "last frames of the one before; single: one window for everything (default: the model's)")
+    long.add_argument("--window-frames", type=int, help="frames per window (4k+1; default: the model's trained length)")
+    long.add_argument("--overlap-frames", type=int, help="frames shared by neighbouring windows (multiple of 4; default 16)")
 
     tlpo = animate.add_argument_group("TLPO experts (optional)")
     tlpo.add_argument("--expert", action="append", default=[], metavar="NAME=FILE[:STRENGTH]",
@@ -97,6 +106,7 @@ def run_animate(args) -> Path:
         audio_cfg_start=args.audio_cfg_start, audio_cfg_end=args.audio_cfg_end,
         shift=defaults["shift"] if args.shift is None else args.shift, scheduler=args.scheduler, seed=args.seed, audio_scale=args.audio_scale,
     ).validate()
+    windows = pipe.window_options(args.long_method, args.window_frames, args.overlap_frames)
     experts, gate = experts_from_args(args, pipe.model.num_layers)
     bar = tqdm(desc="animating", unit="unit")
 
@@ -107,7 +117,7 @@ def run_animate(args) -> Path:
     result = pipe.animate(
         image, audio, args.prompt, args.negative_prompt or DEFAULT_NEGATIVE_PROMPT, options,
         num_frames=args.frames, fps=args.fps, max_side=args.max_side, progress=RunProgress(report),
-        experts=experts, gate=gate,
+        experts=experts, gate=gate, windows=windows, max_seconds=args.max_seconds,
     )
     bar.close()
     return write_mp4(args.out, result.frames, result.fps, result.audio)

@@ -113,20 +113,20 @@ class WanVAE:
         return ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
 
 
-def first_frame_mask(num_frames: int, latent_height: int, latent_width: int) -> torch.Tensor:
-    """Wan's I2V mask [1, 4, F_latent, h, w]: 1 for the given first frame (repeated 4x), 0 elsewhere."""
+def known_frames_mask(num_frames: int, latent_height: int, latent_width: int, known: int = 1) -> torch.Tensor:
+    """Wan's I2V mask [1, 4, F_latent, h, w]: 1 for the `known` leading video frames (the first repeated 4x), 0 elsewhere."""
     mask = torch.zeros(1, num_frames + VAE_TIME_STRIDE - 1, latent_height, latent_width)
-    mask[:, :VAE_TIME_STRIDE] = 1
+    mask[:, :VAE_TIME_STRIDE + known - 1] = 1
     return mask.view(1, -1, VAE_TIME_STRIDE, latent_height, latent_width).transpose(1, 2)
 
 
-def i2v_condition(first_frame_latents: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """Mask channels + latents of [first frame, zeros...] -> the DiT's extra input [1, 4+z, F, h, w]."""
-    _, _, latent_frames, height, width = first_frame_latents.shape
-    mask = first_frame_mask(num_frames, height, width)
+def i2v_condition(known_latents: torch.Tensor, num_frames: int, known: int = 1) -> torch.Tensor:
+    """Mask channels + latents of [known frames (the portrait), zeros...] -> the DiT's extra input [1, 4+z, F, h, w]."""
+    _, _, latent_frames, height, width = known_latents.shape
+    mask = known_frames_mask(num_frames, height, width, known)
     if mask.shape[2] != latent_frames:
         raise InputError(f"condition latents have {latent_frames} frames; {num_frames} video frames need {mask.shape[2]}")
-    return torch.cat([mask.to(first_frame_latents.dtype), first_frame_latents], dim=1)
+    return torch.cat([mask.to(known_latents.dtype), known_latents], dim=1)
 
 
 def pad_text_embeddings(embeddings: torch.Tensor, name: str = "text embeddings", width: int | None = None) -> torch.Tensor:
@@ -142,8 +142,9 @@ def pad_text_embeddings(embeddings: torch.Tensor, name: str = "text embeddings",
     return torch.cat([embeddings.float(), embeddings.new_zeros(1, TEXT_LEN - tokens, embeddings.shape[2]).float()], dim=1)
 
 
-def condition_video(image: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """[H, W, 3] in 0..1 -> [1, 3, T, H, W] in -1..1: the image then black (zero) frames, as Wan encodes it."""
-    first = image.permute(2, 0, 1)[None, :, None] * 2 - 1
-    rest = first.new_zeros(1, 3, num_frames - 1, *first.shape[-2:])
-    return torch.cat([first, rest], dim=2)
+def condition_video(frames: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Known frames [H, W, 3] or [K, H, W, 3] in 0..1 -> [1, 3, T, H, W] in -1..1: the frames then black (zero)
+    frames, as Wan encodes an I2V condition (K = 1: the portrait; more: the end of a video being continued)."""
+    known = (frames[None] if frames.ndim == 3 else frames).permute(3, 0, 1, 2)[None] * 2 - 1
+    rest = known.new_zeros(1, 3, num_frames - known.shape[2], *known.shape[-2:])
+    return torch.cat([known, rest], dim=2)

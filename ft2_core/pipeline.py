@@ -17,9 +17,10 @@ from .conditioning import ImageEncoder, TextEncoder, WanVAE, condition_video, i2
 from .errors import InputError
 from .experts import Expert, experts_attached
 from .image import fit_image
+from .long_video import FrameCodec, WindowOptions, sample_long
 from .pixel_latent import SpaceToDepthVAE, is_pixel_latent_folder
 from .progress import RunProgress, counting_calls
-from .sampler import Conditioning, SamplerOptions, sample
+from .sampler import Conditioning, SamplerOptions
 from .talking_model import FantasyTalkingModel
 from .wan_transformer import load_transformer_file, load_transformer_folder
 
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "ft2_model.json"
 ENCODER_STAGES = 4  # text, CLIP image, VAE (first frame), wav2vec2: one progress unit each
-UPSTREAM_DEFAULTS = {"max_side": 512, "fps": 23, "max_frames": 81, "steps": 30, "cfg": 5.0, "audio_cfg": 5.0, "shift": 5.0}
+# window_frames: the trained length (longer audio runs in windows of it); overlap and method: see long_video.
+UPSTREAM_DEFAULTS = {"max_side": 512, "fps": 23, "window_frames": 81, "overlap_frames": 16, "long_method": "sliding",
+                     "steps": 30, "cfg": 5.0, "audio_cfg": 5.0, "shift": 5.0}
 # Wan's standard negative prompt (upstream FantasyTalking uses it verbatim).
 DEFAULT_NEGATIVE_PROMPT = (
     "人物静止不动，静止，色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
@@ -145,14 +148,26 @@ class FantasyTalkingPipeline:
         return cls(model, Wav2VecEncoder(paths.wav2vec, device, dtype), text, image, vae, paths.defaults, device, dtype)
 
     def audio_features(self, audio: Audio, num_frames: int, fps: float) -> torch.Tensor:
-        """wav2vec2 features of the audio that plays during `num_frames` frames."""
+        """wav2vec2 features of the audio that plays during `num_frames` frames (the whole video in one pass,
+        so a long video's windows hear exactly what one long window would)."""
         return self.wav2vec.encode(clip_for_video(audio, num_frames, fps))
 
-    def plan_frames(self, audio: Audio, fps: float, num_frames: int | None) -> int:
-        if num_frames is None:
-            return frame_count(audio.duration, fps, self.defaults["max_frames"])
-        check_frame_count(num_frames)
-        return num_frames
+    def plan_frames(self, audio: Audio, fps: float, num_frames: int | None, max_seconds: float | None = None) -> int:
+        """The given frame count, or enough frames for the whole audio (or its first `max_seconds`)."""
+        if num_frames is not None:
+            check_frame_count(num_frames)
+            return num_frames
+        duration = audio.duration
+        if max_seconds is not None:
+            duration = min(duration, finite_number(max_seconds, "max_seconds", above=0.0))
+        return frame_count(duration, fps)
+
+    def window_options(self, method: str | None = None, window_frames: int | None = None,
+                       overlap_frames: int | None = None) -> WindowOptions:
+        """Long-video settings: what is given, else the model's defaults."""
+        given = {"long_method": method, "window_frames": window_frames, "overlap_frames": overlap_frames}
+        method, window_frames, overlap_frames = (self.defaults[k] if v is None else v for k, v in given.items())
+        return WindowOptions(method, window_frames, overlap_frames).validate()
 
     def encode_text(self, prompt: str, negative_prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         if self.text_encoder is None:
@@ -173,35 +188,43 @@ class FantasyTalkingPipeline:
         progress: RunProgress | None = None,
         experts: list[Expert] = (),
         gate: torch.nn.Module | None = None,
+        windows: WindowOptions | None = None,
+        max_seconds: float | None = None,
     ) -> Animation:
-        """Portrait [H, W, 3] + speech -> frames. Frame count follows the audio unless given.
+        """Portrait [H, W, 3] + speech -> frames. The frame count follows the whole audio (or its first
+        `max_seconds`) unless given; longer than one window, the video runs in `windows` (default: the
+        model's, see window_options).
 
         `experts` (TLPO LoRA experts) are mixed by `gate` (a trained gate, a static or scheduled mix;
-        default: weight 1 each) for this call only. `progress` counts every stage (4 encoders, the
+        default: weight 1 each) for this call only. `progress` counts every stage (4 encoders, windows x
         steps, one unit per decoded latent frame) and is where a cancel is honoured.
         """
         fps = self.defaults["fps"] if fps is None else finite_number(fps, "fps", above=0.0)
         options = options or SamplerOptions(
             steps=self.defaults["steps"], cfg=self.defaults["cfg"], audio_cfg=self.defaults["audio_cfg"], shift=self.defaults["shift"]
         )
-        num_frames = self.plan_frames(audio, fps, num_frames)
+        num_frames = self.plan_frames(audio, fps, num_frames, max_seconds)
+        windows = (windows or self.window_options()).validate()
         image = fit_image(image, max_side or self.defaults["max_side"])
-        log.info("animating %d frames at %g fps, %dx%d", num_frames, fps, image.shape[1], image.shape[0])
+        plan = windows.windows(num_frames)
+        log.info("animating %d frames at %g fps, %dx%d, in %d window(s) (%s)", num_frames, fps, image.shape[1],
+                 image.shape[0], len(plan), windows.method)
         progress = progress or RunProgress()
         latent_frames = latent_frame_count(num_frames)
-        progress.plan(ENCODER_STAGES + options.steps + latent_frames)
+        progress.plan(ENCODER_STAGES + options.steps * len(plan) + latent_frames)
         progress.interrupt_point()
         positive, negative = self.encode_text(prompt, negative_prompt)
         progress.advance()
         clip = self.image_encoder.encode(image) if self.image_encoder is not None else None
         progress.advance()
-        condition = i2v_condition(self.vae.encode(condition_video(image, num_frames)), num_frames)
+        first = windows.first_window_frames(num_frames)
+        condition = i2v_condition(self.vae.encode(condition_video(image, first)), first)
         progress.advance()
         features = self.audio_features(audio, num_frames, fps)
         progress.advance()
         latents = generate_latents(self.model, condition, positive, negative, clip, features, num_frames, options,
                                    self.device, self.dtype, lambda info: progress.advance(preview=info.denoised),
-                                   progress.interrupt_point, experts, gate)
+                                   progress.interrupt_point, experts, gate, windows, self.vae)
         decoder = getattr(getattr(self.vae, "model", None), "decoder", None)  # a Wan VAE decodes latent frame by frame
         with counting_calls(decoder, progress):
             frames = self.vae.decode(latents)
@@ -221,14 +244,18 @@ class FantasyTalkingPipeline:
 
 def generate_latents(model: FantasyTalkingModel, condition, positive, negative, clip, features: torch.Tensor,
                      num_frames: int, options: SamplerOptions, device="cpu", dtype=torch.float32,
-                     on_step=None, check_interrupt=None, experts: list[Expert] = (), gate=None) -> torch.Tensor:
-    """Normalised latents [1, z, F, h, w] from I2V condition, text, CLIP features and wav2vec2 features.
+                     on_step=None, check_interrupt=None, experts: list[Expert] = (), gate=None,
+                     windows: WindowOptions | None = None, codec: FrameCodec | None = None) -> torch.Tensor:
+    """Normalised latents [1, z, F, h, w] from the first window's I2V condition, text, CLIP features and the
+    wav2vec2 features of the whole video. Without `windows` the video is one window (`condition` covers it).
 
     The one entry into the sampler for the CLI, the all-in-one node and ComfyUI's native path.
     """
     check_frame_count(num_frames)
-    windows = model.adapter.windows(features.to(device), num_frames)
-    cond = Conditioning(condition, positive, negative, clip, windows.to("cpu"))
+    windows = windows or WindowOptions("single")
+    audio = model.adapter.windows(features.to(device), num_frames)
+    cond = Conditioning(condition, positive, negative, clip, audio.to("cpu"))
     latent_channels = model.transformer.config.out_channels
     with experts_attached(model, list(experts), gate.to(device) if gate is not None else None):
-        return sample(model, cond, options, latent_channels, device, dtype, on_step, check_interrupt)
+        return sample_long(model, cond, options, windows, num_frames, latent_channels, device, dtype, on_step,
+                           check_interrupt, codec)

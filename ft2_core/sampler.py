@@ -61,24 +61,85 @@ class Conditioning:
     image: torch.Tensor | None  # [1, 257, image_dim] CLIP features
     audio: AudioWindows  # windows for the latent frames
 
-    def batch(self, texts, audio_scales, device, dtype):
-        """Stack one row per guidance pass; returns model kwargs for that batch."""
-        rows = len(texts)
-        return dict(
-            condition=self.condition.to(device, dtype).expand(rows, -1, -1, -1, -1),
-            text=torch.cat(texts).to(device, dtype),
-            image=None if self.image is None else self.image.to(device, dtype).expand(rows, -1, -1),
-            audio=AudioWindows(self.audio.tokens.to(device, dtype).expand(rows, -1, -1, -1), self.audio.lengths.to(device)),
-            audio_scale=torch.tensor(audio_scales, device=device),
-        )
-
 
 def initial_noise(shape, seed: int) -> torch.Tensor:
     """Seeded on the CPU so a seed gives the same video on any device."""
     return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
 
 
+class GuidedVelocity:
+    """The guided velocity of one step: the guidance predictions it needs (see guidance.guidance_rows),
+    run as one batch and summed with their weights. Text and image rows are stacked once and shared
+    by every call; the latents, I2V condition and audio windows are per call (one window of a long video)."""
+
+    def __init__(self, model: Callable, cond: Conditioning, options: SamplerOptions, device, dtype):
+        self.model, self.options, self.device, self.dtype = model, options, device, dtype
+        self.batches = {}
+        for audio_step in (True, False):
+            rows = guidance_rows(options.cfg, options.audio_cfg, audio_step)
+            text = torch.cat([cond.positive if row.positive else cond.negative for row in rows]).to(device, dtype)
+            image = None if cond.image is None else cond.image.to(device, dtype).expand(len(rows), -1, -1)
+            scales = torch.tensor([options.audio_scale if row.audio else 0.0 for row in rows], device=device)
+            weights = torch.tensor([row.weight for row in rows], device=device).view(-1, 1, 1, 1, 1)
+            self.batches[audio_step] = (text, image, scales, weights)
+
+    def __call__(self, latents, condition, audio: AudioWindows, timestep, index: int, steps: int) -> torch.Tensor:
+        """latents [1, C, F, h, w] at solver step `index` of `steps` -> velocity [1, C, F, h, w] (float32)."""
+        active = audio_guidance_active(index, steps, self.options.audio_cfg_start, self.options.audio_cfg_end)
+        text, image, scales, weights = self.batches[active]
+        rows = weights.shape[0]
+        pred = self.model(
+            latents.to(self.device, self.dtype).expand(rows, -1, -1, -1, -1),
+            condition=condition.to(self.device, self.dtype).expand(rows, -1, -1, -1, -1),
+            timestep=timestep.expand(rows).to(self.device), text=text, image=image,
+            audio=AudioWindows(audio.tokens.to(self.device, self.dtype).expand(rows, -1, -1, -1), audio.lengths.to(self.device)),
+            audio_scale=scales,
+        ).float()
+        return (pred * weights).sum(dim=0, keepdim=True)
+
+
+class StepReporter:
+    """Progress and cancellation over a run of `total` model steps (windows x steps for a long video)."""
+
+    def __init__(self, total: int, on_step: Callable[[StepInfo], None] | None, check_interrupt: Callable[[], None] | None):
+        self.total, self.on_step, self.check_interrupt, self.done = total, on_step, check_interrupt, 0
+
+    def before_step(self) -> None:
+        if self.check_interrupt is not None:
+            self.check_interrupt()
+
+    def after_step(self, denoised: Callable[[], torch.Tensor]) -> None:
+        self.done += 1
+        if self.on_step is not None:
+            self.on_step(StepInfo(self.done, self.total, denoised().cpu()))
+
+
+def hold_known(latents: torch.Tensor, known: torch.Tensor | None, noise: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Put the leading latent frames that are given (`known`) on their noisy path (1 - sigma) x0 + sigma * noise."""
+    if known is None:
+        return latents
+    count = known.shape[2]
+    held = (1 - sigma) * known.to(latents.device, torch.float32) + sigma * noise[:, :, :count].to(latents.device)
+    return torch.cat([held.to(latents.dtype), latents[:, :, count:]], dim=2)
+
+
 @torch.no_grad()
+def denoise(guided: GuidedVelocity, noise: torch.Tensor, condition: torch.Tensor, audio: AudioWindows,
+            reporter: StepReporter, known: torch.Tensor | None = None) -> torch.Tensor:
+    """One window from `noise` [1, C, F, h, w] to clean latents; `known` leading latent frames are held exactly."""
+    options = guided.options
+    solver = FlowSolver(options.scheduler, options.steps, options.shift)
+    noise = noise.to(guided.device)
+    latents = noise
+    for index, timestep in enumerate(solver.timesteps):
+        latents = hold_known(latents, known, noise, float(solver.sigmas[index]))
+        reporter.before_step()
+        velocity = guided(latents, condition, audio, timestep, index, len(solver))
+        reporter.after_step(lambda: solver.denoised(velocity, index, latents))
+        latents = solver.step(velocity, index, latents)
+    return hold_known(latents, known, noise, 0.0).cpu()
+
+
 def sample(
     model: Callable,
     cond: Conditioning,
@@ -89,31 +150,12 @@ def sample(
     on_step: Callable[[StepInfo], None] | None = None,
     check_interrupt: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """Denoise from seeded noise to latents [1, C, F, h, w].
+    """Denoise from seeded noise to latents [1, C, F, h, w], the whole video in one window.
 
-    Each step runs the guidance predictions it needs (see guidance.guidance_rows) as one batch and
-    sums them with their weights. `check_interrupt` is called before every step and cancels by raising.
+    `check_interrupt` is called before every step and cancels by raising.
     """
     options.validate()
     _, _, frames, height, width = cond.condition.shape
-    latents = initial_noise((1, latent_channels, frames, height, width), options.seed).to(device)
-    solver = FlowSolver(options.scheduler, options.steps, options.shift)
-    batches = {}
-    for audio_step in (True, False):
-        rows = guidance_rows(options.cfg, options.audio_cfg, audio_step)
-        texts = [cond.positive if row.positive else cond.negative for row in rows]
-        scales = [options.audio_scale if row.audio else 0.0 for row in rows]
-        weights = torch.tensor([row.weight for row in rows], device=device).view(-1, 1, 1, 1, 1)
-        batches[audio_step] = (cond.batch(texts, scales, device, dtype), weights)
-    for index, timestep in enumerate(solver.timesteps):
-        if check_interrupt is not None:
-            check_interrupt()
-        kwargs, weights = batches[audio_guidance_active(index, len(solver), options.audio_cfg_start, options.audio_cfg_end)]
-        rows = weights.shape[0]
-        model_in = latents.to(dtype).expand(rows, -1, -1, -1, -1)
-        pred = model(model_in, timestep=timestep.expand(rows).to(device), **kwargs).float()
-        velocity = (pred * weights).sum(dim=0, keepdim=True)
-        if on_step is not None:
-            on_step(StepInfo(index + 1, len(solver), solver.denoised(velocity, index, latents).cpu()))
-        latents = solver.step(velocity, index, latents)
-    return latents.cpu()
+    noise = initial_noise((1, latent_channels, frames, height, width), options.seed)
+    guided = GuidedVelocity(model, cond, options, device, dtype)
+    return denoise(guided, noise, cond.condition, cond.audio, StepReporter(options.steps, on_step, check_interrupt))

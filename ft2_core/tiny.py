@@ -18,7 +18,7 @@ from .checkpoint_io import save_safetensors
 from .pipeline import MANIFEST
 from .wan_transformer import build_transformer, shipped_configs
 
-VERSION = 1
+VERSION = 2  # bump when the built folder changes
 NOTICE = (
     "Using the built-in tiny model: random weights, a plumbing demo that runs the real code path; "
     "its output is not a talking face. Pass --model-dir for real weights."

@@ -66,6 +66,39 @@ SAMPLER_INPUTS = {
 }
 
 
+def long_video_inputs(default_window: int, window_tooltip: str) -> dict:
+    """How audio longer than the model's trained length is animated (ft2_core.long_video), as widgets."""
+    return {
+        "long_method": (list(core("long_video").METHODS), {"default": "sliding", "tooltip": (
+            "Audio longer than one window: sliding = overlapping windows fused at every step (each hears its own audio "
+            "and sees the portrait); continuation = each window starts from the last frames of the one before; "
+            "single = everything in one window (memory grows with length; for comparison).")}),
+        "window_frames": ("INT", {"default": default_window, "min": 0, "max": 1001, "step": 4, "tooltip": window_tooltip}),
+        "overlap_frames": ("INT", {"default": 16, "min": 4, "max": 160, "step": 4,
+                                   "tooltip": "Frames shared by neighbouring windows (multiple of 4; continuation: "
+                                              "the next window starts from the last overlap - 3 frames)."}),
+    }
+
+
+FRAME_CAP = 100_000  # num_frames widgets: any length the audio asks for
+
+
+class ComfyVAECodec:
+    """ComfyUI's VAE (pixels [T, H, W, 3] in 0..1 <-> raw latents) as ft2_core's FrameCodec (normalised latents,
+    video [1, 3, T, H, W] in -1..1): what continuation uses to start each window from the last frames."""
+
+    def __init__(self, vae):
+        self.vae = vae
+
+    def encode(self, video):
+        pixels = ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
+        return core("latent_format").normalize(self.vae.encode(pixels).float().cpu())
+
+    def decode(self, latents):
+        frames = self.vae.decode(core("latent_format").denormalize(latents))
+        return frames.reshape(-1, *frames.shape[-3:]).float().cpu()
+
+
 OPTIONAL_TLPO_INPUTS = {
     "experts": ("FT2_EXPERTS", {"tooltip": "TLPO LoRA experts from FT2 Load Experts (optional)."}),
     "gate": ("FT2_GATE", {"tooltip": "How to mix the experts: FT2 Load Gate or FT2 Expert Schedule; "
@@ -126,7 +159,8 @@ class FT2PipelineLoader:
 
 class FT2Animate:
     DESCRIPTION = ("Portrait IMAGE + speech AUDIO + prompt -> video frames and the matching audio (trimmed or padded "
-                   "to the video). Feed both to CreateVideo. The frame count follows the audio (up to 81) unless set.")
+                   "to the video). Feed both to CreateVideo. The frame count follows the whole audio unless set; audio "
+                   "longer than the model's trained length is animated in windows (long_method).")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "AUDIO")
     RETURN_NAMES = ("frames", "audio")
@@ -144,22 +178,29 @@ class FT2Animate:
             "max_side": ("INT", {"default": 0, "min": 0, "max": 1280, "step": 16,
                                  "tooltip": "Longest video side in pixels, sides rounded to multiples of 16; "
                                             "0 uses the model's recommendation (512 for Wan2.1, 128 for the tiny demo)."}),
-            "num_frames": ("INT", {"default": 0, "min": 0, "max": 201, "step": 4,
-                                   "tooltip": "Frames to generate (4k+1); 0 follows the audio up to 81."}),
+            "num_frames": ("INT", {"default": 0, "min": 0, "max": FRAME_CAP, "step": 4,
+                                   "tooltip": "Frames to generate (4k+1); 0 follows the whole audio (or max_seconds of it)."}),
             "fps": ("FLOAT", {"default": 23.0, "min": 1.0, "max": 60.0, "step": 1.0, "tooltip": "Video frame rate (23 upstream)."}),
             **SAMPLER_INPUTS,
+            "max_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.5,
+                                      "tooltip": "Animate only the first seconds of the audio; 0 animates all of it."}),
+            **long_video_inputs(0, "Frames per window (4k+1); 0 uses the model's trained length (81 for Wan2.1, "
+                                   "33 for the miniature model)."),
         }, "optional": OPTIONAL_TLPO_INPUTS}
 
     @says_what_to_install
-    def animate(self, pipeline, image, audio, prompt, negative_prompt, max_side, num_frames, fps, experts=(), gate=None, **kwargs):
+    def animate(self, pipeline, image, audio, prompt, negative_prompt, max_side, num_frames, fps, experts=(), gate=None,
+                max_seconds=0.0, long_method="sliding", window_frames=0, overlap_frames=16, **kwargs):
         from_waveform = core("audio").audio_from_waveform
         options = sampler_options(kwargs)
+        windows = pipeline.window_options(long_method, window_frames or None, overlap_frames)
         clip = from_waveform(audio["waveform"], audio["sample_rate"], "audio input")
         negative = negative_prompt.strip() or core("pipeline").DEFAULT_NEGATIVE_PROMPT
         cheap_decode = None if hasattr(pipeline.vae, "model") else pipeline.vae.decode  # the pixel latent decodes instantly
         result = run_on_device([pipeline], lambda device: pipeline.animate(
             image[0], clip, prompt, negative, options, num_frames=num_frames or None, fps=fps, max_side=max_side or None,
-            progress=comfy.run_progress(cheap_decode), experts=experts, gate=gate,
+            progress=comfy.run_progress(cheap_decode), experts=experts, gate=gate, windows=windows,
+            max_seconds=max_seconds or None,
         ))
         track = core("audio").fit_to_duration(result.audio, result.frames.shape[0] / result.fps)
         return (result.frames.cpu().float(), comfy_audio(track))
@@ -211,8 +252,8 @@ class FT2Wav2VecLoader:
 
 
 class FT2AudioEmbeds:
-    DESCRIPTION = ("Turns an AUDIO into wav2vec2 features for exactly the frames to generate. Outputs the features, "
-                   "the audio trimmed or padded to the video (for CreateVideo) and the frame count.")
+    DESCRIPTION = ("Turns an AUDIO into wav2vec2 features for exactly the frames to generate (the whole audio by default, "
+                   "any length). Outputs the features, the audio trimmed or padded to the video (for CreateVideo) and the frame count.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("FT2_AUDIO_EMBEDS", "AUDIO", "INT")
     RETURN_NAMES = ("audio_embeds", "audio", "num_frames")
@@ -224,16 +265,18 @@ class FT2AudioEmbeds:
             "wav2vec": ("FT2_WAV2VEC", {"tooltip": "From FT2 Load wav2vec2."}),
             "audio": ("AUDIO", {"tooltip": "The speech; any rate and channel count."}),
             "fps": ("FLOAT", {"default": 23.0, "min": 1.0, "max": 60.0, "step": 1.0, "tooltip": "Video frame rate (23 upstream)."}),
-            "num_frames": ("INT", {"default": 0, "min": 0, "max": 201, "step": 4,
-                                   "tooltip": "Frames to generate (4k+1); 0 follows the audio up to 81."}),
+            "num_frames": ("INT", {"default": 0, "min": 0, "max": FRAME_CAP, "step": 4,
+                                   "tooltip": "Frames to generate (4k+1); 0 follows the whole audio (or max_seconds of it)."}),
+            "max_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.5,
+                                      "tooltip": "Use only the first seconds of the audio; 0 uses all of it."}),
         }}
 
     @says_what_to_install
-    def encode(self, wav2vec, audio, fps, num_frames):
+    def encode(self, wav2vec, audio, fps, num_frames, max_seconds=0.0):
         audio_mod = core("audio")
         clip = audio_mod.audio_from_waveform(audio["waveform"], audio["sample_rate"], "audio input")
         if num_frames == 0:
-            num_frames = audio_mod.frame_count(clip.duration, fps)
+            num_frames = audio_mod.frame_count(min(clip.duration, max_seconds or clip.duration), fps)
         core("audio_windows").check_frame_count(num_frames)
         features = run_on_device([wav2vec.model], lambda device: wav2vec.encode(audio_mod.clip_for_video(clip, num_frames, fps)).cpu())
         embeds = {"features": features, "num_frames": num_frames, "fps": fps}
@@ -243,7 +286,8 @@ class FT2AudioEmbeds:
 class FT2Sampler:
     DESCRIPTION = ("Samples a FantasyTalking video from native inputs: CLIPTextEncode CONDITIONING (umT5), "
                    "CLIPVisionEncode output, a start IMAGE (sides multiples of 16) encoded with the Wan VAE, and FT2 audio "
-                   "embeds. Returns a LATENT for the native VAEDecode.")
+                   "embeds. Audio longer than one window is animated in windows (long_method). Returns a LATENT for the "
+                   "native VAEDecode.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "sample"
@@ -259,21 +303,24 @@ class FT2Sampler:
             "start_image": ("IMAGE", {"tooltip": "The portrait; sides must be multiples of 16 (use ImageScale)."}),
             "audio_embeds": ("FT2_AUDIO_EMBEDS", {"tooltip": "From FT2 Audio Embeds."}),
             **SAMPLER_INPUTS,
+            **long_video_inputs(81, "Frames per window (4k+1): the model's trained length, 81 for Wan2.1."),
         }, "optional": OPTIONAL_TLPO_INPUTS}
 
     @says_what_to_install
     def sample(self, model, positive, negative, clip_vision_output, vae, start_image, audio_embeds,
-               experts=(), gate=None, **kwargs):
+               experts=(), gate=None, long_method="sliding", window_frames=81, overlap_frames=16, **kwargs):
         import torch
 
         options = sampler_options(kwargs)
+        windows = core("long_video").WindowOptions(long_method, window_frames, overlap_frames).validate()
         conditioning, latent_format = core("conditioning"), core("latent_format")
         image = core("image").require_multiple_of_16(start_image[:1], "start_image")
         num_frames = audio_embeds["num_frames"]
-        video = torch.full((num_frames, *image.shape), 0.5)  # first frame, then mid-grey (= Wan's zeros in -1..1)
+        first = windows.first_window_frames(num_frames)
+        video = torch.full((first, *image.shape), 0.5)  # first frame, then mid-grey (= Wan's zeros in -1..1)
         video[0] = image
         raw = vae.encode(video)
-        condition = conditioning.i2v_condition(latent_format.normalize(raw), num_frames)
+        condition = conditioning.i2v_condition(latent_format.normalize(raw), first)
         config = model.transformer.config
         positive_text = conditioning.pad_text_embeddings(positive[0][0], "positive conditioning", config.text_dim)
         negative_text = conditioning.pad_text_embeddings(negative[0][0], "negative conditioning", config.text_dim)
@@ -287,12 +334,12 @@ class FT2Sampler:
 
         progress = comfy.run_progress()
         if progress is not None:
-            progress.plan(options.steps)
+            progress.plan(options.steps * len(windows.windows(num_frames)))
 
         def work(device):
             return generate(model, condition, positive_text, negative_text, clip, audio_embeds["features"], num_frames,
                             options, device, dtype, progress and (lambda info: progress.advance(preview=info.denoised)),
-                            progress and progress.interrupt_point, experts, gate)
+                            progress and progress.interrupt_point, experts, gate, windows, ComfyVAECodec(vae))
 
         latents = run_on_device([model], work)
         return ({"samples": latent_format.denormalize(latents)},)

@@ -73,9 +73,10 @@ def test_comfy_waveform_layout_is_accepted():
     assert audio.waveform.shape == (2, 11025)
 
 
-@pytest.mark.parametrize("seconds,expected", [(3.0, 73), (2.0, 49), (0.1, 5), (10.0, 81), (3.52, 81)])
+@pytest.mark.parametrize("seconds,expected", [(3.0, 73), (2.0, 49), (0.1, 5), (10.0, 233), (3.52, 85)])
 def test_frame_count_rule(seconds, expected):
-    assert frame_count(seconds, 23) == expected  # hand-computed: 69 -> 68 + 5, 46 -> 44 + 5, 2 -> 0 + 5, capped
+    assert frame_count(seconds, 23) == expected  # hand-computed: 69 -> 68 + 5, 46 -> 44 + 5, 2 -> 0 + 5, 230 -> 228 + 5
+    assert frame_count(seconds, 23, max_frames=81) == min(expected, 81)
 
 
 def test_clip_is_padded_or_trimmed_and_logged(caplog):

@@ -1,12 +1,13 @@
 import torch
 
-from ft2_core.conditioning import TEXT_LEN, condition_video, first_frame_mask, i2v_condition, pad_text_embeddings
+from ft2_core.conditioning import TEXT_LEN, condition_video, i2v_condition, known_frames_mask, pad_text_embeddings
 
 
-def upstream_mask(num_frames, h, w):
-    """Wan's construction, step by step."""
+def upstream_mask(num_frames, h, w, known=1):
+    """Wan's construction, step by step (`known` leading frames marked, as Wan's first-last-frame and
+    video-continuation variants mark more than one)."""
     msk = torch.ones(1, num_frames, h, w)
-    msk[:, 1:] = 0
+    msk[:, known:] = 0
     msk = torch.concat([torch.repeat_interleave(msk[:, 0:1], repeats=4, dim=1), msk[:, 1:]], dim=1)
     msk = msk.view(1, msk.shape[1] // 4, 4, h, w)
     return msk.transpose(1, 2)
@@ -14,7 +15,19 @@ def upstream_mask(num_frames, h, w):
 
 def test_first_frame_mask_matches_wan():
     for frames in (5, 17, 81):
-        assert torch.equal(first_frame_mask(frames, 3, 4), upstream_mask(frames, 3, 4))
+        assert torch.equal(known_frames_mask(frames, 3, 4), upstream_mask(frames, 3, 4))
+
+
+def test_known_frames_mask_matches_wan():
+    for frames, known in ((17, 5), (33, 13), (81, 2)):
+        assert torch.equal(known_frames_mask(frames, 3, 4, known), upstream_mask(frames, 3, 4, known))
+
+
+def test_condition_video_of_several_known_frames():
+    known = torch.rand(5, 8, 16, 3)
+    video = condition_video(known, 9)
+    assert video.shape == (1, 3, 9, 8, 16)
+    assert torch.allclose(video[0, :, :5].permute(1, 2, 3, 0), known * 2 - 1) and video[:, :, 5:].eq(0).all()
 
 
 def test_i2v_condition_layout(tiny_pipeline):

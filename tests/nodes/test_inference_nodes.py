@@ -42,6 +42,12 @@ class WanVaeStandIn:
         with torch.no_grad():
             return self.vae.encode(video).latent_dist.mode()
 
+    def decode(self, latents):
+        """-> [1, T, H, W, 3] in 0..1, as ComfyUI's VAE.decode gives video."""
+        with torch.no_grad():
+            video = self.vae.decode(latents).sample
+        return ((video.permute(0, 2, 3, 4, 1) + 1) / 2).clamp(0, 1)
+
 
 def comfy_conditioning(text_encoder, prompt):
     """CLIPTextEncode's CONDITIONING for Wan: [[states of the real tokens only [1, L, dim], {...}]]."""
@@ -137,3 +143,31 @@ def test_errors_read_cleanly_in_comfyui(ft2, tiny_pipeline):
     with pytest.raises(ValueError, match="clip_vision_output: 1280-wide image features, but this model takes 32"):
         nodes["FT2Sampler"]().sample(model, [[torch.zeros(1, 5, 32), {}]], [[torch.zeros(1, 5, 32), {}]], clip_out,
                                      WanVaeStandIn(tiny_pipeline.vae.model), torch.rand(1, 64, 64, 3), embeds, **SAMPLER)
+
+
+@pytest.mark.parametrize("method", ["sliding", "continuation"])
+def test_long_audio_through_both_sampler_nodes(ft2, tiny_pipeline, method):
+    """2 s of audio in windows of 9 frames: the whole audio is animated, on the native path and the all-in-one."""
+    nodes = ft2.NODE_CLASS_MAPPINGS
+    image = fit_image(demo_portrait(), 64)
+    audio = comfy_audio(2.0, rate=16000, channels=1)
+    long = dict(long_method=method, window_frames=9, overlap_frames=4)
+    (wav2vec,) = nodes["FT2Wav2VecLoader"]().load("tiny-wav2vec2")
+    embeds, fitted, num_frames = nodes["FT2AudioEmbeds"]().encode(wav2vec, audio, 23.0, 0)
+    assert num_frames == 49 and fitted["waveform"].shape[-1] == round(49 / 23 * 16000)
+    (model,) = nodes["FT2ModelLoader"]().load("tiny_wan_i2v.safetensors", "tiny_fantasytalking.safetensors", "fp32")
+    clip_out = ClipVisionOutputStandIn()
+    clip_out["penultimate_hidden_states"] = tiny_pipeline.image_encoder.encode(image)
+    text = comfy_conditioning(tiny_pipeline.text_encoder, "a person talks")
+    args = (model, text, text, clip_out, WanVaeStandIn(tiny_pipeline.vae.model), image[None], embeds)
+    (first,) = nodes["FT2Sampler"]().sample(*args, **SAMPLER, **long)
+    (again,) = nodes["FT2Sampler"]().sample(*args, **SAMPLER, **long)
+    assert first["samples"].shape[2] == 13 and torch.equal(first["samples"], again["samples"])
+
+    (pipeline,) = nodes["FT2PipelineLoader"]().load("(built-in tiny demo model)", "fp32")
+    frames, track = nodes["FT2Animate"]().animate(pipeline, image[None], audio, "a person talks", "", 64, 0, 23.0,
+                                                  **SAMPLER, max_seconds=0.0, **long)
+    assert frames.shape == (49, 64, 64, 3) and track["waveform"].shape[-1] == round(49 / 23 * 16000)
+    capped, _ = nodes["FT2Animate"]().animate(pipeline, image[None], audio, "a person talks", "", 64, 0, 23.0,
+                                              **SAMPLER, max_seconds=1.0, **long)
+    assert capped.shape[0] == 25

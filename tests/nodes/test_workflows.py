@@ -172,7 +172,7 @@ def test_example_inputs_reach_comfyuis_input_folder(tmp_path, monkeypatch):
     copied = comfy_services.install_example_inputs()
     assert (tmp_path / "ft2_portrait.png").read_bytes() == (REPO / "workflows" / "inputs" / "ft2_portrait.png").read_bytes()
     assert (tmp_path / "ft2_speech.wav").read_bytes() == b"the user's own file"  # never overwritten
-    assert [p.name for p in copied] == ["ft2_portrait.png"]
+    assert [p.name for p in copied] == ["ft2_portrait.png", "ft2_speech_long.wav"]
 
 
 def test_native_workflow_uses_recommended_settings():
