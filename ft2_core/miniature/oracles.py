@@ -10,15 +10,17 @@ Formulas (T frames, audio envelope a_k = RMS of the 16 kHz audio over frame k's 
 - mouth opening m_k = sum over the mouth box of inside(p), inside = clip((0.25 - luma)/0.1) * clip((R - G - 0.1)/0.1);
   the box is the portrait's lip pixels (R - max(G, B) > 0.35), widened for head motion and the jaw drop.
 - lip-sync = max(0, max over lags -2..2 of Pearson(m_k, a_{k-lag})) x picture gate, where the picture
-  gate = clip((identity - 0.35) / 0.3) (identity below): noise that happens to echo the audio scores 0.
+  gate = clip((structure - 0.5) / 0.3), structure = mean over frames of the normalised cross-correlation
+  of blur(frame) with blur(portrait) (blind to colour offset and gain): noise that echoes the audio scores 0.
 - head position h_k = centroid of foreground weight (distance from the row's edge colour) above the mouth;
-  presence = 1 - exp(-std(h) / 0.15 px); smoothness = exp(-mean |second difference of h| / 0.12 px);
-  blinks: eye openness o_k = eye-white pixels in the portrait's eye boxes / the portrait's;
+  presence = 1 - exp(-sqrt(var(h_x) + var(h_y)) / 0.15 px);
+  smoothness = exp(-mean over frames of (|second difference of h_x| + |... of h_y|) / 0.4 px);
+  blinks: eye openness o_k = eye-white pixels in the portrait's eye box / the clip's median, closed if o_k < 0.5;
   plausible = (1 - clip((0.85 - share of open frames) / 0.3)) x (1 - clip((closures per s - 1.5) / 1.5))
   x (0.5 if a closure lasts over 8 frames); motion naturalness = presence x smoothness x plausible.
-- sharpness = min(r, 1/r)^2 with r = mean gradient magnitude of the video / of the ground truth;
-  colour = exp(-|mean RGB of video - of portrait| / 0.05); identity = exp(-mean |blur(frame) - blur(portrait)| / 0.06);
-  flicker = exp(-mean |second time difference of blur(frames)| / 0.015);
+- sharpness = min(r, 1/r)^2 with r = (mean |x difference| + mean |y difference|) of the video / of the ground truth;
+  colour = exp(-||mean RGB of video - of portrait|| / 0.1); identity = exp(-mean |blur(frame) - blur(portrait)| / 0.12);
+  flicker = exp(-mean |second time difference of blur(frames)| / 0.03);
   visual quality = sharpness x colour x identity x flicker.
 The constants were set on the ground truth and on the perturbations in the tests, before any
 model was trained, and are not tuned to any model's output.
