@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .placement import visiting
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,8 @@ class Wav2VecEncoder:
             raise InputError(f"wav2vec2 folder {folder} has no config.json; expected e.g. wav2vec2-base-960h")
         self.extractor = Wav2Vec2FeatureExtractor.from_pretrained(folder, local_files_only=True)
         self.model = Wav2Vec2Model.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
-        self.model.to(device).eval().requires_grad_(False)
+        self.model.eval().requires_grad_(False)
+        self.device = torch.device(device)  # where encode runs; the weights wait on the CPU (placement.visiting)
 
     @property
     def hidden_size(self) -> int:
@@ -142,5 +144,6 @@ class Wav2VecEncoder:
     def encode(self, samples_16k: np.ndarray) -> torch.Tensor:
         """[T] samples at 16 kHz -> [1, L, hidden] features (about 50 per second)."""
         inputs = self.extractor(samples_16k, sampling_rate=WAV2VEC_RATE, return_tensors="pt").input_values
-        param = next(self.model.parameters())
-        return self.model(inputs.to(param.device, param.dtype)).last_hidden_state
+        with visiting(self.model, self.device) as model:
+            param = next(model.parameters())
+            return model(inputs.to(param.device, param.dtype)).last_hidden_state

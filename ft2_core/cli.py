@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     sampling.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default: bf16 on GPU, fp32 on CPU")
 
+    memory = animate.add_argument_group("memory (same video, less activation memory)")
+    memory.add_argument("--sequential-rows", action="store_true",
+                        help="run the guidance predictions one after another instead of as one batch")
+    memory.add_argument("--ffn-chunk-tokens", type=int, default=0,
+                        help="run each block's feed-forward on this many tokens at a time (0: all at once)")
     long = animate.add_argument_group("long audio (videos longer than the model's trained length run in windows of it)")
     long.add_argument("--long-method", choices=METHODS,
                       help="sliding: overlapping windows fused at every step; continuation: each window starts from the "
@@ -105,6 +110,7 @@ def run_animate(args) -> Path:
         audio_cfg=defaults["audio_cfg"] if args.audio_cfg is None else args.audio_cfg,
         audio_cfg_start=args.audio_cfg_start, audio_cfg_end=args.audio_cfg_end,
         shift=defaults["shift"] if args.shift is None else args.shift, scheduler=args.scheduler, seed=args.seed, audio_scale=args.audio_scale,
+        sequential_rows=args.sequential_rows, ffn_chunk_tokens=args.ffn_chunk_tokens,
     ).validate()
     windows = pipe.window_options(args.long_method, args.window_frames, args.overlap_frames)
     experts, gate = experts_from_args(args, pipe.model.num_layers)

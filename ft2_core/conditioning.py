@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .errors import InputError
 from .latent_format import denormalize, normalize
+from .placement import visiting
 
 TEXT_LEN = 512  # Wan pads every prompt to 512 tokens; diffusers' I2V attention relies on it
 VAE_TIME_STRIDE = 4
@@ -36,7 +37,8 @@ class TextEncoder:
         self.model = UMT5EncoderModel.from_pretrained(
             _require_folder(model_folder, "text encoder"), local_files_only=True, torch_dtype=dtype
         )
-        self.model.to(device).eval().requires_grad_(False)
+        self.model.eval().requires_grad_(False)
+        self.device = torch.device(device)  # where encode runs; the weights wait on the CPU (placement.visiting)
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
@@ -45,10 +47,10 @@ class TextEncoder:
             [" ".join(p.split()) for p in prompts],
             padding="max_length", max_length=TEXT_LEN, truncation=True, add_special_tokens=True, return_tensors="pt",
         )
-        device = next(self.model.parameters()).device
-        mask = tokens.attention_mask.to(device)
-        states = self.model(tokens.input_ids.to(device), mask).last_hidden_state
-        return (states * mask[..., None].to(states.dtype)).float()
+        with visiting(self.model, self.device) as model:
+            mask = tokens.attention_mask.to(self.device)
+            states = model(tokens.input_ids.to(self.device), mask).last_hidden_state
+            return (states * mask[..., None].to(states.dtype)).float()
 
 
 class ImageEncoder:
@@ -68,7 +70,8 @@ class ImageEncoder:
         self.model = CLIPVisionModel.from_pretrained(
             _require_folder(model_folder, "image encoder"), local_files_only=True, torch_dtype=dtype
         )
-        self.model.to(device).eval().requires_grad_(False)
+        self.model.eval().requires_grad_(False)
+        self.device = torch.device(device)  # where encode runs; the weights wait on the CPU (placement.visiting)
 
     @torch.no_grad()
     def encode(self, image: torch.Tensor) -> torch.Tensor:
@@ -76,9 +79,10 @@ class ImageEncoder:
         pixels = image.permute(2, 0, 1)[None].float()
         pixels = F.interpolate(pixels, size=(self.size, self.size), mode="bicubic", align_corners=False).clamp(0, 1)
         pixels = (pixels - self.mean) / self.std
-        param = next(self.model.parameters())
-        out = self.model(pixel_values=pixels.to(param.device, param.dtype), output_hidden_states=True)
-        return out.hidden_states[-2].float()
+        with visiting(self.model, self.device) as model:
+            param = next(model.parameters())
+            out = model(pixel_values=pixels.to(param.device, param.dtype), output_hidden_states=True)
+            return out.hidden_states[-2].float()
 
 
 class WanVAE:
@@ -90,7 +94,8 @@ class WanVAE:
         self.model = AutoencoderKLWan.from_pretrained(
             _require_folder(folder, "VAE"), local_files_only=True, torch_dtype=dtype
         )
-        self.model.to(device).eval().requires_grad_(False)
+        self.model.eval().requires_grad_(False)
+        self.device = torch.device(device)  # where encode/decode run; the weights wait on the CPU (placement.visiting)
         self.mean, self.std = tuple(self.model.config.latents_mean), tuple(self.model.config.latents_std)
 
     @property
@@ -100,16 +105,18 @@ class WanVAE:
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """[B, 3, T, H, W] in -1..1 -> normalised latents [B, z, (T-1)/4+1, H/8, W/8] (distribution mode)."""
-        param = next(self.model.parameters())
-        latents = self.model.encode(video.to(param.device, param.dtype)).latent_dist.mode().float().cpu()
+        with visiting(self.model, self.device) as model:
+            param = next(model.parameters())
+            latents = model.encode(video.to(param.device, param.dtype)).latent_dist.mode().float().cpu()
         return normalize(latents, self.mean, self.std)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents [1, z, F, h, w] -> frames [T, H, W, 3] in 0..1."""
-        param = next(self.model.parameters())
         raw = denormalize(latents.cpu(), self.mean, self.std)
-        video = self.model.decode(raw.to(param.device, param.dtype)).sample.float().cpu()
+        with visiting(self.model, self.device) as model:
+            param = next(model.parameters())
+            video = model.decode(raw.to(param.device, param.dtype)).sample.float().cpu()
         return ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
 
 

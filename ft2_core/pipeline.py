@@ -233,11 +233,12 @@ class FantasyTalkingPipeline:
         return Animation(frames, fps, audio, latents)
 
     def to(self, device) -> "FantasyTalkingPipeline":
-        """Move every component (ComfyUI loads to its device for a run and offloads after)."""
-        for module in (self.model, self.wav2vec.model, getattr(self.vae, "model", None), getattr(self.text_encoder, "model", None),
-                       getattr(self.image_encoder, "model", None)):
-            if module is not None:
-                module.to(device)
+        """Sample on `device`: the DiT moves there; the encoders and the VAE stay on the CPU and visit it
+        only for their own calls (ComfyUI runs on its device and offloads after)."""
+        self.model.to(device)
+        for part in (self.wav2vec, self.vae, self.text_encoder, self.image_encoder):
+            if part is not None and hasattr(part, "device"):
+                part.device = torch.device(device)
         self.device = device
         return self
 

@@ -11,6 +11,7 @@ from .checks import finite_number
 from .errors import InputError
 from .flow import SCHEDULERS, FlowSolver
 from .guidance import audio_guidance_active, guidance_rows
+from .talking_model import ffn_chunking
 
 
 @dataclass
@@ -24,6 +25,9 @@ class SamplerOptions:
     scheduler: str = "euler"
     seed: int = 0
     audio_scale: float = 1.0
+    # memory: same video, less activation memory at some speed (see README "Memory")
+    sequential_rows: bool = False  # run the guidance predictions one after another instead of as one batch
+    ffn_chunk_tokens: int = 0  # run each block's feed-forward on this many tokens at a time (0: all at once)
 
     def validate(self) -> "SamplerOptions":
         for name in ("cfg", "audio_cfg", "audio_scale"):
@@ -39,6 +43,8 @@ class SamplerOptions:
             )
         if self.steps < 1 or self.steps > 1000:
             raise InputError(f"steps must be between 1 and 1000, got {self.steps}")
+        if isinstance(self.ffn_chunk_tokens, bool) or not isinstance(self.ffn_chunk_tokens, int) or self.ffn_chunk_tokens < 0:
+            raise InputError(f"ffn_chunk_tokens must be a whole number >= 0 (0: no chunking), got {self.ffn_chunk_tokens!r}")
         return self
 
 
@@ -84,18 +90,25 @@ class GuidedVelocity:
             self.batches[audio_step] = (text, image, scales, weights)
 
     def __call__(self, latents, condition, audio: AudioWindows, timestep, index: int, steps: int) -> torch.Tensor:
-        """latents [1, C, F, h, w] at solver step `index` of `steps` -> velocity [1, C, F, h, w] (float32)."""
+        """latents [1, C, F, h, w] at solver step `index` of `steps` -> velocity [1, C, F, h, w] (float32).
+        With `sequential_rows` the predictions run one at a time: the activations of one row, not of all."""
         active = audio_guidance_active(index, steps, self.options.audio_cfg_start, self.options.audio_cfg_end)
         text, image, scales, weights = self.batches[active]
-        rows = weights.shape[0]
-        pred = self.model(
-            latents.to(self.device, self.dtype).expand(rows, -1, -1, -1, -1),
-            condition=condition.to(self.device, self.dtype).expand(rows, -1, -1, -1, -1),
-            timestep=timestep.expand(rows).to(self.device), text=text, image=image,
-            audio=AudioWindows(audio.tokens.to(self.device, self.dtype).expand(rows, -1, -1, -1), audio.lengths.to(self.device)),
-            audio_scale=scales,
-        ).float()
-        return (pred * weights).sum(dim=0, keepdim=True)
+        latents, condition = latents.to(self.device, self.dtype), condition.to(self.device, self.dtype)
+        audio = audio.to(self.device, self.dtype)
+        groups = [slice(r, r + 1) for r in range(weights.shape[0])] if self.options.sequential_rows else [slice(None)]
+        velocity = 0
+        with ffn_chunking(self.model, self.options.ffn_chunk_tokens):
+            for rows in groups:
+                count = weights[rows].shape[0]
+                pred = self.model(
+                    latents.expand(count, -1, -1, -1, -1), condition=condition.expand(count, -1, -1, -1, -1),
+                    timestep=timestep.expand(count).to(self.device), text=text[rows],
+                    image=None if image is None else image[rows],
+                    audio=AudioWindows(audio.tokens.expand(count, -1, -1, -1), audio.lengths), audio_scale=scales[rows],
+                ).float()
+                velocity = velocity + (pred * weights[rows]).sum(dim=0, keepdim=True)
+        return velocity
 
 
 class StepReporter:

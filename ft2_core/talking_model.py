@@ -6,6 +6,8 @@ so gradient checkpointing recomputes exactly what ran).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from diffusers import WanTransformer3DModel
@@ -63,7 +65,29 @@ def cross_attention(attn, kv, hidden, text, image, audio, audio_rows, audio_scal
     return attn.to_out[0](out)
 
 
-def block_forward(block, kv, hidden, text, image, modulation, rotary, audio, audio_rows, audio_scale, expert_gate=None):
+def feed_forward(ffn, hidden: torch.Tensor, chunk_tokens: int = 0) -> torch.Tensor:
+    """The block's FFN, on `chunk_tokens` tokens at a time when set: its wide hidden layer (13,824 at 14B)
+    then exists for one chunk only. Token-wise, so the result is the same."""
+    if not chunk_tokens or hidden.shape[1] <= chunk_tokens:
+        return ffn(hidden)
+    return torch.cat([ffn(part) for part in hidden.split(chunk_tokens, dim=1)], dim=1)
+
+
+@contextmanager
+def ffn_chunking(model, chunk_tokens: int):
+    """Run `model`'s feed-forwards in token chunks for a while (a no-op for models without the setting)."""
+    if not hasattr(model, "ffn_chunk_tokens"):
+        yield
+        return
+    before, model.ffn_chunk_tokens = model.ffn_chunk_tokens, chunk_tokens
+    try:
+        yield
+    finally:
+        model.ffn_chunk_tokens = before
+
+
+def block_forward(block, kv, hidden, text, image, modulation, rotary, audio, audio_rows, audio_scale, expert_gate=None,
+                  ffn_chunk=0):
     """One Wan2.1 block (self-attn, cross-attn with audio, FFN), as diffusers' `WanTransformerBlock`.
 
     `expert_gate` [B, K] is this layer's expert mix; it is handed to the block's fused Linears inside
@@ -77,7 +101,7 @@ def block_forward(block, kv, hidden, text, image, modulation, rotary, audio, aud
     normed = block.norm2(hidden.float()).type_as(hidden)
     hidden = hidden + cross_attention(block.attn2, kv, normed, text, image, audio, audio_rows, audio_scale)
     normed = (block.norm3(hidden.float()) * (1 + c_scale) + c_shift).type_as(hidden)
-    hidden = (hidden.float() + block.ffn(normed).float() * c_gate).type_as(hidden)
+    hidden = (hidden.float() + feed_forward(block.ffn, normed, ffn_chunk).float() * c_gate).type_as(hidden)
     if expert_gate is not None:
         set_block_gate(block, None)
     return hidden
@@ -110,6 +134,7 @@ class FantasyTalkingModel(nn.Module):
         self.adapter = adapter
         self.prediction = prediction
         self.gradient_checkpointing = False
+        self.ffn_chunk_tokens = 0  # see feed_forward
         self.expert_gate: nn.Module | None = None  # set with experts (see experts.experts_attached)
         self.expert_names: tuple[str, ...] = ()
 
@@ -143,7 +168,8 @@ class FantasyTalkingModel(nn.Module):
             gates = self.expert_gate(timestep.float()).expand(-1, self.num_layers, -1)
         for index, (block, kv) in enumerate(zip(t.blocks, self.adapter.blocks)):
             layer_gate = None if gates is None else gates[:, index]
-            args = (block, kv, hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale, layer_gate)
+            args = (block, kv, hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale, layer_gate,
+                    self.ffn_chunk_tokens)
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 hidden = checkpoint(block_forward, *args, use_reentrant=False)
             else:

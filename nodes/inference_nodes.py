@@ -106,13 +106,25 @@ OPTIONAL_TLPO_INPUTS = {
 }
 
 
+MEMORY_INPUTS = {
+    "sequential_rows": ("BOOLEAN", {"default": False, "tooltip": (
+        "Run the guidance predictions (up to 3 per step) one after another instead of as one batch: the activation "
+        "memory of one, same video, somewhat slower.")}),
+    "ffn_chunk_tokens": ("INT", {"default": 0, "min": 0, "max": 1_000_000, "step": 1024, "tooltip": (
+        "Run each block's feed-forward on this many tokens at a time (0: all at once): bounds its wide hidden layer, "
+        "same video. 8192 suits 14B at 720p.")}),
+}
+
+
 def sampler_options(kwargs):
     options = core("sampler").SamplerOptions
-    return options(**{name: kwargs[name] for name in SAMPLER_INPUTS}).validate()
+    memory = {name: kwargs[name] for name in MEMORY_INPUTS if name in kwargs}
+    return options(**{name: kwargs[name] for name in SAMPLER_INPUTS}, **memory).validate()
 
 
 def run_on_device(modules, work):
-    """Move modules (anything with `.to`) to ComfyUI's device for `work`, then offload and free cached memory."""
+    """Move modules (anything with `.to`; a pipeline moves only its DiT, see FantasyTalkingPipeline.to) to
+    ComfyUI's device for `work`, then offload and free cached memory."""
     device = comfy.torch_device()
     try:
         for module in modules:
@@ -186,6 +198,7 @@ class FT2Animate:
                                       "tooltip": "Animate only the first seconds of the audio; 0 animates all of it."}),
             **long_video_inputs(0, "Frames per window (4k+1); 0 uses the model's trained length (81 for Wan2.1, "
                                    "33 for the miniature model)."),
+            **MEMORY_INPUTS,
         }, "optional": OPTIONAL_TLPO_INPUTS}
 
     @says_what_to_install
@@ -278,7 +291,11 @@ class FT2AudioEmbeds:
         if num_frames == 0:
             num_frames = audio_mod.frame_count(min(clip.duration, max_seconds or clip.duration), fps)
         core("audio_windows").check_frame_count(num_frames)
-        features = run_on_device([wav2vec.model], lambda device: wav2vec.encode(audio_mod.clip_for_video(clip, num_frames, fps)).cpu())
+        def work(device):  # the weights visit the device for this call only (ft2_core.placement)
+            wav2vec.device = device
+            return wav2vec.encode(audio_mod.clip_for_video(clip, num_frames, fps)).cpu()
+
+        features = run_on_device([], work)
         embeds = {"features": features, "num_frames": num_frames, "fps": fps}
         return (embeds, comfy_audio(audio_mod.fit_to_duration(clip, num_frames / fps)), num_frames)
 
@@ -304,6 +321,7 @@ class FT2Sampler:
             "audio_embeds": ("FT2_AUDIO_EMBEDS", {"tooltip": "From FT2 Audio Embeds."}),
             **SAMPLER_INPUTS,
             **long_video_inputs(81, "Frames per window (4k+1): the model's trained length, 81 for Wan2.1."),
+            **MEMORY_INPUTS,
         }, "optional": OPTIONAL_TLPO_INPUTS}
 
     @says_what_to_install

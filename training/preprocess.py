@@ -59,7 +59,7 @@ def cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop:
         frames, clip_fps, audio = read_video(base / clip["video"])
         if abs(clip_fps - fps) > 0.01:
             raise InputError(f"{clip['video']}: {clip_fps:g} fps but the run uses {fps:g}; resample the clips first")
-        count = num_frames or min(pipe.defaults["max_frames"], (len(frames) - 1) // 4 * 4 + 1)  # longest 4k+1 it has
+        count = num_frames or min(pipe.defaults["window_frames"], (len(frames) - 1) // 4 * 4 + 1)  # longest 4k+1, at most the trained length
         if len(frames) < count:
             raise InputError(f"{clip['video']}: {len(frames)} frames, fewer than the {count} to train on")
         pixels = resized(frames[:count], max_side)

@@ -95,3 +95,33 @@ def test_skipped_rows_give_the_same_result(tiny_model, conditioning, cfg, audio_
     want = plain_sampler(tiny_model, conditioning, 3, 5.0, cfg, audio_cfg, audio_steps={0, 1, 2}, seed=2)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     assert max(calls) < 3
+
+
+def test_sequential_rows_and_ffn_chunks_give_the_same_video(tiny_model, conditioning):
+    """The memory options change how the work is cut, not the result."""
+    options = dict(steps=3, cfg=4.0, audio_cfg=3.0, shift=5.0, seed=9)
+    batched = sample(tiny_model, conditioning, SamplerOptions(**options), latent_channels=16)
+    ffn_calls = []
+    hooks = [block.ffn.register_forward_hook(lambda module, inputs, out: ffn_calls.append(inputs[0].shape[1]))
+             for block in tiny_model.transformer.blocks]
+    try:
+        cut = sample(tiny_model, conditioning, SamplerOptions(**options, sequential_rows=True, ffn_chunk_tokens=7), 16)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    torch.testing.assert_close(cut, batched, rtol=1e-5, atol=1e-5)
+    assert max(ffn_calls) == 7 and tiny_model.ffn_chunk_tokens == 0  # 80 tokens in chunks of 7; the setting is restored
+
+    rows = []
+
+    def counting(*args, **kwargs):
+        rows.append(args[0].shape[0])
+        return tiny_model(*args, **kwargs)
+
+    sample(counting, conditioning, SamplerOptions(**options, sequential_rows=True), 16)
+    assert rows == [1] * 3 * 3  # three predictions per step, one at a time
+
+
+def test_bad_ffn_chunk_is_named():
+    with pytest.raises(InputError, match="ffn_chunk_tokens must be a whole number"):
+        SamplerOptions(ffn_chunk_tokens=-1).validate()

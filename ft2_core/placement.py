@@ -1,0 +1,26 @@
+"""Where the big modules wait between uses: the encoders and the VAE live on the CPU and visit the compute
+device only for their own call, so sampling has the GPU to itself (umT5-XXL alone is about 10.6 GiB,
+CLIP-H 1.2 GiB, and they are not needed again once their outputs exist)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+@contextmanager
+def visiting(module: nn.Module, device) -> Iterator[nn.Module]:
+    """`module` on `device` for the duration, then back where it was (returning cached GPU memory)."""
+    home, device = next(module.parameters()).device, torch.device(device)
+    if device == home:
+        yield module
+        return
+    module.to(device)
+    try:
+        yield module
+    finally:
+        module.to(home)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
