@@ -3,11 +3,15 @@
 Each clip: 81 frames at 23 fps, 256x256, with 3.5 s of audio; three questions per clip. Feature
 preparation (frame sampling, patches, log-mel) and the thinker are timed separately.
 
-    python bench/critic_throughput.py [--clips 16] [--batch-sizes 1 2 4 8]
+The batch sizes are timed interleaved over `--repeats` rounds (each round in a rotated order) and
+reported as medians, so a slow moment of a shared machine does not land on one batch size.
+
+    python bench/critic_throughput.py [--clips 16] [--batch-sizes 1 2 4 8] [--repeats 5]
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     critic = TalkingCritic.from_folder(tiny_critic_dir())
     rng = np.random.default_rng(0)
@@ -36,13 +41,17 @@ def main() -> None:
     print(f"feature preparation: {args.clips / prepare:.1f} clips/s ({features[0].video_tokens} video + "
           f"{features[0].audio_tokens} audio tokens per clip)")
     critic.score(features[:2], batch_size=2)  # warm-up
-    rates = {}
-    for batch_size in args.batch_sizes:
-        start = time.perf_counter()
-        critic.score(features, batch_size=batch_size)
-        rates[batch_size] = args.clips / (time.perf_counter() - start)
-        print(f"batch {batch_size}: {rates[batch_size]:.1f} clips/s (thinker only)")
-    print(" ".join(f"b{b}={r / rates[args.batch_sizes[0]]:.2f}" for b, r in rates.items()), "(throughput relative to the first batch size)")
+    seconds = {batch_size: [] for batch_size in args.batch_sizes}
+    sizes = list(args.batch_sizes)
+    for repeat in range(args.repeats):
+        for batch_size in sizes[repeat % len(sizes):] + sizes[:repeat % len(sizes)]:
+            start = time.perf_counter()
+            critic.score(features, batch_size=batch_size)
+            seconds[batch_size].append(time.perf_counter() - start)
+    rates = {b: args.clips / statistics.median(times) for b, times in seconds.items()}
+    for batch_size, rate in rates.items():
+        print(f"batch {batch_size}: {rate:.1f} clips/s (thinker only; median of {args.repeats} interleaved runs)")
+    print(" ".join(f"b{b}={r / rates[sizes[0]]:.2f}" for b, r in rates.items()), "(throughput relative to the first batch size)")
 
 
 if __name__ == "__main__":

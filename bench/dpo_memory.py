@@ -1,23 +1,31 @@
-"""Peak memory of one Flow-DPO step against the model alone (CPU, Wan2.1-1.3B-shaped blocks).
+"""Peak memory and time of one Flow-DPO step against a plain training step (CPU, Wan2.1-1.3B-shaped blocks).
 
 The reference is the same network with the expert off, so a DPO step should cost what a plain
-training step of the policy costs (weights once plus activations), never a second model. Each
-measurement runs in a fresh process (peak RSS is per process).
+training step of the policy costs (weights once plus activations) plus one forward without
+gradients, never a second model. Every mode gets the same inputs, audio windows included. Each
+measurement runs in a fresh process (peak RSS is per process), the modes interleaved over
+`--repeats` rounds; the DPO-minus-plain difference is reported per round (peak RSS moves by tens
+of MiB between identical runs), with the step times.
 
-    python bench/dpo_memory.py [--blocks 4] [--tokens 1024]
+    python bench/dpo_memory.py [--blocks 4] [--tokens 1024] [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+MODES = ("forward", "train", "dpo", "dpo_checkpointing")
 
 
 def peak_mib() -> float:
@@ -51,48 +59,60 @@ def measure(mode: str, blocks: int, tokens: int) -> dict:
             module.down.requires_grad_(True)
     model.expert_gate = StaticMix([1.0])
     loaded = peak_mib()
+    both = dict(condition=torch.cat([batch["condition"]] * 2), timestep=torch.tensor([500.0, 500.0]),
+                text=torch.cat([batch["text"]] * 2), image=None,
+                audio=type(batch["audio"])(torch.cat([batch["audio"].tokens] * 2), batch["audio"].lengths))
+    x = torch.cat([batch["winner"], batch["loser"]])
+    started = time.perf_counter()
     if mode == "forward":  # the model alone: one forward of the same 2B batch, no grad
         with torch.no_grad():
-            model(torch.cat([batch["winner"], batch["loser"]]), torch.cat([batch["condition"]] * 2), torch.tensor([500.0, 500.0]),
-                  torch.cat([batch["text"]] * 2), None, None)
+            model(x, **both)
     elif mode == "train":  # one plain training step of the policy on the same 2B batch (no reference)
         from ft2_core.flow_dpo import flow_matching_loss
 
-        x = torch.cat([batch["winner"], batch["loser"]])
-        pred = model(x, torch.cat([batch["condition"]] * 2), torch.tensor([500.0, 500.0]), torch.cat([batch["text"]] * 2), None,
-                     type(batch["audio"])(torch.cat([batch["audio"].tokens] * 2), batch["audio"].lengths))
-        flow_matching_loss(pred, torch.randn_like(pred)).mean().backward()
+        flow_matching_loss(model(x, **both), torch.randn_like(x)).mean().backward()
     else:
         model.gradient_checkpointing = mode == "dpo_checkpointing"
         out = dpo_step(model, batch, torch.tensor([0.5]), torch.randn(shape), beta=5000.0)
         out.loss.backward()
     return {"mode": mode, "weights_mib": weights_mib, "process_before_model_mib": before_model,
-            "after_load_mib": loaded, "peak_mib": peak_mib()}
+            "after_load_mib": loaded, "peak_mib": peak_mib(), "seconds": time.perf_counter() - started}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=1024)
-    parser.add_argument("--mode", choices=("forward", "train", "dpo", "dpo_checkpointing"))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mode", choices=MODES)
     args = parser.parse_args()
     if args.mode:
         print(json.dumps(measure(args.mode, args.blocks, args.tokens)))
         return
-    results = {}
-    for mode in ("forward", "train", "dpo", "dpo_checkpointing"):
-        run = subprocess.run([sys.executable, __file__, "--mode", mode, "--blocks", str(args.blocks), "--tokens", str(args.tokens)],
-                             capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
-        results[mode] = json.loads(run.stdout.strip().splitlines()[-1])
-    weights = results["forward"]["weights_mib"]
-    print(f"{args.blocks} Wan-1.3B-shaped blocks, {args.tokens} video tokens, weights {weights:.0f} MiB (fp32)")
-    for mode, r in results.items():
-        print(f"{mode:>18}: peak RSS {r['peak_mib']:.0f} MiB (after loading {r['after_load_mib']:.0f} MiB)")
-    extra = results["dpo"]["peak_mib"] - results["train"]["peak_mib"]
-    print(f"dpo step - plain training step = {extra:.0f} MiB = {extra / weights:.2f} x the weights (a second model would be 1.00)")
-    print(f"dpo/train={results['dpo']['peak_mib'] / results['train']['peak_mib']:.3f} "
-          f"dpo_checkpointing/train={results['dpo_checkpointing']['peak_mib'] / results['train']['peak_mib']:.3f} "
-          f"train/forward={results['train']['peak_mib'] / results['forward']['peak_mib']:.3f}")
+    rounds = []
+    for repeat in range(args.repeats):
+        results = {}
+        for mode in MODES[repeat % len(MODES):] + MODES[:repeat % len(MODES)]:
+            run = subprocess.run([sys.executable, __file__, "--mode", mode, "--blocks", str(args.blocks), "--tokens", str(args.tokens)],
+                                 capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+            results[mode] = json.loads(run.stdout.strip().splitlines()[-1])
+        rounds.append(results)
+    weights = rounds[0]["forward"]["weights_mib"]
+    print(f"{args.blocks} Wan-1.3B-shaped blocks, {args.tokens} video tokens + audio windows, weights {weights:.0f} MiB (fp32), "
+          f"{args.repeats} rounds")
+    for mode in MODES:
+        peaks = [r[mode]["peak_mib"] for r in rounds]
+        times = [r[mode]["seconds"] for r in rounds]
+        print(f"{mode:>18}: peak RSS {' / '.join(f'{p:.0f}' for p in peaks)} MiB, step {' / '.join(f'{t:.2f}' for t in times)} s")
+    extras = [r["dpo"]["peak_mib"] - r["train"]["peak_mib"] for r in rounds]
+    print(f"dpo step - plain training step = {' / '.join(f'{e:+.0f}' for e in extras)} MiB "
+          f"(median {statistics.median(extras):+.0f} = {statistics.median(extras) / weights:.2f} x the weights; "
+          "a second model would be 1.00)")
+    median = {mode: statistics.median(r[mode]["peak_mib"] for r in rounds) for mode in MODES}
+    seconds = {mode: statistics.median(r[mode]["seconds"] for r in rounds) for mode in MODES}
+    print(f"dpo/train={median['dpo'] / median['train']:.3f} dpo_checkpointing/train={median['dpo_checkpointing'] / median['train']:.3f} "
+          f"train/forward={median['train'] / median['forward']:.3f} time dpo/train={seconds['dpo'] / seconds['train']:.2f} "
+          f"time forward/train={seconds['forward'] / seconds['train']:.2f}")
 
 
 if __name__ == "__main__":

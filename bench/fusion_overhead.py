@@ -1,13 +1,15 @@
 """Forward-time overhead of three rank-32 experts + gate on Wan2.1-1.3B-shaped blocks (CPU).
 
-Variants, timed interleaved in one process (medians): the plain model; ours (one fused low-rank
-product per Linear, gate-scaled middle activations); peft with the same three adapters active;
-and a dense re-merge W + sum_k g_k s_k B_k A_k of every adapted weight before each forward (what
-weight-patching LoRA schedulers do when strengths change every step).
+Variants, timed interleaved in one process (medians): the plain model; ours on the low-rank path
+(one fused low-rank product per Linear, gate-scaled middle activations: what training runs); ours on
+the inference path that sampling picks when cheaper (each layer's mixed weight formed in a scratch
+matrix shared by every Linear of its shape); peft with the same three adapters active; and a dense
+re-merge W + sum_k g_k s_k B_k A_k of every adapted weight into new tensors before each forward
+(what weight-patching LoRA schedulers do when strengths change every step).
 
     python bench/fusion_overhead.py [--blocks 2] [--repeats 5] [--tokens 4096]
 
-The last line printed is `fused/base=R1 peft/base=R2 merge/base=R3`.
+The last line printed is `fused/base=R1 scratch/base=R2 peft/base=R3 merge/base=R4`.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.audio_adapter import AudioAdapter  # noqa: E402
-from ft2_core.experts import Expert, attach_experts, block_linears  # noqa: E402
+from ft2_core.experts import Expert, FusedLoRALinear, attach_experts, block_linears  # noqa: E402
 from ft2_core.gate import TimestepLayerGate  # noqa: E402
 from ft2_core.lora_formats import EXPERT_TARGETS, LoraModule, LoraWeights  # noqa: E402
 from ft2_core.talking_model import FantasyTalkingModel  # noqa: E402
@@ -102,6 +104,11 @@ def main() -> None:
         return model(**inputs)
 
     def fused():
+        FusedLoRALinear.path = "fused"
+        return fused_model(**inputs)
+
+    def scratch():
+        FusedLoRALinear.path = "merged"
         return fused_model(**inputs)
 
     def peft():
@@ -110,13 +117,13 @@ def main() -> None:
     def merge():
         return torch.func.functional_call(model, merged_params(model, experts, gate, inputs["timestep"]), kwargs=inputs)
 
-    variants = {"base": base, "fused": fused, "peft": peft, "merge": merge}
+    variants = {"base": base, "fused": fused, "scratch": scratch, "peft": peft, "merge": merge}
     times = {name: [] for name in variants}
     with torch.no_grad():
         for fn in variants.values():  # warm-up (allocator, kernels)
             fn()
         for repeat in range(args.repeats):
-            order = list(variants)[repeat % 4:] + list(variants)[:repeat % 4]
+            order = list(variants)[repeat % len(variants):] + list(variants)[:repeat % len(variants)]
             for name in order:
                 start = time.perf_counter()
                 variants[name]()
@@ -131,8 +138,9 @@ def main() -> None:
     for name, value in medians.items():
         print(f"{name:>6}: median {value:.3f} s over {args.repeats} runs ({', '.join(f'{t:.3f}' for t in times[name])})")
     base_time = medians["base"]
-    print(f"fused/base={medians['fused'] / base_time:.3f} peft/base={medians['peft'] / base_time:.3f} "
-          f"merge/base={medians['merge'] / base_time:.3f}")
+    FusedLoRALinear.path = "auto"
+    print(f"fused/base={medians['fused'] / base_time:.3f} scratch/base={medians['scratch'] / base_time:.3f} "
+          f"peft/base={medians['peft'] / base_time:.3f} merge/base={medians['merge'] / base_time:.3f}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,13 @@
 
 For each adapted Linear W of layer l:  y = W x + B_cat · (w ⊙ (A_cat x)),  where A_cat stacks the
 experts' down matrices (sum of ranks x d_in), B_cat their up matrices, and w repeats
-g_l,k(t) · s_k over expert k's rank columns. The base Linear is kept as is (no copy, no merge),
-and no dense delta-W is ever formed.
+g_l,k(t) · s_k over expert k's rank columns. The base Linear is kept as is (no copy).
+
+At inference, when every row of a call shares one timestep (sampling: all guidance rows do), one
+mixed weight per layer serves the whole batch: W + B_cat diag(w) A_cat is formed in a scratch matrix
+shared by all Linears of that shape (never a copy of the model) when that costs fewer operations
+than the low-rank product over the call's tokens. Training keeps the low-rank path (its rows have
+different timesteps, and gradients flow through A and B).
 """
 from __future__ import annotations
 
@@ -58,7 +63,25 @@ class FusedLoRALinear(nn.Module):
     def weight(self) -> torch.Tensor:  # diffusers reads .weight.dtype of projections
         return self.base.weight
 
+    path = "auto"  # "auto": the cheaper of the two at inference; "fused" / "merged" to compare them
+
+    def merges(self, x: torch.Tensor) -> bool:
+        """The merged weight for this call? Only for one gate row without gradients; "auto" compares the
+        extra multiply-adds: merging costs d_out x d_in x R, the low-rank path tokens x R x (d_in + d_out)."""
+        if self.gate.shape[0] != 1 or torch.is_grad_enabled() or self.path == "fused":
+            return False
+        tokens = x.numel() // x.shape[-1]
+        return self.path == "merged" or tokens * (self.in_features + self.out_features) > self.in_features * self.out_features
+
+    def merged_forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = (self.gate[0, self.column_expert] * self.column_scale).to(self.up.dtype)
+        weight = scratch_matrix(self.base.weight)
+        weight.copy_(self.base.weight).addmm_(self.up * weights, self.down)
+        return F.linear(x, weight, self.base.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None and self.merges(x):
+            return self.merged_forward(x)
         out = self.base(x)
         if self.gate is None:
             return out
@@ -70,6 +93,22 @@ class FusedLoRALinear(nn.Module):
         # the output is in the autocast dtype, so the product is done in it too
         out.view(-1, out.shape[-1]).addmm_(middle.reshape(-1, middle.shape[-1]).to(out.dtype), self.up.t().to(out.dtype))
         return out
+
+
+_SCRATCH: dict[tuple, torch.Tensor] = {}
+
+
+def scratch_matrix(like: torch.Tensor) -> torch.Tensor:
+    """One reusable matrix per weight shape, dtype and device (layers run one at a time)."""
+    key = (tuple(like.shape), like.dtype, like.device)
+    if key not in _SCRATCH:
+        _SCRATCH[key] = torch.empty_like(like)
+    return _SCRATCH[key]
+
+
+def release_scratch() -> None:
+    """Free the merge scratch matrices (after a run; experts_attached does it)."""
+    _SCRATCH.clear()
 
 
 def block_linears(transformer) -> dict[str, nn.Linear]:
@@ -183,3 +222,4 @@ def experts_attached(model, experts: list[Expert], gate: nn.Module | None = None
         yield model
     finally:
         detach_experts(model)
+        release_scratch()

@@ -19,6 +19,7 @@ from .experts import Expert, experts_attached
 from .image import fit_image
 from .long_video import FrameCodec, WindowOptions, sample_long
 from .pixel_latent import SpaceToDepthVAE, is_pixel_latent_folder
+from .placement import visiting
 from .progress import RunProgress, counting_calls
 from .sampler import Conditioning, SamplerOptions
 from .talking_model import FantasyTalkingModel
@@ -134,18 +135,31 @@ class FantasyTalkingPipeline:
         self.device, self.dtype = device, dtype
 
     @classmethod
-    def from_paths(cls, paths: ModelPaths, device="cpu", dtype=torch.float32) -> "FantasyTalkingPipeline":
+    def from_paths(cls, paths: ModelPaths, device="cpu", dtype=torch.float32, keep_on_device: bool = False) -> "FantasyTalkingPipeline":
+        """Every component computes on `device`. By default the weights wait on the CPU and each component
+        visits the device for its own stage (text, image, audio, VAE, then the DiT for sampling), so the
+        peak is the largest stage, not the sum; `keep_on_device` loads everything there once instead
+        (faster when one process makes many videos and memory allows)."""
         missing = paths.missing()
         if missing:
             raise InputError(f"model files missing: {', '.join(f'{m} ({getattr(paths, m)})' for m in missing)}")
         if paths.notice:
             log.warning(paths.notice)
-        model = load_talking_model(paths.transformer, paths.audio_adapter, dtype, paths.transformer_config,
-                                   paths.prediction).to(device)
+        model = load_talking_model(paths.transformer, paths.audio_adapter, dtype, paths.transformer_config, paths.prediction)
         text = TextEncoder(paths.text_encoder, paths.tokenizer, device, dtype) if paths.text_encoder else None
         image = ImageEncoder(paths.image_encoder, paths.image_processor, device, dtype) if paths.image_encoder else None
         vae = SpaceToDepthVAE.from_folder(paths.vae) if is_pixel_latent_folder(paths.vae) else WanVAE(paths.vae, device, dtype)
-        return cls(model, Wav2VecEncoder(paths.wav2vec, device, dtype), text, image, vae, paths.defaults, device, dtype)
+        pipe = cls(model, Wav2VecEncoder(paths.wav2vec, device, dtype), text, image, vae, paths.defaults, device, dtype)
+        if keep_on_device:
+            for module in pipe.modules():
+                module.to(device)
+        return pipe
+
+    def modules(self) -> list[torch.nn.Module]:
+        """The weight-holding modules: DiT (+ adapter), wav2vec2, and where present the VAE and encoders."""
+        parts = (self.model, self.wav2vec.model, getattr(self.vae, "model", None), getattr(self.text_encoder, "model", None),
+                 getattr(self.image_encoder, "model", None))
+        return [module for module in parts if module is not None]
 
     def audio_features(self, audio: Audio, num_frames: int, fps: float) -> torch.Tensor:
         """wav2vec2 features of the audio that plays during `num_frames` frames (the whole video in one pass,
@@ -222,9 +236,10 @@ class FantasyTalkingPipeline:
         progress.advance()
         features = self.audio_features(audio, num_frames, fps)
         progress.advance()
-        latents = generate_latents(self.model, condition, positive, negative, clip, features, num_frames, options,
-                                   self.device, self.dtype, lambda info: progress.advance(preview=info.denoised),
-                                   progress.interrupt_point, experts, gate, windows, self.vae)
+        with visiting(self.model, self.device):
+            latents = generate_latents(self.model, condition, positive, negative, clip, features, num_frames, options,
+                                       self.device, self.dtype, lambda info: progress.advance(preview=info.denoised),
+                                       progress.interrupt_point, experts, gate, windows, self.vae)
         decoder = getattr(getattr(self.vae, "model", None), "decoder", None)  # a Wan VAE decodes latent frame by frame
         with counting_calls(decoder, progress):
             frames = self.vae.decode(latents)
@@ -233,9 +248,8 @@ class FantasyTalkingPipeline:
         return Animation(frames, fps, audio, latents)
 
     def to(self, device) -> "FantasyTalkingPipeline":
-        """Sample on `device`: the DiT moves there; the encoders and the VAE stay on the CPU and visit it
-        only for their own calls (ComfyUI runs on its device and offloads after)."""
-        self.model.to(device)
+        """Compute on `device` from now on. Nothing moves here: each component visits the device for its own
+        stage and goes back (ComfyUI sets its device for a run and the offload device after)."""
         for part in (self.wav2vec, self.vae, self.text_encoder, self.image_encoder):
             if part is not None and hasattr(part, "device"):
                 part.device = torch.device(device)

@@ -10,10 +10,18 @@ import torch
 from torch import nn
 
 
+def resolved(device) -> torch.device:
+    """`device` as its tensors report it ("cuda" -> "cuda:<current>"), so equal places compare equal."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 @contextmanager
 def visiting(module: nn.Module, device) -> Iterator[nn.Module]:
     """`module` on `device` for the duration, then back where it was (returning cached GPU memory)."""
-    home, device = next(module.parameters()).device, torch.device(device)
+    home, device = next(module.parameters()).device, resolved(device)
     if device == home:
         yield module
         return

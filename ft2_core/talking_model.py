@@ -166,6 +166,8 @@ class FantasyTalkingModel(nn.Module):
         gates = None
         if self.expert_gate is not None:  # [B, layers, K]; a mix without layers gives [B, 1, K]
             gates = self.expert_gate(timestep.float()).expand(-1, self.num_layers, -1)
+            if not torch.is_grad_enabled() and bool((timestep == timestep[:1]).all()):
+                gates = gates[:1]  # one timestep for every row (sampling): one mix serves the batch (see experts)
         for index, (block, kv) in enumerate(zip(t.blocks, self.adapter.blocks)):
             layer_gate = None if gates is None else gates[:, index]
             args = (block, kv, hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale, layer_gate,

@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         for condition in conditions:
             safe_name(condition["id"], f"{conditions_path.name}: condition id")
         pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(model_folder(args.model_dir or "tiny", None)),
-                                                 args.device)
+                                                 args.device, keep_on_device=True)  # many videos: load once
         with StopRequests() as stop:
             made = generate(conditions, conditions_path.parent, out, pipe, args, stop)
     except InputError as err:

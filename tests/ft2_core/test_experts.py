@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from ft2_core.errors import InputError
-from ft2_core.experts import Expert, attach_experts, block_linears, detach_experts, experts_attached
+from ft2_core.experts import Expert, FusedLoRALinear, attach_experts, block_linears, detach_experts, experts_attached
 from ft2_core.gate import StaticMix, TimestepLayerGate
 from ft2_core.lora_formats import EXPERT_TARGETS, LoraModule, LoraWeights, load_lora, save_expert
 from ft2_core.wan_keys import BLOCK_LEVEL
@@ -68,6 +68,39 @@ def test_fused_equals_dense_merge_with_random_gate(tiny_model, experts, timestep
     for row in range(2):
         torch.testing.assert_close(fused[row:row + 1], dense_reference(tiny_model, experts, weights[row], inputs, row),
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_per_layer_merge_equals_the_fused_path_and_shares_one_scratch_per_shape(tiny_model, experts, monkeypatch):
+    """Sampling rows share a timestep: one merged weight per layer serves them, equal to the low-rank path."""
+    from ft2_core import experts as experts_module
+
+    gate = random_gate(tiny_model.num_layers)
+    inputs = make_model_inputs(tiny_model, batch=3)
+    inputs["timestep"] = torch.full((3,), 412.0)
+    outputs, merged_calls = {}, []
+    original = FusedLoRALinear.merged_forward
+    monkeypatch.setattr(FusedLoRALinear, "merged_forward", lambda self, x: merged_calls.append(1) or original(self, x))
+    for path in ("fused", "merged", "auto"):
+        monkeypatch.setattr(FusedLoRALinear, "path", path)
+        with experts_attached(tiny_model, experts, gate), torch.no_grad():
+            outputs[path] = tiny_model(**inputs, audio=None)
+            if path == "merged":
+                shapes = {tuple(m.base.weight.shape) for m in block_linears(tiny_model.transformer).values()
+                          if isinstance(m, FusedLoRALinear)}
+                assert len(experts_module._SCRATCH) == len(shapes)  # one scratch per weight shape, not per layer
+        assert not experts_module._SCRATCH  # released after the run
+    torch.testing.assert_close(outputs["merged"], outputs["fused"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outputs["auto"], outputs["fused"], rtol=1e-5, atol=1e-5)
+    assert merged_calls  # the forced path really merged
+
+
+def test_training_never_merges(tiny_model, experts, monkeypatch):
+    monkeypatch.setattr(FusedLoRALinear, "path", "merged")
+    monkeypatch.setattr(FusedLoRALinear, "merged_forward", lambda self, x: pytest.fail("merged with gradients on"))
+    inputs = make_model_inputs(tiny_model, batch=2)
+    inputs["timestep"] = torch.full((2,), 300.0)
+    with experts_attached(tiny_model, experts, random_gate(tiny_model.num_layers)):
+        tiny_model(**inputs, audio=None).sum().backward()
 
 
 def test_equals_peft_with_constant_weights(tiny_model, experts):
