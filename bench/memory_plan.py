@@ -197,6 +197,18 @@ def main(argv=None) -> int:
                                                                 ("tiled decode", tiled)) if on]
             cells.append(f"{', '.join(settings)} ({result['peak'] / GIB:.1f} GiB)")
         lines.append(f"| {card} GB | " + " | ".join(cells) + " |")
+    lookup = {key: r for key, r in rows}
+    lines += ["", "Each setting alone, from the visiting bf16 row with nothing else on (sampling stage / decode stage):", ""]
+    for resolution in RESOLUTIONS:
+        plain = lookup[(resolution, "bf16", 0, False, False, False, False)]
+        saved = {
+            "sequential rows": plain["stages"]["sampling"] - lookup[(resolution, "bf16", 0, True, False, False, False)]["stages"]["sampling"],
+            "FFN chunks": plain["stages"]["sampling"] - lookup[(resolution, "bf16", 0, False, True, False, False)]["stages"]["sampling"],
+            "fp8 weights": plain["stages"]["sampling"] - lookup[(resolution, "fp8", 0, False, False, False, False)]["stages"]["sampling"],
+            "10 blocks swapped": plain["stages"]["sampling"] - lookup[(resolution, "bf16", 10, False, False, False, False)]["stages"]["sampling"],
+            "tiled decode": plain["stages"]["decode"] - lookup[(resolution, "bf16", 0, False, False, True, False)]["stages"]["decode"],
+        }
+        lines.append(f"- {resolution}: " + ", ".join(f"{name} -{gib / GIB:.1f} GiB" for name, gib in saved.items()))
     baseline = {res: r["peak"] / GIB for (res, *_, resident), r in rows if resident}
     lines += ["", "Baseline (everything resident on the device, bf16, two rows at once, whole FFN, whole-frame decode): "
               + ", ".join(f"{res} {gib:.1f} GiB" for res, gib in baseline.items()) + ". A setting fits a card when its peak is "
