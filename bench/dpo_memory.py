@@ -34,12 +34,12 @@ def peak_mib() -> float:
 
 def measure(mode: str, blocks: int, tokens: int) -> dict:
     from bench.fusion_overhead import WAN_1_3B, random_expert
-    from ft2_core.audio_adapter import AudioAdapter
-    from ft2_core.experts import attach_experts
-    from ft2_core.flow_dpo import dpo_step
-    from ft2_core.gate import StaticMix
-    from ft2_core.talking_model import FantasyTalkingModel
-    from ft2_core.wan_transformer import build_transformer
+    from ft2_core.models.audio_adapter import AudioAdapter
+    from ft2_core.tlpo.experts import attach_experts
+    from ft2_core.tlpo.flow_dpo import dpo_step
+    from ft2_core.tlpo.gate import StaticMix
+    from ft2_core.models.talking_model import FantasyTalkingModel
+    from ft2_core.models.wan_transformer import build_transformer
 
     torch.manual_seed(0)
     before_model = peak_mib()
@@ -68,7 +68,7 @@ def measure(mode: str, blocks: int, tokens: int) -> dict:
         with torch.no_grad():
             model(x, **both)
     elif mode == "train":  # one plain training step of the policy on the same 2B batch (no reference)
-        from ft2_core.flow_dpo import flow_matching_loss
+        from ft2_core.tlpo.flow_dpo import flow_matching_loss
 
         flow_matching_loss(model(x, **both), torch.randn_like(x)).mean().backward()
     else:

@@ -19,11 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.long_video import METHODS, WindowOptions  # noqa: E402
+from ft2_core.sampling.long_video import METHODS, WindowOptions  # noqa: E402
 from ft2_core.miniature.model import miniature_model_dir  # noqa: E402
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip  # noqa: E402
 from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
-from ft2_core.sampler import SamplerOptions  # noqa: E402
+from ft2_core.sampling.sampler import SamplerOptions  # noqa: E402
 
 
 def main() -> None:

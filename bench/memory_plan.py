@@ -59,9 +59,9 @@ def live_peak(fn) -> int:
 
 def dit_bytes_per_token(ffn_chunk: int) -> float:
     """Slope of one 14B-wide block's forward peak in the number of video tokens (one row, bf16, no grad)."""
-    from ft2_core.audio_adapter import AudioAdapter
-    from ft2_core.talking_model import FantasyTalkingModel
-    from ft2_core.wan_transformer import build_transformer, shipped_configs
+    from ft2_core.models.audio_adapter import AudioAdapter
+    from ft2_core.models.talking_model import FantasyTalkingModel
+    from ft2_core.models.wan_transformer import build_transformer, shipped_configs
 
     config = {**shipped_configs()["wan2.1-i2v-14b-720p"]["transformer"], "num_layers": 1}
     torch.manual_seed(0)
@@ -98,10 +98,10 @@ def module_sizes() -> dict[str, float]:
     from diffusers import AutoencoderKLWan
     from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel, Wav2Vec2Config, Wav2Vec2Model
 
-    from ft2_core.audio_adapter import AudioAdapter
-    from ft2_core.experts import block_linears
-    from ft2_core.lora_formats import EXPERT_TARGETS
-    from ft2_core.wan_transformer import build_transformer, shipped_configs
+    from ft2_core.models.audio_adapter import AudioAdapter
+    from ft2_core.tlpo.experts import block_linears
+    from ft2_core.tlpo.lora_formats import EXPERT_TARGETS
+    from ft2_core.models.wan_transformer import build_transformer, shipped_configs
 
     with torch.device("meta"):
         dit = build_transformer(shipped_configs()["wan2.1-i2v-14b-720p"]["transformer"], device="meta")

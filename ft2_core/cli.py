@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
-from .long_video import METHODS
+from .sampling.long_video import METHODS
 
 log = logging.getLogger("ft2_core")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -83,14 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
 def run_animate(args) -> Path:
     from tqdm import tqdm
 
-    from .audio import load_audio
+    from .models.audio import load_audio
     from .checks import finite_number, output_file, torch_device
     from .demo_inputs import demo_portrait, demo_speech
-    from .image import load_image
+    from .io.image import load_image
     from .pipeline import DEFAULT_NEGATIVE_PROMPT, FantasyTalkingPipeline, ModelPaths, model_folder
     from .progress import RunProgress
-    from .sampler import SamplerOptions
-    from .video_io import write_mp4
+    from .sampling.sampler import SamplerOptions
+    from .io.video_io import write_mp4
 
     output_file(args.out, (".mp4",), "--out")
     device = torch_device(args.device)
@@ -131,9 +131,9 @@ def run_animate(args) -> Path:
 
 def experts_from_args(args, num_layers: int):
     """--expert NAME=FILE[:STRENGTH] ..., --gate FILE or --schedule TEXT -> experts and their mix."""
-    from .experts import Expert
-    from .gate import ScheduledMix, load_gate, parse_schedule
-    from .lora_formats import load_lora
+    from .tlpo.experts import Expert
+    from .tlpo.gate import ScheduledMix, load_gate, parse_schedule
+    from .tlpo.lora_formats import load_lora
 
     experts = []
     for spec in args.expert:
@@ -177,12 +177,12 @@ def main(argv=None) -> int:
         if args.command == "animate":
             out = run_animate(args)
         elif args.command == "experts":
-            from .lora_formats import describe, load_lora
+            from .tlpo.lora_formats import describe, load_lora
 
             print(describe(load_lora(args.file)))
             return 0
         else:
-            from .audio_adapter import convert_adapter
+            from .models.audio_adapter import convert_adapter
 
             out = convert_adapter(args.source, args.target)
     except InputError as err:

@@ -9,21 +9,21 @@ from pathlib import Path
 
 import torch
 
-from .audio import Audio, Wav2VecEncoder, clip_for_video, frame_count
-from .audio_adapter import load_audio_adapter
-from .audio_windows import check_frame_count, latent_frame_count
+from .models.audio import Audio, Wav2VecEncoder, clip_for_video, frame_count
+from .models.audio_adapter import load_audio_adapter
+from .models.audio_windows import check_frame_count, latent_frame_count
 from .checks import finite_number
-from .conditioning import ImageEncoder, TextEncoder, WanVAE, condition_video, i2v_condition
+from .models.conditioning import ImageEncoder, TextEncoder, WanVAE, condition_video, i2v_condition
 from .errors import InputError
-from .experts import Expert, experts_attached
-from .image import fit_image
-from .long_video import FrameCodec, WindowOptions, sample_long
-from .pixel_latent import SpaceToDepthVAE, is_pixel_latent_folder
+from .tlpo.experts import Expert, experts_attached
+from .io.image import fit_image
+from .sampling.long_video import FrameCodec, WindowOptions, sample_long
+from .models.pixel_latent import SpaceToDepthVAE, is_pixel_latent_folder
 from .placement import visiting
 from .progress import RunProgress, counting_calls
-from .sampler import Conditioning, SamplerOptions
-from .talking_model import FantasyTalkingModel
-from .wan_transformer import load_transformer_file, load_transformer_folder
+from .sampling.sampler import Conditioning, SamplerOptions
+from .models.talking_model import FantasyTalkingModel
+from .models.wan_transformer import load_transformer_file, load_transformer_folder
 
 log = logging.getLogger(__name__)
 

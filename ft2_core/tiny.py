@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from .audio_adapter import AudioAdapter, ours_to_upstream
-from .checkpoint_io import save_safetensors
+from .models.audio_adapter import AudioAdapter, ours_to_upstream
+from .io.checkpoint_io import save_safetensors
 from .pipeline import MANIFEST
-from .wan_transformer import build_transformer, shipped_configs
+from .models.wan_transformer import build_transformer, shipped_configs
 
 VERSION = 2  # bump when the built folder changes
 NOTICE = (
@@ -157,7 +157,7 @@ def build_tiny_critic(folder: Path, seed: int = 0) -> None:
     from transformers import (PreTrainedTokenizerFast, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration,
                               WhisperFeatureExtractor)
 
-    from .critic import QUESTIONS, SYSTEM
+    from .scoring.critic import QUESTIONS, SYSTEM
 
     words = sorted({w for text in [SYSTEM, "Answer Yes or No.", "system user assistant", *QUESTIONS.values()]
                     for w in text.replace("?", " ?").replace(".", " .").split()})

@@ -30,18 +30,18 @@ class FT2CriticLoader:
     def load(self, critic_base, critic_lora):
         if critic_base == PROXIES:
             return (self.proxies(),)
-        critic = core("critic").TalkingCritic
+        critic = core("scoring.critic").TalkingCritic
         folder = core("tiny").tiny_critic_dir() if critic_base == TINY_CRITIC else comfy.resolve_dir("ft2_critics", critic_base, "critic base")
         lora = None if critic_lora == NO_LORA else comfy.resolve_file("ft2_critics", critic_lora, "critic LoRA")
         return (critic.from_folder(folder, lora),)
 
     @staticmethod
     def proxies():
-        proxy = core("proxy_metrics").ProxyScorer
+        proxy = core("scoring.proxy_metrics").ProxyScorer
         task = comfy.list_files("mediapipe", (".task",))
         if "face_landmarker.task" not in task:
             return proxy(None)
-        return proxy(core("lip_mask").LipMasker(comfy.resolve_file("mediapipe", "face_landmarker.task", "face landmarker")))
+        return proxy(core("scoring.lip_mask").LipMasker(comfy.resolve_file("mediapipe", "face_landmarker.task", "face landmarker")))
 
 
 class FT2CriticScore:
@@ -64,7 +64,7 @@ class FT2CriticScore:
 
     @says_what_to_install
     def score(self, critic, frames, audio, fps):
-        clip = core("audio").audio_from_waveform(audio["waveform"], audio["sample_rate"], "audio input")
+        clip = core("models.audio").audio_from_waveform(audio["waveform"], audio["sample_rate"], "audio input")
         scores = critic.score_clip(frames.cpu(), fps, clip, "video")
         text = "  ".join(f"{name}: {'unknown' if value is None else f'{value:.3f}'}" for name, value in scores.items())
         values = tuple(float("nan") if v is None else float(v) for v in (scores["motion"], scores["lipsync"], scores["quality"]))

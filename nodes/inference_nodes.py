@@ -67,9 +67,9 @@ SAMPLER_INPUTS = {
 
 
 def long_video_inputs(default_window: int, window_tooltip: str) -> dict:
-    """How audio longer than the model's trained length is animated (ft2_core.long_video), as widgets."""
+    """How audio longer than the model's trained length is animated (ft2_core.sampling.long_video), as widgets."""
     return {
-        "long_method": (list(core("long_video").METHODS), {"default": "sliding", "tooltip": (
+        "long_method": (list(core("sampling.long_video").METHODS), {"default": "sliding", "tooltip": (
             "Audio longer than one window: sliding = overlapping windows fused at every step (each hears its own audio "
             "and sees the portrait); continuation = each window starts from the last frames of the one before; "
             "single = everything in one window (memory grows with length; for comparison).")}),
@@ -92,10 +92,10 @@ class ComfyVAECodec:
 
     def encode(self, video):
         pixels = ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
-        return core("latent_format").normalize(self.vae.encode(pixels).float().cpu())
+        return core("models.latent_format").normalize(self.vae.encode(pixels).float().cpu())
 
     def decode(self, latents):
-        frames = self.vae.decode(core("latent_format").denormalize(latents))
+        frames = self.vae.decode(core("models.latent_format").denormalize(latents))
         return frames.reshape(-1, *frames.shape[-3:]).float().cpu()
 
 
@@ -117,7 +117,7 @@ MEMORY_INPUTS = {
 
 
 def sampler_options(kwargs):
-    options = core("sampler").SamplerOptions
+    options = core("sampling.sampler").SamplerOptions
     memory = {name: kwargs[name] for name in MEMORY_INPUTS if name in kwargs}
     return options(**{name: kwargs[name] for name in SAMPLER_INPUTS}, **memory).validate()
 
@@ -204,7 +204,7 @@ class FT2Animate:
     @says_what_to_install
     def animate(self, pipeline, image, audio, prompt, negative_prompt, max_side, num_frames, fps, experts=(), gate=None,
                 max_seconds=0.0, long_method="sliding", window_frames=0, overlap_frames=16, **kwargs):
-        from_waveform = core("audio").audio_from_waveform
+        from_waveform = core("models.audio").audio_from_waveform
         options = sampler_options(kwargs)
         windows = pipeline.window_options(long_method, window_frames or None, overlap_frames)
         clip = from_waveform(audio["waveform"], audio["sample_rate"], "audio input")
@@ -215,7 +215,7 @@ class FT2Animate:
             progress=comfy.run_progress(cheap_decode), experts=experts, gate=gate, windows=windows,
             max_seconds=max_seconds or None,
         ))
-        track = core("audio").fit_to_duration(result.audio, result.frames.shape[0] / result.fps)
+        track = core("models.audio").fit_to_duration(result.audio, result.frames.shape[0] / result.fps)
         return (result.frames.cpu().float(), comfy_audio(track))
 
 
@@ -260,7 +260,7 @@ class FT2Wav2VecLoader:
 
     @says_what_to_install
     def load(self, wav2vec_folder):
-        encoder = core("audio").Wav2VecEncoder
+        encoder = core("models.audio").Wav2VecEncoder
         return (encoder(comfy.resolve_dir("audio_encoders", wav2vec_folder, "wav2vec2")),)
 
 
@@ -286,11 +286,11 @@ class FT2AudioEmbeds:
 
     @says_what_to_install
     def encode(self, wav2vec, audio, fps, num_frames, max_seconds=0.0):
-        audio_mod = core("audio")
+        audio_mod = core("models.audio")
         clip = audio_mod.audio_from_waveform(audio["waveform"], audio["sample_rate"], "audio input")
         if num_frames == 0:
             num_frames = audio_mod.frame_count(min(clip.duration, max_seconds or clip.duration), fps)
-        core("audio_windows").check_frame_count(num_frames)
+        core("models.audio_windows").check_frame_count(num_frames)
         def work(device):  # the weights visit the device for this call only (ft2_core.placement)
             wav2vec.device = device
             return wav2vec.encode(audio_mod.clip_for_video(clip, num_frames, fps)).cpu()
@@ -330,9 +330,9 @@ class FT2Sampler:
         import torch
 
         options = sampler_options(kwargs)
-        windows = core("long_video").WindowOptions(long_method, window_frames, overlap_frames).validate()
-        conditioning, latent_format = core("conditioning"), core("latent_format")
-        image = core("image").require_multiple_of_16(start_image[:1], "start_image")
+        windows = core("sampling.long_video").WindowOptions(long_method, window_frames, overlap_frames).validate()
+        conditioning, latent_format = core("models.conditioning"), core("models.latent_format")
+        image = core("io.image").require_multiple_of_16(start_image[:1], "start_image")
         num_frames = audio_embeds["num_frames"]
         first = windows.first_window_frames(num_frames)
         video = torch.full((first, *image.shape), 0.5)  # first frame, then mid-grey (= Wan's zeros in -1..1)

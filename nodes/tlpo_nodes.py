@@ -29,7 +29,7 @@ class FT2LoadExperts:
 
     @says_what_to_install
     def load(self, **kwargs):
-        experts_mod, lora_formats = core("experts"), core("lora_formats")
+        experts_mod, lora_formats = core("tlpo.experts"), core("tlpo.lora_formats")
         experts = []
         for name in EXPERT_NAMES:
             if kwargs[f"{name}_lora_name"] != NONE:
@@ -53,7 +53,7 @@ class FT2LoadGate:
 
     @says_what_to_install
     def load(self, gate_name):
-        load_gate = core("gate").load_gate
+        load_gate = core("tlpo.gate").load_gate
         return (load_gate(comfy.resolve_file("ft2_gates", gate_name, "gate")),)
 
 
@@ -73,7 +73,7 @@ class FT2ExpertSchedule:
 
     @says_what_to_install
     def build(self, schedule):
-        gate = core("gate")
+        gate = core("tlpo.gate")
         first = next((line for line in schedule.splitlines() if ":" in line), "")
         points, weights = gate.parse_schedule(schedule, len(first.split(":", 1)[-1].split(",")))
         return (gate.ScheduledMix(points, weights),)
@@ -97,7 +97,7 @@ class FT2GateHeatmap:
     def draw(self, gate, num_layers):
         import torch
 
-        render_gate = core("gate_plot").render_gate
+        render_gate = core("tlpo.gate_plot").render_gate
         layers = getattr(gate, "num_layers", num_layers)
         names = getattr(gate, "experts", ()) or EXPERT_NAMES[: gate.num_experts]
         pixels = render_gate(gate.cpu(), layers, tuple(names))

@@ -46,7 +46,7 @@ def make_model_inputs(model, batch=2, frames=5, height=8, width=8, seed=0):
 
 @pytest.fixture(scope="session")
 def tiny_critic(tiny_dir):
-    from ft2_core.critic import TalkingCritic
+    from ft2_core.scoring.critic import TalkingCritic
     from ft2_core.tiny import tiny_critic_dir
 
     return TalkingCritic.from_folder(tiny_critic_dir(tiny_dir.parent))

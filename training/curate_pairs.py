@@ -20,13 +20,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.checks import torch_device  # noqa: E402
-from ft2_core.critic import DIMENSIONS, TalkingCritic  # noqa: E402
-from ft2_core.curation import RULES, pairs_by_dimension  # noqa: E402
+from ft2_core.scoring.critic import DIMENSIONS, TalkingCritic  # noqa: E402
+from ft2_core.tlpo.curation import RULES, pairs_by_dimension  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
-from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
-from ft2_core.preference_data import write_pairs  # noqa: E402
+from ft2_core.io.jsonl import append_jsonl, read_jsonl  # noqa: E402
+from ft2_core.tlpo.preference_data import write_pairs  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
-from ft2_core.video_io import read_video  # noqa: E402
+from ft2_core.io.video_io import read_video  # noqa: E402
 from training.trainer import Stopped, StopRequests  # noqa: E402
 
 log = logging.getLogger("ft2.curate")
@@ -117,8 +117,8 @@ def main(argv=None) -> int:
         torch_device(args.device)
         candidates = read_candidates(Path(args.candidates))
         if args.proxy:
-            from ft2_core.lip_mask import LipMasker
-            from ft2_core.proxy_metrics import ProxyScorer
+            from ft2_core.scoring.lip_mask import LipMasker
+            from ft2_core.scoring.proxy_metrics import ProxyScorer
 
             with LipMasker(args.face_landmarker) as masker:
                 scores = score_all(candidates, out / "scores.jsonl", proxy_batch_scorer(ProxyScorer(masker)), args.batch_size)

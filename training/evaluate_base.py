@@ -21,12 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.checkpoint_io import atomic_path, commit_atomic  # noqa: E402
+from ft2_core.io.checkpoint_io import atomic_path, commit_atomic  # noqa: E402
 from ft2_core.miniature.model import miniature_model_dir  # noqa: E402
 from ft2_core.miniature.oracles import score_clip  # noqa: E402
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, Clip, make_clip  # noqa: E402
 from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
-from ft2_core.sampler import SamplerOptions  # noqa: E402
+from ft2_core.sampling.sampler import SamplerOptions  # noqa: E402
 
 DIMENSIONS = ("lipsync", "motion", "quality")
 
@@ -43,8 +43,8 @@ def untrained_model_dir(trained: Path, workdir: Path) -> Path:
     """The trained folder with its DiT and adapter re-initialised (same classes and seed as training starts)."""
     import shutil
 
-    from ft2_core.audio_adapter import ours_to_upstream
-    from ft2_core.checkpoint_io import save_safetensors
+    from ft2_core.models.audio_adapter import ours_to_upstream
+    from ft2_core.io.checkpoint_io import save_safetensors
     from training.config import check
     from training.train_base import SCHEMA, build_model
 

@@ -2,7 +2,7 @@
 
     python training/evaluate_long_video.py --out training/results/long_video [--lengths 4 10 30] [--clips 2]
 
-For clips 4x, 10x and 30x the model's trained length (33 frames), each method of ft2_core.long_video
+For clips 4x, 10x and 30x the model's trained length (33 frames), each method of ft2_core.sampling.long_video
 animates a held-out world portrait and speech through the real pipeline (the model's defaults, windows
 of the trained length, 16 frames of overlap). The oracles then score every window-sized segment of 32
 frames against the world's true clip: lip-sync per segment over time, identity and colour fidelity to
@@ -26,14 +26,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.audio import Audio  # noqa: E402
-from ft2_core.checkpoint_io import atomic_path, commit_atomic  # noqa: E402
-from ft2_core.long_video import METHODS, WindowOptions  # noqa: E402
+from ft2_core.models.audio import Audio  # noqa: E402
+from ft2_core.io.checkpoint_io import atomic_path, commit_atomic  # noqa: E402
+from ft2_core.sampling.long_video import METHODS, WindowOptions  # noqa: E402
 from ft2_core.miniature.model import miniature_model_dir  # noqa: E402
 from ft2_core.miniature.oracles import score_clip  # noqa: E402
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip  # noqa: E402
 from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
-from ft2_core.sampler import SamplerOptions  # noqa: E402
+from ft2_core.sampling.sampler import SamplerOptions  # noqa: E402
 
 SEEDS_FROM = HELD_OUT_SEEDS_FROM + 5000  # held-out conditions, apart from evaluate_base's
 

@@ -17,16 +17,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.audio import load_audio  # noqa: E402
-from ft2_core.audio_windows import check_frame_count  # noqa: E402
-from ft2_core.checkpoint_io import remove_temporaries  # noqa: E402
+from ft2_core.models.audio import load_audio  # noqa: E402
+from ft2_core.models.audio_windows import check_frame_count  # noqa: E402
+from ft2_core.io.checkpoint_io import remove_temporaries  # noqa: E402
 from ft2_core.checks import finite_number, safe_name, torch_device  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
-from ft2_core.image import load_image  # noqa: E402
-from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
+from ft2_core.io.image import load_image  # noqa: E402
+from ft2_core.io.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths, model_folder  # noqa: E402
-from ft2_core.sampler import SamplerOptions  # noqa: E402
-from ft2_core.video_io import write_mp4  # noqa: E402
+from ft2_core.sampling.sampler import SamplerOptions  # noqa: E402
+from ft2_core.io.video_io import write_mp4  # noqa: E402
 from training.trainer import Stopped, StopRequests  # noqa: E402
 
 log = logging.getLogger("ft2.candidates")

@@ -19,15 +19,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.audio_windows import check_frame_count  # noqa: E402
+from ft2_core.models.audio_windows import check_frame_count  # noqa: E402
 from ft2_core.checks import torch_device  # noqa: E402
-from ft2_core.conditioning import VAE_SPACE_STRIDE, condition_video, i2v_condition  # noqa: E402
+from ft2_core.models.conditioning import VAE_SPACE_STRIDE, condition_video, i2v_condition  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
-from ft2_core.image import fit_image, load_image  # noqa: E402
-from ft2_core.jsonl import read_jsonl  # noqa: E402
+from ft2_core.io.image import fit_image, load_image  # noqa: E402
+from ft2_core.io.jsonl import read_jsonl  # noqa: E402
 from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths, model_folder  # noqa: E402
-from ft2_core.preference_data import CacheWriter  # noqa: E402
-from ft2_core.video_io import read_video  # noqa: E402
+from ft2_core.tlpo.preference_data import CacheWriter  # noqa: E402
+from ft2_core.io.video_io import read_video  # noqa: E402
 from training.trainer import Stopped, StopRequests  # noqa: E402
 
 log = logging.getLogger("ft2.preprocess")
@@ -67,7 +67,7 @@ def cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop:
             latents = pipe.vae.encode(pixels.permute(3, 0, 1, 2)[None] * 2 - 1)[0]
             item = {"latents": latents}
             if masker is not None:
-                from ft2_core.lip_mask import latent_lip_mask
+                from ft2_core.scoring.lip_mask import latent_lip_mask
 
                 mask = latent_lip_mask(masker, (pixels.numpy() * 255).round().astype(np.uint8), clip["video"],
                                        getattr(pipe.vae, "spatial_stride", VAE_SPACE_STRIDE))
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
             if args.lip_mask == "world":
                 from ft2_core.miniature.oracles import WorldLipMasker as masker_class
             else:
-                from ft2_core.lip_mask import LipMasker as masker_class
+                from ft2_core.scoring.lip_mask import LipMasker as masker_class
 
             with (masker_class() if args.lip_mask == "world" else masker_class(args.face_landmarker)) as masker:
                 count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, masker, clips_path.parent)

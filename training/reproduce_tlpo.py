@@ -26,22 +26,22 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.checkpoint_io import atomic_path, commit_atomic  # noqa: E402
-from ft2_core.critic import DIMENSIONS, TalkingCritic, VideoSettings  # noqa: E402
+from ft2_core.io.checkpoint_io import atomic_path, commit_atomic  # noqa: E402
+from ft2_core.scoring.critic import DIMENSIONS, TalkingCritic, VideoSettings  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
-from ft2_core.experts import Expert  # noqa: E402
-from ft2_core.gate import StaticMix, load_gate  # noqa: E402
-from ft2_core.gate_plot import gate_weights_grid, render_gate  # noqa: E402
-from ft2_core.image import load_image  # noqa: E402
-from ft2_core.jsonl import read_jsonl  # noqa: E402
-from ft2_core.lora_formats import load_lora  # noqa: E402
+from ft2_core.tlpo.experts import Expert  # noqa: E402
+from ft2_core.tlpo.gate import StaticMix, load_gate  # noqa: E402
+from ft2_core.tlpo.gate_plot import gate_weights_grid, render_gate  # noqa: E402
+from ft2_core.io.image import load_image  # noqa: E402
+from ft2_core.io.jsonl import read_jsonl  # noqa: E402
+from ft2_core.tlpo.lora_formats import load_lora  # noqa: E402
 from ft2_core.miniature.model import PROMPT, miniature_model_dir  # noqa: E402
 from ft2_core.miniature.oracles import score_clip  # noqa: E402
 from ft2_core.miniature.world import DEGRADATIONS, FPS, HELD_OUT_SEEDS_FROM, degrade, make_clip  # noqa: E402
 from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
-from ft2_core.sampler import SamplerOptions  # noqa: E402
+from ft2_core.sampling.sampler import SamplerOptions  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
-from ft2_core.video_io import read_video, write_mp4  # noqa: E402
+from ft2_core.io.video_io import read_video, write_mp4  # noqa: E402
 from training import curate_pairs, generate_candidates, preprocess, train_critic, train_expert, train_gate  # noqa: E402
 from training.config import Option  # noqa: E402
 from training.trainer import Stopped, resolve, run  # noqa: E402

@@ -17,8 +17,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.audio import Audio  # noqa: E402
-from ft2_core.video_io import write_mp4  # noqa: E402
+from ft2_core.models.audio import Audio  # noqa: E402
+from ft2_core.io.video_io import write_mp4  # noqa: E402
 
 FPS, FRAMES, SIDE, RATE = 8.0, 16, 64, 16000
 

@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.preference_data import DIMENSION_NAMES, CacheWriter, Pair, write_pairs  # noqa: E402
+from ft2_core.tlpo.preference_data import DIMENSION_NAMES, CacheWriter, Pair, write_pairs  # noqa: E402
 from ft2_core.tiny import TINY_AUDIO, TINY_TRANSFORMER  # noqa: E402
 
 NUM_FRAMES, LATENT_FRAMES, LATENT_SIDE, AUDIO_TOKENS = 9, 3, 8, 19

@@ -22,15 +22,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.audio_adapter import AudioAdapter, ours_to_upstream  # noqa: E402
-from ft2_core.audio_windows import check_frame_count  # noqa: E402
-from ft2_core.checkpoint_io import save_safetensors  # noqa: E402
-from ft2_core.flow_dpo import flow_matching_loss  # noqa: E402
-from ft2_core.jsonl import append_jsonl  # noqa: E402
+from ft2_core.models.audio_adapter import AudioAdapter, ours_to_upstream  # noqa: E402
+from ft2_core.models.audio_windows import check_frame_count  # noqa: E402
+from ft2_core.io.checkpoint_io import save_safetensors  # noqa: E402
+from ft2_core.tlpo.flow_dpo import flow_matching_loss  # noqa: E402
+from ft2_core.io.jsonl import append_jsonl  # noqa: E402
 from ft2_core.miniature.model import CONFIG, WorldEncoders, save_frozen_parts, write_manifest  # noqa: E402
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip  # noqa: E402
-from ft2_core.talking_model import FantasyTalkingModel  # noqa: E402
-from ft2_core.wan_transformer import build_transformer  # noqa: E402
+from ft2_core.models.talking_model import FantasyTalkingModel  # noqa: E402
+from ft2_core.models.wan_transformer import build_transformer  # noqa: E402
 from training.config import Option  # noqa: E402
 from training.trainer import StopRequests, end_of_step, mix_seed, resolve, restore, run  # noqa: E402
 
@@ -130,7 +130,7 @@ def main(config: dict) -> Path:
     from tqdm import tqdm
 
     train, world = config["train"], config["world"]
-    logging.getLogger("ft2_core.audio").setLevel(logging.WARNING)  # every clip is cut to its video: no news
+    logging.getLogger("ft2_core.models.audio").setLevel(logging.WARNING)  # every clip is cut to its video: no news
     steps, batch_size, seed = train["steps"], train["batch_size"], train["seed"]
     frames = world["frames"]
     check_frame_count(frames, "world.frames")

@@ -16,10 +16,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.critic import DIMENSIONS, TalkingCritic, VideoSettings  # noqa: E402
-from ft2_core.jsonl import append_jsonl, read_jsonl  # noqa: E402
+from ft2_core.scoring.critic import DIMENSIONS, TalkingCritic, VideoSettings  # noqa: E402
+from ft2_core.io.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
-from ft2_core.video_io import read_video  # noqa: E402
+from ft2_core.io.video_io import read_video  # noqa: E402
 from training.config import Option  # noqa: E402
 from training.trainer import StopRequests, end_of_step, global_batch, local_batch_size, make_accelerator, resolve, resume, run  # noqa: E402
 

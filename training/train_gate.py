@@ -12,10 +12,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.errors import InputError  # noqa: E402
-from ft2_core.experts import Expert, attach_experts  # noqa: E402
-from ft2_core.gate import TimestepLayerGate, save_gate  # noqa: E402
-from ft2_core.lora_formats import DIMENSIONS, load_lora  # noqa: E402
-from ft2_core.preference_data import PairDataset  # noqa: E402
+from ft2_core.tlpo.experts import Expert, attach_experts  # noqa: E402
+from ft2_core.tlpo.gate import TimestepLayerGate, save_gate  # noqa: E402
+from ft2_core.tlpo.lora_formats import DIMENSIONS, load_lora  # noqa: E402
+from ft2_core.tlpo.preference_data import PairDataset  # noqa: E402
 from training.config import DPO_TRAIN, MODEL, TOY_DATA, Option  # noqa: E402
 from training.trainer import make_accelerator, model_from_config, pair_dataset, resolve, run, synthetic_data, train_dpo  # noqa: E402
 

@@ -19,12 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # scripts run as `python training/x.py` or under `accelerate launch`
     sys.path.insert(0, str(REPO))
 
-from ft2_core.checkpoint_io import atomic_path, commit_atomic, load_state_dict, remove_temporaries, save_safetensors  # noqa: E402
+from ft2_core.io.checkpoint_io import atomic_path, commit_atomic, load_state_dict, remove_temporaries, save_safetensors  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
-from ft2_core.flow import shift_sigmas  # noqa: E402
-from ft2_core.flow_dpo import dpo_step  # noqa: E402
-from ft2_core.jsonl import append_jsonl  # noqa: E402
-from ft2_core.preference_data import LatentCache, PairDataset, collate_pairs, read_pairs  # noqa: E402
+from ft2_core.sampling.flow import shift_sigmas  # noqa: E402
+from ft2_core.tlpo.flow_dpo import dpo_step  # noqa: E402
+from ft2_core.io.jsonl import append_jsonl  # noqa: E402
+from ft2_core.tlpo.preference_data import LatentCache, PairDataset, collate_pairs, read_pairs  # noqa: E402
 
 log = logging.getLogger("ft2.train")
 SIGMA_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0)

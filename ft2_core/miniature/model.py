@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from ..audio import Audio, Wav2VecEncoder, clip_for_video
-from ..conditioning import ImageEncoder, TextEncoder, condition_video, i2v_condition
-from ..pixel_latent import SpaceToDepthVAE
-from ..wan_transformer import shipped_configs
+from ..models.audio import Audio, Wav2VecEncoder, clip_for_video
+from ..models.conditioning import ImageEncoder, TextEncoder, condition_video, i2v_condition
+from ..models.pixel_latent import SpaceToDepthVAE
+from ..models.wan_transformer import shipped_configs
 from .world import Clip
 
 SHIPPED_DIR = Path(__file__).parent / "weights"

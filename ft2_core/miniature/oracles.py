@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..audio import Audio, to_mono_16k
+from ..models.audio import Audio, to_mono_16k
 
 MAX_LAG = 2
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ft2_core.checkpoint_io import save_safetensors
+from ft2_core.io.checkpoint_io import save_safetensors
 from ft2_core.cli import main
 from ft2_core.errors import InputError
 from training import generate_candidates, preprocess
@@ -74,9 +74,9 @@ def test_cuda_on_a_machine_without_it(tmp_path, tiny_dir, run_cli):
 
 @pytest.mark.parametrize("kind", ["expert", "gate", "adapter"])
 def test_nan_in_weight_files(tmp_path, tiny_dir, tiny_model, run_cli, kind):
-    from ft2_core.gate import TimestepLayerGate, save_gate
-    from ft2_core.lora_formats import save_expert
-    from tests.ft2_core.test_experts import random_lora
+    from ft2_core.tlpo.gate import TimestepLayerGate, save_gate
+    from ft2_core.tlpo.lora_formats import save_expert
+    from tests.ft2_core.tlpo.test_experts import random_lora
 
     expert = save_expert(random_lora(tiny_model, 2, 2.0, 0), tmp_path / "e.safetensors", "motion", "ft2-tiny")
     args = ["animate", "--out", str(tmp_path / "o.mp4"), "--model-dir", str(tiny_dir), "--frames", "5", "--steps", "1"]
@@ -104,7 +104,7 @@ def test_nan_in_weight_files(tmp_path, tiny_dir, tiny_model, run_cli, kind):
 
 
 def test_huge_image_is_shrunk_while_decoding(tmp_path):
-    from ft2_core.image import DECODE_MAX_SIDE, load_image
+    from ft2_core.io.image import DECODE_MAX_SIDE, load_image
 
     path = tmp_path / "big.png"
     Image.new("RGB", (9000, 300), (120, 80, 60)).save(path)
@@ -113,7 +113,7 @@ def test_huge_image_is_shrunk_while_decoding(tmp_path):
 
 
 def test_decompression_bomb_is_refused(tmp_path):
-    from ft2_core.image import load_image
+    from ft2_core.io.image import load_image
 
     path = tmp_path / "bomb.png"
     Image.new("1", (20000, 10000)).save(path)  # 200 megapixels in a few kilobytes
@@ -151,7 +151,7 @@ def test_preprocess_frame_counts(tmp_path, capsys, frames):
 
 
 def test_sampler_options_refuse_non_finite_values():
-    from ft2_core.sampler import SamplerOptions
+    from ft2_core.sampling.sampler import SamplerOptions
 
     for field in ("cfg", "audio_cfg", "shift", "audio_scale"):
         with pytest.raises(InputError, match=field):

@@ -3,7 +3,7 @@ import soundfile
 from PIL import Image
 
 from ft2_core.cli import main
-from ft2_core.video_io import probe_mp4
+from ft2_core.io.video_io import probe_mp4
 
 
 def test_animate_with_defaults_writes_mp4_with_audio(tmp_path, caplog):
@@ -12,9 +12,9 @@ def test_animate_with_defaults_writes_mp4_with_audio(tmp_path, caplog):
     caplog.set_level("WARNING")
     assert main(["animate", "--out", str(out), "--steps", "3"]) == 0
     facts = probe_mp4(out)
-    # the demo speech is 3.5 s: 80 // 4 * 4 + 5 = 85 frames, capped at the model's 81; 64x64 at 23 fps
-    assert (facts["frames"], facts["width"], facts["height"]) == (81, 64, 64)
-    assert facts["fps"] == 23.0 and facts["audio_codec"] == "aac" and abs(facts["audio_seconds"] - 81 / 23) < 0.03
+    # the demo speech is 3.5 s: 80 // 4 * 4 + 5 = 85 frames, all of them (in windows of the model's 33); 64x64 at 23 fps
+    assert (facts["frames"], facts["width"], facts["height"]) == (85, 64, 64)
+    assert facts["fps"] == 23.0 and facts["audio_codec"] == "aac" and abs(facts["audio_seconds"] - 85 / 23) < 0.03
     assert "miniature model" in caplog.text and "not a real-face model" in caplog.text
 
 
@@ -39,8 +39,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, tiny_dir, capsys):
 
 
 def test_experts_inspect_prints_the_facts(tmp_path, capsys, tiny_model):
-    from ft2_core.lora_formats import save_expert
-    from tests.ft2_core.test_experts import random_lora
+    from ft2_core.tlpo.lora_formats import save_expert
+    from tests.ft2_core.tlpo.test_experts import random_lora
 
     path = save_expert(random_lora(tiny_model, 4, 8.0, 0), tmp_path / "ls.safetensors", "lipsync", "ft2-tiny")
     assert main(["experts", "inspect", str(path)]) == 0
@@ -51,8 +51,8 @@ def test_experts_inspect_prints_the_facts(tmp_path, capsys, tiny_model):
 
 
 def test_animate_with_experts_and_schedule(tmp_path, tiny_dir, tiny_model):
-    from ft2_core.lora_formats import save_expert
-    from tests.ft2_core.test_experts import random_lora
+    from ft2_core.tlpo.lora_formats import save_expert
+    from tests.ft2_core.tlpo.test_experts import random_lora
 
     files = [save_expert(random_lora(tiny_model, 2, 2.0, k), tmp_path / f"{n}.safetensors", n, "ft2-tiny")
              for k, n in enumerate(("motion", "lipsync"))]

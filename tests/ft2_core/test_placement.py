@@ -3,7 +3,7 @@ from torch import nn
 
 from ft2_core.demo_inputs import demo_portrait, demo_speech
 from ft2_core.placement import visiting
-from ft2_core.sampler import SamplerOptions
+from ft2_core.sampling.sampler import SamplerOptions
 
 ELSEWHERE = torch.device("cpu", 0)  # a device that compares unequal to the CPU, so the moves really happen here
 

@@ -66,8 +66,8 @@ def models_dir(tmp_path_factory, tiny_dir):
 
     from safetensors.torch import save_file
 
-    from ft2_core.wan_keys import diffusers_to_original
-    from ft2_core.wan_transformer import load_transformer_folder
+    from ft2_core.models.wan_keys import diffusers_to_original
+    from ft2_core.models.wan_transformer import load_transformer_folder
 
     root = tmp_path_factory.mktemp("models")
     (root / "diffusion_models").mkdir()
@@ -86,9 +86,9 @@ def write_tlpo_files(root: Path, dit) -> None:
     """Three tiny experts in models/loras and a trained-looking gate in models/ft2_gates."""
     import torch
 
-    from ft2_core.experts import block_linears
-    from ft2_core.gate import TimestepLayerGate, save_gate
-    from ft2_core.lora_formats import LoraModule, LoraWeights, save_expert
+    from ft2_core.tlpo.experts import block_linears
+    from ft2_core.tlpo.gate import TimestepLayerGate, save_gate
+    from ft2_core.tlpo.lora_formats import LoraModule, LoraWeights, save_expert
 
     linears = block_linears(dit)
     for seed, dimension in enumerate(("motion", "lipsync", "quality")):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ft2_core.demo_inputs import demo_portrait, demo_speech
-from ft2_core.image import fit_image
+from ft2_core.io.image import fit_image
 
 SAMPLER = dict(steps=3, cfg=4.0, audio_cfg=3.0, audio_cfg_start=0.0, audio_cfg_end=1.0, shift=5.0, scheduler="euler",
                seed=3, audio_scale=1.0)
@@ -97,8 +97,8 @@ def test_bad_inputs_name_the_problem(ft2, models_dir, tiny_pipeline):
     with pytest.raises(FileNotFoundError, match="'gone.safetensors' not found in models/diffusion_models"):
         nodes["FT2ModelLoader"]().load("gone.safetensors", "tiny_fantasytalking.safetensors", "auto")
 
-    from ft2_core.audio_adapter import AudioAdapter, ours_to_upstream
-    from ft2_core.checkpoint_io import save_safetensors
+    from ft2_core.models.audio_adapter import AudioAdapter, ours_to_upstream
+    from ft2_core.io.checkpoint_io import save_safetensors
 
     wide = save_safetensors(ours_to_upstream(AudioAdapter(2, 64, 32, 24).state_dict()), models_dir / "diffusion_models" / "wide.safetensors")
     try:

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from ft2_core.demo_inputs import demo_portrait
-from ft2_core.experts import Expert
-from ft2_core.gate import load_gate
-from ft2_core.lora_formats import load_lora
+from ft2_core.tlpo.experts import Expert
+from ft2_core.tlpo.gate import load_gate
+from ft2_core.tlpo.lora_formats import load_lora
 from tests.nodes.test_inference_nodes import SAMPLER, comfy_audio
 
 
@@ -35,9 +35,9 @@ def test_animate_with_experts_and_gate_matches_the_library(ft2, models_dir, tiny
     plain, _ = nodes["FT2Animate"]().animate(*args, **SAMPLER)
     assert (with_experts - plain).abs().max() > 1e-3
 
-    from ft2_core.audio import audio_from_waveform
+    from ft2_core.models.audio import audio_from_waveform
     from ft2_core.pipeline import DEFAULT_NEGATIVE_PROMPT
-    from ft2_core.sampler import SamplerOptions
+    from ft2_core.sampling.sampler import SamplerOptions
 
     library = tiny_pipeline.animate(
         image[0], audio_from_waveform(audio["waveform"], audio["sample_rate"]), "talk", DEFAULT_NEGATIVE_PROMPT,
@@ -61,7 +61,7 @@ def test_schedule_and_heatmap(ft2):
 
 
 def test_expert_for_another_model_is_refused_when_sampling(ft2, models_dir, tiny_pipeline):
-    from ft2_core.lora_formats import LoraModule, LoraWeights, save_expert
+    from ft2_core.tlpo.lora_formats import LoraModule, LoraWeights, save_expert
 
     wide = LoraWeights({"blocks.0.ffn.0": LoraModule(torch.zeros(2, 48), torch.zeros(64, 2), 2.0)}, "test")
     path = save_expert(wide, models_dir / "loras" / "wide.safetensors", "motion", "other")
@@ -78,7 +78,7 @@ def test_expert_for_another_model_is_refused_when_sampling(ft2, models_dir, tiny
 
 
 def test_native_sampler_takes_experts_and_gate_like_the_all_in_one_path(ft2, tiny_pipeline):
-    from ft2_core.image import fit_image
+    from ft2_core.io.image import fit_image
     from tests.nodes.test_inference_nodes import ClipVisionOutputStandIn, WanVaeStandIn, comfy_conditioning
 
     nodes = ft2.NODE_CLASS_MAPPINGS

@@ -5,8 +5,8 @@ import pytest
 import soundfile
 from PIL import Image
 
-from ft2_core.curation import pairs_by_dimension
-from ft2_core.preference_data import read_pairs
+from ft2_core.tlpo.curation import pairs_by_dimension
+from ft2_core.tlpo.preference_data import read_pairs
 from training import curate_pairs, generate_candidates
 
 
@@ -55,13 +55,12 @@ def test_curation_writes_pairs_and_resumes_without_rescoring(candidates, tmp_pat
     pairs = pairs_by_dimension(scores, {r["id"]: r["condition"] for r in rows})
     assert [(p.winner, p.loser) for p in pairs["motion"]] == [("c0_0", "c0_1"), ("c0_0", "c0_2"), ("c1_0", "c1_1"), ("c1_0", "c1_2")]
 
-    out = tmp_path / "pairs"
-    argv = ["--candidates", str(candidates / "candidates.jsonl"), "--out", str(out), "--critic-base",
-            str(tiny_dir.parent / "tiny-critic-v1"), "--margin", "0.0"]
-    monkeypatch.setenv("FT2_CACHE", str(tiny_dir.parent))
     from ft2_core.tiny import tiny_critic_dir
 
-    tiny_critic_dir(tiny_dir.parent)
+    out = tmp_path / "pairs"
+    argv = ["--candidates", str(candidates / "candidates.jsonl"), "--out", str(out), "--critic-base",
+            str(tiny_critic_dir(tiny_dir.parent)), "--margin", "0.0"]
+    monkeypatch.setenv("FT2_CACHE", str(tiny_dir.parent))
     assert curate_pairs.main(argv) == 0
     counts = capsys.readouterr().out.strip().splitlines()[-1]
     assert counts.startswith("motion=") and "lipsync=" in counts and "quality=" in counts

@@ -1,8 +1,8 @@
 """A shortened TLPO chain on the shipped miniature model: every stage runs and feeds the next."""
 import json
 
-from ft2_core.gate import load_gate
-from ft2_core.lora_formats import load_lora
+from ft2_core.tlpo.gate import load_gate
+from ft2_core.tlpo.lora_formats import load_lora
 from tests.training.conftest import write_config
 from training import reproduce_tlpo
 from training.trainer import run

@@ -1,6 +1,6 @@
 import json
 
-from ft2_core.critic import TalkingCritic
+from ft2_core.scoring.critic import TalkingCritic
 from ft2_core.tiny import tiny_critic_dir
 from tests.training.conftest import write_config
 from training import train_critic

@@ -6,10 +6,10 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from ft2_core.experts import Expert, attach_experts, detach_experts
-from ft2_core.gate import StaticMix
-from ft2_core.lora_formats import load_lora
-from ft2_core.preference_data import LatentCache, PairDataset, read_pairs
+from ft2_core.tlpo.experts import Expert, attach_experts, detach_experts
+from ft2_core.tlpo.gate import StaticMix
+from ft2_core.tlpo.lora_formats import load_lora
+from ft2_core.tlpo.preference_data import LatentCache, PairDataset, read_pairs
 from tests.conftest import REPO
 from tests.training.conftest import metrics, write_config
 from training import train_expert

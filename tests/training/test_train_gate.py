@@ -2,11 +2,11 @@ import os
 
 import torch
 
-from ft2_core.experts import Expert, attach_experts, detach_experts
-from ft2_core.flow_dpo import dpo_step
-from ft2_core.gate import StaticMix, load_gate
-from ft2_core.lora_formats import LoraModule, LoraWeights, load_lora, save_expert
-from ft2_core.preference_data import LatentCache, PairDataset, collate_pairs, read_pairs
+from ft2_core.tlpo.experts import Expert, attach_experts, detach_experts
+from ft2_core.tlpo.flow_dpo import dpo_step
+from ft2_core.tlpo.gate import StaticMix, load_gate
+from ft2_core.tlpo.lora_formats import LoraModule, LoraWeights, load_lora, save_expert
+from ft2_core.tlpo.preference_data import LatentCache, PairDataset, collate_pairs, read_pairs
 from tests.conftest import REPO
 from tests.training.conftest import metrics, write_config
 from training import train_expert, train_gate

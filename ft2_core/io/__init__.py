@@ -1,0 +1,1 @@
+"""Files: safetensors checkpoints, MP4 video, images, JSONL."""

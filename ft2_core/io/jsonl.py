@@ -1,0 +1,39 @@
+"""JSON-lines manifests: one record per line, errors that name the file and line."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from ..errors import InputError
+
+
+def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = (), what: str = "manifest",
+               check: Callable[[dict], str | None] | None = None) -> list[dict]:
+    """Records of a JSONL file; `check(record)` may return a problem, reported with the line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path}")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}:{number}: not a JSON line ({err})") from None
+        missing = [key for key in required if key not in record]
+        if missing:
+            raise InputError(f"{path}:{number}: missing {', '.join(missing)}")
+        problem = check(record) if check is not None else None
+        if problem:
+            raise InputError(f"{path}:{number}: {problem}")
+        records.append(record)
+    return records
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one record; a crash can cut at most the line being written."""
+    with Path(path).open("a") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -1,0 +1,149 @@
+"""Speech input: any file or waveform -> 16 kHz mono clip of exactly the video's length -> wav2vec2 features."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..placement import visiting
+
+log = logging.getLogger(__name__)
+
+WAV2VEC_RATE = 16000
+SILENCE_PEAK = 1e-4  # below this peak amplitude a clip carries no speech to follow
+MAX_INPUT_SECONDS = 3600
+MIN_INPUT_SECONDS = 0.1  # shorter than a syllable: almost surely a wrong input
+
+
+@dataclass
+class Audio:
+    """A waveform as float32 [channels, samples] in -1..1 at `sample_rate`."""
+
+    waveform: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration(self) -> float:
+        return self.waveform.shape[1] / self.sample_rate
+
+
+def load_audio(path: str | os.PathLike) -> Audio:
+    """Read WAV/FLAC/MP3/OGG (any bit depth, rate and channel count) through libsndfile."""
+    import soundfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"audio: file not found: {path}")
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # libsndfile's errors name no input
+        raise InputError(f"audio: cannot decode {path} as WAV, FLAC, MP3 or OGG ({err})") from None
+    return checked_audio(data.T, rate, str(path))
+
+
+def audio_from_waveform(waveform, sample_rate: int, name: str = "audio waveform") -> Audio:
+    """Accept [samples], [channels, samples] or ComfyUI's [batch=1, channels, samples] tensors/arrays."""
+    data = waveform.detach().cpu().float().numpy() if isinstance(waveform, torch.Tensor) else np.asarray(waveform, np.float32)
+    if data.ndim == 3:
+        if data.shape[0] != 1:
+            raise InputError(f"{name}: expected a batch of one clip, got {data.shape[0]}")
+        data = data[0]
+    if data.ndim == 1:
+        data = data[None]
+    if data.ndim != 2:
+        raise InputError(f"{name}: expected [channels, samples], got shape {data.shape}")
+    return checked_audio(data, sample_rate, name)
+
+
+def checked_audio(data: np.ndarray, sample_rate, name: str) -> Audio:
+    if not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= 384000:
+        raise InputError(f"{name}: sample rate must be an integer between 1000 and 384000 Hz, got {sample_rate}")
+    if data.shape[1] == 0:
+        raise InputError(f"{name}: the clip is empty (no samples)")
+    if data.shape[0] > 16:
+        raise InputError(f"{name}: {data.shape[0]} channels; expected [channels, samples] with at most 16 channels")
+    if data.shape[1] < MIN_INPUT_SECONDS * sample_rate:
+        raise InputError(f"{name}: {data.shape[1] / sample_rate:.3f} s is too short; give at least {MIN_INPUT_SECONDS} s of speech")
+    if data.shape[1] > MAX_INPUT_SECONDS * sample_rate:
+        raise InputError(f"{name}: {data.shape[1] / sample_rate:.0f} s is too long; give at most {MAX_INPUT_SECONDS} s")
+    if not np.isfinite(data).all():
+        raise InputError(f"{name}: contains NaN or infinite samples")
+    if np.abs(data).max() < SILENCE_PEAK:
+        raise InputError(f"{name}: the clip is silent (peak {np.abs(data).max():.1e}); give speech to animate")
+    return Audio(np.ascontiguousarray(data, dtype=np.float32), int(sample_rate))
+
+
+def to_mono_16k(audio: Audio) -> np.ndarray:
+    """Average the channels and resample (polyphase, anti-aliased) to 16 kHz."""
+    from scipy.signal import resample_poly
+
+    mono = audio.waveform.mean(axis=0)
+    if audio.sample_rate == WAV2VEC_RATE:
+        return mono
+    divisor = gcd(WAV2VEC_RATE, audio.sample_rate)
+    return resample_poly(mono, WAV2VEC_RATE // divisor, audio.sample_rate // divisor).astype(np.float32)
+
+
+def frame_count(duration: float, fps: float, max_frames: int | None = None) -> int:
+    """Upstream's rule: 4k+1 frames covering the clip (any length: long videos run in windows), optionally capped."""
+    frames = int(fps * duration) // 4 * 4 + 5
+    return frames if max_frames is None else min(frames, max_frames)
+
+
+def fit_samples(samples: np.ndarray, num_samples: int) -> np.ndarray:
+    """Trim or zero-pad a [..., T] array to `num_samples`, saying which in the log."""
+    have = samples.shape[-1]
+    if have > num_samples:
+        log.info("audio is %.2f s, longer than the video: trimmed to %.2f s", have / WAV2VEC_RATE, num_samples / WAV2VEC_RATE)
+        return samples[..., :num_samples]
+    if have < num_samples:
+        log.info("audio is shorter than the video: padded with %d samples of silence", num_samples - have)
+        pad = [(0, 0)] * (samples.ndim - 1) + [(0, num_samples - have)]
+        return np.pad(samples, pad)
+    return samples
+
+
+def clip_for_video(audio: Audio, num_frames: int, fps: float) -> np.ndarray:
+    """16 kHz mono samples for exactly `num_frames / fps` seconds (what upstream feeds wav2vec2)."""
+    return fit_samples(to_mono_16k(audio), int(num_frames / fps * WAV2VEC_RATE))
+
+
+def fit_to_duration(audio: Audio, seconds: float) -> Audio:
+    """The original-rate audio trimmed/padded to `seconds` (the soundtrack written with the video)."""
+    samples = int(round(seconds * audio.sample_rate))
+    have = audio.waveform.shape[1]
+    data = audio.waveform[:, :samples] if have >= samples else np.pad(audio.waveform, [(0, 0), (0, samples - have)])
+    return Audio(data, audio.sample_rate)
+
+
+class Wav2VecEncoder:
+    """wav2vec2 from a local folder (config, weights, preprocessor config); `last_hidden_state` features."""
+
+    def __init__(self, folder: str | os.PathLike, device="cpu", dtype=torch.float32):
+        from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise InputError(f"wav2vec2 folder {folder} has no config.json; expected e.g. wav2vec2-base-960h")
+        self.extractor = Wav2Vec2FeatureExtractor.from_pretrained(folder, local_files_only=True)
+        self.model = Wav2Vec2Model.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
+        self.model.eval().requires_grad_(False)
+        self.device = torch.device(device)  # where encode runs; the weights wait on the CPU (placement.visiting)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @torch.no_grad()
+    def encode(self, samples_16k: np.ndarray) -> torch.Tensor:
+        """[T] samples at 16 kHz -> [1, L, hidden] features (about 50 per second)."""
+        inputs = self.extractor(samples_16k, sampling_rate=WAV2VEC_RATE, return_tensors="pt").input_values
+        with visiting(self.model, self.device) as model:
+            param = next(model.parameters())
+            return model(inputs.to(param.device, param.dtype)).last_hidden_state

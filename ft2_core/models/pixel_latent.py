@@ -1,0 +1,73 @@
+"""A fixed, exactly invertible latent space: pixels folded space-to-depth with Wan's 1 + 4k frame layout.
+
+The miniature model uses it in place of a trained Wan VAE: it decodes perfectly sharp (nothing to
+learn, nothing to blur), and it keeps the layout the rest of the code relies on: latent frame 0 is
+video frame 0, latent frame i >= 1 holds video frames 4i-3..4i, space shrinks by `spatial_stride`.
+Latent 0 stores frame 0 in all four time slots, so every latent frame has the same channels.
+It has the interface of `conditioning.WanVAE` (encode, decode, z_dim) and is chosen by a VAE
+folder whose config.json says `"_class_name": "SpaceToDepthVAE"`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+
+CLASS_NAME = "SpaceToDepthVAE"
+TIME_STRIDE = 4
+
+
+class SpaceToDepthVAE:
+    def __init__(self, spatial_stride: int = 4, latent_mean: float = 0.0, latent_std: float = 0.5):
+        if spatial_stride < 1:
+            raise InputError(f"spatial_stride must be at least 1, got {spatial_stride}")
+        self.spatial_stride, self.mean, self.std = spatial_stride, latent_mean, latent_std
+
+    @classmethod
+    def from_folder(cls, folder) -> "SpaceToDepthVAE":
+        config = json.loads((Path(folder) / "config.json").read_text())
+        return cls(config["spatial_stride"], config.get("latent_mean", 0.0), config.get("latent_std", 0.5))
+
+    def save(self, folder) -> None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "config.json").write_text(json.dumps({
+            "_class_name": CLASS_NAME, "spatial_stride": self.spatial_stride, "latent_mean": self.mean,
+            "latent_std": self.std,
+        }, indent=2))
+
+    @property
+    def z_dim(self) -> int:
+        return 3 * TIME_STRIDE * self.spatial_stride ** 2
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """[B, 3, 4k+1, H, W] in -1..1 -> latents [B, z, k+1, H/s, W/s]."""
+        batch, channels, frames, height, width = video.shape
+        s = self.spatial_stride
+        if channels != 3 or frames % TIME_STRIDE != 1 or height % s or width % s:
+            raise InputError(f"video for the pixel latent must be [B, 3, 4k+1, H, W] with sides divisible by {s}, "
+                             f"got {tuple(video.shape)}")
+        video = video.float().cpu()
+        padded = torch.cat([video[:, :, :1].expand(-1, -1, TIME_STRIDE - 1, -1, -1), video], dim=2)
+        blocks = padded.reshape(batch, 3, -1, TIME_STRIDE, height // s, s, width // s, s)
+        latents = blocks.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(batch, self.z_dim, -1, height // s, width // s)
+        return (latents - self.mean) / self.std
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [1, z, F, h, w] -> frames [4(F-1)+1, H, W, 3] in 0..1 (latent 0: the mean of its four slots)."""
+        if latents.ndim != 5 or latents.shape[0] != 1 or latents.shape[1] != self.z_dim:
+            raise InputError(f"pixel latents must be [1, {self.z_dim}, F, h, w], got {tuple(latents.shape)}")
+        _, _, count, h, w = latents.shape
+        s = self.spatial_stride
+        raw = latents.float().cpu() * self.std + self.mean
+        blocks = raw.reshape(3, TIME_STRIDE, s, s, count, h, w).permute(4, 1, 0, 5, 2, 6, 3)  # F, 4, 3, h, s, w, s
+        frames = blocks.reshape(count, TIME_STRIDE, 3, h * s, w * s)
+        video = torch.cat([frames[:1].mean(dim=1), frames[1:].flatten(0, 1)], dim=0)  # [T, 3, H, W]
+        return ((video.permute(0, 2, 3, 1) + 1) / 2).clamp(0, 1)
+
+
+def is_pixel_latent_folder(folder) -> bool:
+    config = Path(folder) / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get("_class_name") == CLASS_NAME

@@ -1,0 +1,116 @@
+"""Building and loading the Wan2.1 DiT (diffusers `WanTransformer3DModel`) from the files users have."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from diffusers import WanTransformer3DModel
+from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
+
+from ..io.checkpoint_io import load_state_dict, require_file
+from ..errors import InputError
+from .wan_keys import is_original_layout, original_to_diffusers
+
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
+
+
+def shipped_configs() -> dict[str, dict]:
+    """Model configs that ship with the package, by name (real Wan2.1 sizes; no hub needed)."""
+    configs = {}
+    for path in sorted(CONFIG_DIR.glob("*.json")):
+        config = json.loads(path.read_text())
+        configs[config["name"]] = config
+    return configs
+
+
+def read_model_config(config: str | os.PathLike | dict) -> dict:
+    """A model config from a dict, a shipped name, or a JSON path."""
+    if isinstance(config, dict):
+        return config
+    shipped = shipped_configs()
+    if str(config) in shipped:
+        return shipped[str(config)]
+    path = require_file(config, "model config")
+    return json.loads(path.read_text())
+
+
+def build_transformer(transformer_config: dict, device="cpu") -> WanTransformer3DModel:
+    """A randomly initialised fp32 DiT of the given diffusers config (keys starting with _ ignored)."""
+    config = {k: v for k, v in transformer_config.items() if not k.startswith("_")}
+    return WanTransformer3DModel(**config).to(device=device)
+
+
+def config_matching(state: dict[str, torch.Tensor], what: str) -> dict:
+    """The shipped config whose DiT shapes fit a state dict (diffusers keys)."""
+    dim, in_channels = state["patch_embedding.weight"].shape[:2]
+    num_layers = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    for config in shipped_configs().values():
+        t = config["transformer"]
+        if t["num_attention_heads"] * t["attention_head_dim"] == dim and t["num_layers"] == num_layers:
+            if t["in_channels"] != in_channels:
+                raise InputError(
+                    f"{what}: has {in_channels} input channels but Wan2.1 I2V needs {t['in_channels']} "
+                    "(a T2V checkpoint cannot animate a portrait)"
+                )
+            return config
+    raise InputError(
+        f"{what}: no shipped config fits a DiT of width {dim} with {num_layers} layers; pass a model config JSON"
+    )
+
+
+def load_transformer_file(
+    path: str | os.PathLike, config: dict | str | None = None, dtype=torch.float32
+) -> tuple[WanTransformer3DModel, dict]:
+    """Load a single-file Wan2.1 DiT (original or diffusers keys; fp32/bf16/fp16/fp8 stored).
+
+    The model is created on the meta device and the file's tensors are assigned into it, so the
+    weights exist once in memory, already in `dtype`.
+    """
+    what = f"Wan2.1 DiT file {Path(path).name}"
+    state = load_state_dict(path, what)
+    if is_original_layout(state):
+        state = original_to_diffusers(state, what)
+    if "patch_embedding.weight" not in state:
+        raise InputError(f"{what}: no patch_embedding.weight; this is not a Wan2.1 DiT checkpoint")
+    model_config = read_model_config(config) if config is not None else config_matching(state, what)
+    with torch.device("meta"):
+        model = build_transformer(model_config["transformer"], device="meta")
+    check_state_fits(model, state, what)
+    for key in state:  # one tensor at a time, so the file never exists twice at full size
+        state[key] = state[key].to(compute_dtype(key, dtype))
+    model.load_state_dict(state, strict=True, assign=True)
+    # Non-persistent buffers (rotary tables) are not in the file: compute them for real.
+    t = model_config["transformer"]
+    model.rope = WanRotaryPosEmbed(t["attention_head_dim"], tuple(t["patch_size"]), t.get("rope_max_seq_len", 1024))
+    return model.eval().requires_grad_(False), model_config
+
+
+def compute_dtype(key: str, dtype: torch.dtype) -> torch.dtype:
+    """diffusers keeps Wan's norms, modulation tables and time embedder in fp32 whatever the compute dtype."""
+    parts = key.split(".")
+    return torch.float32 if any(name in parts for name in WanTransformer3DModel._keep_in_fp32_modules) else dtype
+
+
+def check_state_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        hint = " (no image cross-attention: is this a T2V model?)" if any("add_k_proj" in k for k in missing) else ""
+        raise InputError(f"{what}: {len(missing)} tensors missing, e.g. {missing[0]}{hint}")
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise InputError(f"{what}: {len(unexpected)} unexpected tensors, e.g. {unexpected[0]}")
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise InputError(f"{what}: {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}")
+
+
+def load_transformer_folder(folder: str | os.PathLike, dtype=torch.float32) -> WanTransformer3DModel:
+    """Load a diffusers `transformer/` folder (config.json + safetensors shards) from disk only."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise InputError(f"Wan2.1 DiT folder {folder} has no config.json; expected a diffusers transformer folder")
+    model = WanTransformer3DModel.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
+    return model.eval().requires_grad_(False)

@@ -1,0 +1,1 @@
+"""Sampling: flow-matching solvers, guidance, the sampler loop and long-video windows."""

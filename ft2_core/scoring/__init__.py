@@ -1,0 +1,1 @@
+"""Judging videos: Talking-Critic, proxy metrics, lip masks."""

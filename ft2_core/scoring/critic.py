@@ -1,0 +1,249 @@
+"""Talking-Critic: a Qwen2.5-Omni thinker (+ LoRA) that watches a clip with its audio and answers
+three yes/no questions; a dimension's score is P("Yes") from the Yes/No logits of the answer token.
+
+Frames are prepared here in the thinker's layout (Qwen2-VL patches: resize to multiples of 28,
+CLIP-normalise, group frames in pairs, flatten merge-ordered 14x14 patches), without torchvision.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..models.audio import WAV2VEC_RATE, Audio, to_mono_16k
+from ..io.checkpoint_io import load_state_dict, read_metadata, save_safetensors
+from ..errors import InputError
+
+DIMENSIONS = ("motion", "lipsync", "quality")
+QUESTIONS = {
+    "motion": "Is the motion of the person in this video natural?",
+    "lipsync": "Do the lip movements match the speech in this video?",
+    "quality": "Is the visual quality of this video good?",
+}
+SYSTEM = "You are a careful judge of talking-head videos."
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# The language model's attention and MLP, the audio and vision encoders' blocks, and the projections that bring
+# audio and video into the language model (the encoders must learn to see mouths and hear syllables).
+LORA_TARGETS = (r".*(language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+                r"|audio_tower\.(proj|layers\.\d+\.(self_attn\.(q|k|v|out)_proj|fc1|fc2))"
+                r"|visual\.(merger\.mlp\.[02]|blocks\.\d+\.(attn\.(q|k|v|proj)|mlp\.(gate|up|down)_proj)))")
+
+
+@dataclass
+class VideoSettings:
+    """How clips are sampled and sized for the thinker (Qwen2.5-Omni uses 2 fps by default)."""
+
+    sample_fps: float = 2.0
+    max_frames: int = 32
+    min_pixels: int = 28 * 28 * 4
+    max_pixels: int = 224 * 224
+
+    def to_metadata(self) -> dict[str, str]:
+        return {f"ft2.{f.name}": str(getattr(self, f.name)) for f in fields(self)}
+
+    def update_from(self, metadata: dict) -> None:
+        """Take the settings a critic was trained with (files without them keep the defaults)."""
+        for f in fields(self):
+            if f"ft2.{f.name}" in metadata:
+                setattr(self, f.name, type(getattr(self, f.name))(float(metadata[f"ft2.{f.name}"])))
+
+
+def smart_size(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen2-VL's rule: sides multiples of `factor`, area within [min, max], aspect kept."""
+    h, w = max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h, w = max(factor, math.floor(height / beta / factor) * factor), max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h, w = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+@dataclass
+class ClipFeatures:
+    """One clip, ready for the thinker."""
+
+    patches: torch.Tensor  # [grid_t*grid_h*grid_w, 3*2*14*14]
+    grid: tuple[int, int, int]
+    audio_features: torch.Tensor  # [128, frames] log-mel
+    seconds_per_grid: float
+
+    @property
+    def video_tokens(self) -> int:
+        t, h, w = self.grid
+        return t * h * w // 4
+
+    @property
+    def audio_tokens(self) -> int:
+        length = self.audio_features.shape[-1]
+        return ((length - 1) // 2 + 1 - 2) // 2 + 1
+
+
+def check_clip(frames, fps: float, audio: Audio | None, name: str = "clip") -> torch.Tensor:
+    """frames [T, H, W, 3] (uint8 or float 0..1) -> float tensor; refuse clips the critic cannot judge."""
+    tensor = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+    if tensor.ndim != 4 or tensor.shape[-1] != 3:
+        raise InputError(f"{name}: frames must be [frames, height, width, 3], got shape {tuple(tensor.shape)}")
+    if tensor.shape[0] == 0:
+        raise InputError(f"{name}: zero frames")
+    if not fps or fps <= 0:
+        raise InputError(f"{name}: fps must be positive, got {fps}")
+    if audio is None:
+        raise InputError(f"{name}: no audio; the critic judges lip-sync from the soundtrack")
+    video_seconds, audio_seconds = tensor.shape[0] / fps, audio.duration
+    if abs(video_seconds - audio_seconds) > max(0.5, 0.25 * video_seconds):
+        raise InputError(f"{name}: {tensor.shape[0]} frames at {fps:g} fps last {video_seconds:.2f} s but the audio lasts "
+                         f"{audio_seconds:.2f} s; is the fps right?")
+    return tensor.float() / 255 if tensor.dtype == torch.uint8 else tensor.float()
+
+
+def video_patches(frames: torch.Tensor, fps: float, settings: VideoSettings, mean=CLIP_MEAN, std=CLIP_STD):
+    """[T, H, W, 3] in 0..1 -> (patches, (grid_t, grid_h, grid_w), seconds per temporal grid)."""
+    count = max(2, min(settings.max_frames, round(frames.shape[0] / fps * settings.sample_fps)))
+    count += count % 2  # frames go in pairs (temporal patch 2)
+    index = torch.linspace(0, frames.shape[0] - 1, count).round().long()
+    picked = frames[index].permute(0, 3, 1, 2)  # [t, 3, H, W]
+    height, width = smart_size(picked.shape[2], picked.shape[3], 28, settings.min_pixels, settings.max_pixels)
+    picked = F.interpolate(picked, size=(height, width), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    picked = (picked - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    grid_t, grid_h, grid_w = count // 2, height // 14, width // 14
+    patches = picked.view(grid_t, 2, 3, grid_h // 2, 2, 14, grid_w // 2, 2, 14)
+    patches = patches.permute(0, 3, 6, 4, 7, 2, 1, 5, 8).reshape(grid_t * grid_h * grid_w, 3 * 2 * 14 * 14)
+    return patches, (grid_t, grid_h, grid_w), 2 / (count / (frames.shape[0] / fps))
+
+
+class TalkingCritic:
+    def __init__(self, thinker, tokenizer, feature_extractor, settings: VideoSettings | None = None,
+                 questions: dict | None = None):
+        self.thinker, self.tokenizer, self.feature_extractor = thinker, tokenizer, feature_extractor
+        self.settings = settings or VideoSettings()
+        self.questions = questions or dict(QUESTIONS)
+        self.yes_id, self.no_id = self._single_token("Yes"), self._single_token("No")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def _single_token(self, word: str) -> int:
+        ids = self.tokenizer.encode(word, add_special_tokens=False)
+        if len(ids) != 1:
+            raise InputError(f"critic tokenizer: {word!r} is not a single token ({ids})")
+        return ids[0]
+
+    @property
+    def device(self):
+        return next(self.thinker.parameters()).device
+
+    def features(self, frames, fps: float, audio: Audio | None, name: str = "clip") -> ClipFeatures:
+        pixels = check_clip(frames, fps, audio, name)
+        patches, grid, seconds = video_patches(pixels, fps, self.settings)
+        wave = to_mono_16k(audio)
+        mel = self.feature_extractor(wave, sampling_rate=WAV2VEC_RATE, padding="longest", return_tensors="pt").input_features[0]
+        return ClipFeatures(patches, grid, mel, seconds)
+
+    def prompt_ids(self, clip: ClipFeatures, question: str) -> list[int]:
+        text = (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n"
+                f"<|vision_bos|>{'<|VIDEO|>' * clip.video_tokens}<|vision_eos|>"
+                f"<|audio_bos|>{'<|AUDIO|>' * clip.audio_tokens}<|audio_eos|>"
+                f"{question} Answer Yes or No.<|im_end|>\n<|im_start|>assistant\n")
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def batch(self, clips: list[ClipFeatures], dimensions=DIMENSIONS) -> dict:
+        """Model inputs for every (clip, question) pair, left-padded; row order is clip-major."""
+        rows = [(clip, self.prompt_ids(clip, self.questions[d])) for clip in clips for d in dimensions]
+        longest = max(len(ids) for _, ids in rows)
+        input_ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        for r, (_, ids) in enumerate(rows):
+            input_ids[r, longest - len(ids):] = torch.tensor(ids)
+            attention[r, longest - len(ids):] = 1
+        frames = max(clip.audio_features.shape[-1] for clip, _ in rows)
+        mels = torch.zeros(len(rows), rows[0][0].audio_features.shape[0], frames)
+        mel_mask = torch.zeros(len(rows), frames, dtype=torch.long)
+        for r, (clip, _) in enumerate(rows):
+            mels[r, :, :clip.audio_features.shape[-1]] = clip.audio_features
+            mel_mask[r, :clip.audio_features.shape[-1]] = 1
+        device, dtype = self.device, next(self.thinker.parameters()).dtype
+        return {
+            "input_ids": input_ids.to(device), "attention_mask": attention.to(device),
+            "pixel_values_videos": torch.cat([clip.patches for clip, _ in rows]).to(device, dtype),
+            "video_grid_thw": torch.tensor([clip.grid for clip, _ in rows], device=device),
+            "video_second_per_grid": torch.tensor([clip.seconds_per_grid for clip, _ in rows], device=device),
+            "input_features": mels.to(device, dtype), "feature_attention_mask": mel_mask.to(device),
+        }
+
+    def answer_logits(self, batch: dict) -> torch.Tensor:
+        """[rows, 2] logits of (Yes, No) for the answer token."""
+        logits = self.thinker(**batch, use_cache=False).logits[:, -1]
+        return logits[:, [self.yes_id, self.no_id]].float()
+
+    @torch.no_grad()
+    def score(self, clips: list[ClipFeatures], batch_size: int = 4) -> list[dict[str, float]]:
+        """P(Yes) per dimension for each clip."""
+        scores = []
+        for start in range(0, len(clips), batch_size):
+            chunk = clips[start:start + batch_size]
+            probabilities = self.answer_logits(self.batch(chunk)).softmax(dim=-1)[:, 0].view(len(chunk), len(DIMENSIONS))
+            scores += [dict(zip(DIMENSIONS, map(float, row))) for row in probabilities]
+        return scores
+
+    def score_clip(self, frames, fps: float, audio: Audio | None, name: str = "clip") -> dict[str, float]:
+        """One clip's scores (the interface the proxy scorer shares)."""
+        return self.score([self.features(frames, fps, audio, name)], batch_size=1)[0]
+
+    # ------------------------------------------------------------ LoRA
+    def add_lora(self, rank: int = 8, alpha: float = 16.0) -> list[torch.nn.Parameter]:
+        """Trainable LoRA (peft) on LORA_TARGETS; returns its parameters."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        self.thinker.requires_grad_(False)
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS, lora_dropout=0.0), self.thinker)
+        self.lora = {"rank": rank, "alpha": alpha}
+        return [p for n, p in self.thinker.named_parameters() if "lora_" in n]
+
+    def save_lora(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
+        from peft import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(self.thinker)
+        metadata = {"ft2.kind": "critic", "ft2.rank": str(self.lora["rank"]), "ft2.alpha": str(self.lora["alpha"]),
+                    "ft2.targets": LORA_TARGETS, "ft2.questions": json.dumps(self.questions),
+                    **self.settings.to_metadata(), **(extra or {})}
+        return save_safetensors(state, path, metadata)
+
+    def load_lora(self, path: str | os.PathLike) -> None:
+        from peft import set_peft_model_state_dict
+
+        what = f"critic LoRA {Path(path).name}"
+        metadata = read_metadata(path, what)
+        if metadata.get("ft2.kind") != "critic":
+            raise InputError(f"{what}: not an FT2 critic file (ft2.kind is {metadata.get('ft2.kind')!r})")
+        self.add_lora(int(metadata["ft2.rank"]), float(metadata["ft2.alpha"]))
+        self.questions = json.loads(metadata.get("ft2.questions", json.dumps(QUESTIONS)))
+        self.settings.update_from(metadata)
+        result = set_peft_model_state_dict(self.thinker, load_state_dict(path, what))
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise InputError(f"{what}: does not fit this thinker (e.g. {unexpected[0]})")
+        self.thinker.requires_grad_(False)
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, lora: str | os.PathLike | None = None, device="cpu",
+                    dtype=torch.float32) -> "TalkingCritic":
+        """A Qwen2.5-Omni thinker folder (config, weights, tokenizer, preprocessor config) + optional LoRA."""
+        from transformers import AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, WhisperFeatureExtractor
+
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise InputError(f"critic base folder {folder} has no config.json; expected a Qwen2.5-Omni thinker folder")
+        thinker = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        extractor = WhisperFeatureExtractor.from_pretrained(folder, local_files_only=True)
+        critic = cls(thinker.to(device).eval(), tokenizer, extractor)
+        if lora is not None:
+            critic.load_lora(lora)
+        return critic

@@ -1,0 +1,225 @@
+"""Several LoRA experts active at once, mixed per layer and timestep, as one low-rank product per Linear.
+
+For each adapted Linear W of layer l:  y = W x + B_cat · (w ⊙ (A_cat x)),  where A_cat stacks the
+experts' down matrices (sum of ranks x d_in), B_cat their up matrices, and w repeats
+g_l,k(t) · s_k over expert k's rank columns. The base Linear is kept as is (no copy).
+
+At inference, when every row of a call shares one timestep (sampling: all guidance rows do), one
+mixed weight per layer serves the whole batch: W + B_cat diag(w) A_cat is formed in a scratch matrix
+shared by all Linears of that shape (never a copy of the model) when that costs fewer operations
+than the low-rank product over the call's tokens. Training keeps the low-rank path (its rows have
+different timesteps, and gradients flow through A and B).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from .gate import StaticMix
+from .lora_formats import LoraWeights, check_lora_fits
+from ..models.wan_keys import BLOCK_LEVEL
+
+_TO_DIFFUSERS = dict(BLOCK_LEVEL)
+
+
+@dataclass
+class Expert:
+    name: str  # e.g. motion / lipsync / quality
+    lora: LoraWeights
+    strength: float = 1.0
+
+
+class FusedLoRALinear(nn.Module):
+    """A Linear plus the experts' low-rank updates.
+
+    `gate` [B, K] is set per block call by the model; with no gate (the model has no `expert_gate`)
+    the experts are off and this is exactly the base Linear: that is the Flow-DPO reference.
+    """
+
+    def __init__(self, base: nn.Linear, downs, ups, scales, expert_ids, num_experts: int):
+        super().__init__()
+        self.base = base
+        self.down = nn.Parameter(torch.cat(downs).to(base.weight.dtype), requires_grad=False)  # [R, d_in]
+        self.up = nn.Parameter(torch.cat(ups, dim=1).to(base.weight.dtype), requires_grad=False)  # [d_out, R]
+        self.register_buffer("column_scale", torch.cat(scales), persistent=False)  # s_k per rank column
+        self.register_buffer("column_expert", torch.cat(expert_ids), persistent=False)  # k per rank column
+        self.num_experts = num_experts
+        self.gate: torch.Tensor | None = None
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:  # diffusers reads .weight.dtype of projections
+        return self.base.weight
+
+    path = "auto"  # "auto": the cheaper of the two at inference; "fused" / "merged" to compare them
+
+    def merges(self, x: torch.Tensor) -> bool:
+        """The merged weight for this call? Only for one gate row without gradients; "auto" compares the
+        extra multiply-adds: merging costs d_out x d_in x R, the low-rank path tokens x R x (d_in + d_out)."""
+        if self.gate.shape[0] != 1 or torch.is_grad_enabled() or self.path == "fused":
+            return False
+        tokens = x.numel() // x.shape[-1]
+        return self.path == "merged" or tokens * (self.in_features + self.out_features) > self.in_features * self.out_features
+
+    def merged_forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = (self.gate[0, self.column_expert] * self.column_scale).to(self.up.dtype)
+        weight = scratch_matrix(self.base.weight)
+        weight.copy_(self.base.weight).addmm_(self.up * weights, self.down)
+        return F.linear(x, weight, self.base.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None and self.merges(x):
+            return self.merged_forward(x)
+        out = self.base(x)
+        if self.gate is None:
+            return out
+        # [B, R] column weights, broadcast over each sample's tokens
+        middle = F.linear(x, self.down)
+        weights = (self.gate[:, self.column_expert] * self.column_scale).to(middle.dtype)
+        middle = middle * weights.view(weights.shape[0], *([1] * (middle.ndim - 2)), -1)
+        # accumulate into the base output in place (no second [tokens, d_out] tensor); under autocast
+        # the output is in the autocast dtype, so the product is done in it too
+        out.view(-1, out.shape[-1]).addmm_(middle.reshape(-1, middle.shape[-1]).to(out.dtype), self.up.t().to(out.dtype))
+        return out
+
+
+_SCRATCH: dict[tuple, torch.Tensor] = {}
+
+
+def scratch_matrix(like: torch.Tensor) -> torch.Tensor:
+    """One reusable matrix per weight shape, dtype and device (layers run one at a time)."""
+    key = (tuple(like.shape), like.dtype, like.device)
+    if key not in _SCRATCH:
+        _SCRATCH[key] = torch.empty_like(like)
+    return _SCRATCH[key]
+
+
+def release_scratch() -> None:
+    """Free the merge scratch matrices (after a run; experts_attached does it)."""
+    _SCRATCH.clear()
+
+
+def block_linears(transformer) -> dict[str, nn.Linear]:
+    """Every adaptable Linear of the blocks by original Wan name (e.g. blocks.3.self_attn.q)."""
+    found = {}
+    for index, block in enumerate(transformer.blocks):
+        for original, diffusers in BLOCK_LEVEL:
+            module = block.get_submodule(diffusers) if _has_submodule(block, diffusers) else None
+            if isinstance(module, (nn.Linear, FusedLoRALinear)):
+                found[f"blocks.{index}.{original}"] = module
+    return found
+
+
+def _has_submodule(module: nn.Module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
+
+
+def _set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, new)
+
+
+def attach_experts(model, experts: list[Expert]) -> None:
+    """Wrap every Linear that any expert targets; each expert is checked against the model first."""
+    if not experts:
+        raise InputError("attach_experts needs at least one expert")
+    linears = block_linears(model.transformer)
+    if any(isinstance(m, FusedLoRALinear) for m in linears.values()):
+        raise InputError("experts are already attached to this model; detach them first")
+    shapes = {name: (m.out_features, m.in_features) for name, m in linears.items()}
+    for expert in experts:
+        check_lora_fits(expert.lora, shapes, f"expert {expert.name}")
+    targets = sorted({t for expert in experts for t in expert.lora.modules})
+    for target in targets:
+        downs, ups, scales, ids = [], [], [], []
+        for k, expert in enumerate(experts):
+            module = expert.lora.modules.get(target)
+            if module is None:
+                continue
+            downs.append(module.down)
+            ups.append(module.up)
+            scales.append(torch.full((module.rank,), expert.strength * expert.lora.scale(target)))
+            ids.append(torch.full((module.rank,), k, dtype=torch.long))
+        base = linears[target]
+        fused = FusedLoRALinear(base, downs, ups, scales, ids, len(experts)).to(base.weight.device)
+        index, original = target.split(".", 2)[1:]
+        _set_submodule(model.transformer.blocks[int(index)], _TO_DIFFUSERS[original], fused)
+    model.expert_names = tuple(e.name for e in experts)
+
+
+def detach_experts(model) -> None:
+    """Put the original Linears back (they were never modified)."""
+    for index, block in enumerate(model.transformer.blocks):
+        for original, diffusers in BLOCK_LEVEL:
+            if _has_submodule(block, diffusers) and isinstance(block.get_submodule(diffusers), FusedLoRALinear):
+                _set_submodule(block, diffusers, block.get_submodule(diffusers).base)
+    model.expert_names = ()
+    model.expert_gate = None
+
+
+@contextmanager
+def experts_disabled(model):
+    """The same network with every expert off (no second copy of the DiT)."""
+    gate, model.expert_gate = model.expert_gate, None
+    try:
+        yield model
+    finally:
+        model.expert_gate = gate
+
+
+def set_block_gate(block: nn.Module, gate: torch.Tensor | None) -> None:
+    """Give this block's fused Linears their [B, K] expert weights for the current call."""
+    for module in block.modules():
+        if isinstance(module, FusedLoRALinear):
+            module.gate = gate
+
+
+def order_for_gate(experts: list[Expert], gate: nn.Module) -> list[Expert]:
+    """Experts in the order the gate mixes them (a trained gate names its experts)."""
+    names = getattr(gate, "experts", ())
+    if names:
+        by_name = {e.name: e for e in experts}
+        missing = [n for n in names if n not in by_name]
+        if missing or len(experts) != len(names):
+            raise InputError(f"the gate mixes experts {', '.join(names)} but got {', '.join(by_name)}")
+        return [by_name[n] for n in names]
+    return experts
+
+
+@contextmanager
+def experts_attached(model, experts: list[Expert], gate: nn.Module | None = None):
+    """Experts and their mix for the duration of a run (ComfyUI shares one model between graphs).
+
+    Without a gate every expert has weight 1 (its strength still applies).
+    """
+    if not experts:
+        yield model
+        return
+    gate = gate if gate is not None else StaticMix([1.0] * len(experts))
+    if gate.num_experts != len(experts):
+        raise InputError(f"the gate mixes {gate.num_experts} experts but {len(experts)} were given")
+    if getattr(gate, "num_layers", model.num_layers) != model.num_layers:
+        raise InputError(f"the gate was made for {gate.num_layers} layers; the model has {model.num_layers}")
+    attach_experts(model, order_for_gate(experts, gate))
+    model.expert_gate = gate
+    try:
+        yield model
+    finally:
+        detach_experts(model)
+        release_scratch()

@@ -1,0 +1,25 @@
+import pytest
+import torch
+
+from ft2_core.errors import InputError
+from ft2_core.models.pixel_latent import SpaceToDepthVAE
+
+
+def test_round_trip_is_exact_and_keeps_wans_frame_layout():
+    vae = SpaceToDepthVAE(spatial_stride=4, latent_std=0.5)
+    video = torch.rand(1, 3, 9, 16, 24) * 2 - 1
+    latents = vae.encode(video)
+    assert latents.shape == (1, 192, 3, 4, 6) and vae.z_dim == 192
+    frames = vae.decode(latents)
+    torch.testing.assert_close(frames, ((video[0].permute(1, 2, 3, 0) + 1) / 2), rtol=0, atol=1e-6)
+    # latent 1 holds video frames 1..4 and nothing else: a plain gather of one pixel block
+    s = 4
+    block = video[0, :, 1:5, :s, :s]  # [3, 4, s, s]
+    torch.testing.assert_close(latents[0, :, 1, 0, 0], block.reshape(-1) / 0.5)
+
+
+def test_bad_shapes_are_named():
+    with pytest.raises(InputError, match="4k\\+1"):
+        SpaceToDepthVAE().encode(torch.zeros(1, 3, 8, 16, 16))
+    with pytest.raises(InputError, match="pixel latents"):
+        SpaceToDepthVAE().decode(torch.zeros(1, 5, 2, 4, 4))

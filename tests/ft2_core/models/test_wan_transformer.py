@@ -1,0 +1,121 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ft2_core.errors import InputError
+from ft2_core.tiny import TINY_CONFIG
+from ft2_core.models.wan_keys import diffusers_to_original
+from ft2_core.models.wan_transformer import config_matching, load_transformer_file, load_transformer_folder
+from tests.conftest import make_model_inputs
+
+
+
+def forward(transformer, inputs):
+    x = torch.cat([inputs["latents"], inputs["condition"]], dim=1)
+    with torch.no_grad():
+        return transformer(x, inputs["timestep"], inputs["text"], inputs["image"], return_dict=False)[0]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model):
+    inputs = make_model_inputs(tiny_model, batch=1)
+    return tiny_model.transformer, inputs, forward(tiny_model.transformer, inputs)
+
+
+@pytest.mark.parametrize("prefix", ["", "model.diffusion_model."])
+@pytest.mark.parametrize("stored", [torch.float32, torch.bfloat16, torch.float16, torch.float8_e4m3fn])
+def test_original_single_file_loads_in_every_precision(tmp_path, reference, prefix, stored):
+    transformer, inputs, _ = reference
+    original = diffusers_to_original(transformer.state_dict())
+    path = tmp_path / "wan.safetensors"
+    save_file({prefix + k: v.to(stored).contiguous() for k, v in original.items()}, str(path))
+    loaded, _ = load_transformer_file(path, TINY_CONFIG, dtype=torch.float32)
+    # What the file holds, upcast: the same model with its weights rounded to the stored precision.
+    rounded = type(transformer).from_config(transformer.config)
+    rounded.load_state_dict({k: v.to(stored).float() for k, v in transformer.state_dict().items()})
+    torch.testing.assert_close(forward(loaded, inputs), forward(rounded.eval(), inputs), rtol=1e-5, atol=1e-5)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+
+
+def test_bf16_compute_keeps_norms_and_modulation_in_fp32(tmp_path, reference):
+    transformer, _, _ = reference
+    path = tmp_path / "wan.safetensors"
+    save_file(diffusers_to_original(transformer.state_dict()), str(path))
+    loaded, _ = load_transformer_file(path, TINY_CONFIG, dtype=torch.bfloat16)
+    assert loaded.blocks[0].scale_shift_table.dtype == torch.float32
+    assert loaded.condition_embedder.time_embedder.linear_1.weight.dtype == torch.float32
+    assert loaded.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
+
+
+def test_diffusers_keys_in_a_single_file_load_too(tmp_path, reference):
+    transformer, inputs, expected = reference
+    path = tmp_path / "wan_diffusers_keys.safetensors"
+    save_file({k: v.contiguous() for k, v in transformer.state_dict().items()}, str(path))
+    loaded, _ = load_transformer_file(path, TINY_CONFIG)
+    torch.testing.assert_close(forward(loaded, inputs), expected)
+
+
+def test_diffusers_folder_loads(tmp_path, reference):
+    transformer, inputs, expected = reference
+    transformer.save_pretrained(tmp_path / "transformer")
+    loaded = load_transformer_folder(tmp_path / "transformer")
+    torch.testing.assert_close(forward(loaded, inputs), expected)
+
+
+def test_truncated_file_is_named(tmp_path, reference):
+    transformer, _, _ = reference
+    path = tmp_path / "wan.safetensors"
+    save_file(diffusers_to_original(transformer.state_dict()), str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated"):
+        load_transformer_file(path, TINY_CONFIG)
+
+
+def test_missing_file_and_garbage_are_named(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        load_transformer_file(tmp_path / "nope.safetensors", TINY_CONFIG)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    with pytest.raises(InputError, match="corrupt safetensors header"):
+        load_transformer_file(garbage, TINY_CONFIG)
+
+
+def test_t2v_checkpoint_is_refused_with_reason(tmp_path, reference):
+    transformer, _, _ = reference
+    state = {k: v for k, v in diffusers_to_original(transformer.state_dict()).items() if "_img" not in k and "img_emb" not in k}
+    path = tmp_path / "t2v.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(InputError, match="missing.*T2V"):
+        load_transformer_file(path, TINY_CONFIG)
+
+
+def test_wrong_shape_is_named(tmp_path, reference):
+    transformer, _, _ = reference
+    state = diffusers_to_original(transformer.state_dict())
+    state["blocks.1.ffn.0.weight"] = torch.zeros(10, 32)
+    path = tmp_path / "bad.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(InputError, match="blocks.1.ffn.net.0.proj.weight has shape \\(10, 32\\)"):
+        load_transformer_file(path, TINY_CONFIG)
+
+
+def test_shipped_14b_config_is_found_by_shape():
+    meta = dict(device="meta")
+    state = {"patch_embedding.weight": torch.empty(5120, 36, 1, 2, 2, **meta), "blocks.39.attn1.to_q.weight": torch.empty(1, **meta)}
+    assert config_matching(state, "x")["transformer"]["num_layers"] == 40
+    state["patch_embedding.weight"] = torch.empty(5120, 16, 1, 2, 2, **meta)
+    with pytest.raises(InputError, match="T2V"):
+        config_matching(state, "x")
+    state["patch_embedding.weight"] = torch.empty(1536, 36, 1, 2, 2, **meta)
+    with pytest.raises(InputError, match="no shipped config fits a DiT of width 1536"):  # 1.3B is T2V-only
+        config_matching(state, "x")
+
+
+def test_single_file_without_config_is_matched_by_shape(tmp_path, reference):
+    transformer, inputs, expected = reference
+    path = tmp_path / "tiny.safetensors"
+    save_file(diffusers_to_original(transformer.state_dict()), str(path))
+    loaded, config = load_transformer_file(path)
+    assert config["name"] == "ft2-tiny"
+    torch.testing.assert_close(forward(loaded, inputs), expected)

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+
+from ft2_core.models.audio import Audio
+from ft2_core.scoring.critic import DIMENSIONS, VideoSettings, smart_size, video_patches
+from ft2_core.errors import InputError
+
+
+def clip(frames=16, fps=8.0, seconds=None):
+    rng = np.random.default_rng(0)
+    video = (rng.random((frames, 60, 80, 3)) * 255).astype(np.uint8)
+    seconds = frames / fps if seconds is None else seconds
+    audio = Audio((0.2 * rng.standard_normal((1, int(16000 * seconds)))).astype(np.float32), 16000)
+    return video, fps, audio
+
+
+def test_scores_are_probabilities_per_dimension(tiny_critic):
+    features = [tiny_critic.features(*clip()), tiny_critic.features(*clip(frames=24))]
+    scores = tiny_critic.score(features, batch_size=2)
+    assert len(scores) == 2 and all(set(s) == set(DIMENSIONS) for s in scores)
+    assert all(0 < p < 1 for s in scores for p in s.values())
+    # batching does not change a clip's scores
+    alone = tiny_critic.score(features[1:], batch_size=1)[0]
+    assert all(abs(alone[d] - scores[1][d]) < 1e-4 for d in DIMENSIONS)
+
+
+def test_score_is_softmax_of_yes_no_logits(tiny_critic):
+    features = tiny_critic.features(*clip())
+    batch = tiny_critic.batch([features])
+    with torch.no_grad():
+        logits = tiny_critic.thinker(**batch).logits[:, -1]
+    yes, no = logits[:, tiny_critic.yes_id], logits[:, tiny_critic.no_id]
+    expected = torch.exp(yes) / (torch.exp(yes) + torch.exp(no))
+    got = tiny_critic.score([features])[0]
+    assert np.allclose([got[d] for d in DIMENSIONS], expected.numpy(), atol=1e-5)
+
+
+def plain_patches(frames, grid_t, grid_h, grid_w):
+    """Qwen2-VL's layout written out: for each merged 2x2 block (row-major) and each of its 4 patches,
+    the patch's channels x 2 frames x 14 x 14 pixels."""
+    rows = []
+    for t in range(grid_t):
+        for bh in range(grid_h // 2):
+            for bw in range(grid_w // 2):
+                for mh in range(2):
+                    for mw in range(2):
+                        y, x = (2 * bh + mh) * 14, (2 * bw + mw) * 14
+                        patch = frames[2 * t:2 * t + 2, :, y:y + 14, x:x + 14]  # [2, 3, 14, 14]
+                        rows.append(patch.permute(1, 0, 2, 3).reshape(-1))
+    return torch.stack(rows)
+
+
+def test_video_patches_follow_qwen2_vl_layout():
+    frames = torch.rand(8, 56, 84, 3)
+    settings = VideoSettings(sample_fps=4.0, max_pixels=56 * 84)
+    patches, grid, seconds = video_patches(frames, 4.0, settings, mean=(0, 0, 0), std=(1, 1, 1))
+    assert grid == (4, 4, 6) and seconds == pytest.approx(0.5)
+    torch.testing.assert_close(patches, plain_patches(frames.permute(0, 3, 1, 2), *grid), atol=1e-5, rtol=0)
+    assert smart_size(1080, 1920, 28, 28 * 28 * 4, 224 * 224) == (168, 280)
+
+
+def test_bad_clips_are_named(tiny_critic):
+    video, fps, audio = clip()
+    with pytest.raises(InputError, match="no audio"):
+        tiny_critic.features(video, fps, None, "mute.mp4")
+    with pytest.raises(InputError, match="zero frames"):
+        tiny_critic.features(video[:0], fps, audio)
+    with pytest.raises(InputError, match="is the fps right"):
+        tiny_critic.features(video, 30.0, audio, "fast.mp4")  # 16 frames at 30 fps = 0.53 s vs 2 s of audio
