@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .checks import finite_number
 from .errors import InputError
 from .sampling.long_video import METHODS
 
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a LoRA expert, e.g. motion=mn.safetensors:1.0 (repeat for lipsync, quality)")
     tlpo.add_argument("--gate", help="trained gate file (.safetensors); default: every expert at weight 1")
     tlpo.add_argument("--schedule", help="instead of a gate: 't: w1, w2, w3' points separated by ';' (t in 0..1000)")
+    tlpo.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                      help="any other Wan LoRA (step distillation, style) at a fixed strength beside the experts (repeatable)")
 
     experts = commands.add_parser("experts", help="LoRA expert files")
     experts_commands = experts.add_subparsers(dest="experts_command", required=True)
@@ -83,14 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
 def run_animate(args) -> Path:
     from tqdm import tqdm
 
-    from .models.audio import load_audio
-    from .checks import finite_number, output_file, torch_device
+    from .checks import output_file, torch_device
     from .demo_inputs import demo_portrait, demo_speech
     from .io.image import load_image
+    from .io.video_io import write_mp4
+    from .models.audio import load_audio
     from .pipeline import DEFAULT_NEGATIVE_PROMPT, FantasyTalkingPipeline, ModelPaths, model_folder
     from .progress import RunProgress
     from .sampling.sampler import SamplerOptions
-    from .io.video_io import write_mp4
+    from .tlpo.experts import Expert
+    from .tlpo.lora_formats import load_lora
 
     output_file(args.out, (".mp4",), "--out")
     device = torch_device(args.device)
@@ -114,6 +119,7 @@ def run_animate(args) -> Path:
     ).validate()
     windows = pipe.window_options(args.long_method, args.window_frames, args.overlap_frames)
     experts, gate = experts_from_args(args, pipe.model.num_layers)
+    loras = [Expert(f"lora{index}", load_lora(path), strength) for index, (path, strength) in enumerate(map(file_and_strength, args.lora))]
     bar = tqdm(desc="animating", unit="unit")
 
     def report(done, total, preview):
@@ -123,10 +129,21 @@ def run_animate(args) -> Path:
     result = pipe.animate(
         image, audio, args.prompt, args.negative_prompt or DEFAULT_NEGATIVE_PROMPT, options,
         num_frames=args.frames, fps=args.fps, max_side=args.max_side, progress=RunProgress(report),
-        experts=experts, gate=gate, windows=windows, max_seconds=args.max_seconds,
+        experts=experts, gate=gate, windows=windows, max_seconds=args.max_seconds, loras=loras,
     )
     bar.close()
     return write_mp4(args.out, result.frames, result.fps, result.audio)
+
+
+def file_and_strength(spec: str) -> tuple[str, float]:
+    """FILE[:STRENGTH] (a colon inside the path is kept when what follows it is not a number)."""
+    head, colon, tail = spec.rpartition(":")
+    if colon:
+        try:
+            return head, finite_number(float(tail), f"strength in {spec!r}")
+        except ValueError:
+            pass
+    return spec, 1.0
 
 
 def experts_from_args(args, num_layers: int):
@@ -140,13 +157,7 @@ def experts_from_args(args, num_layers: int):
         name, sep, rest = spec.partition("=")
         if not sep or not name:
             raise InputError(f"--expert must look like NAME=FILE[:STRENGTH], got {spec!r}")
-        path, strength = rest, 1.0
-        head, colon, tail = rest.rpartition(":")
-        if colon:
-            try:
-                path, strength = head, float(tail)
-            except ValueError:  # a colon in the path, no strength
-                pass
+        path, strength = file_and_strength(rest)
         experts.append(Expert(name, load_lora(path), strength))
     if args.gate and args.schedule:
         raise InputError("give --gate or --schedule, not both")

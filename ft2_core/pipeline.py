@@ -204,13 +204,14 @@ class FantasyTalkingPipeline:
         gate: torch.nn.Module | None = None,
         windows: WindowOptions | None = None,
         max_seconds: float | None = None,
+        loras: list[Expert] = (),
     ) -> Animation:
         """Portrait [H, W, 3] + speech -> frames. The frame count follows the whole audio (or its first
         `max_seconds`) unless given; longer than one window, the video runs in `windows` (default: the
         model's, see window_options).
 
         `experts` (TLPO LoRA experts) are mixed by `gate` (a trained gate, a static or scheduled mix;
-        default: weight 1 each) for this call only. `progress` counts every stage (4 encoders, windows x
+        default: weight 1 each) for this call only; `loras` (any other Wan LoRA) apply at their strength. `progress` counts every stage (4 encoders, windows x
         steps, one unit per decoded latent frame) and is where a cancel is honoured.
         """
         fps = self.defaults["fps"] if fps is None else finite_number(fps, "fps", above=0.0)
@@ -239,7 +240,7 @@ class FantasyTalkingPipeline:
         with visiting(self.model, self.device):
             latents = generate_latents(self.model, condition, positive, negative, clip, features, num_frames, options,
                                        self.device, self.dtype, lambda info: progress.advance(preview=info.denoised),
-                                       progress.interrupt_point, experts, gate, windows, self.vae)
+                                       progress.interrupt_point, experts, gate, windows, self.vae, loras)
         decoder = getattr(getattr(self.vae, "model", None), "decoder", None)  # a Wan VAE decodes latent frame by frame
         with counting_calls(decoder, progress):
             frames = self.vae.decode(latents)
@@ -260,7 +261,8 @@ class FantasyTalkingPipeline:
 def generate_latents(model: FantasyTalkingModel, condition, positive, negative, clip, features: torch.Tensor,
                      num_frames: int, options: SamplerOptions, device="cpu", dtype=torch.float32,
                      on_step=None, check_interrupt=None, experts: list[Expert] = (), gate=None,
-                     windows: WindowOptions | None = None, codec: FrameCodec | None = None) -> torch.Tensor:
+                     windows: WindowOptions | None = None, codec: FrameCodec | None = None,
+                     loras: list[Expert] = ()) -> torch.Tensor:
     """Normalised latents [1, z, F, h, w] from the first window's I2V condition, text, CLIP features and the
     wav2vec2 features of the whole video. Without `windows` the video is one window (`condition` covers it).
 
@@ -271,6 +273,6 @@ def generate_latents(model: FantasyTalkingModel, condition, positive, negative, 
     audio = model.adapter.windows(features.to(device), num_frames)
     cond = Conditioning(condition, positive, negative, clip, audio.to("cpu"))
     latent_channels = model.transformer.config.out_channels
-    with experts_attached(model, list(experts), gate.to(device) if gate is not None else None):
+    with experts_attached(model, list(experts), gate.to(device) if gate is not None else None, list(loras)):
         return sample_long(model, cond, options, windows, num_frames, latent_channels, device, dtype, on_step,
                            check_interrupt, codec)

@@ -103,6 +103,7 @@ OPTIONAL_TLPO_INPUTS = {
     "experts": ("FT2_EXPERTS", {"tooltip": "TLPO LoRA experts from FT2 Load Experts (optional)."}),
     "gate": ("FT2_GATE", {"tooltip": "How to mix the experts: FT2 Load Gate or FT2 Expert Schedule; "
                                      "without it every expert has weight 1 times its strength."}),
+    "loras": ("FT2_LORAS", {"tooltip": "Other Wan LoRAs at a fixed strength beside the experts: FT2 Load LoRA (optional)."}),
 }
 
 
@@ -203,7 +204,7 @@ class FT2Animate:
 
     @says_what_to_install
     def animate(self, pipeline, image, audio, prompt, negative_prompt, max_side, num_frames, fps, experts=(), gate=None,
-                max_seconds=0.0, long_method="sliding", window_frames=0, overlap_frames=16, **kwargs):
+                max_seconds=0.0, long_method="sliding", window_frames=0, overlap_frames=16, loras=(), **kwargs):
         from_waveform = core("models.audio").audio_from_waveform
         options = sampler_options(kwargs)
         windows = pipeline.window_options(long_method, window_frames or None, overlap_frames)
@@ -213,7 +214,7 @@ class FT2Animate:
         result = run_on_device([pipeline], lambda device: pipeline.animate(
             image[0], clip, prompt, negative, options, num_frames=num_frames or None, fps=fps, max_side=max_side or None,
             progress=comfy.run_progress(cheap_decode), experts=experts, gate=gate, windows=windows,
-            max_seconds=max_seconds or None,
+            max_seconds=max_seconds or None, loras=loras,
         ))
         track = core("models.audio").fit_to_duration(result.audio, result.frames.shape[0] / result.fps)
         return (result.frames.cpu().float(), comfy_audio(track))
@@ -326,7 +327,7 @@ class FT2Sampler:
 
     @says_what_to_install
     def sample(self, model, positive, negative, clip_vision_output, vae, start_image, audio_embeds,
-               experts=(), gate=None, long_method="sliding", window_frames=81, overlap_frames=16, **kwargs):
+               experts=(), gate=None, long_method="sliding", window_frames=81, overlap_frames=16, loras=(), **kwargs):
         import torch
 
         options = sampler_options(kwargs)
@@ -357,7 +358,7 @@ class FT2Sampler:
         def work(device):
             return generate(model, condition, positive_text, negative_text, clip, audio_embeds["features"], num_frames,
                             options, device, dtype, progress and (lambda info: progress.advance(preview=info.denoised)),
-                            progress and progress.interrupt_point, experts, gate, windows, ComfyVAECodec(vae))
+                            progress and progress.interrupt_point, experts, gate, windows, ComfyVAECodec(vae), loras)
 
         latents = run_on_device([model], work)
         return ({"samples": latent_format.denormalize(latents)},)

@@ -40,6 +40,30 @@ class FT2LoadExperts:
         return (experts,)
 
 
+class FT2LoadLora:
+    DESCRIPTION = ("Loads any other Wan LoRA from models/loras (a step-distillation or style LoRA) to apply at a fixed "
+                   "strength beside the TLPO experts, through the same fused path (nothing is merged into the model). "
+                   "Chain several through `loras`.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("FT2_LORAS",)
+    RETURN_NAMES = ("loras",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "lora_name": (comfy.list_files("loras", (".safetensors",), "lora_"), {"tooltip": "A Wan2.1 LoRA file."}),
+            "strength": ("FLOAT", {"default": 1.0, "min": -2.0, "max": 3.0, "step": 0.05, "tooltip": "Multiplies the LoRA's update."}),
+        }, "optional": {"loras": ("FT2_LORAS", {"tooltip": "LoRAs loaded before this one (optional)."})}}
+
+    @says_what_to_install
+    def load(self, lora_name, strength, loras=()):
+        experts_mod, lora_formats = core("tlpo.experts"), core("tlpo.lora_formats")
+        path = comfy.resolve_file("loras", lora_name, "LoRA")
+        lora = experts_mod.Expert(f"lora{len(loras)}", lora_formats.load_lora(path), strength)
+        return (list(loras) + [lora],)
+
+
 class FT2LoadGate:
     DESCRIPTION = "Loads a trained TLPO gate (models/ft2_gates): per-layer, per-timestep weights for the three experts."
     CATEGORY = CATEGORY
@@ -107,12 +131,14 @@ class FT2GateHeatmap:
 NODE_CLASS_MAPPINGS = {
     "FT2LoadExperts": FT2LoadExperts,
     "FT2LoadGate": FT2LoadGate,
+    "FT2LoadLora": FT2LoadLora,
     "FT2ExpertSchedule": FT2ExpertSchedule,
     "FT2GateHeatmap": FT2GateHeatmap,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "FT2LoadExperts": "FT2 Load Experts (TLPO)",
     "FT2LoadGate": "FT2 Load Gate (TLPO)",
+    "FT2LoadLora": "FT2 Load LoRA (fixed strength)",
     "FT2ExpertSchedule": "FT2 Expert Schedule",
     "FT2GateHeatmap": "FT2 Gate Heatmap",
 }

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .gate import StaticMix
+from .gate import StaticMix, WithFixedLoras
 from .lora_formats import LoraWeights, check_lora_fits
 from ..models.wan_keys import BLOCK_LEVEL
 
@@ -203,12 +203,14 @@ def order_for_gate(experts: list[Expert], gate: nn.Module) -> list[Expert]:
 
 
 @contextmanager
-def experts_attached(model, experts: list[Expert], gate: nn.Module | None = None):
-    """Experts and their mix for the duration of a run (ComfyUI shares one model between graphs).
+def experts_attached(model, experts: list[Expert], gate: nn.Module | None = None, loras: list[Expert] = ()):
+    """Experts and their mix for the duration of a run (ComfyUI shares one model between graphs), plus any
+    other LoRAs (`loras`: a step-distillation or style LoRA) at a fixed weight of 1 times their strength,
+    all through the same fused path (no weight is merged into the model).
 
     Without a gate every expert has weight 1 (its strength still applies).
     """
-    if not experts:
+    if not experts and not loras:
         yield model
         return
     gate = gate if gate is not None else StaticMix([1.0] * len(experts))
@@ -216,8 +218,8 @@ def experts_attached(model, experts: list[Expert], gate: nn.Module | None = None
         raise InputError(f"the gate mixes {gate.num_experts} experts but {len(experts)} were given")
     if getattr(gate, "num_layers", model.num_layers) != model.num_layers:
         raise InputError(f"the gate was made for {gate.num_layers} layers; the model has {model.num_layers}")
-    attach_experts(model, order_for_gate(experts, gate))
-    model.expert_gate = gate
+    attach_experts(model, (order_for_gate(experts, gate) if experts else []) + list(loras))
+    model.expert_gate = WithFixedLoras(gate, len(loras)) if loras else gate
     try:
         yield model
     finally:

@@ -63,6 +63,22 @@ class StaticMix(nn.Module):
         return self.weights.to(timestep.device).expand(timestep.shape[0], 1, -1)
 
 
+class WithFixedLoras(nn.Module):
+    """A mix of the gated experts followed by `count` extra LoRAs at weight 1 everywhere (a step-distillation or
+    style LoRA beside the experts; each LoRA's own strength still applies)."""
+
+    def __init__(self, mix: nn.Module, count: int):
+        super().__init__()
+        self.mix, self.count = mix, count
+        self.num_experts = mix.num_experts + count
+        if hasattr(mix, "num_layers"):
+            self.num_layers = mix.num_layers
+
+    def forward(self, timestep: torch.Tensor) -> torch.Tensor:
+        weights = self.mix(timestep)
+        return torch.cat([weights, weights.new_ones(*weights.shape[:-1], self.count)], dim=-1)
+
+
 class ScheduledMix(nn.Module):
     """Weights per expert that vary with the timestep, linearly between given points (same at every layer)."""
 

@@ -61,3 +61,14 @@ def test_animate_with_experts_and_schedule(tmp_path, tiny_dir, tiny_model):
             "--expert", f"motion={files[0]}:0.5", "--expert", f"lipsync={files[1]}", "--schedule", "0: 1, 0; 1000: 0, 1"]
     assert main(args) == 0 and probe_mp4(out)["frames"] == 5
     assert main(args[:-2] + ["--schedule", "0: 1, 0, 0"]) == 2  # 3 weights for 2 experts
+
+
+def test_animate_with_another_lora_at_fixed_strength(tmp_path, tiny_dir, tiny_model):
+    from ft2_core.tlpo.lora_formats import save_expert
+    from tests.ft2_core.tlpo.test_experts import random_lora
+
+    style = save_expert(random_lora(tiny_model, 2, 2.0, 5), tmp_path / "style.safetensors", "quality", "ft2-tiny")  # any LoRA file
+    base = ["animate", "--model-dir", str(tiny_dir), "--steps", "2", "--frames", "5"]
+    assert main(base + ["--out", str(tmp_path / "l.mp4"), "--lora", f"{style}:0.7"]) == 0
+    assert probe_mp4(tmp_path / "l.mp4")["frames"] == 5
+    assert main(base + ["--out", str(tmp_path / "n.mp4"), "--lora", f"{style}:nan"]) == 2

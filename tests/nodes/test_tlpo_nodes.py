@@ -100,3 +100,28 @@ def test_native_sampler_takes_experts_and_gate_like_the_all_in_one_path(ft2, tin
                                                  experts=experts, gate=gate, **SAMPLER)
     decoded = ((tiny_pipeline.vae.model.decode(with_experts["samples"]).sample[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
     torch.testing.assert_close(decoded, all_in_one, rtol=1e-3, atol=2e-3)
+
+
+def test_other_lora_beside_the_experts_matches_the_library(ft2, models_dir, tiny_pipeline):
+    nodes = ft2.NODE_CLASS_MAPPINGS
+    (pipeline,) = nodes["FT2PipelineLoader"]().load("(built-in tiny demo model)", "fp32")
+    (loras,) = nodes["FT2LoadLora"]().load("tiny_quality.safetensors", 0.6)
+    (loras,) = nodes["FT2LoadLora"]().load("tiny_motion.safetensors", 1.2, loras)  # chained
+    experts = load_all(nodes)
+    image, audio = demo_portrait()[None], comfy_audio(0.3)
+    args = (pipeline, image, audio, "talk", "", 64, 9, 23.0)
+    with_loras, _ = nodes["FT2Animate"]().animate(*args, experts=experts, loras=loras, **SAMPLER)
+    without, _ = nodes["FT2Animate"]().animate(*args, experts=experts, **SAMPLER)
+    assert (with_loras - without).abs().max() > 1e-3
+
+    from ft2_core.models.audio import audio_from_waveform
+    from ft2_core.pipeline import DEFAULT_NEGATIVE_PROMPT
+    from ft2_core.sampling.sampler import SamplerOptions
+
+    library = tiny_pipeline.animate(
+        image[0], audio_from_waveform(audio["waveform"], audio["sample_rate"]), "talk", DEFAULT_NEGATIVE_PROMPT,
+        SamplerOptions(**SAMPLER), num_frames=9, fps=23.0, max_side=64,
+        experts=[Expert(n, load_lora(models_dir / "loras" / f"tiny_{n}.safetensors"), 1.0) for n in ("motion", "lipsync", "quality")],
+        loras=[Expert("a", load_lora(models_dir / "loras" / "tiny_quality.safetensors"), 0.6),
+               Expert("b", load_lora(models_dir / "loras" / "tiny_motion.safetensors"), 1.2)])
+    torch.testing.assert_close(with_loras, library.frames, rtol=1e-4, atol=1e-4)

@@ -103,6 +103,26 @@ def test_training_never_merges(tiny_model, experts, monkeypatch):
         tiny_model(**inputs, audio=None).sum().backward()
 
 
+@pytest.mark.parametrize("timesteps", [(800.0, 90.0), (250.0, 250.0)])
+def test_other_loras_apply_at_fixed_strength_beside_gated_experts(tiny_model, experts, timesteps):
+    """A step-distillation or style LoRA rides the same fused path at weight 1 x its strength, whatever the gate says."""
+    gate = random_gate(tiny_model.num_layers)
+    extra = Expert("lora0", random_lora(tiny_model, 3, 6.0, 9), 0.8)
+    inputs = make_model_inputs(tiny_model, batch=2)
+    inputs["timestep"] = torch.tensor(timesteps)
+    with torch.no_grad():
+        weights = torch.cat([gate(inputs["timestep"]), torch.ones(2, tiny_model.num_layers, 1)], dim=-1)
+    with experts_attached(tiny_model, experts, gate, [extra]), torch.no_grad():
+        fused = tiny_model(**inputs, audio=None)
+    for row in range(2):
+        torch.testing.assert_close(fused[row:row + 1], dense_reference(tiny_model, experts + [extra], weights[row], inputs, row),
+                                   rtol=1e-4, atol=1e-5)
+    with experts_attached(tiny_model, [], None, [extra]), torch.no_grad():  # a LoRA alone, no experts
+        alone = tiny_model(**inputs, audio=None)
+    torch.testing.assert_close(alone[:1], dense_reference(tiny_model, [extra], torch.ones(tiny_model.num_layers, 1), inputs, 0),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_equals_peft_with_constant_weights(tiny_model, experts):
     from peft import LoraConfig, inject_adapter_in_model
     from peft.tuners.lora import LoraLayer
