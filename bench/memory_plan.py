@@ -19,8 +19,9 @@ rank-32 experts, umT5-XXL, CLIP ViT-H/14, the Wan VAE, wav2vec2-base.
 A run's stages are text, image and audio encoding, VAE encoding, sampling and VAE decoding. With
 every component visiting the device for its own stage (the default, ft2_core.placement) the peak is
 the largest stage; "resident" (FantasyTalkingPipeline.from_paths(..., keep_on_device=True), and the
-CLI and node before this plan) keeps all weights there, so stages add up. Block swap, fp8 weights kept
-as stored and tiled decode are planned here before they are built: their rows say what they would buy.
+CLI and node before this plan) keeps all weights there, so stages add up. fp8 weights are kept as stored
+(models/stored_linear.py); block swap and tiled decode are planned here before they are built: their rows
+say what they would buy.
 """
 from __future__ import annotations
 

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--dit-config", help="config for a single-file DiT: a shipped name or JSON (default: by shape)")
     models.add_argument("--adapter", help="override: fantasytalking_model.ckpt or its .safetensors conversion")
     models.add_argument("--wav2vec", help="override: wav2vec2 folder (e.g. wav2vec2-base-960h)")
+    models.add_argument("--upcast-weights", action="store_true",
+                        help="upcast an fp8 DiT file's weights to the compute dtype on load (default: they stay fp8)")
     models.add_argument("--cache-dir", help="where the tiny model is built (default: $FT2_CACHE or ~/.cache/ft2)")
     sampling = animate.add_argument_group("sampling (default: the model's recommended values)")
     sampling.add_argument("--steps", type=int)
@@ -107,7 +109,7 @@ def run_animate(args) -> Path:
                                    audio_adapter=args.adapter, wav2vec=args.wav2vec)
     paths.transformer_config = args.dit_config
     dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    pipe = FantasyTalkingPipeline.from_paths(paths, args.device, dtype)
+    pipe = FantasyTalkingPipeline.from_paths(paths, args.device, dtype, keep_stored_weights=not args.upcast_weights)
     defaults = pipe.defaults
     options = SamplerOptions(
         steps=defaults["steps"] if args.steps is None else args.steps,

@@ -102,13 +102,15 @@ def model_folder(name: str | None, cache_dir: str | None) -> Path:
 
 
 def load_talking_model(transformer: str | os.PathLike, audio_adapter: str | os.PathLike, dtype=torch.float32,
-                       config: str | dict | None = None, prediction: str = "velocity") -> FantasyTalkingModel:
-    """The DiT (folder or single file) with its FantasyTalking adapter, checked to fit each other."""
+                       config: str | dict | None = None, prediction: str = "velocity",
+                       keep_stored: bool = True) -> FantasyTalkingModel:
+    """The DiT (folder or single file) with its FantasyTalking adapter, checked to fit each other. A single file's
+    fp8 block weights stay fp8 unless `keep_stored` is False (see models.stored_linear)."""
     transformer = Path(transformer)
     if transformer.is_dir():
         dit = load_transformer_folder(transformer, dtype)
     else:
-        dit, _ = load_transformer_file(transformer, config, dtype)
+        dit, _ = load_transformer_file(transformer, config, dtype, keep_stored)
     dim = dit.config.num_attention_heads * dit.config.attention_head_dim
     adapter = load_audio_adapter(audio_adapter, len(dit.blocks), dim, dtype)
     return FantasyTalkingModel(dit, adapter.requires_grad_(False), prediction).eval()
@@ -135,17 +137,20 @@ class FantasyTalkingPipeline:
         self.device, self.dtype = device, dtype
 
     @classmethod
-    def from_paths(cls, paths: ModelPaths, device="cpu", dtype=torch.float32, keep_on_device: bool = False) -> "FantasyTalkingPipeline":
+    def from_paths(cls, paths: ModelPaths, device="cpu", dtype=torch.float32, keep_on_device: bool = False,
+                   keep_stored_weights: bool = True) -> "FantasyTalkingPipeline":
         """Every component computes on `device`. By default the weights wait on the CPU and each component
         visits the device for its own stage (text, image, audio, VAE, then the DiT for sampling), so the
         peak is the largest stage, not the sum; `keep_on_device` loads everything there once instead
-        (faster when one process makes many videos and memory allows)."""
+        (faster when one process makes many videos and memory allows). An fp8 DiT file's block weights stay fp8
+        unless `keep_stored_weights` is False."""
         missing = paths.missing()
         if missing:
             raise InputError(f"model files missing: {', '.join(f'{m} ({getattr(paths, m)})' for m in missing)}")
         if paths.notice:
             log.warning(paths.notice)
-        model = load_talking_model(paths.transformer, paths.audio_adapter, dtype, paths.transformer_config, paths.prediction)
+        model = load_talking_model(paths.transformer, paths.audio_adapter, dtype, paths.transformer_config, paths.prediction,
+                                   keep_stored_weights)
         text = TextEncoder(paths.text_encoder, paths.tokenizer, device, dtype) if paths.text_encoder else None
         image = ImageEncoder(paths.image_encoder, paths.image_processor, device, dtype) if paths.image_encoder else None
         vae = SpaceToDepthVAE.from_folder(paths.vae) if is_pixel_latent_folder(paths.vae) else WanVAE(paths.vae, device, dtype)

@@ -10,6 +10,7 @@ CATEGORY = "FantasyTalking2"
 MINIATURE_MODEL = "(built-in miniature model: cartoon faces)"
 TINY_MODEL = "(built-in tiny demo model)"
 DTYPES = ("auto", "bf16", "fp16", "fp32")
+WEIGHT_DTYPES = ("as stored", "compute dtype")
 
 
 def core(module: str):
@@ -223,7 +224,8 @@ class FT2Animate:
 # ---------------------------------------------------------------- native path
 class FT2ModelLoader:
     DESCRIPTION = ("Loads the Wan2.1-I2V-14B DiT and the FantasyTalking audio adapter from models/diffusion_models "
-                   "(single .safetensors DiT in original or diffusers keys, fp32/bf16/fp16/fp8; adapter .ckpt or .safetensors).")
+                   "(single .safetensors DiT in original or diffusers keys, fp32/bf16/fp16/fp8, ComfyUI's fp8_scaled too; adapter .ckpt "
+                   "or .safetensors).")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("FT2_MODEL",)
     FUNCTION = "load"
@@ -235,15 +237,19 @@ class FT2ModelLoader:
                          {"tooltip": "wan2.1_i2v_720p_14B_*.safetensors (or 480p)."}),
             "adapter_name": (comfy.list_files("diffusion_models", comfy.ADAPTER_SUFFIXES, "proj_model."),
                              {"tooltip": "fantasytalking_model.ckpt or its .safetensors conversion."}),
-            "dtype": (DTYPES, {"default": "auto", "tooltip": "Compute precision; fp8 files are upcast to it."}),
+            "dtype": (DTYPES, {"default": "auto", "tooltip": "Compute precision."}),
+            "weight_dtype": (WEIGHT_DTYPES, {"default": WEIGHT_DTYPES[0], "tooltip": (
+                "as stored: an fp8 file's block weights stay fp8 (about half the memory of bf16), each layer computing "
+                "in the compute precision; compute dtype: upcast every weight on load.")}),
         }}
 
     @says_what_to_install
-    def load(self, dit_name, adapter_name, dtype):
+    def load(self, dit_name, adapter_name, dtype, weight_dtype=WEIGHT_DTYPES[0]):
         load_talking_model = core("pipeline").load_talking_model
         dit = comfy.resolve_file("diffusion_models", dit_name, "Wan2.1 DiT")
         adapter = comfy.resolve_file("diffusion_models", adapter_name, "FantasyTalking adapter")
-        return (load_talking_model(dit, adapter, torch_dtype(dtype, comfy.torch_device())),)
+        return (load_talking_model(dit, adapter, torch_dtype(dtype, comfy.torch_device()),
+                                   keep_stored=weight_dtype == WEIGHT_DTYPES[0]),)
 
 
 class FT2Wav2VecLoader:

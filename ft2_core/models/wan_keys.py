@@ -46,7 +46,7 @@ BLOCK_LEVEL = (
     ("ffn.2", "ffn.net.2"),
 )
 
-_BLOCK = re.compile(r"^blocks\.(?P<index>\d+)\.(?P<module>.+)\.(?P<param>weight|bias)$")
+_BLOCK = re.compile(r"^blocks\.(?P<index>\d+)\.(?P<module>.+)\.(?P<param>weight|bias|scale_weight)$")
 
 
 def _table(pairs, reverse: bool) -> dict[str, str]:

@@ -11,7 +11,8 @@ from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
 from ..io.checkpoint_io import load_state_dict, require_file
 from ..errors import InputError
-from .wan_keys import is_original_layout, original_to_diffusers
+from .stored_linear import FP8_DTYPES, StoredLinear
+from .wan_keys import is_original_layout, original_to_diffusers, strip_original_prefix
 
 CONFIG_DIR = Path(__file__).parents[1] / "configs"
 
@@ -61,25 +62,44 @@ def config_matching(state: dict[str, torch.Tensor], what: str) -> dict:
 
 
 def load_transformer_file(
-    path: str | os.PathLike, config: dict | str | None = None, dtype=torch.float32
+    path: str | os.PathLike, config: dict | str | None = None, dtype=torch.float32, keep_stored: bool = True
 ) -> tuple[WanTransformer3DModel, dict]:
-    """Load a single-file Wan2.1 DiT (original or diffusers keys; fp32/bf16/fp16/fp8 stored).
+    """Load a single-file Wan2.1 DiT (original or diffusers keys; fp32/bf16/fp16/fp8, ComfyUI's fp8_scaled too).
 
-    The model is created on the meta device and the file's tensors are assigned into it, so the
-    weights exist once in memory, already in `dtype`.
+    The model is created on the meta device and the file's tensors are assigned into it, so the weights
+    exist once in memory. The blocks' fp8 Linear weights stay as stored (`StoredLinear`, computing in
+    `dtype` one layer at a time) unless `keep_stored` is False; everything else is cast to `dtype`, and
+    an fp8_scaled weight that is upcast gets its `scale_weight` applied.
     """
     what = f"Wan2.1 DiT file {Path(path).name}"
     state = load_state_dict(path, what)
+    for key in list(state):  # ComfyUI's fp8 markers and input scales: not weights
+        if strip_original_prefix(key) == "scaled_fp8" or key.endswith(".scale_input"):
+            del state[key]
     if is_original_layout(state):
         state = original_to_diffusers(state, what)
+    scales = {key[: -len(".scale_weight")]: state.pop(key) for key in list(state) if key.endswith(".scale_weight")}
     if "patch_embedding.weight" not in state:
         raise InputError(f"{what}: no patch_embedding.weight; this is not a Wan2.1 DiT checkpoint")
     model_config = read_model_config(config) if config is not None else config_matching(state, what)
     with torch.device("meta"):
         model = build_transformer(model_config["transformer"], device="meta")
     check_state_fits(model, state, what)
+    unscaled = sorted(set(scales) - {key.rpartition(".")[0] for key in state})
+    if unscaled:
+        raise InputError(f"{what}: scale_weight for {unscaled[0]}, which has no weight")
+    stored = []
     for key in state:  # one tensor at a time, so the file never exists twice at full size
-        state[key] = state[key].to(compute_dtype(key, dtype))
+        module, _, param = key.rpartition(".")
+        tensor = state[key]
+        if (keep_stored and tensor.dtype in FP8_DTYPES and param == "weight" and key.startswith("blocks.")
+                and isinstance(model.get_submodule(module), torch.nn.Linear)):
+            stored.append(module)
+            continue
+        tensor = tensor.to(compute_dtype(key, dtype))
+        state[key] = tensor * scales[module].to(tensor.dtype) if param == "weight" and module in scales else tensor
+    for module in stored:  # their tensors stay in `state` and are assigned below like every other
+        model.set_submodule(module, StoredLinear(state[f"{module}.weight"], state.get(f"{module}.bias"), scales.get(module), dtype))
     model.load_state_dict(state, strict=True, assign=True)
     # Non-persistent buffers (rotary tables) are not in the file: compute them for real.
     t = model_config["transformer"]

@@ -22,6 +22,7 @@ from torch import nn
 from ..errors import InputError
 from .gate import StaticMix, WithFixedLoras
 from .lora_formats import LoraWeights, check_lora_fits
+from ..models.stored_linear import StoredLinear, compute_dtype_of, dense_weight_of
 from ..models.wan_keys import BLOCK_LEVEL
 
 _TO_DIFFUSERS = dict(BLOCK_LEVEL)
@@ -44,8 +45,9 @@ class FusedLoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, downs, ups, scales, expert_ids, num_experts: int):
         super().__init__()
         self.base = base
-        self.down = nn.Parameter(torch.cat(downs).to(base.weight.dtype), requires_grad=False)  # [R, d_in]
-        self.up = nn.Parameter(torch.cat(ups, dim=1).to(base.weight.dtype), requires_grad=False)  # [d_out, R]
+        dtype = compute_dtype_of(base)  # an fp8-stored base computes in its compute dtype
+        self.down = nn.Parameter(torch.cat(downs).to(dtype), requires_grad=False)  # [R, d_in]
+        self.up = nn.Parameter(torch.cat(ups, dim=1).to(dtype), requires_grad=False)  # [d_out, R]
         self.register_buffer("column_scale", torch.cat(scales), persistent=False)  # s_k per rank column
         self.register_buffer("column_expert", torch.cat(expert_ids), persistent=False)  # k per rank column
         self.num_experts = num_experts
@@ -75,9 +77,9 @@ class FusedLoRALinear(nn.Module):
 
     def merged_forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = (self.gate[0, self.column_expert] * self.column_scale).to(self.up.dtype)
-        weight = scratch_matrix(self.base.weight)
-        weight.copy_(self.base.weight).addmm_(self.up * weights, self.down)
-        return F.linear(x, weight, self.base.bias)
+        weight = scratch_matrix((self.out_features, self.in_features), self.up.dtype, self.up.device)
+        weight.copy_(dense_weight_of(self.base)).addmm_(self.up * weights, self.down)
+        return F.linear(x.to(weight.dtype), weight, None if self.base.bias is None else self.base.bias.to(weight.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate is not None and self.merges(x):
@@ -98,11 +100,11 @@ class FusedLoRALinear(nn.Module):
 _SCRATCH: dict[tuple, torch.Tensor] = {}
 
 
-def scratch_matrix(like: torch.Tensor) -> torch.Tensor:
+def scratch_matrix(shape: tuple[int, int], dtype: torch.dtype, device) -> torch.Tensor:
     """One reusable matrix per weight shape, dtype and device (layers run one at a time)."""
-    key = (tuple(like.shape), like.dtype, like.device)
+    key = (tuple(shape), dtype, torch.device(device))
     if key not in _SCRATCH:
-        _SCRATCH[key] = torch.empty_like(like)
+        _SCRATCH[key] = torch.empty(shape, dtype=dtype, device=device)
     return _SCRATCH[key]
 
 
@@ -117,7 +119,7 @@ def block_linears(transformer) -> dict[str, nn.Linear]:
     for index, block in enumerate(transformer.blocks):
         for original, diffusers in BLOCK_LEVEL:
             module = block.get_submodule(diffusers) if _has_submodule(block, diffusers) else None
-            if isinstance(module, (nn.Linear, FusedLoRALinear)):
+            if isinstance(module, (nn.Linear, StoredLinear, FusedLoRALinear)):
                 found[f"blocks.{index}.{original}"] = module
     return found
 

@@ -34,7 +34,9 @@ def test_original_single_file_loads_in_every_precision(tmp_path, reference, pref
     rounded = type(transformer).from_config(transformer.config)
     rounded.load_state_dict({k: v.to(stored).float() for k, v in transformer.state_dict().items()})
     torch.testing.assert_close(forward(loaded, inputs), forward(rounded.eval(), inputs), rtol=1e-5, atol=1e-5)
-    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    stored_linears = {n for n, p in loaded.named_parameters() if p.dtype == torch.float8_e4m3fn}
+    assert all(p.dtype == torch.float32 for n, p in loaded.named_parameters() if n not in stored_linears)
+    assert (stored == torch.float8_e4m3fn) == bool(stored_linears)  # fp8 block Linears stay as stored
 
 
 def test_bf16_compute_keeps_norms_and_modulation_in_fp32(tmp_path, reference):
@@ -119,3 +121,52 @@ def test_single_file_without_config_is_matched_by_shape(tmp_path, reference):
     loaded, config = load_transformer_file(path)
     assert config["name"] == "ft2-tiny"
     torch.testing.assert_close(forward(loaded, inputs), expected)
+
+
+def fp8_scaled(state: dict) -> dict:
+    """ComfyUI's fp8_scaled layout: each block Linear weight divided by a per-tensor scale and stored in fp8,
+    with `<module>.scale_weight` beside it and a `scaled_fp8` marker."""
+    out = {"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn)}
+    for key, tensor in state.items():
+        module, _, param = key.rpartition(".")
+        if key.startswith("blocks.") and param == "weight" and tensor.ndim == 2:
+            scale = tensor.abs().max() / 448.0
+            out[key] = (tensor / scale).to(torch.float8_e4m3fn)
+            out[f"{module}.scale_weight"] = scale.reshape(1)
+        else:
+            out[key] = tensor.to(torch.bfloat16)
+    return out
+
+
+@pytest.mark.parametrize("layout", ["fp8", "fp8_scaled"])
+def test_fp8_weights_stay_as_stored_and_match_the_upcast_model(tmp_path, reference, layout):
+    """About one byte per block-Linear parameter, and the same outputs as loading the same file upcast."""
+    from ft2_core.models.stored_linear import StoredLinear
+
+    transformer, inputs, expected = reference
+    original = diffusers_to_original(transformer.state_dict())
+    state = fp8_scaled(original) if layout == "fp8_scaled" else {k: v.to(torch.float8_e4m3fn) if k.startswith("blocks.") and v.ndim == 2 else v
+                                                                for k, v in original.items()}
+    path = tmp_path / "wan_fp8.safetensors"
+    save_file({"model.diffusion_model." + k: v.contiguous() for k, v in state.items()}, str(path))
+    kept, _ = load_transformer_file(path, TINY_CONFIG)
+    upcast, _ = load_transformer_file(path, TINY_CONFIG, keep_stored=False)
+    stored = [m for m in kept.modules() if isinstance(m, StoredLinear)]
+    linear_params = sum(m.weight.numel() for m in stored)
+    assert len(stored) == 2 * 12 and all(m.weight.dtype == torch.float8_e4m3fn for m in stored)  # 12 Linears per block
+    assert sum(m.weight.numel() * m.weight.element_size() for m in stored) == linear_params  # one byte each
+    assert not any(isinstance(m, StoredLinear) for m in upcast.modules())
+    torch.testing.assert_close(forward(kept, inputs), forward(upcast, inputs), rtol=1e-5, atol=1e-5)
+    error = (forward(kept, inputs) - expected).abs().max() / expected.abs().max()
+    assert 0 < error < 0.1  # fp8 rounding of the fp32 original: close, not equal
+
+
+def test_scale_without_a_weight_is_named(tmp_path, reference):
+    transformer, _, _ = reference
+    state = fp8_scaled(diffusers_to_original(transformer.state_dict()))
+    state["blocks.0.self_attn.q.scale_weight"] = torch.ones(1)
+    del state["blocks.0.self_attn.q.weight"]
+    path = tmp_path / "broken.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    with pytest.raises(InputError, match="tensors missing|has no weight"):
+        load_transformer_file(path, TINY_CONFIG)

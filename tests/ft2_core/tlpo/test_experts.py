@@ -235,3 +235,25 @@ def test_files_for_another_model_are_refused(tmp_path, tiny_model):
     with pytest.raises(InputError, match="1 keys are not Wan2.1 block LoRA keys.*vace.x"):
         load_lora(junk)
     assert all(not hasattr(m, "base") for m in block_linears(tiny_model.transformer).values())  # nothing attached
+
+
+@pytest.mark.parametrize("shared_timestep", [False, True])
+def test_experts_on_fp8_stored_weights_match_the_upcast_model(tmp_path, tiny_model, experts, shared_timestep):
+    """The low-rank path and the per-layer merge both work over a base kept in fp8 (scale applied)."""
+    from ft2_core.models.talking_model import FantasyTalkingModel
+    from ft2_core.models.wan_keys import diffusers_to_original
+    from ft2_core.models.wan_transformer import load_transformer_file
+    from ft2_core.tiny import TINY_CONFIG
+    from tests.ft2_core.models.test_wan_transformer import fp8_scaled
+
+    path = tmp_path / "wan_fp8_scaled.safetensors"
+    save_file({k: v.contiguous() for k, v in fp8_scaled(diffusers_to_original(tiny_model.transformer.state_dict())).items()}, str(path))
+    models = [FantasyTalkingModel(load_transformer_file(path, TINY_CONFIG, keep_stored=keep)[0], tiny_model.adapter).eval()
+              for keep in (True, False)]
+    inputs = make_model_inputs(tiny_model, batch=2)
+    inputs["timestep"] = torch.tensor([400.0, 400.0] if shared_timestep else [900.0, 100.0])
+    outputs = []
+    for model in models:
+        with experts_attached(model, experts, random_gate(model.num_layers)), torch.no_grad():
+            outputs.append(model(**inputs, audio=None))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)

@@ -1,0 +1,44 @@
+"""A Linear whose weight stays as the file stores it (fp8, optionally with ComfyUI's per-tensor `scale_weight`)
+and becomes the compute dtype one layer at a time, inside its forward: an fp8 14B DiT then holds about one
+byte per Linear parameter instead of the two (bf16) an upcast on load would cost."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+class StoredLinear(nn.Module):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor | None, compute_dtype: torch.dtype):
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.to(compute_dtype), requires_grad=False)
+        self.register_buffer("scale_weight", None if scale is None else scale.float().reshape(()), persistent=False)
+        self.compute_dtype = compute_dtype
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def dense_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The weight in `dtype` (default: the compute dtype), scale applied: a temporary of one layer."""
+        weight = self.weight.to(dtype or self.compute_dtype)
+        return weight if self.scale_weight is None else weight * self.scale_weight.to(weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.dense_weight(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+
+def compute_dtype_of(linear: nn.Module) -> torch.dtype:
+    """The dtype a Linear computes in (a stored fp8 weight computes in its compute dtype)."""
+    return getattr(linear, "compute_dtype", None) or linear.weight.dtype
+
+
+def dense_weight_of(linear: nn.Module) -> torch.Tensor:
+    return linear.dense_weight() if isinstance(linear, StoredLinear) else linear.weight
