@@ -138,12 +138,13 @@ class FantasyTalkingPipeline:
 
     @classmethod
     def from_paths(cls, paths: ModelPaths, device="cpu", dtype=torch.float32, keep_on_device: bool = False,
-                   keep_stored_weights: bool = True) -> "FantasyTalkingPipeline":
+                   keep_stored_weights: bool = True, vae_tile: int | None = None) -> "FantasyTalkingPipeline":
         """Every component computes on `device`. By default the weights wait on the CPU and each component
         visits the device for its own stage (text, image, audio, VAE, then the DiT for sampling), so the
         peak is the largest stage, not the sum; `keep_on_device` loads everything there once instead
         (faster when one process makes many videos and memory allows). An fp8 DiT file's block weights stay fp8
-        unless `keep_stored_weights` is False."""
+        unless `keep_stored_weights` is False. `vae_tile` (pixels) makes the Wan VAE work in tiles (see WanVAE.set_tiling;
+        the miniature model's pixel latent needs none)."""
         missing = paths.missing()
         if missing:
             raise InputError(f"model files missing: {', '.join(f'{m} ({getattr(paths, m)})' for m in missing)}")
@@ -154,6 +155,8 @@ class FantasyTalkingPipeline:
         text = TextEncoder(paths.text_encoder, paths.tokenizer, device, dtype) if paths.text_encoder else None
         image = ImageEncoder(paths.image_encoder, paths.image_processor, device, dtype) if paths.image_encoder else None
         vae = SpaceToDepthVAE.from_folder(paths.vae) if is_pixel_latent_folder(paths.vae) else WanVAE(paths.vae, device, dtype)
+        if vae_tile and isinstance(vae, WanVAE):
+            vae.set_tiling(vae_tile)
         pipe = cls(model, Wav2VecEncoder(paths.wav2vec, device, dtype), text, image, vae, paths.defaults, device, dtype)
         if keep_on_device:
             for module in pipe.modules():

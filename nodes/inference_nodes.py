@@ -156,10 +156,13 @@ class FT2PipelineLoader:
                              {"tooltip": "A folder in models/ft2_models, or a built-in model (miniature: cartoon faces; "
                                          "tiny: random weights)."}),
             "dtype": (DTYPES, {"default": "auto", "tooltip": "Compute precision; auto = bf16 on GPU, fp32 on CPU."}),
+            "vae_tile": ("INT", {"default": 0, "min": 0, "max": 1024, "step": 64, "tooltip": (
+                "Encode and decode in overlapping tiles of this many pixels (e.g. 256): the VAE then needs the memory of "
+                "one tile, not of a whole 720p frame. 0: whole frames. (The native path: use VAE Decode (Tiled).)")}),
         }}
 
     @says_what_to_install
-    def load(self, model_folder, dtype):
+    def load(self, model_folder, dtype, vae_tile=0):
         pipeline = core("pipeline")
         if model_folder == MINIATURE_MODEL:
             folder = core("miniature.model").miniature_model_dir()
@@ -168,7 +171,8 @@ class FT2PipelineLoader:
         else:
             folder = comfy.resolve_dir("ft2_models", model_folder, "model folder")
         paths = pipeline.ModelPaths.from_folder(folder)
-        return (pipeline.FantasyTalkingPipeline.from_paths(paths, "cpu", torch_dtype(dtype, comfy.torch_device())),)
+        return (pipeline.FantasyTalkingPipeline.from_paths(paths, "cpu", torch_dtype(dtype, comfy.torch_device()),
+                                                           vae_tile=vae_tile or None),)
 
 
 class FT2Animate:

@@ -102,6 +102,19 @@ class WanVAE:
     def z_dim(self) -> int:
         return self.model.config.z_dim
 
+    def set_tiling(self, tile: int | None = 256, overlap: int = 64) -> None:
+        """Encode and decode in spatial tiles of `tile` pixels that overlap by `overlap` and are blended (diffusers'
+        tiling, as upstream decodes): memory of one tile instead of the whole frame. None turns it off.
+        Tiles see less context than the whole frame, so the picture can differ slightly at their joins."""
+        if tile is None:
+            self.model.disable_tiling()
+            return
+        if tile < 64 or not 0 <= overlap < tile or tile % 8 or overlap % 8:
+            raise InputError(f"VAE tiles must be at least 64 px with an overlap below the tile, both multiples of 8; "
+                             f"got tile {tile}, overlap {overlap}")
+        self.model.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile,
+                                 tile_sample_stride_height=tile - overlap, tile_sample_stride_width=tile - overlap)
+
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """[B, 3, T, H, W] in -1..1 -> normalised latents [B, z, (T-1)/4+1, H/8, W/8] (distribution mode)."""
