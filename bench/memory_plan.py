@@ -20,8 +20,8 @@ A run's stages are text, image and audio encoding, VAE encoding, sampling and VA
 every component visiting the device for its own stage (the default, ft2_core.placement) the peak is
 the largest stage; "resident" (FantasyTalkingPipeline.from_paths(..., keep_on_device=True), and the
 CLI and node before this plan) keeps all weights there, so stages add up. fp8 weights are kept as stored
-(models/stored_linear.py) and the VAE can work in tiles (WanVAE.set_tiling); block swap is planned here
-before it is built: its rows say what it would buy.
+(models/stored_linear.py), blocks can be swapped (models/block_swap.py) and the VAE can work in tiles
+(WanVAE.set_tiling): every row is a setting users can pick.
 """
 from __future__ import annotations
 

@@ -25,10 +25,11 @@ def visiting(module: nn.Module, device) -> Iterator[nn.Module]:
     if device == home:
         yield module
         return
-    module.to(device)
+    move = getattr(module, "place", module.to)  # a model with swapped blocks moves all but those
+    move(device)
     try:
         yield module
     finally:
-        module.to(home)
+        move(home)
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -130,11 +130,11 @@ def run_on_device(modules, work):
     device = comfy.torch_device()
     try:
         for module in modules:
-            module.to(device)
+            getattr(module, "place", module.to)(device)  # a model with swapped blocks leaves those on the CPU
         return work(device)
     finally:
         for module in modules:
-            module.to(comfy.offload_device())
+            getattr(module, "place", module.to)(comfy.offload_device())
         comfy.free_cached_memory()
 
 
@@ -159,10 +159,13 @@ class FT2PipelineLoader:
             "vae_tile": ("INT", {"default": 0, "min": 0, "max": 1024, "step": 64, "tooltip": (
                 "Encode and decode in overlapping tiles of this many pixels (e.g. 256): the VAE then needs the memory of "
                 "one tile, not of a whole 720p frame. 0: whole frames. (The native path: use VAE Decode (Tiled).)")}),
+            "blocks_to_swap": ("INT", {"default": 0, "min": 0, "max": 40, "tooltip": (
+                "Keep this many DiT blocks in CPU memory, each copied to the GPU just before it runs (the next one "
+                "while the current runs): less GPU memory, some speed. 0: all blocks on the GPU.")}),
         }}
 
     @says_what_to_install
-    def load(self, model_folder, dtype, vae_tile=0):
+    def load(self, model_folder, dtype, vae_tile=0, blocks_to_swap=0):
         pipeline = core("pipeline")
         if model_folder == MINIATURE_MODEL:
             folder = core("miniature.model").miniature_model_dir()
@@ -172,7 +175,7 @@ class FT2PipelineLoader:
             folder = comfy.resolve_dir("ft2_models", model_folder, "model folder")
         paths = pipeline.ModelPaths.from_folder(folder)
         return (pipeline.FantasyTalkingPipeline.from_paths(paths, "cpu", torch_dtype(dtype, comfy.torch_device()),
-                                                           vae_tile=vae_tile or None),)
+                                                           vae_tile=vae_tile or None, blocks_to_swap=blocks_to_swap),)
 
 
 class FT2Animate:
@@ -245,15 +248,18 @@ class FT2ModelLoader:
             "weight_dtype": (WEIGHT_DTYPES, {"default": WEIGHT_DTYPES[0], "tooltip": (
                 "as stored: an fp8 file's block weights stay fp8 (about half the memory of bf16), each layer computing "
                 "in the compute precision; compute dtype: upcast every weight on load.")}),
+            "blocks_to_swap": ("INT", {"default": 0, "min": 0, "max": 40, "tooltip": (
+                "Keep this many DiT blocks in CPU memory, each copied to the GPU just before it runs (the next one "
+                "while the current runs): less GPU memory, some speed. 0: all blocks on the GPU.")}),
         }}
 
     @says_what_to_install
-    def load(self, dit_name, adapter_name, dtype, weight_dtype=WEIGHT_DTYPES[0]):
+    def load(self, dit_name, adapter_name, dtype, weight_dtype=WEIGHT_DTYPES[0], blocks_to_swap=0):
         load_talking_model = core("pipeline").load_talking_model
         dit = comfy.resolve_file("diffusion_models", dit_name, "Wan2.1 DiT")
         adapter = comfy.resolve_file("diffusion_models", adapter_name, "FantasyTalking adapter")
-        return (load_talking_model(dit, adapter, torch_dtype(dtype, comfy.torch_device()),
-                                   keep_stored=weight_dtype == WEIGHT_DTYPES[0]),)
+        model = load_talking_model(dit, adapter, torch_dtype(dtype, comfy.torch_device()), keep_stored=weight_dtype == WEIGHT_DTYPES[0])
+        return (model.swap_blocks(blocks_to_swap),)
 
 
 class FT2Wav2VecLoader:

@@ -135,12 +135,29 @@ class FantasyTalkingModel(nn.Module):
         self.prediction = prediction
         self.gradient_checkpointing = False
         self.ffn_chunk_tokens = 0  # see feed_forward
+        self.block_swap = None  # a BlockSwap when some blocks wait on the CPU (see swap_blocks)
         self.expert_gate: nn.Module | None = None  # set with experts (see experts.experts_attached)
         self.expert_names: tuple[str, ...] = ()
 
     @property
     def num_layers(self) -> int:
         return len(self.transformer.blocks)
+
+    def swap_blocks(self, count: int) -> "FantasyTalkingModel":
+        """Keep the last `count` blocks on the CPU, visiting the device one at a time (models.block_swap); 0 turns it off."""
+        from .block_swap import BlockSwap
+
+        swap = BlockSwap(self, count)
+        self.block_swap = swap if count else None
+        swap.place("cpu")
+        return self
+
+    def place(self, device) -> "FantasyTalkingModel":
+        """Move to `device` for sampling; swapped blocks stay on the CPU (they visit block by block)."""
+        if self.block_swap is None:
+            return self.to(device)
+        self.block_swap.place(device)
+        return self
 
     def forward(
         self,
@@ -153,6 +170,9 @@ class FantasyTalkingModel(nn.Module):
         audio_scale: float | torch.Tensor = 1.0,
     ) -> torch.Tensor:
         """latents [B,C,F,H,W] + I2V condition [B,C',F,H,W] at `timestep` [B] (0..1000) -> velocity [B,C,F,H,W]."""
+        if self.block_swap is not None and torch.is_grad_enabled():
+            raise InputError("block swap is for sampling: blocks leave the device after they run, so gradients "
+                             "cannot flow through them (turn it off for training)")
         t = self.transformer
         x = torch.cat([latents, condition], dim=1)
         batch, _, frames, height, width = x.shape
@@ -172,10 +192,14 @@ class FantasyTalkingModel(nn.Module):
             layer_gate = None if gates is None else gates[:, index]
             args = (block, kv, hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale, layer_gate,
                     self.ffn_chunk_tokens)
+            if self.block_swap is not None:
+                self.block_swap.before(index, hidden.device)
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 hidden = checkpoint(block_forward, *args, use_reentrant=False)
             else:
                 hidden = block_forward(*args)
+            if self.block_swap is not None:
+                self.block_swap.after(index)
         shift, head_scale = (t.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
         hidden = (t.norm_out(hidden.float()) * (1 + head_scale) + shift).type_as(hidden)
         hidden = t.proj_out(hidden)
