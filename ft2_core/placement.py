@@ -33,3 +33,13 @@ def visiting(module: nn.Module, device) -> Iterator[nn.Module]:
         move(home)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def device_bytes(module) -> int:
+    """Bytes a component puts on the device when it visits: every weight, except blocks kept on the CPU by block
+    swap (a pipeline: its largest component, since they visit one at a time)."""
+    if hasattr(module, "modules") and not isinstance(module, nn.Module):  # a pipeline
+        return max(device_bytes(part) for part in module.modules())
+    swap = getattr(module, "block_swap", None)
+    skip = swap.swapped_tensors() if swap is not None else set()
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()) if id(t) not in skip)

@@ -148,6 +148,25 @@ def offload_device():
     return mm.unet_offload_device()
 
 
+def make_room(nbytes: int, device) -> None:
+    """Ask ComfyUI's model management to unload what other models hold on `device` until `nbytes` are free
+    (its own `free_memory`, as its loaders call it before loading)."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return
+    mm.free_memory(nbytes, device)
+
+
+def default_blocks_to_swap(num_layers: int) -> int:
+    """Blocks to keep on the CPU when the user chose none: ComfyUI's --lowvram swaps half, --novram all, else none."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return 0
+    return {mm.VRAMState.LOW_VRAM: num_layers // 2, mm.VRAMState.NO_VRAM: num_layers}.get(mm.vram_state, 0)
+
+
 def free_cached_memory() -> None:
     try:
         import comfy.model_management as mm

@@ -125,9 +125,12 @@ def sampler_options(kwargs):
 
 
 def run_on_device(modules, work):
-    """Move modules (anything with `.to`; a pipeline moves only its DiT, see FantasyTalkingPipeline.to) to
-    ComfyUI's device for `work`, then offload and free cached memory."""
+    """Make room in ComfyUI's model management for what will visit the device, move modules (anything with `.to`;
+    a pipeline's parts visit one at a time, see FantasyTalkingPipeline.to) to ComfyUI's device for `work`, then
+    offload and return the cached memory."""
     device = comfy.torch_device()
+    device_bytes = core("placement").device_bytes
+    comfy.make_room(max((device_bytes(m) for m in modules), default=0), device)
     try:
         for module in modules:
             getattr(module, "place", module.to)(device)  # a model with swapped blocks leaves those on the CPU
@@ -161,7 +164,8 @@ class FT2PipelineLoader:
                 "one tile, not of a whole 720p frame. 0: whole frames. (The native path: use VAE Decode (Tiled).)")}),
             "blocks_to_swap": ("INT", {"default": 0, "min": 0, "max": 40, "tooltip": (
                 "Keep this many DiT blocks in CPU memory, each copied to the GPU just before it runs (the next one "
-                "while the current runs): less GPU memory, some speed. 0: all blocks on the GPU.")}),
+                "while the current runs): less GPU memory, some speed. 0: none, or ComfyUI's choice under --lowvram "
+                "(half) and --novram (all).")}),
         }}
 
     @says_what_to_install
@@ -174,8 +178,11 @@ class FT2PipelineLoader:
         else:
             folder = comfy.resolve_dir("ft2_models", model_folder, "model folder")
         paths = pipeline.ModelPaths.from_folder(folder)
-        return (pipeline.FantasyTalkingPipeline.from_paths(paths, "cpu", torch_dtype(dtype, comfy.torch_device()),
-                                                           vae_tile=vae_tile or None, blocks_to_swap=blocks_to_swap),)
+        pipe = pipeline.FantasyTalkingPipeline.from_paths(paths, "cpu", torch_dtype(dtype, comfy.torch_device()),
+                                                          vae_tile=vae_tile or None, blocks_to_swap=blocks_to_swap)
+        if not blocks_to_swap:  # ComfyUI's --lowvram / --novram
+            pipe.model.swap_blocks(comfy.default_blocks_to_swap(pipe.model.num_layers))
+        return (pipe,)
 
 
 class FT2Animate:
@@ -250,7 +257,8 @@ class FT2ModelLoader:
                 "in the compute precision; compute dtype: upcast every weight on load.")}),
             "blocks_to_swap": ("INT", {"default": 0, "min": 0, "max": 40, "tooltip": (
                 "Keep this many DiT blocks in CPU memory, each copied to the GPU just before it runs (the next one "
-                "while the current runs): less GPU memory, some speed. 0: all blocks on the GPU.")}),
+                "while the current runs): less GPU memory, some speed. 0: none, or ComfyUI's choice under --lowvram "
+                "(half) and --novram (all).")}),
         }}
 
     @says_what_to_install
@@ -259,7 +267,7 @@ class FT2ModelLoader:
         dit = comfy.resolve_file("diffusion_models", dit_name, "Wan2.1 DiT")
         adapter = comfy.resolve_file("diffusion_models", adapter_name, "FantasyTalking adapter")
         model = load_talking_model(dit, adapter, torch_dtype(dtype, comfy.torch_device()), keep_stored=weight_dtype == WEIGHT_DTYPES[0])
-        return (model.swap_blocks(blocks_to_swap),)
+        return (model.swap_blocks(blocks_to_swap or comfy.default_blocks_to_swap(model.num_layers)),)
 
 
 class FT2Wav2VecLoader:

@@ -171,3 +171,67 @@ def test_long_audio_through_both_sampler_nodes(ft2, tiny_pipeline, method):
     capped, _ = nodes["FT2Animate"]().animate(pipeline, image[None], audio, "a person talks", "", 64, 0, 23.0,
                                               **SAMPLER, max_seconds=1.0, **long)
     assert capped.shape[0] == 25
+
+
+class FakeModelManagement:
+    """The parts of ComfyUI's comfy.model_management the nodes call, recording them."""
+
+    def __init__(self, vram_state):
+        import enum
+
+        self.VRAMState = enum.Enum("VRAMState", "DISABLED NO_VRAM LOW_VRAM NORMAL_VRAM HIGH_VRAM SHARED")
+        self.vram_state = getattr(self.VRAMState, vram_state)
+        self.calls = []
+
+    def get_torch_device(self):
+        return torch.device("cpu")
+
+    def unet_offload_device(self):
+        return torch.device("cpu")
+
+    def free_memory(self, nbytes, device):
+        self.calls.append(("free_memory", nbytes, device))
+
+    def soft_empty_cache(self):
+        self.calls.append(("soft_empty_cache",))
+
+
+@pytest.fixture()
+def model_management(monkeypatch):
+    """Install a stand-in comfy.model_management (comfy.utils stays absent: no progress bar)."""
+    import sys
+    import types
+
+    def install(vram_state="NORMAL_VRAM"):
+        fake = FakeModelManagement(vram_state)
+        package = types.ModuleType("comfy")
+        package.model_management = fake
+        monkeypatch.setitem(sys.modules, "comfy", package)
+        monkeypatch.setitem(sys.modules, "comfy.model_management", fake)
+        return fake
+
+    return install
+
+
+def test_runs_make_room_in_comfyuis_memory_and_give_it_back(ft2, model_management):
+    from ft2_core.placement import device_bytes
+
+    nodes = ft2.NODE_CLASS_MAPPINGS
+    (pipeline,) = nodes["FT2PipelineLoader"]().load("(built-in tiny demo model)", "fp32")
+    fake = model_management()
+    nodes["FT2Animate"]().animate(pipeline, demo_portrait()[None], comfy_audio(0.3), "talk", "", 64, 9, 23.0, **SAMPLER)
+    largest = max(device_bytes(m) for m in pipeline.modules())  # its parts visit the device one at a time
+    assert fake.calls[0] == ("free_memory", largest, torch.device("cpu")) and largest == device_bytes(pipeline)
+    assert fake.calls[-1] == ("soft_empty_cache",)
+
+
+@pytest.mark.parametrize("vram_state, swapped", [("NORMAL_VRAM", 0), ("LOW_VRAM", 1), ("NO_VRAM", 2)])
+def test_lowvram_and_novram_swap_blocks_unless_the_user_chose(ft2, model_management, vram_state, swapped):
+    nodes = ft2.NODE_CLASS_MAPPINGS
+    model_management(vram_state)
+    (pipeline,) = nodes["FT2PipelineLoader"]().load("(built-in tiny demo model)", "fp32")
+    (model,) = nodes["FT2ModelLoader"]().load("tiny_wan_i2v.safetensors", "tiny_fantasytalking.safetensors", "fp32")
+    for loaded in (pipeline.model, model):  # the tiny DiT has 2 blocks
+        assert (loaded.block_swap.count if loaded.block_swap else 0) == swapped
+    (chosen,) = nodes["FT2PipelineLoader"]().load("(built-in tiny demo model)", "fp32", 0, 1)
+    assert chosen.model.block_swap.count == 1  # the user's number wins
