@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run each block's feed-forward on this many tokens at a time (0: all at once)")
     memory.add_argument("--blocks-to-swap", type=int, default=0,
                         help="keep this many DiT blocks on the CPU, each visiting the GPU just before it runs (0: none)")
+    memory.add_argument("--attention", choices=("sdpa", "flash", "sage"), default="sdpa",
+                        help="attention kernel: PyTorch SDPA, or flash-attention / SageAttention when installed")
     memory.add_argument("--vae-tile", type=int, default=0,
                         help="encode/decode in overlapping tiles of this many pixels, e.g. 256 (0: whole frames)")
     long = animate.add_argument_group("long audio (videos longer than the model's trained length run in windows of it)")
@@ -114,7 +116,8 @@ def run_animate(args) -> Path:
     paths.transformer_config = args.dit_config
     dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     pipe = FantasyTalkingPipeline.from_paths(paths, args.device, dtype, keep_stored_weights=not args.upcast_weights,
-                                             vae_tile=args.vae_tile or None, blocks_to_swap=args.blocks_to_swap)
+                                             vae_tile=args.vae_tile or None, blocks_to_swap=args.blocks_to_swap,
+                                             attention=args.attention)
     defaults = pipe.defaults
     options = SamplerOptions(
         steps=defaults["steps"] if args.steps is None else args.steps,

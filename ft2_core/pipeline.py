@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .models.audio import Audio, Wav2VecEncoder, clip_for_video, frame_count
+from .models.attention import check_backend
 from .models.audio_adapter import load_audio_adapter
 from .models.audio_windows import check_frame_count, latent_frame_count
 from .checks import finite_number
@@ -139,14 +140,15 @@ class FantasyTalkingPipeline:
     @classmethod
     def from_paths(cls, paths: ModelPaths, device="cpu", dtype=torch.float32, keep_on_device: bool = False,
                    keep_stored_weights: bool = True, vae_tile: int | None = None,
-                   blocks_to_swap: int = 0) -> "FantasyTalkingPipeline":
+                   blocks_to_swap: int = 0, attention: str = "sdpa") -> "FantasyTalkingPipeline":
         """Every component computes on `device`. By default the weights wait on the CPU and each component
         visits the device for its own stage (text, image, audio, VAE, then the DiT for sampling), so the
         peak is the largest stage, not the sum; `keep_on_device` loads everything there once instead
         (faster when one process makes many videos and memory allows). An fp8 DiT file's block weights stay fp8
         unless `keep_stored_weights` is False. `vae_tile` (pixels) makes the Wan VAE work in tiles (see WanVAE.set_tiling;
         the miniature model's pixel latent needs none). `blocks_to_swap` keeps that many DiT blocks on the CPU,
-        visiting the device one at a time while sampling (models.block_swap)."""
+        visiting the device one at a time while sampling (models.block_swap). `attention`: sdpa, or flash / sage
+        when installed (models.attention)."""
         missing = paths.missing()
         if missing:
             raise InputError(f"model files missing: {', '.join(f'{m} ({getattr(paths, m)})' for m in missing)}")
@@ -154,6 +156,7 @@ class FantasyTalkingPipeline:
             log.warning(paths.notice)
         model = load_talking_model(paths.transformer, paths.audio_adapter, dtype, paths.transformer_config, paths.prediction,
                                    keep_stored_weights).swap_blocks(blocks_to_swap)
+        model.attention = check_backend(attention)
         text = TextEncoder(paths.text_encoder, paths.tokenizer, device, dtype) if paths.text_encoder else None
         image = ImageEncoder(paths.image_encoder, paths.image_processor, device, dtype) if paths.image_encoder else None
         vae = SpaceToDepthVAE.from_folder(paths.vae) if is_pixel_latent_folder(paths.vae) else WanVAE(paths.vae, device, dtype)

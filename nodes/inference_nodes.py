@@ -166,10 +166,13 @@ class FT2PipelineLoader:
                 "Keep this many DiT blocks in CPU memory, each copied to the GPU just before it runs (the next one "
                 "while the current runs): less GPU memory, some speed. 0: none, or ComfyUI's choice under --lowvram "
                 "(half) and --novram (all).")}),
+            "attention": (["sdpa", "flash", "sage"], {"default": "sdpa", "tooltip": (
+                "Attention kernel: PyTorch SDPA (always there), or flash-attention / SageAttention when that package "
+                "is installed.")}),
         }}
 
     @says_what_to_install
-    def load(self, model_folder, dtype, vae_tile=0, blocks_to_swap=0):
+    def load(self, model_folder, dtype, vae_tile=0, blocks_to_swap=0, attention="sdpa"):
         pipeline = core("pipeline")
         if model_folder == MINIATURE_MODEL:
             folder = core("miniature.model").miniature_model_dir()
@@ -179,7 +182,8 @@ class FT2PipelineLoader:
             folder = comfy.resolve_dir("ft2_models", model_folder, "model folder")
         paths = pipeline.ModelPaths.from_folder(folder)
         pipe = pipeline.FantasyTalkingPipeline.from_paths(paths, "cpu", torch_dtype(dtype, comfy.torch_device()),
-                                                          vae_tile=vae_tile or None, blocks_to_swap=blocks_to_swap)
+                                                          vae_tile=vae_tile or None, blocks_to_swap=blocks_to_swap,
+                                                          attention=attention)
         if not blocks_to_swap:  # ComfyUI's --lowvram / --novram
             pipe.model.swap_blocks(comfy.default_blocks_to_swap(pipe.model.num_layers))
         return (pipe,)
@@ -259,14 +263,18 @@ class FT2ModelLoader:
                 "Keep this many DiT blocks in CPU memory, each copied to the GPU just before it runs (the next one "
                 "while the current runs): less GPU memory, some speed. 0: none, or ComfyUI's choice under --lowvram "
                 "(half) and --novram (all).")}),
+            "attention": (["sdpa", "flash", "sage"], {"default": "sdpa", "tooltip": (
+                "Attention kernel: PyTorch SDPA (always there), or flash-attention / SageAttention when that package "
+                "is installed.")}),
         }}
 
     @says_what_to_install
-    def load(self, dit_name, adapter_name, dtype, weight_dtype=WEIGHT_DTYPES[0], blocks_to_swap=0):
+    def load(self, dit_name, adapter_name, dtype, weight_dtype=WEIGHT_DTYPES[0], blocks_to_swap=0, attention="sdpa"):
         load_talking_model = core("pipeline").load_talking_model
         dit = comfy.resolve_file("diffusion_models", dit_name, "Wan2.1 DiT")
         adapter = comfy.resolve_file("diffusion_models", adapter_name, "FantasyTalking adapter")
         model = load_talking_model(dit, adapter, torch_dtype(dtype, comfy.torch_device()), keep_stored=weight_dtype == WEIGHT_DTYPES[0])
+        model.attention = core("models.attention").check_backend(attention)
         return (model.swap_blocks(blocks_to_swap or comfy.default_blocks_to_swap(model.num_layers)),)
 
 

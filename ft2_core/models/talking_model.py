@@ -11,17 +11,23 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from diffusers import WanTransformer3DModel
+from diffusers.models.attention_dispatch import dispatch_attention_fn
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .audio_adapter import AudioAdapter, AudioKeyValue
+from .attention import attention_kernel
 from .audio_windows import AudioWindows
 from ..errors import InputError
 from ..tlpo.experts import set_block_gate
 
 
 def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, mask=None) -> torch.Tensor:
-    """SDPA over [B, N, heads*d] projections; returns [B, N, heads*d]."""
+    """Attention over [B, N, heads*d] projections; returns [B, N, heads*d]. Without a mask it goes through diffusers'
+    dispatch (the backend chosen with models.attention, SDPA by default); with one (the audio windows), SDPA."""
+    if mask is None:
+        q, k, v = (t.unflatten(-1, (heads, -1)) for t in (query, key, value))
+        return dispatch_attention_fn(q, k, v).flatten(2)
     q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (query, key, value))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return out.transpose(1, 2).flatten(2)
@@ -136,6 +142,7 @@ class FantasyTalkingModel(nn.Module):
         self.gradient_checkpointing = False
         self.ffn_chunk_tokens = 0  # see feed_forward
         self.block_swap = None  # a BlockSwap when some blocks wait on the CPU (see swap_blocks)
+        self.attention = "sdpa"  # the attention kernel (models.attention); flash / sage when installed
         self.expert_gate: nn.Module | None = None  # set with experts (see experts.experts_attached)
         self.expert_names: tuple[str, ...] = ()
 
@@ -188,6 +195,22 @@ class FantasyTalkingModel(nn.Module):
             gates = self.expert_gate(timestep.float()).expand(-1, self.num_layers, -1)
             if not torch.is_grad_enabled() and bool((timestep == timestep[:1]).all()):
                 gates = gates[:1]  # one timestep for every row (sampling): one mix serves the batch (see experts)
+        with attention_kernel(self.attention):
+            hidden = self._blocks(hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale, gates)
+        shift, head_scale = (t.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
+        hidden = (t.norm_out(hidden.float()) * (1 + head_scale) + shift).type_as(hidden)
+        hidden = t.proj_out(hidden)
+        hidden = hidden.reshape(batch, frames // p_t, height // p_h, width // p_w, p_t, p_h, p_w, -1)
+        out = hidden.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        if self.prediction == "velocity":
+            return out
+        reference = condition[:, -latents.shape[1]:, :1]  # the I2V latents of the given first frame
+        sigma = (timestep.float() / 1000).clamp(min=SIGMA_FLOOR).view(-1, 1, 1, 1, 1)
+        return ((latents.float() - (reference.float() + out.float())) / sigma).to(out.dtype)
+
+    def _blocks(self, hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale, gates):
+        """Every block in turn (with block swap visits and gradient checkpointing when set)."""
+        t = self.transformer
         for index, (block, kv) in enumerate(zip(t.blocks, self.adapter.blocks)):
             layer_gate = None if gates is None else gates[:, index]
             args = (block, kv, hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale, layer_gate,
@@ -200,13 +223,4 @@ class FantasyTalkingModel(nn.Module):
                 hidden = block_forward(*args)
             if self.block_swap is not None:
                 self.block_swap.after(index)
-        shift, head_scale = (t.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
-        hidden = (t.norm_out(hidden.float()) * (1 + head_scale) + shift).type_as(hidden)
-        hidden = t.proj_out(hidden)
-        hidden = hidden.reshape(batch, frames // p_t, height // p_h, width // p_w, p_t, p_h, p_w, -1)
-        out = hidden.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)
-        if self.prediction == "velocity":
-            return out
-        reference = condition[:, -latents.shape[1]:, :1]  # the I2V latents of the given first frame
-        sigma = (timestep.float() / 1000).clamp(min=SIGMA_FLOOR).view(-1, 1, 1, 1, 1)
-        return ((latents.float() - (reference.float() + out.float())) / sigma).to(out.dtype)
+        return hidden
