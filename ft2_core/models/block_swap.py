@@ -32,7 +32,11 @@ class BlockSwap:
         return {id(t) for i in self.swapped for part in self.parts(i) for t in (*part.parameters(), *part.buffers())}
 
     def place(self, device) -> None:
-        """Move everything but the swapped blocks to `device` (they stay on the CPU between visits)."""
+        """Move everything but the swapped blocks to `device` (they stay on the CPU between visits). A forward that
+        was cancelled midway may have left visitors on the device: they go home first."""
+        for index in list(self.visiting):
+            self.after(index)
+        self.ready.clear()
         device, skip = torch.device(device), self.swapped_tensors()
         for tensor in (*self.model.parameters(), *self.model.buffers()):
             if id(tensor) not in skip:

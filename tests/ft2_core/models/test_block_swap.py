@@ -83,3 +83,16 @@ def test_pipeline_with_swapped_blocks_gives_the_same_video(tiny_dir, tiny_pipeli
     args = dict(options=SamplerOptions(steps=2, seed=3), max_side=64, num_frames=9)
     video = swapped.animate(demo_portrait(), demo_speech(0.5), **args)
     assert torch.equal(video.latents, tiny_pipeline.animate(demo_portrait(), demo_speech(0.5), **args).latents)
+
+
+def test_a_cancelled_forward_leaves_no_block_on_the_device(swapping):
+    """A cancel between blocks leaves a visitor behind; the next placement sends it home."""
+    model = swapping
+    model.swap_blocks(2)
+    swap = model.block_swap
+    swap.before(0, ELSEWHERE)  # block 0 in, block 1 prefetched ... and the run is cancelled here
+    assert set(swap.visiting) == {0, 1}
+    homes = {id(t): home.data_ptr() for i in swap.visiting for t, home in swap.visiting[i]}
+    model.place("cpu")
+    assert not swap.visiting
+    assert all(t.data_ptr() == homes[id(t)] for i in (0, 1) for part in swap.parts(i) for t in part.parameters())
