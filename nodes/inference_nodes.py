@@ -118,6 +118,17 @@ MEMORY_INPUTS = {
 }
 
 
+LOADER_MEMORY_INPUTS = {
+    "blocks_to_swap": ("INT", {"default": 0, "min": 0, "max": 40, "tooltip": (
+        "Keep this many DiT blocks in CPU memory, each copied to the GPU just before it runs (the next one "
+        "while the current runs): less GPU memory, some speed. 0: none, or ComfyUI's choice under --lowvram "
+        "(half) and --novram (all).")}),
+    "attention": (["sdpa", "flash", "sage"], {"default": "sdpa", "tooltip": (
+        "Attention kernel: PyTorch SDPA (always there), or flash-attention / SageAttention when that package "
+        "is installed.")}),
+}
+
+
 def sampler_options(kwargs):
     options = core("sampling.sampler").SamplerOptions
     memory = {name: kwargs[name] for name in MEMORY_INPUTS if name in kwargs}
@@ -162,13 +173,7 @@ class FT2PipelineLoader:
             "vae_tile": ("INT", {"default": 0, "min": 0, "max": 1024, "step": 64, "tooltip": (
                 "Encode and decode in overlapping tiles of this many pixels (e.g. 256): the VAE then needs the memory of "
                 "one tile, not of a whole 720p frame. 0: whole frames. (The native path: use VAE Decode (Tiled).)")}),
-            "blocks_to_swap": ("INT", {"default": 0, "min": 0, "max": 40, "tooltip": (
-                "Keep this many DiT blocks in CPU memory, each copied to the GPU just before it runs (the next one "
-                "while the current runs): less GPU memory, some speed. 0: none, or ComfyUI's choice under --lowvram "
-                "(half) and --novram (all).")}),
-            "attention": (["sdpa", "flash", "sage"], {"default": "sdpa", "tooltip": (
-                "Attention kernel: PyTorch SDPA (always there), or flash-attention / SageAttention when that package "
-                "is installed.")}),
+            **LOADER_MEMORY_INPUTS,
         }}
 
     @says_what_to_install
@@ -259,13 +264,7 @@ class FT2ModelLoader:
             "weight_dtype": (WEIGHT_DTYPES, {"default": WEIGHT_DTYPES[0], "tooltip": (
                 "as stored: an fp8 file's block weights stay fp8 (about half the memory of bf16), each layer computing "
                 "in the compute precision; compute dtype: upcast every weight on load.")}),
-            "blocks_to_swap": ("INT", {"default": 0, "min": 0, "max": 40, "tooltip": (
-                "Keep this many DiT blocks in CPU memory, each copied to the GPU just before it runs (the next one "
-                "while the current runs): less GPU memory, some speed. 0: none, or ComfyUI's choice under --lowvram "
-                "(half) and --novram (all).")}),
-            "attention": (["sdpa", "flash", "sage"], {"default": "sdpa", "tooltip": (
-                "Attention kernel: PyTorch SDPA (always there), or flash-attention / SageAttention when that package "
-                "is installed.")}),
+            **LOADER_MEMORY_INPUTS,
         }}
 
     @says_what_to_install
