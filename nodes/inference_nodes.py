@@ -187,10 +187,8 @@ class FT2PipelineLoader:
             folder = comfy.resolve_dir("ft2_models", model_folder, "model folder")
         paths = pipeline.ModelPaths.from_folder(folder)
         pipe = pipeline.FantasyTalkingPipeline.from_paths(paths, "cpu", torch_dtype(dtype, comfy.torch_device()),
-                                                          vae_tile=vae_tile or None, blocks_to_swap=blocks_to_swap,
-                                                          attention=attention)
-        if not blocks_to_swap:  # ComfyUI's --lowvram / --novram
-            pipe.model.swap_blocks(comfy.default_blocks_to_swap(pipe.model.num_layers))
+                                                          vae_tile=vae_tile or None, attention=attention)
+        pipe.model.swap_blocks(blocks_to_swap or comfy.default_blocks_to_swap(pipe.model.num_layers))  # 0: ComfyUI's choice
         return (pipe,)
 
 

@@ -40,5 +40,8 @@ def compute_dtype_of(linear: nn.Module) -> torch.dtype:
     return getattr(linear, "compute_dtype", None) or linear.weight.dtype
 
 
-def dense_weight_of(linear: nn.Module) -> torch.Tensor:
-    return linear.dense_weight() if isinstance(linear, StoredLinear) else linear.weight
+def copy_dense_weight(linear: nn.Module, out: torch.Tensor) -> torch.Tensor:
+    """`out` = the Linear's weight in `out`'s dtype, scale applied, converted in place (no second full-size temporary)."""
+    out.copy_(linear.weight)
+    scale = getattr(linear, "scale_weight", None)
+    return out if scale is None else out.mul_(scale.to(out.dtype))

@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import InputError
 from .gate import StaticMix, WithFixedLoras
 from .lora_formats import LoraWeights, check_lora_fits
-from ..models.stored_linear import StoredLinear, compute_dtype_of, dense_weight_of
+from ..models.stored_linear import StoredLinear, compute_dtype_of, copy_dense_weight
 from ..models.wan_keys import BLOCK_LEVEL
 
 _TO_DIFFUSERS = dict(BLOCK_LEVEL)
@@ -78,7 +78,7 @@ class FusedLoRALinear(nn.Module):
     def merged_forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = (self.gate[0, self.column_expert] * self.column_scale).to(self.up.dtype)
         weight = scratch_matrix((self.out_features, self.in_features), self.up.dtype, self.up.device)
-        weight.copy_(dense_weight_of(self.base)).addmm_(self.up * weights, self.down)
+        copy_dense_weight(self.base, weight).addmm_(self.up * weights, self.down)
         return F.linear(x.to(weight.dtype), weight, None if self.base.bias is None else self.base.bias.to(weight.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
