@@ -102,6 +102,17 @@ def model_folder(name: str | None, cache_dir: str | None) -> Path:
     return Path(name)
 
 
+def plan_frames(audio: Audio, fps: float, num_frames: int | None, max_seconds: float | None = None) -> int:
+    """The given frame count, or enough frames for the whole audio (or its first `max_seconds`)."""
+    if num_frames is not None:
+        check_frame_count(num_frames)
+        return num_frames
+    duration = audio.duration
+    if max_seconds is not None:
+        duration = min(duration, finite_number(max_seconds, "max_seconds", above=0.0))
+    return frame_count(duration, fps)
+
+
 def load_talking_model(transformer: str | os.PathLike, audio_adapter: str | os.PathLike, dtype=torch.float32,
                        config: str | dict | None = None, prediction: str = "velocity",
                        keep_stored: bool = True) -> FantasyTalkingModel:
@@ -179,16 +190,6 @@ class FantasyTalkingPipeline:
         so a long video's windows hear exactly what one long window would)."""
         return self.wav2vec.encode(clip_for_video(audio, num_frames, fps))
 
-    def plan_frames(self, audio: Audio, fps: float, num_frames: int | None, max_seconds: float | None = None) -> int:
-        """The given frame count, or enough frames for the whole audio (or its first `max_seconds`)."""
-        if num_frames is not None:
-            check_frame_count(num_frames)
-            return num_frames
-        duration = audio.duration
-        if max_seconds is not None:
-            duration = min(duration, finite_number(max_seconds, "max_seconds", above=0.0))
-        return frame_count(duration, fps)
-
     def window_options(self, method: str | None = None, window_frames: int | None = None,
                        overlap_frames: int | None = None) -> WindowOptions:
         """Long-video settings: what is given, else the model's defaults."""
@@ -231,7 +232,7 @@ class FantasyTalkingPipeline:
         options = options or SamplerOptions(
             steps=self.defaults["steps"], cfg=self.defaults["cfg"], audio_cfg=self.defaults["audio_cfg"], shift=self.defaults["shift"]
         )
-        num_frames = self.plan_frames(audio, fps, num_frames, max_seconds)
+        num_frames = plan_frames(audio, fps, num_frames, max_seconds)
         windows = (windows or self.window_options()).validate()
         image = fit_image(image, max_side or self.defaults["max_side"])
         plan = windows.windows(num_frames)

@@ -318,9 +318,7 @@ class FT2AudioEmbeds:
     def encode(self, wav2vec, audio, fps, num_frames, max_seconds=0.0):
         audio_mod = core("models.audio")
         clip = audio_mod.audio_from_waveform(audio["waveform"], audio["sample_rate"], "audio input")
-        if num_frames == 0:
-            num_frames = audio_mod.frame_count(min(clip.duration, max_seconds or clip.duration), fps)
-        core("models.audio_windows").check_frame_count(num_frames)
+        num_frames = core("pipeline").plan_frames(clip, fps, num_frames or None, max_seconds or None)
         def work(device):  # the weights visit the device for this call only (ft2_core.placement)
             wav2vec.device = device
             return wav2vec.encode(audio_mod.clip_for_video(clip, num_frames, fps)).cpu()
