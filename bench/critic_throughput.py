@@ -4,7 +4,9 @@ Each clip: 81 frames at 23 fps, 256x256, with 3.5 s of audio; three questions pe
 preparation (frame sampling, patches, log-mel) and the thinker are timed separately.
 
 The batch sizes are timed interleaved over `--repeats` rounds (each round in a rotated order) and
-reported as medians, so a slow moment of a shared machine does not land on one batch size.
+reported as medians, so a slow moment of a shared machine does not land on one batch size. Then the
+shared prefix (each clip encoded once for its three questions, what `score` does) is timed against one
+whole prompt per question, interleaved the same way, with the largest difference between their scores.
 
     python bench/critic_throughput.py [--clips 16] [--batch-sizes 1 2 4 8] [--repeats 5]
 """
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -52,6 +55,24 @@ def main() -> None:
     for batch_size, rate in rates.items():
         print(f"batch {batch_size}: {rate:.1f} clips/s (thinker only; median of {args.repeats} interleaved runs)")
     print(" ".join(f"b{b}={r / rates[sizes[0]]:.2f}" for b, r in rates.items()), "(throughput relative to the first batch size)")
+    compare_prefix_sharing(critic, features, max(sizes), args.repeats)
+
+
+@torch.no_grad()
+def compare_prefix_sharing(critic: TalkingCritic, features, batch_size: int, repeats: int) -> None:
+    paths = {"shared prefix": critic.answer_logits, "one prompt per question": critic.answer_logits_per_question}
+    seconds, logits = {name: [] for name in paths}, {}
+    for repeat in range(repeats):
+        for name in (list(paths) if repeat % 2 == 0 else list(paths)[::-1]):
+            start = time.perf_counter()
+            logits[name] = torch.cat([paths[name](features[i:i + batch_size]) for i in range(0, len(features), batch_size)])
+            seconds[name].append(time.perf_counter() - start)
+    rates = {name: len(features) / statistics.median(times) for name, times in seconds.items()}
+    scores = {name: value.softmax(-1)[:, 0] for name, value in logits.items()}
+    difference = (scores["shared prefix"] - scores["one prompt per question"]).abs().max()
+    print(f"batch {batch_size}: " + ", ".join(f"{name} {rate:.1f} clips/s" for name, rate in rates.items())
+          + f"; shared/per-question={rates['shared prefix'] / rates['one prompt per question']:.2f}; "
+          f"largest score difference {float(difference):.1e}")
 
 
 if __name__ == "__main__":

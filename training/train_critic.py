@@ -64,7 +64,7 @@ def label_tensor(records: list[dict]) -> torch.Tensor:
 
 def answer_loss(yes_no_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the answer token between Yes and No (the two logits the score is read from),
-    on labelled rows; rows are clip-major like `TalkingCritic.batch`."""
+    on labelled rows; rows are clip-major like `TalkingCritic.answer_logits`."""
     flat = labels.flatten().to(yes_no_logits.device)
     keep = flat >= 0
     return torch.nn.functional.cross_entropy(yes_no_logits[keep], 1 - flat[keep])  # column 0 = Yes
@@ -111,9 +111,8 @@ def main(config: dict) -> Path:
     with StopRequests() as stop:
         for step in range(start, train["steps"]):
             indices = global_batch(step, len(train_features), batch_size, train.get("seed", 0))[rank * local:(rank + 1) * local]
-            batch = critic.batch([train_features[i] for i in indices])
             thinker.train()
-            loss = answer_loss(critic.answer_logits(batch), train_labels[indices])
+            loss = answer_loss(critic.answer_logits([train_features[i] for i in indices]), train_labels[indices])
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

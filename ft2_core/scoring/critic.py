@@ -146,40 +146,74 @@ class TalkingCritic:
         mel = self.feature_extractor(wave, sampling_rate=WAV2VEC_RATE, padding="longest", return_tensors="pt").input_features[0]
         return ClipFeatures(patches, grid, mel, seconds)
 
-    def prompt_ids(self, clip: ClipFeatures, question: str) -> list[int]:
-        text = (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n"
-                f"<|vision_bos|>{'<|VIDEO|>' * clip.video_tokens}<|vision_eos|>"
-                f"<|audio_bos|>{'<|AUDIO|>' * clip.audio_tokens}<|audio_eos|>"
-                f"{question} Answer Yes or No.<|im_end|>\n<|im_start|>assistant\n")
-        return self.tokenizer.encode(text, add_special_tokens=False)
+    def prefix_ids(self, clip: ClipFeatures) -> list[int]:
+        """What the three questions share: the system turn and the user turn's video and audio."""
+        return self.tokenizer.encode(f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n"
+                                     f"<|vision_bos|>{'<|VIDEO|>' * clip.video_tokens}<|vision_eos|>"
+                                     f"<|audio_bos|>{'<|AUDIO|>' * clip.audio_tokens}<|audio_eos|>", add_special_tokens=False)
 
-    def batch(self, clips: list[ClipFeatures], dimensions=DIMENSIONS) -> dict:
-        """Model inputs for every (clip, question) pair, left-padded; row order is clip-major."""
-        rows = [(clip, self.prompt_ids(clip, self.questions[d])) for clip in clips for d in dimensions]
-        longest = max(len(ids) for _, ids in rows)
-        input_ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        for r, (_, ids) in enumerate(rows):
-            input_ids[r, longest - len(ids):] = torch.tensor(ids)
-            attention[r, longest - len(ids):] = 1
-        frames = max(clip.audio_features.shape[-1] for clip, _ in rows)
-        mels = torch.zeros(len(rows), rows[0][0].audio_features.shape[0], frames)
-        mel_mask = torch.zeros(len(rows), frames, dtype=torch.long)
-        for r, (clip, _) in enumerate(rows):
+    def question_ids(self, question: str) -> list[int]:
+        """The rest of the user turn, then the assistant's turn up to its answer token."""
+        return self.tokenizer.encode(f"{question} Answer Yes or No.<|im_end|>\n<|im_start|>assistant\n",
+                                     add_special_tokens=False)
+
+    def _media(self, clips: list[ClipFeatures]) -> dict:
+        """The clips' video patches and audio features in the thinker's input layout (one entry per clip)."""
+        frames = max(clip.audio_features.shape[-1] for clip in clips)
+        mels = torch.zeros(len(clips), clips[0].audio_features.shape[0], frames)
+        mel_mask = torch.zeros(len(clips), frames, dtype=torch.long)
+        for r, clip in enumerate(clips):
             mels[r, :, :clip.audio_features.shape[-1]] = clip.audio_features
             mel_mask[r, :clip.audio_features.shape[-1]] = 1
         device, dtype = self.device, next(self.thinker.parameters()).dtype
-        return {
-            "input_ids": input_ids.to(device), "attention_mask": attention.to(device),
-            "pixel_values_videos": torch.cat([clip.patches for clip, _ in rows]).to(device, dtype),
-            "video_grid_thw": torch.tensor([clip.grid for clip, _ in rows], device=device),
-            "video_second_per_grid": torch.tensor([clip.seconds_per_grid for clip, _ in rows], device=device),
-            "input_features": mels.to(device, dtype), "feature_attention_mask": mel_mask.to(device),
-        }
+        return {"pixel_values_videos": torch.cat([clip.patches for clip in clips]).to(device, dtype),
+                "video_grid_thw": torch.tensor([clip.grid for clip in clips], device=device),
+                "video_second_per_grid": torch.tensor([clip.seconds_per_grid for clip in clips], device=device),
+                "input_features": mels.to(device, dtype), "feature_attention_mask": mel_mask.to(device)}
 
-    def answer_logits(self, batch: dict) -> torch.Tensor:
-        """[rows, 2] logits of (Yes, No) for the answer token."""
-        logits = self.thinker(**batch, use_cache=False).logits[:, -1]
+    def _padded(self, sequences: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        longest = max(len(ids) for ids in sequences)
+        input_ids = torch.full((len(sequences), longest), self.pad_id, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        for r, ids in enumerate(sequences):
+            span = slice(longest - len(ids), longest) if left else slice(0, len(ids))
+            input_ids[r, span], attention[r, span] = torch.tensor(ids), 1
+        return input_ids.to(self.device), attention.to(self.device)
+
+    def answer_logits(self, clips: list[ClipFeatures], dimensions=DIMENSIONS) -> torch.Tensor:
+        """[clips * dimensions, 2] logits of (Yes, No) for the answer token, rows clip-major.
+
+        Each clip is encoded once: the video, the audio and the prompt up to them run as one prefix (left-padded
+        across clips), then its key/value cache is repeated for the questions, which run together as suffixes
+        (right-padded) at the positions they hold in the full prompt."""
+        input_ids, attention = self._padded([self.prefix_ids(clip) for clip in clips], left=True)
+        media = self._media(clips)
+        positions, _ = self.thinker.get_rope_index(input_ids, None, media["video_grid_thw"], attention,
+                                                        audio_seqlens=media["feature_attention_mask"].sum(-1),
+                                                        second_per_grids=media["video_second_per_grid"])
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.thinker.config.text_config)
+        self.thinker(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
+                     use_cache=True, **media, logits_to_keep=1)
+        asked = len(dimensions)
+        cache.batch_repeat_interleave(asked)
+        questions = [self.question_ids(self.questions[d]) for d in dimensions] * len(clips)
+        suffix, suffix_mask = self._padded(questions, left=False)
+        start = (positions.amax(dim=(0, 2)) + 1).repeat_interleave(asked)  # text after the media goes on from their last
+        suffix_positions = (start[:, None] + torch.arange(suffix.shape[1], device=self.device)).expand(3, -1, -1)
+        logits = self.thinker(input_ids=suffix, attention_mask=torch.cat([attention.repeat_interleave(asked, 0), suffix_mask], 1),
+                              position_ids=suffix_positions, past_key_values=cache, use_cache=True).logits
+        last = suffix_mask.sum(1) - 1
+        return logits[torch.arange(len(questions)), last][:, [self.yes_id, self.no_id]].float()
+
+    def answer_logits_per_question(self, clips: list[ClipFeatures], dimensions=DIMENSIONS) -> torch.Tensor:
+        """The same logits the plain way, one full sequence per (clip, question), so the encoders and the prefix
+        run once per question: the reference `answer_logits` is checked and timed against."""
+        rows = [(clip, self.prefix_ids(clip) + self.question_ids(self.questions[d])) for clip in clips for d in dimensions]
+        input_ids, attention = self._padded([ids for _, ids in rows], left=True)
+        logits = self.thinker(input_ids=input_ids, attention_mask=attention, **self._media([clip for clip, _ in rows]),
+                              use_cache=False).logits[:, -1]
         return logits[:, [self.yes_id, self.no_id]].float()
 
     @torch.no_grad()
@@ -188,7 +222,7 @@ class TalkingCritic:
         scores = []
         for start in range(0, len(clips), batch_size):
             chunk = clips[start:start + batch_size]
-            probabilities = self.answer_logits(self.batch(chunk)).softmax(dim=-1)[:, 0].view(len(chunk), len(DIMENSIONS))
+            probabilities = self.answer_logits(chunk).softmax(dim=-1)[:, 0].view(len(chunk), len(DIMENSIONS))
             scores += [dict(zip(DIMENSIONS, map(float, row))) for row in probabilities]
         return scores
 

@@ -25,15 +25,33 @@ def test_scores_are_probabilities_per_dimension(tiny_critic):
     assert all(abs(alone[d] - scores[1][d]) < 1e-4 for d in DIMENSIONS)
 
 
-def test_score_is_softmax_of_yes_no_logits(tiny_critic):
+def test_score_is_softmax_of_yes_no_logits_of_the_full_prompt(tiny_critic):
     features = tiny_critic.features(*clip())
-    batch = tiny_critic.batch([features])
-    with torch.no_grad():
-        logits = tiny_critic.thinker(**batch).logits[:, -1]
-    yes, no = logits[:, tiny_critic.yes_id], logits[:, tiny_critic.no_id]
-    expected = torch.exp(yes) / (torch.exp(yes) + torch.exp(no))
+    plain = []
+    for dimension in DIMENSIONS:  # one whole prompt per question, written out here
+        ids = tiny_critic.prefix_ids(features) + tiny_critic.question_ids(tiny_critic.questions[dimension])
+        with torch.no_grad():
+            logits = tiny_critic.thinker(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                         **tiny_critic._media([features])).logits[0, -1]
+        plain.append(torch.softmax(logits[[tiny_critic.yes_id, tiny_critic.no_id]], 0)[0])
     got = tiny_critic.score([features])[0]
-    assert np.allclose([got[d] for d in DIMENSIONS], expected.numpy(), atol=1e-5)
+    assert np.allclose([got[d] for d in DIMENSIONS], torch.stack(plain).numpy(), atol=1e-5)
+
+
+def test_shared_prefix_equals_one_prompt_per_question_with_padding_and_gradients(tiny_critic):
+    """Clips of different lengths (so prefixes are padded) give the per-question path's logits, and the same
+    gradients: training may use the shared prefix."""
+    clips = [tiny_critic.features(*clip(frames=f)) for f in (16, 24, 10)]
+    weight = tiny_critic.thinker.model.language_model.layers[0].self_attn.q_proj.weight
+    results = []
+    for path in (tiny_critic.answer_logits, tiny_critic.answer_logits_per_question):
+        weight.grad = None
+        logits = path(clips)
+        logits.square().sum().backward()
+        results.append((logits.detach(), weight.grad.clone()))
+    weight.grad = None
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=1e-4)
 
 
 def plain_patches(frames, grid_t, grid_h, grid_w):
