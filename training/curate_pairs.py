@@ -1,7 +1,10 @@
 """Talking-NSQ curation: score candidates (critic, or weight-free proxies) and write preference pairs.
 
     python training/curate_pairs.py --candidates data/candidates/candidates.jsonl --out data/pairs \
-        [--critic-base QWEN_OMNI_THINKER_DIR --critic-lora critic_lora.safetensors | --proxy] [--margin 0.1]
+        [--critic-base QWEN_OMNI_THINKER_DIR --critic-lora critic_lora.safetensors | --proxy | --scores FILE] [--margin 0.1]
+
+`--scores` takes judgements made elsewhere (human raters, another metric): JSONL lines
+{"id": candidate id, "scores": {"motion": p, "lipsync": p, "quality": p}} with p in 0..1 (P(Yes) or a rating).
 
 Scores are appended to OUT/scores.jsonl batch by batch, so an interrupted run loses no finished scores
 and a rerun scores only what is missing. Writes OUT/pairs_{motion,lipsync,quality}.jsonl for the expert
@@ -70,6 +73,22 @@ def score_all(candidates: list[dict], scores_path: Path, score_batch, batch_size
     return scores
 
 
+def given_scores(path: Path, candidates: list[dict]) -> dict[str, dict]:
+    """Judgements from a file, checked: every candidate judged, every score a number in 0..1 (or null)."""
+    def check(record):
+        scores = record["scores"]
+        if not isinstance(scores, dict):
+            return "scores must be an object {dimension: number}"
+        bad = [d for d, v in scores.items() if d not in DIMENSIONS or not (v is None or isinstance(v, (int, float)) and 0 <= v <= 1)]
+        return f"scores[{bad[0]!r}] must be a dimension of {DIMENSIONS} with a number in 0..1 or null" if bad else None
+
+    scores = {r["id"]: {d: r["scores"].get(d) for d in DIMENSIONS} for r in read_jsonl(path, ("id", "scores"), "scores file", check)}
+    missing = [c["id"] for c in candidates if c["id"] not in scores]
+    if missing:
+        raise InputError(f"--scores {path}: no judgement for {len(missing)} candidates (e.g. {missing[0]!r})")
+    return {c["id"]: scores[c["id"]] for c in candidates}
+
+
 def critic_batch_scorer(critic: TalkingCritic):
     def score(chunk):
         features = []
@@ -98,6 +117,7 @@ def main(argv=None) -> int:
     parser.add_argument("--critic-base", help="Qwen2.5-Omni thinker folder (default: the tiny random one)")
     parser.add_argument("--critic-lora", help="critic LoRA from train_critic.py")
     parser.add_argument("--proxy", action="store_true", help="weight-free proxy metrics instead of the critic")
+    parser.add_argument("--scores", help="judgements made elsewhere (JSONL {id, scores}) instead of the critic")
     parser.add_argument("--face-landmarker", help="for the lip-sync proxy (default: models/mediapipe/)")
     parser.add_argument("--margin", type=float, default=0.1, help="confidence margin around 0.5 (ranking: least P(Yes) gap)")
     parser.add_argument("--rule", choices=RULES, default="answer",
@@ -116,7 +136,11 @@ def main(argv=None) -> int:
             raise InputError(f"--max-pairs-per-condition must be at least 1, got {args.max_pairs_per_condition}")
         torch_device(args.device)
         candidates = read_candidates(Path(args.candidates))
-        if args.proxy:
+        if args.scores and (args.proxy or args.critic_lora or args.critic_base):
+            raise InputError("--scores replaces the critic and the proxies; give it alone")
+        if args.scores:
+            scores = given_scores(Path(args.scores), candidates)
+        elif args.proxy:
             from ft2_core.scoring.lip_mask import LipMasker
             from ft2_core.scoring.proxy_metrics import ProxyScorer
 

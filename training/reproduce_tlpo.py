@@ -52,7 +52,7 @@ SPLITS = {"critic": 10_000, "train": 20_000, "heldout": 30_000}  # world seed of
 EXPERTS = (*DIMENSIONS, "pooled")
 SCHEMA = {
     "run": {"output": Option(str), "results": Option(str, ""), "seed": Option(int, 0, minimum=0),
-            "model": Option(str, "miniature")},
+            "model": Option(str, "miniature"), "reuse": Option(str, "")},
     "world": {"critic_conditions": Option(int, 24, minimum=2), "train_conditions": Option(int, 40, minimum=1),
               "heldout_conditions": Option(int, 16, minimum=1), "frames": Option(int, 33, minimum=5)},
     "candidates": {"samples": Option(int, 4, minimum=2), "cfg": Option(list, [1.0]), "audio_cfg": Option(list, [1.0, 2.0, 3.0, 5.0]),
@@ -62,7 +62,8 @@ SCHEMA = {
                "rank": Option(int, 8, minimum=1), "sample_fps": Option(float, 23.0, above=0), "max_frames": Option(int, 34, minimum=2),
                "min_side": Option(int, 112, minimum=28)},
     "curation": {"margin": Option(float, 0.1, minimum=0, maximum=0.49), "max_pairs_per_condition": Option(int, 4, minimum=1),
-                 "rule": Option(str, "answer", choices=("answer", "ranking"))},
+                 "rule": Option(str, "answer", choices=("answer", "ranking")),
+                 "judge": Option(str, "critic", choices=("critic", "oracle"))},
     "experts": {"rank": Option(int, 8, minimum=1), "alpha": Option(float, 8.0, above=0), "beta": Option(float, 500.0, above=0),
                 "steps": Option(int, 150, minimum=1), "batch_size": Option(int, 4, minimum=1), "lr": Option(float, 1e-3, above=0),
                 "lip_mask": Option(bool, True), "sigma_max": Option(float, 1.0, above=0, maximum=1)},
@@ -101,6 +102,8 @@ def write_toml(path: Path, sections: dict) -> Path:
     def value(v):
         if isinstance(v, dict):
             return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, list):
+            return "[" + ", ".join(map(value, v)) + "]"
         return json.dumps(v)
 
     lines = []
@@ -261,10 +264,21 @@ def critic_table(root: Path, train_lines: list[dict], heldout_lines: list[dict],
 
 
 def stage_pairs(config: dict, root: Path) -> dict:
-    argv = ["--candidates", str(root / "candidates" / "train" / "candidates.jsonl"), "--out", str(root / "pairs"),
-            "--critic-base", str(tiny_critic_dir()), "--critic-lora", str(root / "critic" / "run" / "critic_lora.safetensors"),
-            "--margin", str(config["curation"]["margin"]), "--rule", config["curation"]["rule"],
-            "--max-pairs-per-condition", str(config["curation"]["max_pairs_per_condition"])]
+    """Pairs curated by the critic, as the paper does; `curation.judge = "oracle"` curates by the world's oracles
+    instead: what a perfect critic would give, to tell the critic's share of a result from the rest of the method's."""
+    candidates = root / "candidates" / "train" / "candidates.jsonl"
+    argv = ["--candidates", str(candidates), "--out", str(root / "pairs"), "--margin", str(config["curation"]["margin"]),
+            "--rule", config["curation"]["rule"], "--max-pairs-per-condition", str(config["curation"]["max_pairs_per_condition"])]
+    if config["curation"]["judge"] == "oracle":
+        by_id = {c["id"]: c for c in conditions(root, "train")}
+        judgements = [{"id": c["id"], "scores": oracle_scores(candidates.parent / c["video"], by_id[c["condition"]],
+                                                              config["world"]["frames"])}
+                      for c in read_jsonl(candidates, ("id", "video", "condition"))]
+        scores = write_text(root / "pairs" / "oracle_judgements.jsonl", "".join(json.dumps(j) + "\n" for j in judgements))
+        argv += ["--scores", str(scores)]
+    else:
+        argv += ["--critic-base", str(tiny_critic_dir()),
+                 "--critic-lora", str(root / "critic" / "run" / "critic_lora.safetensors")]
     call(curate_pairs, argv)
     counts = {d: len((root / "pairs" / f"pairs_{d}.jsonl").read_text().splitlines()) for d in DIMENSIONS}
     empty = [d for d, n in counts.items() if n == 0]
@@ -290,21 +304,28 @@ def expert_file(root: Path, name: str) -> Path:
     return root / "experts" / name / f"expert_{name}.safetensors"
 
 
+def train_one_expert(config: dict, root: Path, name: str, pairs: list[str], output: Path, settings: dict) -> Path:
+    """One Flow-DPO expert by train_expert.py; `settings` is the [experts] table (an ablation changes some)."""
+    e = settings
+    toml = write_toml(output.parent / f"expert_{output.name}.toml", {
+        "model": {"folder": str(resolve_model(config))},
+        "expert": {"dimension": name, "rank": e["rank"], "alpha": e["alpha"], "lip_mask": e["lip_mask"]},
+        "data": {"cache": str(root / "cache"), "pairs": pairs},
+        "train": {"output": str(output), "steps": e["steps"], "batch_size": e["batch_size"], "lr": e["lr"],
+                  "beta": e["beta"], "seed": config["run"]["seed"], "checkpoint_every": max(1, e["steps"] // 3),
+                  "sigma_max": e["sigma_max"]},
+    })
+    finish(run(train_expert.main, train_expert.SCHEMA, ["--config", str(toml)]), f"train_expert {name}")
+    return output / f"expert_{name}.safetensors"
+
+
 def stage_experts(config: dict, root: Path) -> dict:
-    e = config["experts"]
     pairs = {d: str(root / "pairs" / f"pairs_{d}.jsonl") for d in DIMENSIONS}
     seconds = {}
     for name in EXPERTS:
         started = time.perf_counter()
-        toml = write_toml(root / "configs" / f"expert_{name}.toml", {
-            "model": {"folder": str(resolve_model(config))},
-            "expert": {"dimension": name, "rank": e["rank"], "alpha": e["alpha"], "lip_mask": e["lip_mask"]},
-            "data": {"cache": str(root / "cache"), "pairs": list(pairs.values()) if name == "pooled" else [pairs[name]]},
-            "train": {"output": str(root / "experts" / name), "steps": e["steps"], "batch_size": e["batch_size"], "lr": e["lr"],
-                      "beta": e["beta"], "seed": config["run"]["seed"], "checkpoint_every": max(1, e["steps"] // 3),
-                      "sigma_max": e["sigma_max"]},
-        })
-        finish(run(train_expert.main, train_expert.SCHEMA, ["--config", str(toml)]), f"train_expert {name}")
+        train_one_expert(config, root, name, list(pairs.values()) if name == "pooled" else [pairs[name]],
+                         root / "experts" / name, config["experts"])
         seconds[name] = round(time.perf_counter() - started, 1)
     return {"seconds": seconds}
 
@@ -334,9 +355,19 @@ def stage_evaluate(config: dict, root: Path) -> dict:
     rows = {"base": ([], None), **{f"{d} expert alone": ([experts[d]], None) for d in DIMENSIONS},
             "static equal merge (1/3 each)": (trio, StaticMix([1 / 3] * 3)), "pooled single LoRA": ([experts["pooled"]], None),
             "TLPO (experts + trained gate)": (trio, gate)}
+    results = oracle_results(config, root, pipe, rows)
+    heatmap = render_gate(gate, pipe.model.num_layers, gate.experts)
+    Image.fromarray(heatmap).save(root / "gate_heatmap.png")
+    grid = gate_weights_grid(gate, pipe.model.num_layers, torch.linspace(1000, 0, 11)).tolist()
+    return {"results": results, "gate_grid": grid, "gate_experts": list(gate.experts)}
+
+
+def oracle_results(config: dict, root: Path, pipe, rows: dict, heldout: int | None = None) -> dict[str, list[dict]]:
+    """Each row (experts, mix) animates the first `heldout` held-out conditions once per evaluation seed; the oracles
+    score every video against the condition's true clip."""
     frames, d = config["world"]["frames"], pipe.defaults
     results = {name: [] for name in rows}
-    for condition in conditions(root, "heldout"):
+    for condition in conditions(root, "heldout")[:heldout]:
         clip = true_clip(condition["seed"], frames)
         image = load_image(root / "conditions" / condition["image"])
         for seed in config["evaluate"]["seeds"]:
@@ -348,10 +379,7 @@ def stage_evaluate(config: dict, root: Path) -> dict:
                 s = score_clip(video, clip.audio, FPS, clip.portrait, clip.frames)
                 results[name].append({"condition": condition["id"], "seed": int(seed), "lipsync": s.lipsync,
                                       "motion": s.motion, "quality": s.quality})
-    heatmap = render_gate(gate, pipe.model.num_layers, gate.experts)
-    Image.fromarray(heatmap).save(root / "gate_heatmap.png")
-    grid = gate_weights_grid(gate, pipe.model.num_layers, torch.linspace(1000, 0, 11)).tolist()
-    return {"results": results, "gate_grid": grid, "gate_experts": list(gate.experts)}
+    return results
 
 
 STAGE_FUNCTIONS = {"conditions": stage_conditions, "candidates": stage_candidates, "critic": stage_critic,
@@ -411,15 +439,49 @@ def report(config: dict, root: Path, stages: dict) -> str:
     lines += ["", "What the numbers say:", *verdicts(table), "",
               f"Gate (heatmap: gate_heatmap.png): {describe_gate(stages['evaluate']['gate_grid'], stages['evaluate']['gate_experts'])}.",
               "", "Talking-Critic:", "", (root / "critic" / "critic_table.md").read_text().strip(), "",
-              f"Pairs curated by the critic ({config['curation']['rule']} rule, margin {config['curation']['margin']}): "
+              f"Pairs curated by the {config['curation']['judge']} ({config['curation']['rule']} rule, margin {config['curation']['margin']}): "
               f"{json.dumps({d: stages['pairs'][d] for d in DIMENSIONS})}.", "",
               "Wall time per stage (s, this machine): " + ", ".join(f"{s} {stages[s]['_seconds']:.0f}" for s in STAGES) + "."]
     return "\n".join(lines) + "\n"
 
 
+# What each reusable stage's output depends on; another run's output is taken only where these match.
+REUSABLE = {"conditions": (("world",), ()), "candidates": (("world", "candidates"), ("model", "seed")),
+            "critic": (("world", "critic"), ("seed",))}
+
+
+def stage_inputs(config: dict, stage: str) -> dict:
+    sections, run_keys = REUSABLE[stage]
+    return {**{s: config[s] for s in sections}, **{f"run.{k}": config["run"][k] for k in run_keys}}
+
+
+def reuse_stages(config: dict, root: Path) -> None:
+    """Take the conditions, candidates and critic of another run of the same world (`run.reuse`): ablations of the
+    curation, experts or gate then skip the slow first stages. A stage whose inputs differ is not reused."""
+    other = resolve(config["run"]["reuse"])
+    recorded = other / "run_config.json"
+    if not recorded.is_file():
+        raise InputError(f"run.reuse: {other} has no run_config.json; is it a reproduce_tlpo output folder?")
+    theirs = json.loads(recorded.read_text())
+    for stage in REUSABLE:
+        if (root / "stages" / f"{stage}.json").is_file():
+            continue
+        if not (other / "stages" / f"{stage}.json").is_file() or stage_inputs(theirs, stage) != stage_inputs(config, stage):
+            log.info("stage %s: %s differs or is not done there; not reused", stage, other)
+            break  # later stages depend on this one
+        link = root / stage
+        if not link.exists():
+            link.symlink_to((other / stage).resolve(), target_is_directory=True)
+        write_text(root / "stages" / f"{stage}.json", (other / "stages" / f"{stage}.json").read_text())
+        log.info("stage %s: reused from %s", stage, other)
+
+
 def main(config: dict) -> Path:
     root = resolve(config["run"]["output"])
     root.mkdir(parents=True, exist_ok=True)
+    write_text(root / "run_config.json", json.dumps(config, indent=1))
+    if config["run"]["reuse"]:
+        reuse_stages(config, root)
     stages = {}
     for name in STAGES:
         marker = root / "stages" / f"{name}.json"

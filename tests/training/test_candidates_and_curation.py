@@ -69,3 +69,24 @@ def test_curation_writes_pairs_and_resumes_without_rescoring(candidates, tmp_pat
     first = (out / "scores.jsonl").read_text()
     assert curate_pairs.main(argv) == 0
     assert (out / "scores.jsonl").read_text() == first  # nothing rescored
+
+
+def test_curation_takes_judgements_from_a_scores_file(candidates, tmp_path, capsys):
+    """Ratings made elsewhere (human raters, the miniature world's oracles) curate like the critic's P(Yes)."""
+    ratings = {"c0_0": 0.9, "c0_1": 0.2, "c0_2": 0.5, "c1_0": 0.1, "c1_1": 0.7, "c1_2": None}
+    scores = tmp_path / "ratings.jsonl"
+    scores.write_text("".join(json.dumps({"id": i, "scores": {"motion": v, "lipsync": v, "quality": v}}) + "\n"
+                              for i, v in ratings.items()))
+    out = tmp_path / "pairs"
+    assert curate_pairs.main(["--candidates", str(candidates / "candidates.jsonl"), "--out", str(out), "--scores", str(scores),
+                              "--margin", "0.1"]) == 0
+    pairs = read_pairs(out / "pairs_lipsync.jsonl")
+    assert sorted((p.winner, p.loser) for p in pairs) == [("c0_0", "c0_1"), ("c1_1", "c1_0")]
+    assert not (out / "scores.jsonl").exists()  # nothing was scored here
+
+    scores.write_text(json.dumps({"id": "c0_0", "scores": {"lipsync": 0.5}}) + "\n")
+    assert curate_pairs.main(["--candidates", str(candidates / "candidates.jsonl"), "--out", str(out), "--scores", str(scores)]) == 2
+    assert "no judgement for 5 candidates" in capsys.readouterr().err
+    scores.write_text(json.dumps({"id": "c0_0", "scores": {"lipsync": 7}}) + "\n")
+    assert curate_pairs.main(["--candidates", str(candidates / "candidates.jsonl"), "--out", str(out), "--scores", str(scores)]) == 2
+    assert "scores['lipsync'] must be" in capsys.readouterr().err

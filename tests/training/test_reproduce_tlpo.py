@@ -1,25 +1,37 @@
 """A shortened TLPO chain on the shipped miniature model: every stage runs and feeds the next."""
 import json
 
+import pytest
+
 from ft2_core.tlpo.gate import load_gate
 from ft2_core.tlpo.lora_formats import load_lora
 from tests.training.conftest import write_config
-from training import reproduce_tlpo
+from training import ablate_tlpo, reproduce_tlpo
 from training.trainer import run
 
+SHORT = {
+    "world": {"critic_conditions": 2, "train_conditions": 2, "heldout_conditions": 1, "frames": 9},
+    "candidates": {"samples": 2, "audio_cfg": [1.0, 5.0], "steps": 3},
+    "critic": {"steps": 4, "batch_size": 4, "max_frames": 10, "min_side": 56, "heldout_share": 0.5},
+    "curation": {"rule": "ranking", "margin": 0.0},
+    "experts": {"steps": 2, "batch_size": 2},
+    "gate": {"steps": 2, "batch_size": 3},
+    "evaluate": {"seeds": [0], "steps": 3},
+}
 
-def test_every_stage_produces_what_the_next_consumes(tmp_path):
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """The whole chain at tiny sizes, run once for this module."""
+    tmp_path = tmp_path_factory.mktemp("chain")
     config = write_config(tmp_path / "chain.toml", {
-        "run": {"output": str(tmp_path / "run"), "results": str(tmp_path / "results" / "tlpo")},
-        "world": {"critic_conditions": 2, "train_conditions": 2, "heldout_conditions": 1, "frames": 9},
-        "candidates": {"samples": 2, "audio_cfg": [1.0, 5.0], "steps": 3},
-        "critic": {"steps": 4, "batch_size": 4, "max_frames": 10, "min_side": 56, "heldout_share": 0.5},
-        "curation": {"rule": "ranking", "margin": 0.0},
-        "experts": {"steps": 2, "batch_size": 2},
-        "gate": {"steps": 2, "batch_size": 3},
-        "evaluate": {"seeds": [0], "steps": 3},
-    })
+        "run": {"output": str(tmp_path / "run"), "results": str(tmp_path / "results" / "tlpo")}, **SHORT})
     assert run(reproduce_tlpo.main, reproduce_tlpo.SCHEMA, ["--config", str(config)]) == 0
+    return tmp_path, config
+
+
+def test_every_stage_produces_what_the_next_consumes(chain):
+    tmp_path, config = chain
     root = tmp_path / "run"
     stages = {p.stem: json.loads(p.read_text()) for p in (root / "stages").glob("*.json")}
     assert set(stages) == set(reproduce_tlpo.STAGES) and all(s["_seconds"] >= 0 for s in stages.values())
@@ -36,3 +48,46 @@ def test_every_stage_produces_what_the_next_consumes(tmp_path):
     # resumable: a second run skips every stage and rewrites the same table
     assert run(reproduce_tlpo.main, reproduce_tlpo.SCHEMA, ["--config", str(config)]) == 0
     assert (tmp_path / "results" / "tlpo.md").read_text().split("Wall time")[0] == table.split("Wall time")[0]
+
+
+def test_an_oracle_judged_run_reuses_the_first_stages_of_another(chain, tmp_path):
+    first, _ = chain
+    config = write_config(tmp_path / "oracle.toml", {
+        "run": {"output": str(tmp_path / "run"), "reuse": str(first / "run")}, **SHORT,
+        "curation": {"rule": "ranking", "margin": 0.0, "judge": "oracle"}})
+    assert run(reproduce_tlpo.main, reproduce_tlpo.SCHEMA, ["--config", str(config)]) == 0
+    root = tmp_path / "run"
+    for stage in ("conditions", "candidates", "critic"):
+        assert (root / stage).is_symlink()
+        assert (root / "stages" / f"{stage}.json").read_text() == (first / "run" / "stages" / f"{stage}.json").read_text()
+    judged = [json.loads(line) for line in (root / "pairs" / "oracle_judgements.jsonl").read_text().splitlines()]
+    assert len(judged) == 4 and all(0 <= v <= 1 for j in judged for v in j["scores"].values())
+    assert not (root / "pairs" / "scores.jsonl").exists()  # the critic scored nothing
+    assert "Pairs curated by the oracle" in (root / "results.md").read_text()
+    # a run whose candidates would differ reuses only what still matches: the conditions
+    partial = json.loads((first / "run" / "run_config.json").read_text())
+    partial["candidates"] = {**partial["candidates"], "steps": 4}
+    partial["run"] = {**partial["run"], "reuse": str(first / "run")}
+    (tmp_path / "partial").mkdir()
+    reproduce_tlpo.reuse_stages(partial, tmp_path / "partial")
+    assert sorted(p.name for p in (tmp_path / "partial").iterdir()) == ["conditions", "stages"]
+
+
+def test_ablations_retrain_one_expert_per_variant_and_compare_paired(chain, tmp_path):
+    first, _ = chain
+    config = reproduce_tlpo.write_toml(tmp_path / "ablate.toml", {
+        "run": {"chain": str(first / "run"), "output": str(tmp_path / "out"), "results": str(tmp_path / "ablations")},
+        "ablate": {"dimension": "lipsync", "heldout": 1,
+                   "variants": [{"name": "lip mask off", "lip_mask": False}, {"name": "margin 0.3", "margin": 0.3}]}})
+    assert run(ablate_tlpo.main, ablate_tlpo.SCHEMA, ["--config", str(config)]) == 0
+    table = (tmp_path / "ablations.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| row")]
+    assert sorted(r.split(" | ")[0] for r in rows) == ["| base", "| lip mask off", "| lipsync expert of the run", "| margin 0.3"]
+    margin_row = next(r for r in rows if r.startswith("| margin 0.3"))
+    margin_pairs = (tmp_path / "out" / "margin_0_3" / "pairs" / "pairs_lipsync.jsonl").read_text().splitlines()
+    assert margin_row.split(" | ")[1] == str(len(margin_pairs)) and (not margin_pairs) == ("no pairs" in margin_row)
+    meta = load_lora(tmp_path / "out" / "lip_mask_off" / "expert" / "expert_lipsync.safetensors").metadata
+    assert meta["ft2.dimension"] == "lipsync"
+    bad = reproduce_tlpo.write_toml(tmp_path / "bad.toml", {"run": {"chain": str(first / "run"), "output": str(tmp_path / "bad")},
+                                               "ablate": {"variants": [{"name": "x", "gate_form": 1}]}})
+    assert run(ablate_tlpo.main, ablate_tlpo.SCHEMA, ["--config", str(bad)]) == 2

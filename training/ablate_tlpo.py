@@ -1,0 +1,142 @@
+"""The choices the paper leaves open, decided by measurement: one expert retrained with one setting changed
+(β, rank, the lip mask, the pair margin) on a finished reproduce_tlpo run's pairs and cache, and judged by the
+world's oracles on its held-out conditions beside the base and the run's own expert.
+
+    python training/ablate_tlpo.py --config training/configs/miniature_ablations.toml
+
+Each variant is a table of [experts] keys to change (and `margin`, which re-curates the run's judgements);
+finished variants are skipped on a rerun. Differences are paired (same conditions, same seeds) against the
+run's own expert, with their standard error.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ft2_core.errors import InputError  # noqa: E402
+from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
+from ft2_core.tlpo.experts import Expert  # noqa: E402
+from ft2_core.tlpo.lora_formats import load_lora  # noqa: E402
+from training import curate_pairs  # noqa: E402
+from training.config import Option  # noqa: E402
+from training.reproduce_tlpo import (call, expert_file, oracle_results, resolve_model, train_one_expert,  # noqa: E402
+                                     write_text)
+from training.trainer import resolve, run  # noqa: E402
+
+log = logging.getLogger("ft2.ablate")
+DIMENSIONS = ("lipsync", "motion", "quality")
+CHANGEABLE = {"beta": float, "rank": int, "alpha": float, "lip_mask": bool, "steps": int, "lr": float, "margin": float}
+SCHEMA = {
+    "run": {"chain": Option(str), "output": Option(str), "results": Option(str, "")},
+    "ablate": {"dimension": Option(str, "lipsync", choices=DIMENSIONS), "heldout": Option(int, 12, minimum=1),
+               "variants": Option(list, [])},
+}
+
+
+def check_variants(variants: list) -> list[dict]:
+    checked = []
+    for index, variant in enumerate(variants):
+        if not isinstance(variant, dict) or not isinstance(variant.get("name"), str):
+            raise InputError(f"ablate.variants[{index}]: expected a table with a name, got {variant!r}")
+        unknown = [k for k in variant if k != "name" and k not in CHANGEABLE]
+        if unknown:
+            raise InputError(f"ablate.variants[{index}] ({variant['name']}): {unknown[0]!r} cannot be changed; "
+                             f"one of {', '.join(CHANGEABLE)}")
+        if len(variant) < 2:
+            raise InputError(f"ablate.variants[{index}] ({variant['name']}): changes nothing")
+        checked.append({"name": variant["name"], **{k: CHANGEABLE[k](v) for k, v in variant.items() if k != "name"}})
+    return checked
+
+
+def variant_pairs(chain: Path, chain_config: dict, dimension: str, variant: dict, folder: Path) -> list[str]:
+    """The run's pairs, or, for a margin, the run's judgements curated again with it (nothing is scored again)."""
+    if "margin" not in variant:
+        return [str(chain / "pairs" / f"pairs_{dimension}.jsonl")]
+    judgements = chain / "pairs" / ("oracle_judgements.jsonl" if chain_config["curation"]["judge"] == "oracle" else "scores.jsonl")
+    curation = chain_config["curation"]
+    call(curate_pairs, ["--candidates", str(chain / "candidates" / "train" / "candidates.jsonl"), "--out", str(folder / "pairs"),
+                        "--scores", str(judgements), "--margin", str(variant["margin"]), "--rule", curation["rule"],
+                        "--max-pairs-per-condition", str(curation["max_pairs_per_condition"])])
+    return [str(folder / "pairs" / f"pairs_{dimension}.jsonl")]
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def paired(results: dict, row: str, against: str, dimension: str) -> tuple[float, float]:
+    """Mean and standard error of row - against over the same (condition, seed) videos."""
+    theirs = {(r["condition"], r["seed"]): r[dimension] for r in results[against]}
+    differences = np.array([r[dimension] - theirs[(r["condition"], r["seed"])] for r in results[row]])
+    spread = differences.std(ddof=1) / np.sqrt(len(differences)) if len(differences) > 1 else float("nan")
+    return float(differences.mean()), float(spread)
+
+
+def report(config: dict, chain_config: dict, results: dict, pair_counts: dict) -> str:
+    dimension, own = config["ablate"]["dimension"], f"{config['ablate']['dimension']} expert of the run"
+    e = chain_config["experts"]
+    lines = [f"Ablations of the {dimension} expert on the pairs of `{config['run']['chain']}` (judge: "
+             f"{chain_config['curation']['judge']}); run settings: beta {e['beta']}, rank {e['rank']}, lip mask {e['lip_mask']}, "
+             f"margin {chain_config['curation']['margin']}, {e['steps']} steps. Oracle scores on {config['ablate']['heldout']} "
+             f"held-out conditions x {len(chain_config['evaluate']['seeds'])} seeds (mean ± std); Δ is paired against the run's "
+             "own expert (± standard error).", "",
+             f"Command: `python training/ablate_tlpo.py {' '.join(sys.argv[1:])}`", "",
+             "| row | pairs | lip-sync | motion | quality | Δ lip-sync | Δ motion | Δ quality |", "|---|---|---|---|---|---|---|---|"]
+    for name in pair_counts.keys() - results.keys():
+        lines.append(f"| {name} | 0 | no pairs at this setting | | | | | |")
+    for name, items in results.items():
+        means = " | ".join(f"{np.mean([i[d] for i in items]):.3f} ± {np.std([i[d] for i in items]):.3f}" for d in DIMENSIONS)
+        deltas = " | ".join("" if name in ("base", own) else "{:+.3f} ± {:.3f}".format(*paired(results, name, own, d))
+                            for d in DIMENSIONS)
+        lines.append(f"| {name} | {pair_counts.get(name, '')} | {means} | {deltas} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(config: dict) -> Path:
+    chain, out = resolve(config["run"]["chain"]), resolve(config["run"]["output"])
+    if not (chain / "stages" / "evaluate.json").is_file():
+        raise InputError(f"run.chain: {chain} is not a finished reproduce_tlpo run (no stages/evaluate.json)")
+    chain_config = json.loads((chain / "run_config.json").read_text())
+    dimension, variants = config["ablate"]["dimension"], check_variants(config["ablate"]["variants"])
+    pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(resolve_model(chain_config)))
+    own = f"{dimension} expert of the run"
+    rows = {"base": None, own: expert_file(chain, dimension)}
+    pair_counts = {own: len((chain / "pairs" / f"pairs_{dimension}.jsonl").read_text().splitlines())}
+    for variant in variants:
+        folder = out / slug(variant["name"])
+        pairs = variant_pairs(chain, chain_config, dimension, variant, folder)
+        pair_counts[variant["name"]] = len(Path(pairs[0]).read_text().splitlines())
+        if not pair_counts[variant["name"]]:
+            log.info("variant %s: no pairs, nothing to train", variant["name"])
+            continue
+        settings = {**chain_config["experts"], **{k: v for k, v in variant.items() if k not in ("name", "margin")}}
+        if not (folder / "expert" / f"expert_{dimension}.safetensors").is_file():
+            log.info("variant %s: training", variant["name"])
+            train_one_expert(chain_config, chain, dimension, pairs, folder / "expert", settings)
+        rows[variant["name"]] = folder / "expert" / f"expert_{dimension}.safetensors"
+    results = {}
+    for name, path in rows.items():
+        saved = out / "scores" / f"{slug(name)}.json"
+        if not saved.is_file():
+            log.info("evaluating %s", name)
+            chosen = [] if path is None else [Expert(dimension, load_lora(path))]
+            found = oracle_results(chain_config, chain, pipe, {name: (chosen, None)}, config["ablate"]["heldout"])[name]
+            write_text(saved, json.dumps(found))
+        results[name] = json.loads(saved.read_text())
+    text = report(config, chain_config, results, pair_counts)
+    written = write_text(out / "ablations.md", text)
+    if config["run"]["results"]:
+        write_text(resolve(config["run"]["results"]).with_suffix(".md"), text)
+    print(text)
+    return written
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main, SCHEMA))
