@@ -68,7 +68,8 @@ SCHEMA = {
                 "steps": Option(int, 150, minimum=1), "batch_size": Option(int, 4, minimum=1), "lr": Option(float, 1e-3, above=0),
                 "lip_mask": Option(bool, True), "sigma_max": Option(float, 1.0, above=0, maximum=1)},
     "gate": {"steps": Option(int, 150, minimum=1), "batch_size": Option(int, 6, minimum=1), "lr": Option(float, 3e-4, above=0),
-             "beta": Option(float, 500.0, above=0), "embed_dim": Option(int, 256, minimum=2)},
+             "beta": Option(float, 500.0, above=0), "embed_dim": Option(int, 256, minimum=2),
+             "min_period": Option(float, 0.0, minimum=0)},
     "evaluate": {"seeds": Option(list, [0, 1]), "steps": Option(int, 20, minimum=1)},
 }
 
@@ -334,7 +335,8 @@ def stage_gate(config: dict, root: Path) -> dict:
     g = config["gate"]
     toml = write_toml(root / "configs" / "gate.toml", {
         "model": {"folder": str(resolve_model(config))},
-        "gate": {"experts": {d: str(expert_file(root, d)) for d in DIMENSIONS}, "embed_dim": g["embed_dim"]},
+        "gate": {"experts": {d: str(expert_file(root, d)) for d in DIMENSIONS}, "embed_dim": g["embed_dim"],
+                 "min_period": g["min_period"]},
         "data": {"cache": str(root / "cache"), "pairs": {d: str(root / "pairs" / f"pairs_{d}.jsonl") for d in DIMENSIONS}},
         "train": {"output": str(root / "gate"), "steps": g["steps"], "batch_size": g["batch_size"], "lr": g["lr"], "beta": g["beta"],
                   "seed": config["run"]["seed"], "checkpoint_every": max(1, g["steps"] // 3)},
@@ -445,9 +447,10 @@ def report(config: dict, root: Path, stages: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# What each reusable stage's output depends on; another run's output is taken only where these match.
-REUSABLE = {"conditions": (("world",), ()), "candidates": (("world", "candidates"), ("model", "seed")),
-            "critic": (("world", "critic"), ("seed",))}
+# What each stage's output depends on besides the stages before it; another run's output is taken, in stage
+# order, as long as these match.
+REUSABLE = {"conditions": (("world",), ()), "candidates": (("candidates",), ("model", "seed")), "critic": (("critic",), ()),
+            "pairs": (("curation",), ()), "cache": ((), ()), "experts": (("experts",), ())}
 
 
 def stage_inputs(config: dict, stage: str) -> dict:
@@ -456,8 +459,8 @@ def stage_inputs(config: dict, stage: str) -> dict:
 
 
 def reuse_stages(config: dict, root: Path) -> None:
-    """Take the conditions, candidates and critic of another run of the same world (`run.reuse`): ablations of the
-    curation, experts or gate then skip the slow first stages. A stage whose inputs differ is not reused."""
+    """Take the first stages of another run of the same world (`run.reuse`), up to the first whose settings differ:
+    an ablation of the curation, the experts or the gate then runs only what it changes."""
     other = resolve(config["run"]["reuse"])
     recorded = other / "run_config.json"
     if not recorded.is_file():

@@ -21,7 +21,7 @@ from training.trainer import make_accelerator, model_from_config, pair_dataset, 
 
 SCHEMA = {
     "model": MODEL,
-    "gate": {"experts": Option(dict), "embed_dim": Option(int, 256, minimum=2)},
+    "gate": {"experts": Option(dict), "embed_dim": Option(int, 256, minimum=2), "min_period": Option(float, 0.0, minimum=0)},
     "data": {**TOY_DATA, "pairs": Option(dict, {})},
     "train": {**DPO_TRAIN, "batch_size": Option(int, 6, minimum=1), "lr": Option(float, 1e-3, above=0)},
 }
@@ -50,7 +50,8 @@ def main(config: dict) -> Path:
     model, paths = model_from_config(config)
     model.requires_grad_(False)
     attach_experts(model, [Expert(name, load_lora(resolve(expert_files[name]))) for name in names])
-    gate = TimestepLayerGate(model.num_layers, len(names), int(gate_config.get("embed_dim", 256)), tuple(names))
+    gate = TimestepLayerGate(model.num_layers, len(names), int(gate_config.get("embed_dim", 256)), tuple(names),
+                             float(gate_config.get("min_period", 0.0)))
     model.expert_gate = gate
     pair_files = [data[n] for n in names] if data else [config["data"]["pairs"][n] for n in names]
     dataset = balanced(pair_dataset(config, pair_files, use_lip_mask=True))

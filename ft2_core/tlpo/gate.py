@@ -1,7 +1,9 @@
 """How much each expert contributes, per DiT layer, as a function of the timestep.
 
 `TimestepLayerGate` is TLPO's learned gate: g_l(t) = softmax(P_l e(t)) + b_l with e(t) Wan's 256-d
-sinusoidal timestep embedding; zero init gives every expert 1/K. Without a gate file, `StaticMix`
+sinusoidal timestep embedding; zero init gives every expert 1/K. Its fastest components turn every few
+timesteps, so a trained gate can jump between neighbouring steps; `min_period` leaves out the components
+that turn faster than that many timesteps, which makes the gate smooth in t. Without a gate file, `StaticMix`
 applies fixed weights and `ScheduledMix` interpolates weights over the timestep.
 """
 from __future__ import annotations
@@ -26,11 +28,24 @@ def timestep_embedding(timestep: torch.Tensor, dim: int = 256) -> torch.Tensor:
     return torch.cat([angles.cos(), angles.sin()], dim=-1).float()
 
 
+def slow_components(dim: int, min_period: float) -> torch.Tensor:
+    """[dim] 1 where the embedding's component turns no faster than once per `min_period` timesteps (0: all)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
+    keep = (2 * math.pi / freqs >= min_period).float()
+    return torch.cat([keep, keep])
+
+
 class TimestepLayerGate(nn.Module):
-    def __init__(self, num_layers: int, num_experts: int = 3, embed_dim: int = 256, experts: tuple[str, ...] = ()):
+    def __init__(self, num_layers: int, num_experts: int = 3, embed_dim: int = 256, experts: tuple[str, ...] = (),
+                 min_period: float = 0.0):
         super().__init__()
         self.proj = nn.Parameter(torch.zeros(num_layers, num_experts, embed_dim))
         self.bias = nn.Parameter(torch.zeros(num_layers, num_experts))
+        if min_period < 0:
+            raise InputError(f"gate: min_period must be >= 0 timesteps, got {min_period}")
+        self.min_period = float(min_period)
+        self.register_buffer("components", slow_components(embed_dim, min_period), persistent=False)
         if experts and len(experts) != num_experts:
             raise InputError(f"gate: {len(experts)} expert names for {num_experts} experts")
         self.experts = tuple(experts)  # names in mixing order; empty when unnamed
@@ -45,7 +60,7 @@ class TimestepLayerGate(nn.Module):
 
     def forward(self, timestep: torch.Tensor) -> torch.Tensor:
         """timestep [B] (0..1000) -> weights [B, layers, experts]."""
-        emb = timestep_embedding(timestep, self.proj.shape[2]).to(self.proj.dtype)
+        emb = (timestep_embedding(timestep, self.proj.shape[2]) * self.components.to(timestep.device)).to(self.proj.dtype)
         logits = torch.einsum("bd,lkd->blk", emb, self.proj)
         return logits.softmax(dim=-1) + self.bias
 
@@ -127,7 +142,7 @@ def parse_schedule(text: str, num_experts: int) -> tuple[list[float], list[list[
 
 def save_gate(gate: TimestepLayerGate, path: str | os.PathLike) -> Path:
     metadata = {"ft2.kind": "gate", "ft2.experts": ",".join(gate.experts), "ft2.layers": str(gate.num_layers),
-                "ft2.embed_dim": str(gate.proj.shape[2])}
+                "ft2.embed_dim": str(gate.proj.shape[2]), "ft2.min_period": str(gate.min_period)}
     return save_safetensors({"proj": gate.proj, "bias": gate.bias}, path, metadata)
 
 
@@ -143,6 +158,7 @@ def load_gate(path: str | os.PathLike, num_layers: int | None = None) -> Timeste
     layers, experts, dim = state["proj"].shape
     if num_layers is not None and layers != num_layers:
         raise InputError(f"{what}: made for {layers} layers but the model has {num_layers}")
-    gate = TimestepLayerGate(layers, experts, dim, tuple(metadata.get("ft2.experts", "").split(",")) if metadata.get("ft2.experts") else ())
+    names = tuple(metadata["ft2.experts"].split(",")) if metadata.get("ft2.experts") else ()
+    gate = TimestepLayerGate(layers, experts, dim, names, float(metadata.get("ft2.min_period", 0)))
     gate.load_state_dict(state)
     return gate

@@ -60,6 +60,7 @@ def test_an_oracle_judged_run_reuses_the_first_stages_of_another(chain, tmp_path
     for stage in ("conditions", "candidates", "critic"):
         assert (root / stage).is_symlink()
         assert (root / "stages" / f"{stage}.json").read_text() == (first / "run" / "stages" / f"{stage}.json").read_text()
+    assert not (root / "pairs").is_symlink()  # the curation differs: pairs and what follows are made here
     judged = [json.loads(line) for line in (root / "pairs" / "oracle_judgements.jsonl").read_text().splitlines()]
     assert len(judged) == 4 and all(0 <= v <= 1 for j in judged for v in j["scores"].values())
     assert not (root / "pairs" / "scores.jsonl").exists()  # the critic scored nothing

@@ -30,6 +30,28 @@ def test_gate_formula():
         torch.testing.assert_close(gate(t)[0, layer], want)
 
 
+def test_min_period_leaves_out_fast_components_so_the_gate_is_smooth(tmp_path):
+    """With random projections, the plain gate changes a lot between neighbouring timesteps; a gate without the
+    components turning faster than 250 timesteps changes little, and its file keeps the setting."""
+    t = torch.arange(0.0, 1000.0)
+    plain, smooth = TimestepLayerGate(2, 3), TimestepLayerGate(2, 3, min_period=250.0)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        plain.proj.normal_()
+        smooth.proj.copy_(plain.proj)
+    frequencies = torch.exp(-torch.log(torch.tensor(10000.0)) * torch.arange(128) / 128)
+    kept = (2 * torch.pi / frequencies >= 250).float().repeat(2)
+    e = timestep_embedding(t) * kept  # written out: the embedding with the fast half-pairs zeroed
+    torch.testing.assert_close(smooth(t)[:, 0], torch.softmax(e @ smooth.proj[0].T, dim=-1))
+    step = {name: (gate(t)[1:] - gate(t)[:-1]).abs().max() for name, gate in (("plain", plain), ("smooth", smooth))}
+    assert step["smooth"] < 0.05 < step["plain"]
+    loaded = load_gate(save_gate(smooth, tmp_path / "smooth.safetensors"))
+    assert loaded.min_period == 250.0
+    torch.testing.assert_close(loaded(t), smooth(t))
+    with pytest.raises(InputError, match="min_period"):
+        TimestepLayerGate(2, 3, min_period=-1)
+
+
 def test_save_load_round_trip_and_layer_check(tmp_path):
     gate = TimestepLayerGate(4, 3, experts=("motion", "lipsync", "quality"))
     with torch.no_grad():
