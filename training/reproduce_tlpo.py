@@ -271,12 +271,7 @@ def stage_pairs(config: dict, root: Path) -> dict:
     argv = ["--candidates", str(candidates), "--out", str(root / "pairs"), "--margin", str(config["curation"]["margin"]),
             "--rule", config["curation"]["rule"], "--max-pairs-per-condition", str(config["curation"]["max_pairs_per_condition"])]
     if config["curation"]["judge"] == "oracle":
-        by_id = {c["id"]: c for c in conditions(root, "train")}
-        judgements = [{"id": c["id"], "scores": oracle_scores(candidates.parent / c["video"], by_id[c["condition"]],
-                                                              config["world"]["frames"])}
-                      for c in read_jsonl(candidates, ("id", "video", "condition"))]
-        scores = write_text(root / "pairs" / "oracle_judgements.jsonl", "".join(json.dumps(j) + "\n" for j in judgements))
-        argv += ["--scores", str(scores)]
+        argv += ["--scores", str(oracle_judgements(config, root))]
     else:
         argv += ["--critic-base", str(tiny_critic_dir()),
                  "--critic-lora", str(root / "critic" / "run" / "critic_lora.safetensors")]
@@ -287,6 +282,30 @@ def stage_pairs(config: dict, root: Path) -> dict:
         raise InputError(f"the critic gave no {', '.join(empty)} pairs; raise world.train_conditions or candidates.samples, "
                          "or lower curation.margin")
     return counts
+
+
+def oracle_judgements(config: dict, root: Path) -> Path:
+    """The oracles' scores of every training candidate (made once): a judge for `curation.judge = "oracle"`, and
+    otherwise the measure of how often the critic's pairs are right."""
+    path = root / "pairs" / "oracle_judgements.jsonl"
+    if not path.is_file():
+        candidates = root / "candidates" / "train" / "candidates.jsonl"
+        by_id = {c["id"]: c for c in conditions(root, "train")}
+        judgements = [{"id": c["id"], "scores": oracle_scores(candidates.parent / c["video"], by_id[c["condition"]],
+                                                              config["world"]["frames"])}
+                      for c in read_jsonl(candidates, ("id", "video", "condition"))]
+        write_text(path, "".join(json.dumps(j) + "\n" for j in judgements))
+    return path
+
+
+def pair_agreement(config: dict, root: Path) -> dict[str, float]:
+    """Per dimension, the share of curated pairs whose winner the oracles also score higher."""
+    truth = {r["id"]: r["scores"] for r in read_jsonl(oracle_judgements(config, root), ("id", "scores"))}
+    shares = {}
+    for d in DIMENSIONS:
+        pairs = read_jsonl(root / "pairs" / f"pairs_{d}.jsonl", ("winner", "loser"))
+        shares[d] = float(np.mean([truth[p["winner"]][d] > truth[p["loser"]][d] for p in pairs])) if pairs else float("nan")
+    return shares
 
 
 def stage_cache(config: dict, root: Path) -> dict:
@@ -442,7 +461,8 @@ def report(config: dict, root: Path, stages: dict) -> str:
               f"Gate (heatmap: gate_heatmap.png): {describe_gate(stages['evaluate']['gate_grid'], stages['evaluate']['gate_experts'])}.",
               "", "Talking-Critic:", "", (root / "critic" / "critic_table.md").read_text().strip(), "",
               f"Pairs curated by the {config['curation']['judge']} ({config['curation']['rule']} rule, margin {config['curation']['margin']}): "
-              f"{json.dumps({d: stages['pairs'][d] for d in DIMENSIONS})}.", "",
+              f"{json.dumps({d: stages['pairs'][d] for d in DIMENSIONS})}; the oracles score the winner higher in "
+              + ", ".join(f"{100 * v:.1f}% ({d})" for d, v in pair_agreement(config, root).items()) + " of them.", "",
               "Wall time per stage (s, this machine): " + ", ".join(f"{s} {stages[s]['_seconds']:.0f}" for s in STAGES) + "."]
     return "\n".join(lines) + "\n"
 

@@ -45,6 +45,8 @@ def test_every_stage_produces_what_the_next_consumes(chain):
     assert len(results) == 7 and all(len(rows) == 1 for rows in results.values())
     table = (tmp_path / "results" / "tlpo.md").read_text()
     assert table.count("\n| ") >= 7 + 6 and (tmp_path / "results" / "tlpo_gate.png").is_file()
+    # the oracles measure the critic's pairs (they never curate them here)
+    assert "the oracles score the winner higher in" in table and (root / "pairs" / "oracle_judgements.jsonl").is_file()
     # resumable: a second run skips every stage and rewrites the same table
     assert run(reproduce_tlpo.main, reproduce_tlpo.SCHEMA, ["--config", str(config)]) == 0
     assert (tmp_path / "results" / "tlpo.md").read_text().split("Wall time")[0] == table.split("Wall time")[0]
