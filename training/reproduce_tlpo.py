@@ -447,6 +447,12 @@ def describe_gate(grid: list, experts: list[str]) -> str:
     return "; ".join(parts)
 
 
+def largest_gate_step(root: Path) -> float:
+    """The largest change of any gate weight between neighbouring integer timesteps: how jumpy the gate is in t."""
+    weights = load_gate(root / "gate" / "gate.safetensors")(torch.arange(0.0, 1001.0)).detach()
+    return float((weights[1:] - weights[:-1]).abs().max())
+
+
 def report(config: dict, root: Path, stages: dict) -> str:
     table = summary_rows(stages["evaluate"]["results"])
     heldout, seeds = config["world"]["heldout_conditions"], config["evaluate"]["seeds"]
@@ -458,7 +464,9 @@ def report(config: dict, root: Path, stages: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{scores[d]['mean']:.3f} ± {scores[d]['std']:.3f}"
                                                  for d in ("lipsync", "motion", "quality")) + " |")
     lines += ["", "What the numbers say:", *verdicts(table), "",
-              f"Gate (heatmap: gate_heatmap.png): {describe_gate(stages['evaluate']['gate_grid'], stages['evaluate']['gate_experts'])}.",
+              f"Gate (heatmap: gate_heatmap.png; min_period {config['gate']['min_period']:g}): "
+              f"{describe_gate(stages['evaluate']['gate_grid'], stages['evaluate']['gate_experts'])}; largest change between "
+              f"neighbouring timesteps {largest_gate_step(root):.4f}.",
               "", "Talking-Critic:", "", (root / "critic" / "critic_table.md").read_text().strip(), "",
               f"Pairs curated by the {config['curation']['judge']} ({config['curation']['rule']} rule, margin {config['curation']['margin']}): "
               f"{json.dumps({d: stages['pairs'][d] for d in DIMENSIONS})}; the oracles score the winner higher in "
