@@ -37,7 +37,7 @@ from ft2_core.io.jsonl import read_jsonl  # noqa: E402
 from ft2_core.tlpo.lora_formats import load_lora  # noqa: E402
 from ft2_core.miniature.model import PROMPT, miniature_model_dir  # noqa: E402
 from ft2_core.miniature.oracles import score_clip  # noqa: E402
-from ft2_core.miniature.world import DEGRADATIONS, FPS, HELD_OUT_SEEDS_FROM, degrade, make_clip  # noqa: E402
+from ft2_core.miniature.world import DEGRADATIONS, FPS, HELD_OUT_SEEDS_FROM, HURTS, degrade, make_clip  # noqa: E402
 from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
 from ft2_core.sampling.sampler import SamplerOptions  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
@@ -47,8 +47,8 @@ from training.config import Option  # noqa: E402
 from training.trainer import Stopped, resolve, run  # noqa: E402
 
 log = logging.getLogger("ft2.tlpo")
-STAGES = ("conditions", "candidates", "critic", "pairs", "cache", "experts", "gate", "evaluate")
-SPLITS = {"critic": 10_000, "train": 20_000, "heldout": 30_000}  # world seed offsets past HELD_OUT_SEEDS_FROM
+STAGES = ("conditions", "candidates", "critic_base", "critic", "pairs", "cache", "experts", "gate", "evaluate")
+SPLITS = {"critic": 10_000, "train": 20_000, "heldout": 30_000, "pretrain": 40_000}  # world seed offsets past HELD_OUT_SEEDS_FROM
 EXPERTS = (*DIMENSIONS, "pooled")
 SCHEMA = {
     "run": {"output": Option(str), "results": Option(str, ""), "seed": Option(int, 0, minimum=0),
@@ -57,6 +57,9 @@ SCHEMA = {
               "heldout_conditions": Option(int, 16, minimum=1), "frames": Option(int, 33, minimum=5)},
     "candidates": {"samples": Option(int, 4, minimum=2), "cfg": Option(list, [1.0]), "audio_cfg": Option(list, [1.0, 2.0, 3.0, 5.0]),
                    "steps": Option(int, 20, minimum=1)},
+    "critic_base": {"conditions": Option(int, 0, minimum=0), "heldout_conditions": Option(int, 20, minimum=1),
+                    "steps": Option(int, 1000, minimum=1), "batch_size": Option(int, 16, minimum=1),
+                    "lr": Option(float, 1e-3, above=0)},
     "critic": {"label_noise": Option(float, 0.1, minimum=0, maximum=0.5), "heldout_share": Option(float, 0.25, above=0, maximum=0.9),
                "steps": Option(int, 300, minimum=1), "batch_size": Option(int, 8, minimum=1), "lr": Option(float, 2e-3, above=0),
                "rank": Option(int, 8, minimum=1), "sample_fps": Option(float, 23.0, above=0), "max_frames": Option(int, 34, minimum=2),
@@ -200,6 +203,46 @@ def video_settings(c: dict) -> dict:
     return {"sample_fps": c["sample_fps"], "max_frames": c["max_frames"], "min_pixels": c["min_side"] ** 2}
 
 
+def critic_base_dir(config: dict, root: Path) -> Path:
+    """The thinker the critic's LoRA starts from: pretrained in this world, or the random tiny one."""
+    return root / "critic_base" / "run" / "thinker" if config["critic_base"]["conditions"] else tiny_critic_dir()
+
+
+def stage_critic_base(config: dict, root: Path) -> dict:
+    """A thinker that has learned to watch this world, as Qwen2.5-Omni has learned to watch ours before any critic
+    LoRA: every weight trained on many true clips and damaged copies, each answer known from the kind of damage
+    (`HURTS`, the world's rule; no oracle). `critic_base.conditions = 0` keeps the random thinker."""
+    b, frames = config["critic_base"], config["world"]["frames"]
+    if not b["conditions"]:
+        return {"skipped": True}
+    rng = np.random.default_rng(config["run"]["seed"])
+    folder = root / "critic_base"
+    lines = {"train": [], "heldout": []}
+    for split, first, count in (("train", 0, b["conditions"]), ("heldout", b["conditions"], b["heldout_conditions"])):
+        for index in range(first, first + count):
+            clip, other = make_clip(world_seed("pretrain", index), frames), make_clip(world_seed("pretrain", index + 1), frames)
+            kinds = ["ground truth", *DEGRADATIONS] if split == "heldout" else ["ground truth", DEGRADATIONS[rng.integers(len(DEGRADATIONS))]]
+            for kind in kinds:
+                name = f"clips/p{index:05d}_{kind.replace(' ', '_')}.mp4"
+                if not (folder / name).is_file():
+                    pixels, audio = (clip.frames, clip.audio) if kind == "ground truth" else degrade(clip, kind, rng, other.audio)
+                    write_mp4(folder / name, pixels, FPS, audio)
+                hurt = HURTS.get(kind, ())
+                lines[split].append({"video": name, **{d: "No" if d in hurt else "Yes" for d in DIMENSIONS}})
+    for split, records in lines.items():
+        write_text(folder / f"labels_{split}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    toml = write_toml(root / "configs" / "critic_base.toml", {
+        "lora": {"rank": 0}, "video": video_settings(config["critic"]),
+        "data": {"train": str(folder / "labels_train.jsonl"), "heldout": str(folder / "labels_heldout.jsonl")},
+        "train": {"output": str(folder / "run"), "steps": b["steps"], "batch_size": b["batch_size"], "lr": b["lr"],
+                  "seed": config["run"]["seed"], "checkpoint_every": max(1, b["steps"] // 4), "eval_every": max(1, b["steps"] // 4)},
+    })
+    finish(run(train_critic.main, train_critic.SCHEMA, ["--config", str(toml)]), "train_critic (whole thinker)")
+    log_lines = read_jsonl(folder / "run" / "metrics.jsonl")
+    return {"train_clips": len(lines["train"]), "heldout_clips": len(lines["heldout"]),
+            "heldout_accuracy": [r["heldout_accuracy"] for r in log_lines if "heldout_accuracy" in r][-1]}
+
+
 def stage_critic(config: dict, root: Path) -> dict:
     """Oracle answers (Yes when a score reaches the pool's median), noisy for training, exact for the held-out split."""
     c = config["critic"]
@@ -221,6 +264,7 @@ def stage_critic(config: dict, root: Path) -> dict:
     write_text(labels / "labels_train.jsonl", "".join(json.dumps(r) + "\n" for r in train_lines))
     write_text(labels / "labels_heldout.jsonl", "".join(json.dumps(r) + "\n" for r in heldout_lines))
     toml = write_toml(root / "configs" / "critic.toml", {
+        "model": {"folder": str(critic_base_dir(config, root))},
         "lora": {"rank": c["rank"], "alpha": 2.0 * c["rank"]},
         "video": video_settings(c),
         "data": {"train": str(labels / "labels_train.jsonl"), "heldout": str(labels / "labels_heldout.jsonl")},
@@ -228,21 +272,25 @@ def stage_critic(config: dict, root: Path) -> dict:
                   "seed": config["run"]["seed"], "checkpoint_every": max(1, c["steps"] // 3), "eval_every": max(1, c["steps"] // 3)},
     })
     finish(run(train_critic.main, train_critic.SCHEMA, ["--config", str(toml)]), "train_critic")
-    table = critic_table(root, train_lines, heldout_lines, c)
+    table = critic_table(config, root, train_lines, heldout_lines)
     write_text(root / "critic" / "critic_table.md", table["markdown"])
     return {"thresholds": thresholds, "train_clips": len(train_lines), "heldout_clips": len(heldout_lines), **table["numbers"]}
 
 
-def critic_table(root: Path, train_lines: list[dict], heldout_lines: list[dict], c: dict) -> dict:
+def critic_table(config: dict, root: Path, train_lines: list[dict], heldout_lines: list[dict]) -> dict:
     """Held-out accuracy against the oracle, on the generated candidates (what curation judges) and on every
-    held-out clip: trained critic, untrained critic, majority-answer baseline."""
+    held-out clip: trained critic, the thinker it started from, the random thinker, majority-answer baseline."""
+    c = config["critic"]
     majority = np.array([np.mean([line[d] == "Yes" for line in train_lines]) >= 0.5 for d in DIMENSIONS])
     truth = np.array([[line[d] == "Yes" for d in DIMENSIONS] for line in heldout_lines])
     candidate = np.array([line["kind"] == "candidate" for line in heldout_lines])
     answers = {"majority answer of the training labels": np.repeat(majority[None], len(heldout_lines), axis=0)}
-    for name, lora in (("untrained critic (tiny thinker, no LoRA)", None),
-                       ("Talking-Critic (tiny thinker + trained LoRA)", root / "critic" / "run" / "critic_lora.safetensors")):
-        critic = TalkingCritic.from_folder(tiny_critic_dir(), lora)
+    judges = {"random tiny thinker (no training)": (tiny_critic_dir(), None)}
+    if config["critic_base"]["conditions"]:
+        judges["world-pretrained thinker (no LoRA)"] = (critic_base_dir(config, root), None)
+    judges["Talking-Critic (its base + trained LoRA)"] = (critic_base_dir(config, root), root / "critic" / "run" / "critic_lora.safetensors")
+    for name, (base, lora) in judges.items():
+        critic = TalkingCritic.from_folder(base, lora)
         critic.settings = VideoSettings(**video_settings(c))
         features = []
         for line in heldout_lines:
@@ -273,7 +321,7 @@ def stage_pairs(config: dict, root: Path) -> dict:
     if config["curation"]["judge"] == "oracle":
         argv += ["--scores", str(oracle_judgements(config, root))]
     else:
-        argv += ["--critic-base", str(tiny_critic_dir()),
+        argv += ["--critic-base", str(critic_base_dir(config, root)),
                  "--critic-lora", str(root / "critic" / "run" / "critic_lora.safetensors")]
     call(curate_pairs, argv)
     counts = {d: len((root / "pairs" / f"pairs_{d}.jsonl").read_text().splitlines()) for d in DIMENSIONS}
@@ -403,7 +451,8 @@ def oracle_results(config: dict, root: Path, pipe, rows: dict, heldout: int | No
     return results
 
 
-STAGE_FUNCTIONS = {"conditions": stage_conditions, "candidates": stage_candidates, "critic": stage_critic,
+STAGE_FUNCTIONS = {"conditions": stage_conditions, "candidates": stage_candidates, "critic_base": stage_critic_base,
+                   "critic": stage_critic,
                    "pairs": stage_pairs, "cache": stage_cache, "experts": stage_experts, "gate": stage_gate,
                    "evaluate": stage_evaluate}
 
@@ -477,13 +526,14 @@ def report(config: dict, root: Path, stages: dict) -> str:
 
 # What each stage's output depends on besides the stages before it; another run's output is taken, in stage
 # order, as long as these match.
-REUSABLE = {"conditions": (("world",), ()), "candidates": (("candidates",), ("model", "seed")), "critic": (("critic",), ()),
+REUSABLE = {"conditions": (("world",), ()), "candidates": (("candidates",), ("model", "seed")),
+            "critic_base": (("critic_base",), ()), "critic": (("critic",), ()),
             "pairs": (("curation",), ()), "cache": ((), ()), "experts": (("experts",), ())}
 
 
 def stage_inputs(config: dict, stage: str) -> dict:
     sections, run_keys = REUSABLE[stage]
-    return {**{s: config[s] for s in sections}, **{f"run.{k}": config["run"][k] for k in run_keys}}
+    return {**{s: config.get(s) for s in sections}, **{f"run.{k}": config["run"][k] for k in run_keys}}
 
 
 def reuse_stages(config: dict, root: Path) -> None:
@@ -501,7 +551,7 @@ def reuse_stages(config: dict, root: Path) -> None:
             log.info("stage %s: %s differs or is not done there; not reused", stage, other)
             break  # later stages depend on this one
         link = root / stage
-        if not link.exists():
+        if not link.exists() and (other / stage).exists():  # a skipped stage left no folder
             link.symlink_to((other / stage).resolve(), target_is_directory=True)
         write_text(root / "stages" / f"{stage}.json", (other / "stages" / f"{stage}.json").read_text())
         log.info("stage %s: reused from %s", stage, other)

@@ -1,4 +1,5 @@
-"""Talking-Critic fine-tuning: LoRA on a Qwen2.5-Omni thinker, supervised on Yes/No labels per dimension.
+"""Talking-Critic fine-tuning: LoRA on a Qwen2.5-Omni thinker, supervised on Yes/No labels per dimension
+(`lora.rank = 0` trains every weight instead and writes a thinker folder: a base for a later LoRA).
 
     python training/train_critic.py --config training/configs/tiny_critic.toml
     accelerate launch --multi_gpu --num_processes 8 training/train_critic.py --config my_critic.toml
@@ -25,7 +26,7 @@ from training.trainer import StopRequests, end_of_step, global_batch, local_batc
 
 SCHEMA = {
     "model": {"folder": Option(str, ""), "cache_dir": Option(str, "")},
-    "lora": {"rank": Option(int, 8, minimum=1), "alpha": Option(float, 16.0, above=0)},
+    "lora": {"rank": Option(int, 8, minimum=0), "alpha": Option(float, 16.0, above=0)},
     "video": {"sample_fps": Option(float, 2.0, above=0), "max_frames": Option(int, 32, minimum=2),
               "min_pixels": Option(int, 28 * 28 * 4, minimum=28 * 28), "max_pixels": Option(int, 224 * 224, minimum=28 * 28)},
     "data": {"train": Option(str), "heldout": Option(str, "")},
@@ -92,8 +93,14 @@ def main(config: dict) -> Path:
     # frames sampled densely and large enough to see the mouth move (Qwen2.5-Omni's own default is 2 fps)
     critic.settings = VideoSettings(**config["video"])
     torch.manual_seed(int(train.get("seed", 0)))  # the LoRA's initial A: same run, same start
-    parameters = critic.add_lora(int(config["lora"]["rank"]), float(config["lora"]["alpha"]))
-    named = {n: p for n, p in critic.thinker.named_parameters() if "lora_" in n}
+    whole = int(config["lora"]["rank"]) == 0
+    if whole:
+        critic.thinker.requires_grad_(True)
+        named = dict(critic.thinker.named_parameters())
+        parameters = list(named.values())
+    else:
+        parameters = critic.add_lora(int(config["lora"]["rank"]), float(config["lora"]["alpha"]))
+        named = {n: p for n, p in critic.thinker.named_parameters() if "lora_" in n}
     train_records = read_labels(resolve(config["data"]["train"]))
     heldout_records = read_labels(resolve(config["data"]["heldout"])) if config["data"].get("heldout") else []
     train_features, train_labels = clip_features(critic, train_records), label_tensor(train_records)
@@ -132,6 +139,8 @@ def main(config: dict) -> Path:
     critic.thinker = accelerator.unwrap_model(thinker)
     if not accelerator.is_main_process:
         return None
+    if whole:
+        return critic.save_thinker(output / "thinker")
     return critic.save_lora(output / "critic_lora.safetensors", {"ft2.steps": str(train["steps"])})
 
 

@@ -253,6 +253,9 @@ def speech_clip(seed: int, seconds: float) -> Audio:
 
 
 DEGRADATIONS = ("shuffled audio", "frozen first frame", "1 px jitter", "blur", "colour shift", "noise")
+# Which of the three dimensions each kind of damage hurts, by construction (a frozen face neither moves nor speaks).
+HURTS = {"shuffled audio": ("lipsync",), "frozen first frame": ("motion", "lipsync"), "1 px jitter": ("motion",),
+         "blur": ("quality",), "colour shift": ("quality",), "noise": ("quality",)}
 
 
 def degrade(clip: Clip, kind: str, rng: np.random.Generator, other_audio: Audio) -> tuple[np.ndarray, Audio]:

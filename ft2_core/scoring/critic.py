@@ -27,6 +27,7 @@ QUESTIONS = {
     "quality": "Is the visual quality of this video good?",
 }
 SYSTEM = "You are a careful judge of talking-head videos."
+VIDEO_SETTINGS_FILE = "ft2_video_settings.json"  # in a thinker folder saved by `save_thinker`
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # The language model's attention and MLP, the audio and vision encoders' blocks, and the projections that bring
@@ -240,6 +241,24 @@ class TalkingCritic:
         self.lora = {"rank": rank, "alpha": alpha}
         return [p for n, p in self.thinker.named_parameters() if "lora_" in n]
 
+    def save_thinker(self, folder: str | os.PathLike) -> Path:
+        """The whole thinker as a folder `from_folder` reads (weights, tokenizer, features, video settings): a base
+        for a later LoRA. Written beside the target and renamed, so a crash leaves no half folder."""
+        import shutil
+        import tempfile
+
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+        self.thinker.save_pretrained(tmp, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        self.feature_extractor.save_pretrained(tmp)
+        (tmp / VIDEO_SETTINGS_FILE).write_text(json.dumps(self.settings.to_metadata(), indent=1))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+        return folder
+
     def save_lora(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
         from peft import get_peft_model_state_dict
 
@@ -278,6 +297,8 @@ class TalkingCritic:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         extractor = WhisperFeatureExtractor.from_pretrained(folder, local_files_only=True)
         critic = cls(thinker.to(device).eval(), tokenizer, extractor)
+        if (folder / VIDEO_SETTINGS_FILE).is_file():  # a thinker trained here keeps the sampling it learned with
+            critic.settings.update_from(json.loads((folder / VIDEO_SETTINGS_FILE).read_text()))
         if lora is not None:
             critic.load_lora(lora)
         return critic

@@ -12,6 +12,7 @@ from training.trainer import run
 SHORT = {
     "world": {"critic_conditions": 2, "train_conditions": 2, "heldout_conditions": 1, "frames": 9},
     "candidates": {"samples": 2, "audio_cfg": [1.0, 5.0], "steps": 3},
+    "critic_base": {"conditions": 2, "heldout_conditions": 1, "steps": 2, "batch_size": 2},
     "critic": {"steps": 4, "batch_size": 4, "max_frames": 10, "min_side": 56, "heldout_share": 0.5},
     "curation": {"rule": "ranking", "margin": 0.0},
     "experts": {"steps": 2, "batch_size": 2},
@@ -37,6 +38,11 @@ def test_every_stage_produces_what_the_next_consumes(chain):
     assert set(stages) == set(reproduce_tlpo.STAGES) and all(s["_seconds"] >= 0 for s in stages.values())
     assert stages["candidates"] == {"critic": 4, "train": 4, "_seconds": stages["candidates"]["_seconds"]}
     assert stages["critic"]["train_clips"] + stages["critic"]["heldout_clips"] == 2 * 2 + 2 * 7  # candidates + true/damaged
+    # the critic's base: the whole thinker trained on world clips (true + one damage each; held out: every damage)
+    assert stages["critic_base"]["train_clips"] == 2 * 2 and stages["critic_base"]["heldout_clips"] == 7
+    base = root / "critic_base" / "run" / "thinker"
+    assert (base / "config.json").is_file() and (base / "ft2_video_settings.json").is_file()
+    assert str(base) in (root / "configs" / "critic.toml").read_text()
     assert all(stages["pairs"][d] > 0 for d in ("motion", "lipsync", "quality"))
     for name in reproduce_tlpo.EXPERTS:
         assert load_lora(reproduce_tlpo.expert_file(root, name)).metadata["ft2.dimension"] == name
@@ -59,7 +65,7 @@ def test_an_oracle_judged_run_reuses_the_first_stages_of_another(chain, tmp_path
         "curation": {"rule": "ranking", "margin": 0.0, "judge": "oracle"}})
     assert run(reproduce_tlpo.main, reproduce_tlpo.SCHEMA, ["--config", str(config)]) == 0
     root = tmp_path / "run"
-    for stage in ("conditions", "candidates", "critic"):
+    for stage in ("conditions", "candidates", "critic_base", "critic"):
         assert (root / stage).is_symlink()
         assert (root / "stages" / f"{stage}.json").read_text() == (first / "run" / "stages" / f"{stage}.json").read_text()
     assert not (root / "pairs").is_symlink()  # the curation differs: pairs and what follows are made here

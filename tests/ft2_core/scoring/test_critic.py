@@ -86,3 +86,18 @@ def test_bad_clips_are_named(tiny_critic):
         tiny_critic.features(video[:0], fps, audio)
     with pytest.raises(InputError, match="is the fps right"):
         tiny_critic.features(video, 30.0, audio, "fast.mp4")  # 16 frames at 30 fps = 0.53 s vs 2 s of audio
+
+
+def test_a_saved_thinker_loads_with_its_video_settings_and_scores_alike(tiny_critic, tmp_path):
+    from ft2_core.scoring.critic import TalkingCritic
+
+    tiny_critic.settings, before = VideoSettings(sample_fps=6.0, max_frames=12), tiny_critic.settings
+    try:
+        folder = tiny_critic.save_thinker(tmp_path / "thinker")
+        loaded = TalkingCritic.from_folder(folder)
+        assert loaded.settings == tiny_critic.settings
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+        features = tiny_critic.features(*clip())
+        assert np.allclose(list(loaded.score([features])[0].values()), list(tiny_critic.score([features])[0].values()), atol=1e-6)
+    finally:
+        tiny_critic.settings = before
