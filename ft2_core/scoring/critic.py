@@ -202,7 +202,8 @@ class TalkingCritic:
         questions = [self.question_ids(self.questions[d]) for d in dimensions] * len(clips)
         suffix, suffix_mask = self._padded(questions, left=False)
         start = (positions.amax(dim=(0, 2)) + 1).repeat_interleave(asked)  # text after the media goes on from their last
-        suffix_positions = (start[:, None] + torch.arange(suffix.shape[1], device=self.device)).expand(positions.shape[0], -1, -1)  # same in t, h, w
+        text_positions = start[:, None] + torch.arange(suffix.shape[1], device=self.device)
+        suffix_positions = text_positions.expand(positions.shape[0], -1, -1)  # text: the same in M-RoPE's t, h and w
         logits = self.thinker(input_ids=suffix, attention_mask=torch.cat([attention.repeat_interleave(asked, 0), suffix_mask], 1),
                               position_ids=suffix_positions, past_key_values=cache, use_cache=True).logits
         last = suffix_mask.sum(1) - 1
