@@ -20,19 +20,21 @@ from ..checks import finite_tensors
 from ..errors import InputError
 
 
+def embedding_frequencies(dim: int, device=None) -> torch.Tensor:
+    """w_i = 10000^(-i/(dim/2)), i < dim/2, in float64: the angular speeds of the embedding's components."""
+    half = dim // 2
+    return torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64, device=device) / half)
+
+
 def timestep_embedding(timestep: torch.Tensor, dim: int = 256) -> torch.Tensor:
     """Wan's sinusoidal embedding: [cos(t w_i), sin(t w_i)] with w_i = 10000^(-i/(dim/2))."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64, device=timestep.device) / half)
-    angles = timestep.double()[:, None] * freqs[None]
+    angles = timestep.double()[:, None] * embedding_frequencies(dim, timestep.device)[None]
     return torch.cat([angles.cos(), angles.sin()], dim=-1).float()
 
 
 def slow_components(dim: int, min_period: float) -> torch.Tensor:
     """[dim] 1 where the embedding's component turns no faster than once per `min_period` timesteps (0: all)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
-    keep = (2 * math.pi / freqs >= min_period).float()
+    keep = (2 * math.pi / embedding_frequencies(dim) >= min_period).float()
     return torch.cat([keep, keep])
 
 
