@@ -220,7 +220,7 @@ def stage_critic_base(config: dict, root: Path) -> dict:
     lines = {"train": [], "heldout": []}
     for split, first, count in (("train", 0, b["conditions"]), ("heldout", b["conditions"], b["heldout_conditions"])):
         for index in range(first, first + count):
-            clip, other = make_clip(world_seed("pretrain", index), frames), make_clip(world_seed("pretrain", index + 1), frames)
+            clip, other = true_clip(world_seed("pretrain", index), frames), true_clip(world_seed("pretrain", index + 1), frames)
             kinds = ["ground truth", *DEGRADATIONS] if split == "heldout" else ["ground truth", DEGRADATIONS[rng.integers(len(DEGRADATIONS))]]
             for kind in kinds:
                 name = f"clips/p{index:05d}_{kind.replace(' ', '_')}.mp4"
@@ -289,13 +289,12 @@ def critic_table(config: dict, root: Path, train_lines: list[dict], heldout_line
     if config["critic_base"]["conditions"]:
         judges["world-pretrained thinker (no LoRA)"] = (critic_base_dir(config, root), None)
     judges["Talking-Critic (its base + trained LoRA)"] = (critic_base_dir(config, root), root / "critic" / "run" / "critic_lora.safetensors")
+    features = None  # the same for every judge (same frame sampling and audio features): prepared once
     for name, (base, lora) in judges.items():
         critic = TalkingCritic.from_folder(base, lora)
         critic.settings = VideoSettings(**video_settings(c))
-        features = []
-        for line in heldout_lines:
-            frames, fps, audio = read_video(root / "critic" / line["video"])
-            features.append(critic.features(frames, fps, audio, line["video"]))
+        if features is None:
+            features = [critic.features(*read_video(root / "critic" / line["video"]), line["video"]) for line in heldout_lines]
         scores = critic.score(features, batch_size=4)
         answers[name] = np.array([[s[d] >= 0.5 for d in DIMENSIONS] for s in scores])
     lines = [f"Held-out accuracy against the oracle, in the form of the paper's Table 1 ({int(candidate.sum())} generated "
