@@ -30,6 +30,22 @@ def tiny_model(tiny_pipeline):
     return tiny_pipeline.model
 
 
+class Cancelled(Exception):
+    """What a test's interrupt check raises: a user's cancel."""
+
+
+def cancel_on_call(n: int):
+    """An interrupt check that raises Cancelled on its n-th call, and the list its calls are counted in."""
+    calls = []
+
+    def interrupt():
+        calls.append(1)
+        if len(calls) == n:
+            raise Cancelled
+
+    return interrupt, calls
+
+
 def make_model_inputs(model, batch=2, frames=5, height=8, width=8, seed=0):
     """Random inputs of the right shapes for `FantasyTalkingModel.forward`."""
     g = torch.Generator().manual_seed(seed)

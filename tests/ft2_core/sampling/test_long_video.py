@@ -8,6 +8,7 @@ from ft2_core.errors import InputError
 from ft2_core.sampling.long_video import WindowOptions, continuation_windows, fusion_weights, sample_long, sliding_windows
 from ft2_core.models.pixel_latent import SpaceToDepthVAE
 from ft2_core.sampling.sampler import Conditioning, SamplerOptions, initial_noise
+from tests.conftest import Cancelled, cancel_on_call
 
 CODEC = SpaceToDepthVAE(spatial_stride=1)  # z = 12: an exact codec, so known frames can be compared bit for bit
 
@@ -199,16 +200,7 @@ def test_progress_counts_windows_times_steps_and_cancel_works():
     count = len(windows.windows(num_frames)) * 3
     assert seen == [(i, count) for i in range(1, count + 1)]
 
-    class Cancelled(Exception):
-        pass
-
-    calls = []
-
-    def interrupt():
-        calls.append(1)
-        if len(calls) == 5:
-            raise Cancelled
-
+    interrupt, _ = cancel_on_call(5)
     with pytest.raises(Cancelled):
         sample_long(Recorder(), long_conditioning(num_frames, windows), OPTIONS, windows, num_frames, CODEC.z_dim,
                     check_interrupt=interrupt)

@@ -4,7 +4,7 @@ import torch
 from ft2_core.errors import InputError
 from ft2_core.sampling.long_video import WindowOptions, sample_long
 from ft2_core.sampling.sampler import Conditioning, SamplerOptions, initial_noise
-from tests.conftest import make_model_inputs
+from tests.conftest import Cancelled, cancel_on_call, make_model_inputs
 
 
 def sample(model, cond, options, latent_channels, **kwargs):
@@ -66,16 +66,7 @@ def test_progress_and_cancellation(tiny_model, conditioning):
     sample(tiny_model, conditioning, SamplerOptions(steps=3), 16, on_step=lambda info: seen.append((info.step, info.total, info.denoised.shape)))
     assert seen == [(1, 3, (1, 16, 5, 8, 8)), (2, 3, (1, 16, 5, 8, 8)), (3, 3, (1, 16, 5, 8, 8))]
 
-    class Cancelled(Exception):
-        pass
-
-    calls = []
-
-    def interrupt():
-        calls.append(1)
-        if len(calls) == 2:
-            raise Cancelled
-
+    interrupt, calls = cancel_on_call(2)
     with pytest.raises(Cancelled):
         sample(tiny_model, conditioning, SamplerOptions(steps=5), 16, check_interrupt=interrupt)
     assert len(calls) == 2  # checked before every step, stopped at the second
