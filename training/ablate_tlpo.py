@@ -26,13 +26,13 @@ from ft2_core.tlpo.experts import Expert  # noqa: E402
 from ft2_core.tlpo.lora_formats import load_lora  # noqa: E402
 from training import curate_pairs  # noqa: E402
 from training.config import Option  # noqa: E402
-from training.reproduce_tlpo import (call, expert_file, oracle_results, resolve_model, train_one_expert,  # noqa: E402
-                                     write_text)
+from training.reproduce_tlpo import (call, expert_file, oracle_results, recorded_config, resolve_model,  # noqa: E402
+                                     train_one_expert, write_text)
 from training.trainer import resolve, run  # noqa: E402
 
 log = logging.getLogger("ft2.ablate")
 DIMENSIONS = ("lipsync", "motion", "quality")
-CHANGEABLE = {"beta": float, "rank": int, "alpha": float, "lip_mask": bool, "steps": int, "lr": float, "margin": float}
+CHANGEABLE = {"beta": float, "winner_penalty": float, "rank": int, "alpha": float, "lip_mask": bool, "steps": int, "lr": float, "margin": float}
 SCHEMA = {
     "run": {"chain": Option(str), "output": Option(str), "results": Option(str, "")},
     "ablate": {"dimension": Option(str, "lipsync", choices=DIMENSIONS), "heldout": Option(int, 12, minimum=1),
@@ -103,7 +103,7 @@ def main(config: dict) -> Path:
     chain, out = resolve(config["run"]["chain"]), resolve(config["run"]["output"])
     if not (chain / "stages" / "evaluate.json").is_file():
         raise InputError(f"run.chain: {chain} is not a finished reproduce_tlpo run (no stages/evaluate.json)")
-    chain_config = json.loads((chain / "run_config.json").read_text())
+    chain_config = recorded_config(chain, "run.chain")
     dimension, variants = config["ablate"]["dimension"], check_variants(config["ablate"]["variants"])
     pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(resolve_model(chain_config)))
     own = f"{dimension} expert of the run"

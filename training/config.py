@@ -153,7 +153,8 @@ MODEL = {
 }
 DPO_TRAIN = {
     "output": Option(str), "steps": Option(int, 1000, minimum=1), "batch_size": Option(int, 4, minimum=1),
-    "lr": Option(float, 1e-4, above=0), "beta": Option(float, 5000.0, above=0), "seed": Option(int, 0, minimum=0),
+    "lr": Option(float, 1e-4, above=0), "beta": Option(float, 5000.0, above=0),
+    "winner_penalty": Option(float, 0.0, minimum=0), "seed": Option(int, 0, minimum=0),
     "checkpoint_every": Option(int, 100, minimum=1), "resume": Option(bool, True),
     "sigma_min": Option(float, 0.0, minimum=0, maximum=1), "sigma_max": Option(float, 1.0, minimum=0, maximum=1),
     "shift": Option(float, 1.0, above=0), "weight_decay": Option(float, 0.0, minimum=0),

@@ -43,7 +43,7 @@ from ft2_core.sampling.sampler import SamplerOptions  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
 from ft2_core.io.video_io import read_video, write_mp4  # noqa: E402
 from training import curate_pairs, generate_candidates, preprocess, train_critic, train_expert, train_gate  # noqa: E402
-from training.config import Option  # noqa: E402
+from training.config import Option, check  # noqa: E402
 from training.trainer import Stopped, resolve, run  # noqa: E402
 
 log = logging.getLogger("ft2.tlpo")
@@ -63,15 +63,18 @@ SCHEMA = {
     "critic": {"label_noise": Option(float, 0.1, minimum=0, maximum=0.5), "heldout_share": Option(float, 0.25, above=0, maximum=0.9),
                "steps": Option(int, 300, minimum=1), "batch_size": Option(int, 8, minimum=1), "lr": Option(float, 2e-3, above=0),
                "rank": Option(int, 8, minimum=1), "sample_fps": Option(float, 23.0, above=0), "max_frames": Option(int, 34, minimum=2),
-               "min_side": Option(int, 112, minimum=28)},
+               "min_side": Option(int, 112, minimum=28),
+               "threshold_pool": Option(str, "all", choices=("all", "candidates"))},
     "curation": {"margin": Option(float, 0.1, minimum=0, maximum=0.49), "max_pairs_per_condition": Option(int, 4, minimum=1),
                  "rule": Option(str, "answer", choices=("answer", "ranking")),
                  "judge": Option(str, "critic", choices=("critic", "oracle"))},
     "experts": {"rank": Option(int, 8, minimum=1), "alpha": Option(float, 8.0, above=0), "beta": Option(float, 500.0, above=0),
                 "steps": Option(int, 150, minimum=1), "batch_size": Option(int, 4, minimum=1), "lr": Option(float, 1e-3, above=0),
-                "lip_mask": Option(bool, True), "sigma_max": Option(float, 1.0, above=0, maximum=1)},
+                "lip_mask": Option(bool, True), "sigma_max": Option(float, 1.0, above=0, maximum=1),
+                "winner_penalty": Option(float, 0.0, minimum=0)},
     "gate": {"steps": Option(int, 150, minimum=1), "batch_size": Option(int, 6, minimum=1), "lr": Option(float, 3e-4, above=0),
-             "beta": Option(float, 500.0, above=0), "embed_dim": Option(int, 256, minimum=2),
+             "beta": Option(float, 500.0, above=0), "winner_penalty": Option(float, 0.0, minimum=0),
+             "embed_dim": Option(int, 256, minimum=2),
              "min_period": Option(float, 0.0, minimum=0)},
     "evaluate": {"seeds": Option(list, [0, 1]), "steps": Option(int, 20, minimum=1)},
 }
@@ -243,12 +246,20 @@ def stage_critic_base(config: dict, root: Path) -> dict:
             "heldout_accuracy": [r["heldout_accuracy"] for r in log_lines if "heldout_accuracy" in r][-1]}
 
 
+def answer_thresholds(records: list[dict], pool: str) -> dict[str, float]:
+    """Per dimension, the oracle score from which the raters answer Yes: the median over every rated clip, or over the
+    generated candidates alone (`pool = "candidates"`), where damaged true clips would otherwise push most candidates
+    to one answer."""
+    chosen = [r for r in records if pool == "all" or r["kind"] == "candidate"]
+    return {d: float(np.median([r["oracle"][d] for r in chosen])) for d in DIMENSIONS}
+
+
 def stage_critic(config: dict, root: Path) -> dict:
-    """Oracle answers (Yes when a score reaches the pool's median), noisy for training, exact for the held-out split."""
+    """Oracle answers (Yes from the `answer_thresholds`), noisy for training, exact for the held-out split."""
     c = config["critic"]
     rng = np.random.default_rng(config["run"]["seed"])
     records = rated_clips(config, root)
-    thresholds = {d: float(np.median([r["oracle"][d] for r in records])) for d in DIMENSIONS}
+    thresholds = answer_thresholds(records, c["threshold_pool"])
     held_conditions = sorted({r["condition"] for r in records})
     held_conditions = set(held_conditions[:max(1, round(len(held_conditions) * c["heldout_share"]))])
     train_lines, heldout_lines = [], []
@@ -379,7 +390,8 @@ def train_one_expert(config: dict, root: Path, name: str, pairs: list[str], outp
         "expert": {"dimension": name, "rank": e["rank"], "alpha": e["alpha"], "lip_mask": e["lip_mask"]},
         "data": {"cache": str(root / "cache"), "pairs": pairs},
         "train": {"output": str(output), "steps": e["steps"], "batch_size": e["batch_size"], "lr": e["lr"],
-                  "beta": e["beta"], "seed": config["run"]["seed"], "checkpoint_every": max(1, e["steps"] // 3),
+                  "beta": e["beta"], "winner_penalty": e["winner_penalty"], "seed": config["run"]["seed"],
+                  "checkpoint_every": max(1, e["steps"] // 3),
                   "sigma_max": e["sigma_max"]},
     })
     finish(run(train_expert.main, train_expert.SCHEMA, ["--config", str(toml)]), f"train_expert {name}")
@@ -405,7 +417,7 @@ def stage_gate(config: dict, root: Path) -> dict:
                  "min_period": g["min_period"]},
         "data": {"cache": str(root / "cache"), "pairs": {d: str(root / "pairs" / f"pairs_{d}.jsonl") for d in DIMENSIONS}},
         "train": {"output": str(root / "gate"), "steps": g["steps"], "batch_size": g["batch_size"], "lr": g["lr"], "beta": g["beta"],
-                  "seed": config["run"]["seed"], "checkpoint_every": max(1, g["steps"] // 3)},
+                  "winner_penalty": g["winner_penalty"], "seed": config["run"]["seed"], "checkpoint_every": max(1, g["steps"] // 3)},
     })
     finish(run(train_gate.main, train_gate.SCHEMA, ["--config", str(toml)]), "train_gate")
     return {}
@@ -535,14 +547,23 @@ def stage_inputs(config: dict, stage: str) -> dict:
     return {**{s: config.get(s) for s in sections}, **{f"run.{k}": config["run"][k] for k in run_keys}}
 
 
+def recorded_config(run_folder: Path, what: str) -> dict:
+    """A finished run's settings, with the defaults of options added since it ran (each default is the old behaviour)."""
+    recorded = run_folder / "run_config.json"
+    if not recorded.is_file():
+        raise InputError(f"{what}: {run_folder} has no run_config.json; is it a reproduce_tlpo output folder?")
+    raw = {k: v for k, v in json.loads(recorded.read_text()).items() if not k.startswith("_")}
+    config, problems = check(raw, SCHEMA)
+    if problems:
+        raise InputError(f"{what}: {recorded}: {problems[0]}")
+    return config
+
+
 def reuse_stages(config: dict, root: Path) -> None:
     """Take the first stages of another run of the same world (`run.reuse`), up to the first whose settings differ:
     an ablation of the curation, the experts or the gate then runs only what it changes."""
     other = resolve(config["run"]["reuse"])
-    recorded = other / "run_config.json"
-    if not recorded.is_file():
-        raise InputError(f"run.reuse: {other} has no run_config.json; is it a reproduce_tlpo output folder?")
-    theirs = json.loads(recorded.read_text())
+    theirs = recorded_config(other, "run.reuse")
     for stage in REUSABLE:
         if (root / "stages" / f"{stage}.json").is_file():
             continue

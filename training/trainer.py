@@ -336,7 +336,7 @@ def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], da
             with torch.no_grad():
                 batch["audio"] = inner.adapter.windows(batch["audio_features"], batch["num_frames"])
             with accelerator.autocast():
-                out = dpo_step(model, batch, sigma.to(device), noise.to(device), beta)
+                out = dpo_step(model, batch, sigma.to(device), noise.to(device), beta, float(train.get("winner_penalty", 0.0)))
             accelerator.backward(out.loss)
             if train.get("max_grad_norm"):
                 accelerator.clip_grad_norm_(list(parameters.values()), float(train["max_grad_norm"]))

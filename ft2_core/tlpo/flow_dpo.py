@@ -4,6 +4,10 @@
     L     = -log sigmoid( -beta/2 * [ (l_theta(x_w) - l_ref(x_w)) - (l_theta(x_l) - l_ref(x_l)) ] )
 
 Winner and loser share t and the noise; the reference is the same network with the experts off.
+
+Optional winner penalty (DPO-Positive, Pal et al. 2024), off by default: with lambda > 0 the bracket gains
+lambda * max(0, l_theta(x_w) - l_ref(x_w)), so the loss can no longer fall by making the winner worse as long as
+the loser gets worse faster; that is how plain DPO walks off the data (measured in the miniature world).
 """
 from __future__ import annotations
 
@@ -37,10 +41,13 @@ class DPOOutput:
         return (self.reward_margin > 0).float()
 
 
-def dpo_loss(theta_w, ref_w, theta_l, ref_l, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Flow-DPO objective from per-sample losses; returns (mean loss, reward margins [B])."""
+def dpo_loss(theta_w, ref_w, theta_l, ref_l, beta: float, winner_penalty: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Flow-DPO objective from per-sample losses; returns (mean loss, reward margins [B]).
+
+    The margins are the plain DPO ones (their sign is the implicit accuracy); the winner penalty enters the loss only."""
     margin = -beta / 2 * ((theta_w - ref_w) - (theta_l - ref_l))
-    return -F.logsigmoid(margin).mean(), margin
+    penalised = margin - beta / 2 * winner_penalty * (theta_w - ref_w).clamp(min=0)
+    return -F.logsigmoid(penalised).mean(), margin
 
 
 def noisy_pair(winner: torch.Tensor, loser: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor):
@@ -50,7 +57,7 @@ def noisy_pair(winner: torch.Tensor, loser: torch.Tensor, sigma: torch.Tensor, n
     return x_w, x_l, noise - winner, noise - loser
 
 
-def dpo_step(model, batch: dict, sigma: torch.Tensor, noise: torch.Tensor, beta: float) -> DPOOutput:
+def dpo_step(model, batch: dict, sigma: torch.Tensor, noise: torch.Tensor, beta: float, winner_penalty: float = 0.0) -> DPOOutput:
     """One Flow-DPO forward: policy (experts on) and reference (experts off) on winners and losers.
 
     batch: winner/loser latents [B, C, F, h, w], condition, text, image, audio (AudioWindows), and
@@ -71,5 +78,5 @@ def dpo_step(model, batch: dict, sigma: torch.Tensor, noise: torch.Tensor, beta:
     with torch.no_grad(), experts_disabled(getattr(model, "module", model)):
         reference = flow_matching_loss(model(**inputs), target, mask)
     size = x_w.shape[0]
-    loss, margin = dpo_loss(policy[:size], reference[:size], policy[size:], reference[size:], beta)
+    loss, margin = dpo_loss(policy[:size], reference[:size], policy[size:], reference[size:], beta, winner_penalty)
     return DPOOutput(loss, margin.detach(), sigma.detach())

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from ft2_core.errors import InputError
 from ft2_core.tlpo.gate import load_gate
 from ft2_core.tlpo.lora_formats import load_lora
 from tests.training.conftest import write_config
@@ -87,16 +88,40 @@ def test_ablations_retrain_one_expert_per_variant_and_compare_paired(chain, tmp_
     config = reproduce_tlpo.write_toml(tmp_path / "ablate.toml", {
         "run": {"chain": str(first / "run"), "output": str(tmp_path / "out"), "results": str(tmp_path / "ablations")},
         "ablate": {"dimension": "lipsync", "heldout": 1,
-                   "variants": [{"name": "lip mask off", "lip_mask": False}, {"name": "margin 0.3", "margin": 0.3}]}})
+                   "variants": [{"name": "lip mask off", "lip_mask": False}, {"name": "margin 0.3", "margin": 0.3},
+                                {"name": "winner penalty 5", "winner_penalty": 5.0}]}})
     assert run(ablate_tlpo.main, ablate_tlpo.SCHEMA, ["--config", str(config)]) == 0
     table = (tmp_path / "ablations.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| row")]
-    assert sorted(r.split(" | ")[0] for r in rows) == ["| base", "| lip mask off", "| lipsync expert of the run", "| margin 0.3"]
+    assert sorted(r.split(" | ")[0] for r in rows) == ["| base", "| lip mask off", "| lipsync expert of the run", "| margin 0.3",
+                                                       "| winner penalty 5"]
     margin_row = next(r for r in rows if r.startswith("| margin 0.3"))
     margin_pairs = (tmp_path / "out" / "margin_0_3" / "pairs" / "pairs_lipsync.jsonl").read_text().splitlines()
     assert margin_row.split(" | ")[1] == str(len(margin_pairs)) and (not margin_pairs) == ("no pairs" in margin_row)
     meta = load_lora(tmp_path / "out" / "lip_mask_off" / "expert" / "expert_lipsync.safetensors").metadata
     assert meta["ft2.dimension"] == "lipsync"
+    assert "winner_penalty = 5.0" in (tmp_path / "out" / "winner_penalty_5" / "expert_expert.toml").read_text()
     bad = reproduce_tlpo.write_toml(tmp_path / "bad.toml", {"run": {"chain": str(first / "run"), "output": str(tmp_path / "bad")},
                                                "ablate": {"variants": [{"name": "x", "gate_form": 1}]}})
     assert run(ablate_tlpo.main, ablate_tlpo.SCHEMA, ["--config", str(bad)]) == 2
+
+
+def test_answer_thresholds_are_medians_over_the_chosen_pool():
+    scores = [("candidate", 0.2), ("candidate", 0.4), ("candidate", 0.6), ("blur", 0.9), ("noise", 0.95)]
+    records = [{"kind": kind, "oracle": {d: value for d in ("motion", "lipsync", "quality")}} for kind, value in scores]
+    assert reproduce_tlpo.answer_thresholds(records, "all") == {"motion": 0.6, "lipsync": 0.6, "quality": 0.6}
+    assert reproduce_tlpo.answer_thresholds(records, "candidates") == {"motion": 0.4, "lipsync": 0.4, "quality": 0.4}
+
+
+def test_a_run_recorded_before_newer_options_reads_with_their_defaults(chain, tmp_path):
+    first, _ = chain
+    recorded = json.loads((first / "run" / "run_config.json").read_text())
+    del recorded["critic_base"], recorded["experts"]["winner_penalty"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "run_config.json").write_text(json.dumps(recorded))
+    config = reproduce_tlpo.recorded_config(tmp_path / "old", "run.reuse")
+    assert config["critic_base"]["conditions"] == 0 and config["experts"]["winner_penalty"] == 0.0
+    recorded["experts"]["beta_typo"] = 1.0
+    (tmp_path / "old" / "run_config.json").write_text(json.dumps(recorded))
+    with pytest.raises(InputError, match="beta_typo"):
+        reproduce_tlpo.recorded_config(tmp_path / "old", "run.reuse")

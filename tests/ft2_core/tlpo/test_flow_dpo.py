@@ -4,7 +4,7 @@ import math
 import torch
 
 from ft2_core.tlpo.experts import Expert, attach_experts, detach_experts
-from ft2_core.tlpo.flow_dpo import dpo_step, flow_matching_loss
+from ft2_core.tlpo.flow_dpo import dpo_loss, dpo_step, flow_matching_loss
 from ft2_core.tlpo.gate import StaticMix
 from tests.conftest import make_model_inputs
 from tests.ft2_core.tlpo.test_experts import random_lora
@@ -60,3 +60,22 @@ def test_dpo_step_equals_plain_recomputation(tiny_model):
         assert lora_q.base.weight.grad is None  # the base stays frozen
     finally:
         detach_experts(tiny_model)
+
+
+def test_winner_penalty_is_dpo_positive():
+    """-log sigmoid(-beta/2 * [dw - dl + lambda * max(0, dw)]), written out; the reported margins stay the plain ones."""
+    theta_w, ref_w = torch.tensor([0.30, 0.20]), torch.tensor([0.25, 0.22])  # winner worse than the reference, then better
+    theta_l, ref_l = torch.tensor([0.50, 0.40]), torch.tensor([0.30, 0.30])
+    beta, penalty = 40.0, 3.0
+    loss, margin = dpo_loss(theta_w, ref_w, theta_l, ref_l, beta, penalty)
+    expected = []
+    for i in range(2):
+        dw, dl = float(theta_w[i] - ref_w[i]), float(theta_l[i] - ref_l[i])
+        inside = -beta / 2 * (dw - dl + penalty * max(0.0, dw))
+        expected.append(math.log1p(math.exp(-inside)))
+        assert abs(float(margin[i]) - (-beta / 2 * (dw - dl))) < 1e-5
+    assert abs(float(loss) - sum(expected) / 2) < 1e-5
+    plain, _ = dpo_loss(theta_w, ref_w, theta_l, ref_l, beta)
+    assert float(loss) > float(plain)  # the first pair's winner got worse: penalised
+    assert torch.allclose(dpo_loss(theta_w[1:], ref_w[1:], theta_l[1:], ref_l[1:], beta, penalty)[0],
+                          dpo_loss(theta_w[1:], ref_w[1:], theta_l[1:], ref_l[1:], beta)[0])  # it got better: no penalty
