@@ -5,6 +5,7 @@ from . import comfy_services as comfy
 from .inference_nodes import CATEGORY, core, says_what_to_install
 
 TINY_CRITIC = "(built-in tiny critic: random, for trying the graph)"
+MINIATURE_CRITIC = "(built-in miniature critic: has learned to watch the miniature world)"
 PROXIES = "(proxy metrics: no weights)"
 NO_LORA = "none"
 
@@ -20,8 +21,9 @@ class FT2CriticLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "critic_base": ([PROXIES, TINY_CRITIC] + comfy.list_model_dirs("ft2_critics", "config.json"),
-                            {"tooltip": "A Qwen2.5-Omni thinker folder, the tiny demo critic, or proxy metrics."}),
+            "critic_base": ([PROXIES, MINIATURE_CRITIC, TINY_CRITIC] + comfy.list_model_dirs("ft2_critics", "config.json"),
+                            {"tooltip": "A Qwen2.5-Omni thinker folder, the built-in critics (miniature world only), or proxy "
+                                        "metrics."}),
             "critic_lora": ([NO_LORA] + comfy.list_files("ft2_critics", (".safetensors",), "lora_"),
                             {"tooltip": "The critic LoRA from training/train_critic.py (ignored for proxies)."}),
         }}
@@ -31,7 +33,8 @@ class FT2CriticLoader:
         if critic_base == PROXIES:
             return (self.proxies(),)
         critic = core("scoring.critic").TalkingCritic
-        folder = core("tiny").tiny_critic_dir() if critic_base == TINY_CRITIC else comfy.resolve_dir("ft2_critics", critic_base, "critic base")
+        built_in = {TINY_CRITIC: lambda: core("tiny").tiny_critic_dir(), MINIATURE_CRITIC: lambda: core("miniature.model").miniature_critic_dir()}
+        folder = built_in[critic_base]() if critic_base in built_in else comfy.resolve_dir("ft2_critics", critic_base, "critic base")
         lora = None if critic_lora == NO_LORA else comfy.resolve_file("ft2_critics", critic_lora, "critic LoRA")
         return (critic.from_folder(folder, lora),)
 

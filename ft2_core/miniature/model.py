@@ -51,6 +51,11 @@ def miniature_model_dir() -> Path:
     return SHIPPED_DIR
 
 
+def miniature_critic_dir() -> Path:
+    """The critic thinker that has learned to watch this world (see its ft2_produced_by.json); a critic LoRA starts here."""
+    return Path(__file__).parent / "critic"
+
+
 @dataclass
 class WorldEncoders:
     """The frozen encoders, loaded once; turn world clips into the DiT's inputs."""

@@ -7,6 +7,8 @@ import torch
 from ft2_core.demo_inputs import demo_portrait
 from tests.nodes.test_inference_nodes import SAMPLER, comfy_audio
 
+DIMENSIONS_ORDER = ("motion", "lipsync", "quality")  # the score node's outputs
+
 
 @pytest.fixture()
 def video(ft2):
@@ -72,3 +74,17 @@ def test_critic_folder_and_lora_from_models_folder(ft2, models_dir, tiny_critic,
     assert all(abs(g - want[d]) < 1e-5 for g, d in zip(got, ("motion", "lipsync", "quality")))
     plain = tiny_critic.score_clip(frames, 23.0, audio_from_waveform(audio["waveform"], audio["sample_rate"]))
     assert any(abs(g - plain[d]) > 1e-4 for g, d in zip(got, ("motion", "lipsync", "quality")))  # the LoRA was applied
+
+
+def test_the_miniature_critic_loads_from_the_node(ft2, video):
+    from ft2_core.miniature.model import miniature_critic_dir
+    from ft2_core.models.audio import audio_from_waveform
+    from ft2_core.scoring.critic import TalkingCritic
+
+    nodes = ft2.NODE_CLASS_MAPPINGS
+    choice = next(c for c in nodes["FT2CriticLoader"].INPUT_TYPES()["required"]["critic_base"][0] if "miniature critic" in c)
+    (critic,) = nodes["FT2CriticLoader"]().load(choice, "none")
+    frames, audio = video
+    got = nodes["FT2CriticScore"]().score(critic, frames, audio, 23.0)["result"][:3]
+    want = TalkingCritic.from_folder(miniature_critic_dir()).score_clip(frames, 23.0, audio_from_waveform(audio["waveform"], audio["sample_rate"]))
+    assert all(abs(g - want[d]) < 1e-5 for g, d in zip(got, DIMENSIONS_ORDER))
