@@ -12,6 +12,7 @@ finished stage leaves `stages/<name>.json` (with its wall time) and is skipped o
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import shutil
@@ -366,6 +367,24 @@ def pair_agreement(config: dict, root: Path) -> dict[str, float]:
     return shares
 
 
+def ordering_agreement(config: dict, root: Path) -> dict[str, float]:
+    """Per dimension, over every pair of a training condition's candidates whose oracle scores differ by at least the
+    curation margin, the share the critic's P(Yes) orders the oracles' way (a tie counts half; 50% is chance): how well
+    the critic ranks, whichever pairs the curation rule then keeps."""
+    truth = {r["id"]: r["scores"] for r in read_jsonl(oracle_judgements(config, root), ("id", "scores"))}
+    judged = {r["id"]: r["scores"] for r in read_jsonl(root / "pairs" / "scores.jsonl", ("id", "scores"))}
+    by_condition = {}
+    for c in read_jsonl(root / "candidates" / "train" / "candidates.jsonl", ("id", "condition")):
+        by_condition.setdefault(c["condition"], []).append(c["id"])
+    shares = {}
+    for d in DIMENSIONS:
+        agree = [float(np.sign(judged[a][d] - judged[b][d]) == np.sign(truth[a][d] - truth[b][d])) if judged[a][d] != judged[b][d] else 0.5
+                 for ids in by_condition.values() for a, b in itertools.combinations(ids, 2)
+                 if abs(truth[a][d] - truth[b][d]) >= config["curation"]["margin"]]
+        shares[d] = float(np.mean(agree)) if agree else float("nan")
+    return shares
+
+
 def stage_cache(config: dict, root: Path) -> dict:
     by_id = {c["id"]: c for c in conditions(root, "train")}
     folder = root / "candidates" / "train"
@@ -530,7 +549,12 @@ def report(config: dict, root: Path, stages: dict) -> str:
               "", "Talking-Critic:", "", (root / "critic" / "critic_table.md").read_text().strip(), "",
               f"Pairs curated by the {config['curation']['judge']} ({config['curation']['rule']} rule, margin {config['curation']['margin']}): "
               f"{json.dumps({d: stages['pairs'][d] for d in DIMENSIONS})}; the oracles score the winner higher in "
-              + ", ".join(f"{100 * v:.1f}% ({d})" for d, v in pair_agreement(config, root).items()) + " of them.", "",
+              + ", ".join(f"{100 * v:.1f}% ({d})" for d, v in pair_agreement(config, root).items()) + " of them."
+              + ("" if config["curation"]["judge"] == "oracle" else
+                 f" Over every pair of a training condition's candidates whose oracle scores differ by at least "
+                 f"{config['curation']['margin']}, the critic orders "
+                 + ", ".join(f"{100 * v:.1f}% ({d})" for d, v in ordering_agreement(config, root).items())
+                 + " the oracles' way (50% is chance)."), "",
               "Wall time per stage (s, this machine): " + ", ".join(f"{s} {stages[s]['_seconds']:.0f}" for s in STAGES) + "."]
     return "\n".join(lines) + "\n"
 

@@ -54,6 +54,7 @@ def test_every_stage_produces_what_the_next_consumes(chain):
     assert table.count("\n| ") >= 7 + 6 and (tmp_path / "results" / "tlpo_gate.png").is_file()
     # the oracles measure the critic's pairs (they never curate them here)
     assert "the oracles score the winner higher in" in table and (root / "pairs" / "oracle_judgements.jsonl").is_file()
+    assert "the oracles' way (50% is chance)" in table
     # resumable: a second run skips every stage and rewrites the same table
     assert run(reproduce_tlpo.main, reproduce_tlpo.SCHEMA, ["--config", str(config)]) == 0
     assert (tmp_path / "results" / "tlpo.md").read_text().split("Wall time")[0] == table.split("Wall time")[0]
@@ -125,3 +126,28 @@ def test_a_run_recorded_before_newer_options_reads_with_their_defaults(chain, tm
     (tmp_path / "old" / "run_config.json").write_text(json.dumps(recorded))
     with pytest.raises(InputError, match="beta_typo"):
         reproduce_tlpo.recorded_config(tmp_path / "old", "run.reuse")
+
+
+def test_ordering_agreement_counts_the_critic_s_order_of_every_clear_candidate_pair(tmp_path):
+    def lines(rows):
+        return "".join(json.dumps(r) + "\n" for r in rows)
+
+    (tmp_path / "candidates" / "train").mkdir(parents=True)
+    (tmp_path / "pairs").mkdir()
+    ids = ["c0_0", "c0_1", "c0_2", "c1_0", "c1_1"]
+    (tmp_path / "candidates" / "train" / "candidates.jsonl").write_text(lines(
+        [{"id": i, "video": f"{i}.mp4", "condition": i[:2]} for i in ids]))
+    oracle = {"c0_0": 0.9, "c0_1": 0.5, "c0_2": 0.51, "c1_0": 0.2, "c1_1": 0.6}
+    critic = {"c0_0": 0.7, "c0_1": 0.6, "c0_2": 0.8, "c1_0": 0.4, "c1_1": 0.4}
+    (tmp_path / "pairs" / "oracle_judgements.jsonl").write_text(lines(
+        [{"id": i, "scores": {d: oracle[i] for d in ("motion", "lipsync", "quality")}} for i in ids]))
+    (tmp_path / "pairs" / "scores.jsonl").write_text(lines(
+        [{"id": i, "scores": {d: critic[i] for d in ("motion", "lipsync", "quality")}} for i in ids]))
+    # clear pairs (oracle gap >= 0.05): c0_0>c0_1 (critic agrees: 1), c0_0>c0_2 (critic disagrees: 0), c1_1>c1_0 (tie: 0.5);
+    # c0_1 vs c0_2 differ by 0.01 and are left out, as are pairs across conditions
+    got = reproduce_tlpo.ordering_agreement({"curation": {"margin": 0.05}}, tmp_path)
+    assert got == pytest.approx({"motion": 0.5, "lipsync": 0.5, "quality": 0.5})
+    critic["c0_2"] = 0.65
+    (tmp_path / "pairs" / "scores.jsonl").write_text(lines(
+        [{"id": i, "scores": {d: critic[i] for d in ("motion", "lipsync", "quality")}} for i in ids]))
+    assert reproduce_tlpo.ordering_agreement({"curation": {"margin": 0.05}}, tmp_path)["lipsync"] == pytest.approx(2.5 / 3)
