@@ -33,8 +33,12 @@ class FT2CriticLoader:
         if critic_base == PROXIES:
             return (self.proxies(),)
         critic = core("scoring.critic").TalkingCritic
-        built_in = {TINY_CRITIC: lambda: core("tiny").tiny_critic_dir(), MINIATURE_CRITIC: lambda: core("miniature.model").miniature_critic_dir()}
-        folder = built_in[critic_base]() if critic_base in built_in else comfy.resolve_dir("ft2_critics", critic_base, "critic base")
+        if critic_base == TINY_CRITIC:
+            folder = core("tiny").tiny_critic_dir()
+        elif critic_base == MINIATURE_CRITIC:
+            folder = core("miniature.model").miniature_critic_dir()
+        else:
+            folder = comfy.resolve_dir("ft2_critics", critic_base, "critic base")
         lora = None if critic_lora == NO_LORA else comfy.resolve_file("ft2_critics", critic_lora, "critic LoRA")
         return (critic.from_folder(folder, lora),)
 

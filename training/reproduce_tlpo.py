@@ -378,9 +378,10 @@ def ordering_agreement(config: dict, root: Path) -> dict[str, float]:
         by_condition.setdefault(c["condition"], []).append(c["id"])
     shares = {}
     for d in DIMENSIONS:
-        agree = [float(np.sign(judged[a][d] - judged[b][d]) == np.sign(truth[a][d] - truth[b][d])) if judged[a][d] != judged[b][d] else 0.5
-                 for ids in by_condition.values() for a, b in itertools.combinations(ids, 2)
+        clear = [(a, b) for ids in by_condition.values() for a, b in itertools.combinations(ids, 2)
                  if abs(truth[a][d] - truth[b][d]) >= config["curation"]["margin"]]
+        agree = [0.5 if judged[a][d] == judged[b][d] else float((judged[a][d] > judged[b][d]) == (truth[a][d] > truth[b][d]))
+                 for a, b in clear]
         shares[d] = float(np.mean(agree)) if agree else float("nan")
     return shares
 

@@ -86,5 +86,6 @@ def test_the_miniature_critic_loads_from_the_node(ft2, video):
     (critic,) = nodes["FT2CriticLoader"]().load(choice, "none")
     frames, audio = video
     got = nodes["FT2CriticScore"]().score(critic, frames, audio, 23.0)["result"][:3]
-    want = TalkingCritic.from_folder(miniature_critic_dir()).score_clip(frames, 23.0, audio_from_waveform(audio["waveform"], audio["sample_rate"]))
+    direct = TalkingCritic.from_folder(miniature_critic_dir())
+    want = direct.score_clip(frames, 23.0, audio_from_waveform(audio["waveform"], audio["sample_rate"]))
     assert all(abs(g - want[d]) < 1e-5 for g, d in zip(got, DIMENSIONS_ORDER))
