@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.models.audio_adapter import AudioAdapter, ours_to_upstream  # noqa: E402
 from ft2_core.models.audio_windows import check_frame_count  # noqa: E402
-from ft2_core.io.checkpoint_io import save_safetensors  # noqa: E402
+from ft2_core.io.checkpoint_io import save_safetensors, staged_folder  # noqa: E402
 from ft2_core.tlpo.flow_dpo import flow_matching_loss  # noqa: E402
 from ft2_core.io.jsonl import append_jsonl  # noqa: E402
 from ft2_core.miniature.model import CONFIG, WorldEncoders, save_frozen_parts, write_manifest  # noqa: E402
@@ -108,21 +107,12 @@ def step_loss(model: FantasyTalkingModel, items: list[dict], encoders: WorldEnco
 def export_model(ema: FantasyTalkingModel, frozen: Path, folder: Path, produced_by: dict) -> Path:
     """A complete model folder (real layouts) written to a staging folder, then renamed into place."""
     folder = folder.resolve()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with staged_folder(folder) as staging:
         shutil.copytree(frozen, staging, dirs_exist_ok=True)
         ema.transformer.save_pretrained(staging / "transformer", safe_serialization=True)
         save_safetensors(ours_to_upstream({k: v.contiguous() for k, v in ema.adapter.state_dict().items()}),
                          staging / "audio_adapter.safetensors", metadata={"ft2.kind": "audio_adapter"})
         write_manifest(staging, produced_by)
-        old = folder.with_name(f".{folder.name}.old")
-        if folder.exists():
-            folder.rename(old)
-        staging.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # scripts run as `python training/x.py` or under `accelerate launch`
     sys.path.insert(0, str(REPO))
 
-from ft2_core.io.checkpoint_io import atomic_path, commit_atomic, load_state_dict, remove_temporaries, save_safetensors  # noqa: E402
+from ft2_core.io.checkpoint_io import (atomic_path, commit_atomic, load_state_dict, remove_temporaries,  # noqa: E402
+                                       save_safetensors, staged_folder)
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.sampling.flow import shift_sigmas  # noqa: E402
 from ft2_core.tlpo.flow_dpo import dpo_step  # noqa: E402
@@ -107,17 +107,11 @@ def save_checkpoint(output: Path, step: int, states: dict[str, dict[str, torch.T
     """Write `states` (file stem -> tensors), the optimizer and the step into a temporary folder, then rename:
     a crash never leaves a half checkpoint. Keeps the newest KEEP_CHECKPOINTS."""
     target = output / f"checkpoint-{step:07d}"
-    staging = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=output))
-    try:
+    with staged_folder(target) as staging:  # replaces a damaged folder of this step, left by an earlier run
         for stem, tensors in states.items():
             save_safetensors({k: v.detach().float().cpu().clone() for k, v in tensors.items()}, staging / f"{stem}.safetensors")
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         (staging / "state.json").write_text(json.dumps({"step": step, "files": sorted(states)}))
-        if target.exists():  # a damaged folder of this step, left by an earlier run
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     for old in checkpoints(output)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
     return target

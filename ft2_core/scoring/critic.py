@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.audio import WAV2VEC_RATE, Audio, to_mono_16k
-from ..io.checkpoint_io import load_state_dict, read_metadata, save_safetensors
+from ..io.checkpoint_io import load_state_dict, read_metadata, save_safetensors, staged_folder
 from ..errors import InputError
 
 DIMENSIONS = ("motion", "lipsync", "quality")
@@ -245,20 +245,12 @@ class TalkingCritic:
     def save_thinker(self, folder: str | os.PathLike) -> Path:
         """The whole thinker as a folder `from_folder` reads (weights, tokenizer, features, video settings): a base
         for a later LoRA. Written beside the target and renamed, so a crash leaves no half folder."""
-        import shutil
-        import tempfile
-
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-        self.thinker.save_pretrained(tmp, safe_serialization=True)
-        self.tokenizer.save_pretrained(tmp)
-        self.feature_extractor.save_pretrained(tmp)
-        (tmp / VIDEO_SETTINGS_FILE).write_text(json.dumps(self.settings.to_metadata(), indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-        return folder
+        with staged_folder(folder) as staging:
+            self.thinker.save_pretrained(staging, safe_serialization=True)
+            self.tokenizer.save_pretrained(staging)
+            self.feature_extractor.save_pretrained(staging)
+            (staging / VIDEO_SETTINGS_FILE).write_text(json.dumps(self.settings.to_metadata(), indent=1))
+        return Path(folder)
 
     def save_lora(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
         from peft import get_peft_model_state_dict
