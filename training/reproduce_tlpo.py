@@ -569,7 +569,7 @@ REUSABLE = {"conditions": (("world",), ()), "candidates": (("candidates",), ("mo
 
 def stage_inputs(config: dict, stage: str) -> dict:
     sections, run_keys = REUSABLE[stage]
-    return {**{s: config.get(s) for s in sections}, **{f"run.{k}": config["run"][k] for k in run_keys}}
+    return {**{s: config[s] for s in sections}, **{f"run.{k}": config["run"][k] for k in run_keys}}
 
 
 def recorded_config(run_folder: Path, what: str) -> dict:
