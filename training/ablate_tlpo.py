@@ -26,8 +26,8 @@ from ft2_core.tlpo.experts import Expert  # noqa: E402
 from ft2_core.tlpo.lora_formats import load_lora  # noqa: E402
 from training import curate_pairs  # noqa: E402
 from training.config import Option  # noqa: E402
-from training.reproduce_tlpo import (call, expert_file, oracle_results, recorded_config, resolve_model,  # noqa: E402
-                                     train_one_expert, write_text)
+from training.reproduce_tlpo import (call, expert_file, oracle_results, paired, recorded_config,  # noqa: E402
+                                     resolve_model, train_one_expert, write_text)
 from training.trainer import resolve, run  # noqa: E402
 
 log = logging.getLogger("ft2.ablate")
@@ -69,14 +69,6 @@ def variant_pairs(chain: Path, chain_config: dict, dimension: str, variant: dict
 
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-
-
-def paired(results: dict, row: str, against: str, dimension: str) -> tuple[float, float]:
-    """Mean and standard error of row - against over the same (condition, seed) videos."""
-    theirs = {(r["condition"], r["seed"]): r[dimension] for r in results[against]}
-    differences = np.array([r[dimension] - theirs[(r["condition"], r["seed"])] for r in results[row]])
-    spread = differences.std(ddof=1) / np.sqrt(len(differences)) if len(differences) > 1 else float("nan")
-    return float(differences.mean()), float(spread)
 
 
 def report(config: dict, chain_config: dict, results: dict, pair_counts: dict) -> str:

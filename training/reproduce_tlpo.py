@@ -500,7 +500,25 @@ def summary_rows(results: dict) -> dict:
     return table
 
 
-def verdicts(table: dict) -> list[str]:
+def paired(results: dict, row: str, against: str, dimension: str) -> tuple[float, float]:
+    """Mean and standard error of row - against over the same (condition, seed) videos."""
+    theirs = {(r["condition"], r["seed"]): r[dimension] for r in results[against]}
+    differences = np.array([r[dimension] - theirs[(r["condition"], r["seed"])] for r in results[row]])
+    spread = differences.std(ddof=1) / np.sqrt(len(differences)) if len(differences) > 1 else float("nan")
+    return float(differences.mean()), float(spread)
+
+
+def paired_lines(results: dict) -> list[str]:
+    """Each row against the base on the same videos: differences far smaller than the videos' spread still show."""
+    lines = ["| row | Δ lip-sync | Δ motion | Δ quality |", "|---|---|---|---|"]
+    for name in results:
+        if name != "base":
+            lines.append(f"| {name} | " + " | ".join("{:+.3f} ± {:.3f}".format(*paired(results, name, "base", d))
+                                                     for d in ("lipsync", "motion", "quality")) + " |")
+    return lines
+
+
+def verdicts(table: dict, results: dict) -> list[str]:
     base, tlpo = table["base"], table["TLPO (experts + trained gate)"]
     merge, pooled = table["static equal merge (1/3 each)"], table["pooled single LoRA"]
     dims = ("lipsync", "motion", "quality")
@@ -510,7 +528,10 @@ def verdicts(table: dict) -> list[str]:
         best = max(table, key=lambda name: table[name][d]["mean"])
         lines.append(f"- {d}: best row is '{best}'; its own expert {'is' if best == own[d] else 'is not'} the best row.")
     up = [d for d in dims if tlpo[d]["mean"] > base[d]["mean"]]
-    lines.append(f"- TLPO improves on the base in {len(up)} of 3 dimensions ({', '.join(up) or 'none'}).")
+    differences = {d: paired(results, "TLPO (experts + trained gate)", "base", d) for d in up}
+    clear = [d for d in up if differences[d][0] > 2 * differences[d][1]]
+    lines.append(f"- TLPO improves on the base in {len(up)} of 3 dimensions ({', '.join(up) or 'none'}); by more than "
+                 f"two standard errors of the paired difference in {len(clear)} ({', '.join(clear) or 'none'}).")
     for other, name in ((merge, "the static merge"), (pooled, "the pooled LoRA")):
         wins = [d for d in dims if tlpo[d]["mean"] > other[d]["mean"]]
         lines.append(f"- TLPO beats {name} in {len(wins)} of 3 dimensions ({', '.join(wins) or 'none'}).")
@@ -534,7 +555,8 @@ def largest_gate_step(root: Path) -> float:
 
 
 def report(config: dict, root: Path, stages: dict) -> str:
-    table = summary_rows(stages["evaluate"]["results"])
+    results = stages["evaluate"]["results"]
+    table = summary_rows(results)
     heldout, seeds = config["world"]["heldout_conditions"], config["evaluate"]["seeds"]
     lines = [f"TLPO in the miniature world: oracle scores on {heldout} held-out conditions x {len(seeds)} seeds "
              f"(mean ± std over the {heldout * len(seeds)} videos; per-seed means in the JSON).", "",
@@ -543,7 +565,8 @@ def report(config: dict, root: Path, stages: dict) -> str:
     for name, scores in table.items():
         lines.append(f"| {name} | " + " | ".join(f"{scores[d]['mean']:.3f} ± {scores[d]['std']:.3f}"
                                                  for d in ("lipsync", "motion", "quality")) + " |")
-    lines += ["", "What the numbers say:", *verdicts(table), "",
+    lines += ["", "Paired against the base (the same conditions and seeds; mean ± standard error of the difference):", "",
+              *paired_lines(results), "", "What the numbers say:", *verdicts(table, results), "",
               f"Gate (heatmap: gate_heatmap.png; min_period {config['gate']['min_period']:g}): "
               f"{describe_gate(stages['evaluate']['gate_grid'], stages['evaluate']['gate_experts'])}; largest change between "
               f"neighbouring timesteps {largest_gate_step(root):.4f}.",

@@ -1,6 +1,7 @@
 """A shortened TLPO chain on the shipped miniature model: every stage runs and feeds the next."""
 import json
 
+import numpy as np
 import pytest
 
 from ft2_core.errors import InputError
@@ -151,3 +152,25 @@ def test_ordering_agreement_counts_the_critic_s_order_of_every_clear_candidate_p
     (tmp_path / "pairs" / "scores.jsonl").write_text(lines(
         [{"id": i, "scores": {d: critic[i] for d in ("motion", "lipsync", "quality")}} for i in ids]))
     assert reproduce_tlpo.ordering_agreement({"curation": {"margin": 0.05}}, tmp_path)["lipsync"] == pytest.approx(2.5 / 3)
+
+
+def test_rows_are_compared_with_the_base_on_the_same_videos():
+    """Δ and its standard error come from per-video differences, so a shift smaller than the videos' spread shows."""
+    rows = ("base", "motion expert alone", "lipsync expert alone", "quality expert alone", "static equal merge (1/3 each)",
+            "pooled single LoRA", "TLPO (experts + trained gate)")
+    base_lipsync = [0.2, 0.8, 0.5, 0.3]
+    shift = {"lipsync": [0.03, 0.01, 0.02, 0.02], "motion": [0.02, -0.01, 0.0, 0.0], "quality": [-0.1, -0.1, -0.1, -0.1]}
+    results = {name: [{"condition": f"h{i // 2}", "seed": i % 2, "lipsync": base_lipsync[i], "motion": 0.4, "quality": 0.5}
+                      for i in range(4)] for name in rows}
+    for i, video in enumerate(results["TLPO (experts + trained gate)"]):
+        for d in shift:
+            video[d] += shift[d][i]
+    results["TLPO (experts + trained gate)"].reverse()  # matched by (condition, seed), not by order
+    differences = np.array(shift["lipsync"])
+    mean, error = reproduce_tlpo.paired(results, "TLPO (experts + trained gate)", "base", "lipsync")
+    assert mean == pytest.approx(differences.mean()) and error == pytest.approx(differences.std(ddof=1) / 2)
+    table = reproduce_tlpo.paired_lines(results)
+    assert table[-1] == "| TLPO (experts + trained gate) | +0.020 ± 0.004 | +0.003 ± 0.006 | -0.100 ± 0.000 |"
+    verdict = reproduce_tlpo.verdicts(reproduce_tlpo.summary_rows(results), results)
+    assert ("- TLPO improves on the base in 2 of 3 dimensions (lipsync, motion); by more than two standard errors "
+            "of the paired difference in 1 (lipsync).") in verdict
