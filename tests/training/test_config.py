@@ -1,6 +1,9 @@
 """Configs are checked whole before any work: one sentence per problem, exit code 2."""
+import importlib
+
 import pytest
 
+from tests.conftest import REPO
 from tests.training.conftest import write_config
 from training import train_base, train_critic, train_expert, train_gate
 from training.config import ConfigError, load_config
@@ -76,3 +79,15 @@ def test_bad_config_exits_2_before_any_work(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("error: config ") for line in lines)
     assert not out.exists() and not (tmp_path / "cache").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("name, script", [
+    ("miniature_base.toml", "train_base"), ("miniature_tlpo.toml", "reproduce_tlpo"),
+    ("miniature_ablations.toml", "ablate_tlpo"), ("miniature_ablations_long.toml", "ablate_tlpo"),
+])
+def test_shipped_miniature_configs_pass_their_script_s_checks(name, script):
+    """The long runs' configs are not run by the tests: a typo in one would only show an hour into a user's run."""
+    module = importlib.import_module(f"training.{script}")
+    config = load_config(["--config", str(REPO / "training" / "configs" / name)], module.SCHEMA)
+    if script == "ablate_tlpo":
+        assert module.check_variants(config["ablate"]["variants"])
