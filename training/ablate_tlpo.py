@@ -26,16 +26,15 @@ from ft2_core.tlpo.experts import Expert  # noqa: E402
 from ft2_core.tlpo.lora_formats import load_lora  # noqa: E402
 from training import curate_pairs  # noqa: E402
 from training.config import Option  # noqa: E402
-from training.reproduce_tlpo import (call, expert_file, oracle_results, paired, recorded_config,  # noqa: E402
-                                     resolve_model, train_one_expert, write_text)
+from training.reproduce_tlpo import (COLUMNS, call, expert_file, oracle_results, paired,  # noqa: E402
+                                     recorded_config, resolve_model, train_one_expert, write_text)
 from training.trainer import resolve, run  # noqa: E402
 
 log = logging.getLogger("ft2.ablate")
-DIMENSIONS = ("lipsync", "motion", "quality")
 CHANGEABLE = {"beta": float, "winner_penalty": float, "rank": int, "alpha": float, "lip_mask": bool, "steps": int, "lr": float, "margin": float}
 SCHEMA = {
     "run": {"chain": Option(str), "output": Option(str), "results": Option(str, "")},
-    "ablate": {"dimension": Option(str, "lipsync", choices=DIMENSIONS), "heldout": Option(int, 12, minimum=1),
+    "ablate": {"dimension": Option(str, "lipsync", choices=COLUMNS), "heldout": Option(int, 12, minimum=1),
                "variants": Option(list, [])},
 }
 
@@ -84,9 +83,9 @@ def report(config: dict, chain_config: dict, results: dict, pair_counts: dict) -
     for name in pair_counts.keys() - results.keys():
         lines.append(f"| {name} | 0 | no pairs at this setting | | | | | |")
     for name, items in results.items():
-        means = " | ".join(f"{np.mean([i[d] for i in items]):.3f} ± {np.std([i[d] for i in items]):.3f}" for d in DIMENSIONS)
+        means = " | ".join(f"{np.mean([i[d] for i in items]):.3f} ± {np.std([i[d] for i in items]):.3f}" for d in COLUMNS)
         deltas = " | ".join("" if name in ("base", own) else "{:+.3f} ± {:.3f}".format(*paired(results, name, own, d))
-                            for d in DIMENSIONS)
+                            for d in COLUMNS)
         lines.append(f"| {name} | {pair_counts.get(name, '')} | {means} | {deltas} |")
     return "\n".join(lines) + "\n"
 

@@ -51,6 +51,7 @@ log = logging.getLogger("ft2.tlpo")
 STAGES = ("conditions", "candidates", "critic_base", "critic", "pairs", "cache", "experts", "gate", "evaluate")
 SPLITS = {"critic": 10_000, "train": 20_000, "heldout": 30_000, "pretrain": 40_000}  # world seed offsets past HELD_OUT_SEEDS_FROM
 EXPERTS = (*DIMENSIONS, "pooled")
+COLUMNS = ("lipsync", "motion", "quality")  # the results tables' column order
 SCHEMA = {
     "run": {"output": Option(str), "results": Option(str, ""), "seed": Option(int, 0, minimum=0),
             "model": Option(str, "miniature"), "reuse": Option(str, "")},
@@ -357,9 +358,14 @@ def oracle_judgements(config: dict, root: Path) -> Path:
     return path
 
 
+def scores_by_id(path: Path) -> dict[str, dict[str, float]]:
+    """A judgements file (the oracles' or the critic's) as clip id -> scores per dimension."""
+    return {r["id"]: r["scores"] for r in read_jsonl(path, ("id", "scores"))}
+
+
 def pair_agreement(config: dict, root: Path) -> dict[str, float]:
     """Per dimension, the share of curated pairs whose winner the oracles also score higher."""
-    truth = {r["id"]: r["scores"] for r in read_jsonl(oracle_judgements(config, root), ("id", "scores"))}
+    truth = scores_by_id(oracle_judgements(config, root))
     shares = {}
     for d in DIMENSIONS:
         pairs = read_jsonl(root / "pairs" / f"pairs_{d}.jsonl", ("winner", "loser"))
@@ -371,8 +377,8 @@ def ordering_agreement(config: dict, root: Path) -> dict[str, float]:
     """Per dimension, over every pair of a training condition's candidates whose oracle scores differ by at least the
     curation margin, the share the critic's P(Yes) orders the oracles' way (a tie counts half; 50% is chance): how well
     the critic ranks, whichever pairs the curation rule then keeps."""
-    truth = {r["id"]: r["scores"] for r in read_jsonl(oracle_judgements(config, root), ("id", "scores"))}
-    judged = {r["id"]: r["scores"] for r in read_jsonl(root / "pairs" / "scores.jsonl", ("id", "scores"))}
+    truth = scores_by_id(oracle_judgements(config, root))
+    judged = scores_by_id(root / "pairs" / "scores.jsonl")
     by_condition = {}
     for c in read_jsonl(root / "candidates" / "train" / "candidates.jsonl", ("id", "condition")):
         by_condition.setdefault(c["condition"], []).append(c["id"])
@@ -492,7 +498,7 @@ STAGE_FUNCTIONS = {"conditions": stage_conditions, "candidates": stage_candidate
 def summary_rows(results: dict) -> dict:
     table = {}
     for name, items in results.items():
-        values = {d: np.array([i[d] for i in items]) for d in ("lipsync", "motion", "quality")}
+        values = {d: np.array([i[d] for i in items]) for d in COLUMNS}
         per_seed = {d: sorted({i["seed"] for i in items}) for d in values}
         table[name] = {d: {"mean": float(v.mean()), "std": float(v.std()),
                            "seed_means": [float(np.mean([i[d] for i in items if i["seed"] == s])) for s in per_seed[d]]}
@@ -514,26 +520,25 @@ def paired_lines(results: dict) -> list[str]:
     for name in results:
         if name != "base":
             lines.append(f"| {name} | " + " | ".join("{:+.3f} ± {:.3f}".format(*paired(results, name, "base", d))
-                                                     for d in ("lipsync", "motion", "quality")) + " |")
+                                                     for d in COLUMNS) + " |")
     return lines
 
 
 def verdicts(table: dict, results: dict) -> list[str]:
     base, tlpo = table["base"], table["TLPO (experts + trained gate)"]
     merge, pooled = table["static equal merge (1/3 each)"], table["pooled single LoRA"]
-    dims = ("lipsync", "motion", "quality")
     own = {"lipsync": "lipsync expert alone", "motion": "motion expert alone", "quality": "quality expert alone"}
     lines = []
-    for d in dims:
+    for d in COLUMNS:
         best = max(table, key=lambda name: table[name][d]["mean"])
         lines.append(f"- {d}: best row is '{best}'; its own expert {'is' if best == own[d] else 'is not'} the best row.")
-    up = [d for d in dims if tlpo[d]["mean"] > base[d]["mean"]]
+    up = [d for d in COLUMNS if tlpo[d]["mean"] > base[d]["mean"]]
     differences = {d: paired(results, "TLPO (experts + trained gate)", "base", d) for d in up}
     clear = [d for d in up if differences[d][0] > 2 * differences[d][1]]
     lines.append(f"- TLPO improves on the base in {len(up)} of 3 dimensions ({', '.join(up) or 'none'}); by more than "
                  f"two standard errors of the paired difference in {len(clear)} ({', '.join(clear) or 'none'}).")
     for other, name in ((merge, "the static merge"), (pooled, "the pooled LoRA")):
-        wins = [d for d in dims if tlpo[d]["mean"] > other[d]["mean"]]
+        wins = [d for d in COLUMNS if tlpo[d]["mean"] > other[d]["mean"]]
         lines.append(f"- TLPO beats {name} in {len(wins)} of 3 dimensions ({', '.join(wins) or 'none'}).")
     return lines
 
@@ -564,7 +569,7 @@ def report(config: dict, root: Path, stages: dict) -> str:
              "| row | lip-sync | motion naturalness | visual quality |", "|---|---|---|---|"]
     for name, scores in table.items():
         lines.append(f"| {name} | " + " | ".join(f"{scores[d]['mean']:.3f} ± {scores[d]['std']:.3f}"
-                                                 for d in ("lipsync", "motion", "quality")) + " |")
+                                                 for d in COLUMNS) + " |")
     lines += ["", "Paired against the base (the same conditions and seeds; mean ± standard error of the difference):", "",
               *paired_lines(results), "", "What the numbers say:", *verdicts(table, results), "",
               f"Gate (heatmap: gate_heatmap.png; min_period {config['gate']['min_period']:g}): "
