@@ -7,6 +7,12 @@
 Labels are JSONL lines {"video": "clip.mp4", "motion": "Yes", "lipsync": "No", "quality": "Yes"} (a missing
 dimension is simply not trained); the audio is the video's soundtrack. The loss is cross-entropy on the
 answer token only; held-out accuracy per dimension is logged. Writes the LoRA with its settings.
+
+Preferences (`data.train_pairs`, optional, beside or instead of the labels) are JSONL lines
+{"chosen": "a.mp4", "rejected": "b.mp4", "dimension": "lipsync"}: a rater's "a is better than b", best between
+two videos of the same input. Their loss is Bradley-Terry on the answer's Yes-minus-No logit, so the score
+P(Yes) learns to order what absolute answers leave tied: two candidates of one portrait and audio differ far
+less than two portraits do, and Yes/No labels mostly teach the latter.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.scoring.critic import DIMENSIONS, TalkingCritic, VideoSettings  # noqa: E402
 from ft2_core.io.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
@@ -29,9 +36,9 @@ SCHEMA = {
     "lora": {"rank": Option(int, 8, minimum=0), "alpha": Option(float, 16.0, above=0)},
     "video": {"sample_fps": Option(float, 2.0, above=0), "max_frames": Option(int, 32, minimum=2),
               "min_pixels": Option(int, 28 * 28 * 4, minimum=28 * 28), "max_pixels": Option(int, 224 * 224, minimum=28 * 28)},
-    "data": {"train": Option(str), "heldout": Option(str, "")},
+    "data": {"train": Option(str, ""), "heldout": Option(str, ""), "train_pairs": Option(str, ""), "heldout_pairs": Option(str, "")},
     "train": {"output": Option(str), "steps": Option(int, 500, minimum=1), "batch_size": Option(int, 8, minimum=1),
-              "lr": Option(float, 1e-4, above=0), "seed": Option(int, 0, minimum=0),
+              "pair_batch_size": Option(int, 4, minimum=1), "lr": Option(float, 1e-4, above=0), "seed": Option(int, 0, minimum=0),
               "checkpoint_every": Option(int, 100, minimum=1), "eval_every": Option(int, 100, minimum=1),
               "resume": Option(bool, True), "cpu": Option(bool, False),
               "mixed_precision": Option(str, "no", choices=("no", "bf16", "fp16")),
@@ -50,12 +57,62 @@ def read_labels(path: Path) -> list[dict]:
             for r in read_jsonl(path, ("video",), "label file", check)]
 
 
+def read_preferences(path: Path) -> list[dict]:
+    def check(record):
+        if record["dimension"] not in DIMENSIONS:
+            return f"dimension must be one of {', '.join(DIMENSIONS)}, got {record['dimension']!r}"
+        return "chosen and rejected are the same video" if record["chosen"] == record["rejected"] else None
+
+    return [{"chosen": path.parent / r["chosen"], "rejected": path.parent / r["rejected"],
+             "dimension": DIMENSIONS.index(r["dimension"])}
+            for r in read_jsonl(path, ("chosen", "rejected", "dimension"), "preference file", check)]
+
+
 def clip_features(critic: TalkingCritic, records: list[dict]):
     features = []
     for record in records:
         frames, fps, audio = read_video(record["video"])
         features.append(critic.features(frames, fps, audio, record["video"].name))
     return features
+
+
+def pair_clips(critic: TalkingCritic, pairs: list[dict]) -> tuple[list, torch.Tensor]:
+    """Each video of the pairs featurised once; [pairs, 2] indices of (chosen, rejected) into that list."""
+    videos = list(dict.fromkeys(v for p in pairs for v in (p["chosen"], p["rejected"])))
+    where = {v: i for i, v in enumerate(videos)}
+    features = clip_features(critic, [{"video": v} for v in videos])
+    return features, torch.tensor([[where[p["chosen"]], where[p["rejected"]]] for p in pairs], dtype=torch.long).view(-1, 2)
+
+
+def yes_margins(critic: TalkingCritic, features) -> torch.Tensor:
+    """[clips, 3] logit(Yes) - logit(No) per dimension: the score's log-odds."""
+    logits = critic.answer_logits(features)
+    return (logits[:, 0] - logits[:, 1]).view(len(features), len(DIMENSIONS))
+
+
+def preference_loss(critic: TalkingCritic, features, pairs: list[dict], indices: torch.Tensor) -> torch.Tensor:
+    """Bradley-Terry: -log sigmoid(margin(chosen) - margin(rejected)) in each pair's dimension; each clip of the
+    batch is run once."""
+    used = indices.unique()
+    margins = yes_margins(critic, [features[i] for i in used.tolist()])
+    row = {int(v): r for r, v in enumerate(used.tolist())}
+    dims = torch.tensor([p["dimension"] for p in pairs], device=margins.device)
+    chosen = margins[[row[int(i)] for i in indices[:, 0]], dims]
+    rejected = margins[[row[int(i)] for i in indices[:, 1]], dims]
+    return -torch.nn.functional.logsigmoid(chosen - rejected).mean()
+
+
+@torch.no_grad()
+def pair_accuracy(critic: TalkingCritic, features, pairs: list[dict], indices: torch.Tensor) -> dict[str, float]:
+    """Per dimension, the share of pairs whose chosen video gets the higher score."""
+    scores = torch.tensor([[s[d] for d in DIMENSIONS] for s in critic.score(features)])
+    result = {}
+    for k, dimension in enumerate(DIMENSIONS):
+        rows = [r for r, p in enumerate(pairs) if p["dimension"] == k]
+        if rows:
+            chosen, rejected = scores[indices[rows, 0], k], scores[indices[rows, 1], k]
+            result[dimension] = float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean())
+    return result
 
 
 def label_tensor(records: list[dict]) -> torch.Tensor:
@@ -101,10 +158,17 @@ def main(config: dict) -> Path:
     else:
         parameters = critic.add_lora(int(config["lora"]["rank"]), float(config["lora"]["alpha"]))
         named = {n: p for n, p in critic.thinker.named_parameters() if "lora_" in n}
-    train_records = read_labels(resolve(config["data"]["train"]))
-    heldout_records = read_labels(resolve(config["data"]["heldout"])) if config["data"].get("heldout") else []
+    data = config["data"]
+    if not data["train"] and not data["train_pairs"]:
+        raise InputError("data: give train (Yes/No labels), train_pairs (preferences) or both; both are empty")
+    train_records = read_labels(resolve(data["train"])) if data["train"] else []
+    heldout_records = read_labels(resolve(data["heldout"])) if data["heldout"] else []
     train_features, train_labels = clip_features(critic, train_records), label_tensor(train_records)
     heldout_features, heldout_labels = clip_features(critic, heldout_records), label_tensor(heldout_records)
+    train_pairs = read_preferences(resolve(data["train_pairs"])) if data["train_pairs"] else []
+    heldout_pairs = read_preferences(resolve(data["heldout_pairs"])) if data["heldout_pairs"] else []
+    pair_features, pair_indices = pair_clips(critic, train_pairs)
+    heldout_pair_features, heldout_pair_indices = pair_clips(critic, heldout_pairs)
     output = resolve(train["output"])
     output.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.AdamW(parameters, lr=float(train["lr"]))
@@ -112,22 +176,31 @@ def main(config: dict) -> Path:
     log_path = output / "metrics.jsonl"
     thinker, optimizer = accelerator.prepare(critic.thinker, optimizer)
     critic.thinker = thinker
-    rank, batch_size = accelerator.process_index, int(train["batch_size"])
-    local = local_batch_size(batch_size, accelerator)
+    rank, batch_size, pair_batch = accelerator.process_index, int(train["batch_size"]), int(train["pair_batch_size"])
+    local, local_pairs = local_batch_size(batch_size, accelerator), local_batch_size(pair_batch, accelerator)
     bar = tqdm(total=train["steps"], initial=start, desc="critic", mininterval=2.0, disable=not accelerator.is_main_process)
     with StopRequests() as stop:
         for step in range(start, train["steps"]):
-            indices = global_batch(step, len(train_features), batch_size, train.get("seed", 0))[rank * local:(rank + 1) * local]
             thinker.train()
-            loss = answer_loss(critic.answer_logits([train_features[i] for i in indices]), train_labels[indices])
+            loss = torch.zeros((), device=accelerator.device)
+            if train_records:
+                indices = global_batch(step, len(train_features), batch_size, train["seed"])[rank * local:(rank + 1) * local]
+                loss = loss + answer_loss(critic.answer_logits([train_features[i] for i in indices]), train_labels[indices])
+            if train_pairs:
+                chosen = global_batch(step, len(train_pairs), pair_batch, train["seed"] + 1)[rank * local_pairs:(rank + 1) * local_pairs]
+                loss = loss + preference_loss(critic, pair_features, [train_pairs[i] for i in chosen], pair_indices[chosen])
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
             record = {"step": done, "loss": float(accelerator.reduce(loss.detach(), reduction="mean"))}
-            if heldout_features and (done % train.get("eval_every", 100) == 0 or done == train["steps"]):
+            if (heldout_features or heldout_pairs) and (done % train["eval_every"] == 0 or done == train["steps"]):
                 thinker.eval()
-                record["heldout_accuracy"] = accuracy(critic, heldout_features, heldout_labels)
+                if heldout_features:
+                    record["heldout_accuracy"] = accuracy(critic, heldout_features, heldout_labels)
+                if heldout_pairs:
+                    record["heldout_pair_accuracy"] = pair_accuracy(critic, heldout_pair_features, heldout_pairs,
+                                                                    heldout_pair_indices)
             if accelerator.is_main_process:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
