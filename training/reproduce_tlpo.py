@@ -36,7 +36,7 @@ from ft2_core.tlpo.gate_plot import gate_weights_grid, render_gate  # noqa: E402
 from ft2_core.io.image import load_image  # noqa: E402
 from ft2_core.io.jsonl import read_jsonl  # noqa: E402
 from ft2_core.tlpo.lora_formats import load_lora  # noqa: E402
-from ft2_core.miniature.model import PROMPT, miniature_model_dir  # noqa: E402
+from ft2_core.miniature.model import PROMPT, miniature_critic_dir, miniature_model_dir  # noqa: E402
 from ft2_core.miniature.oracles import score_clip  # noqa: E402
 from ft2_core.miniature.world import DEGRADATIONS, FPS, HELD_OUT_SEEDS_FROM, HURTS, degrade, make_clip  # noqa: E402
 from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
@@ -61,12 +61,15 @@ SCHEMA = {
                    "steps": Option(int, 20, minimum=1)},
     "critic_base": {"conditions": Option(int, 0, minimum=0), "heldout_conditions": Option(int, 20, minimum=1),
                     "steps": Option(int, 1000, minimum=1), "batch_size": Option(int, 16, minimum=1),
-                    "lr": Option(float, 1e-3, above=0)},
+                    "lr": Option(float, 1e-3, above=0),
+                    "thinker": Option(str, "random", choices=("random", "miniature"))},
     "critic": {"label_noise": Option(float, 0.1, minimum=0, maximum=0.5), "heldout_share": Option(float, 0.25, above=0, maximum=0.9),
                "steps": Option(int, 300, minimum=1), "batch_size": Option(int, 8, minimum=1), "lr": Option(float, 2e-3, above=0),
                "rank": Option(int, 8, minimum=1), "sample_fps": Option(float, 23.0, above=0), "max_frames": Option(int, 34, minimum=2),
                "min_side": Option(int, 112, minimum=28),
-               "threshold_pool": Option(str, "all", choices=("all", "candidates"))},
+               "threshold_pool": Option(str, "all", choices=("all", "candidates")),
+               "preferences": Option(bool, False), "preference_margin": Option(float, 0.02, minimum=0),
+               "pair_batch_size": Option(int, 4, minimum=1)},
     "curation": {"margin": Option(float, 0.1, minimum=0, maximum=0.49), "max_pairs_per_condition": Option(int, 4, minimum=1),
                  "rule": Option(str, "answer", choices=("answer", "ranking")),
                  "judge": Option(str, "critic", choices=("critic", "oracle"))},
@@ -209,8 +212,11 @@ def video_settings(c: dict) -> dict:
 
 
 def critic_base_dir(config: dict, root: Path) -> Path:
-    """The thinker the critic's LoRA starts from: pretrained in this world, or the random tiny one."""
-    return root / "critic_base" / "run" / "thinker" if config["critic_base"]["conditions"] else tiny_critic_dir()
+    """The thinker the critic's LoRA starts from: pretrained in this world by this run, the built-in one pretrained
+    the same way (`critic_base.thinker = "miniature"`, saves that stage's 20 minutes), or the random tiny one."""
+    if config["critic_base"]["conditions"]:
+        return root / "critic_base" / "run" / "thinker"
+    return miniature_critic_dir() if config["critic_base"]["thinker"] == "miniature" else tiny_critic_dir()
 
 
 def stage_critic_base(config: dict, root: Path) -> dict:
@@ -256,8 +262,26 @@ def answer_thresholds(records: list[dict], pool: str) -> dict[str, float]:
     return {d: float(np.median([r["oracle"][d] for r in chosen])) for d in DIMENSIONS}
 
 
+def clear_pairs(records: list[dict], margin: float) -> list[dict]:
+    """Every pair of one condition's candidates whose oracle scores differ by at least `margin`, per dimension, the
+    better one first: what a rater asked "which is better?" answers without hesitating."""
+    by_condition = {}
+    for record in records:
+        if record["kind"] == "candidate":
+            by_condition.setdefault(record["condition"], []).append(record)
+    pairs = []
+    for group in by_condition.values():
+        for a, b in itertools.combinations(group, 2):
+            for d in DIMENSIONS:
+                if abs(a["oracle"][d] - b["oracle"][d]) >= margin:
+                    better, worse = (a, b) if a["oracle"][d] > b["oracle"][d] else (b, a)
+                    pairs.append({"chosen": better["video"], "rejected": worse["video"], "dimension": d})
+    return pairs
+
+
 def stage_critic(config: dict, root: Path) -> dict:
-    """Oracle answers (Yes from the `answer_thresholds`), noisy for training, exact for the held-out split."""
+    """Oracle answers (Yes from the `answer_thresholds`), noisy for training, exact for the held-out split; with
+    `critic.preferences`, also the raters' choice between two candidates of a condition (noisy alike)."""
     c = config["critic"]
     rng = np.random.default_rng(config["run"]["seed"])
     records = rated_clips(config, root)
@@ -273,33 +297,51 @@ def stage_critic(config: dict, root: Path) -> dict:
         else:  # raters disagree: each answer flipped with probability label_noise
             noisy = {d: truth[d] != (rng.random() < c["label_noise"]) for d in DIMENSIONS}
             train_lines.append({"video": record["video"], **{d: "Yes" if noisy[d] else "No" for d in DIMENSIONS}})
+    heldout_pairs = clear_pairs([r for r in records if r["condition"] in held_conditions], c["preference_margin"])
+    train_pairs = []
+    for pair in clear_pairs([r for r in records if r["condition"] not in held_conditions], c["preference_margin"]):
+        flipped = rng.random() < c["label_noise"]
+        train_pairs.append({**pair, "chosen": pair["rejected"], "rejected": pair["chosen"]} if flipped else pair)
     labels = root / "critic"  # video paths in the label files are relative to them
     write_text(labels / "labels_train.jsonl", "".join(json.dumps(r) + "\n" for r in train_lines))
     write_text(labels / "labels_heldout.jsonl", "".join(json.dumps(r) + "\n" for r in heldout_lines))
+    write_text(labels / "preferences_train.jsonl", "".join(json.dumps(r) + "\n" for r in train_pairs))
+    write_text(labels / "preferences_heldout.jsonl", "".join(json.dumps(r) + "\n" for r in heldout_pairs))
+    data = {"train": str(labels / "labels_train.jsonl"), "heldout": str(labels / "labels_heldout.jsonl")}
+    if c["preferences"] and train_pairs:
+        data.update(train_pairs=str(labels / "preferences_train.jsonl"), heldout_pairs=str(labels / "preferences_heldout.jsonl"))
+    elif c["preferences"]:
+        raise InputError("critic.preferences: no two candidates of a critic condition differ by critic.preference_margin; "
+                         "lower it or raise world.critic_conditions")
     toml = write_toml(root / "configs" / "critic.toml", {
         "model": {"folder": str(critic_base_dir(config, root))},
         "lora": {"rank": c["rank"], "alpha": 2.0 * c["rank"]},
         "video": video_settings(c),
-        "data": {"train": str(labels / "labels_train.jsonl"), "heldout": str(labels / "labels_heldout.jsonl")},
+        "data": data,
         "train": {"output": str(root / "critic" / "run"), "steps": c["steps"], "batch_size": c["batch_size"], "lr": c["lr"],
-                  "seed": config["run"]["seed"], "checkpoint_every": max(1, c["steps"] // 3), "eval_every": max(1, c["steps"] // 3)},
+                  "pair_batch_size": c["pair_batch_size"], "seed": config["run"]["seed"],
+                  "checkpoint_every": max(1, c["steps"] // 3), "eval_every": max(1, c["steps"] // 3)},
     })
     finish(run(train_critic.main, train_critic.SCHEMA, ["--config", str(toml)]), "train_critic")
-    table = critic_table(config, root, train_lines, heldout_lines)
+    table = critic_table(config, root, train_lines, heldout_lines, heldout_pairs)
     write_text(root / "critic" / "critic_table.md", table["markdown"])
-    return {"thresholds": thresholds, "train_clips": len(train_lines), "heldout_clips": len(heldout_lines), **table["numbers"]}
+    return {"thresholds": thresholds, "train_clips": len(train_lines), "heldout_clips": len(heldout_lines),
+            "train_preferences": len(train_pairs) if c["preferences"] else 0, **table["numbers"]}
 
 
-def critic_table(config: dict, root: Path, train_lines: list[dict], heldout_lines: list[dict]) -> dict:
+def critic_table(config: dict, root: Path, train_lines: list[dict], heldout_lines: list[dict],
+                 heldout_pairs: list[dict]) -> dict:
     """Held-out accuracy against the oracle, on the generated candidates (what curation judges) and on every
-    held-out clip: trained critic, the thinker it started from, the random thinker, majority-answer baseline."""
+    held-out clip, and how often the score orders two held-out candidates of a condition the oracles' way (what
+    curation needs): trained critic, the thinker it started from, the random thinker, majority-answer baseline."""
     c = config["critic"]
     majority = np.array([np.mean([line[d] == "Yes" for line in train_lines]) >= 0.5 for d in DIMENSIONS])
     truth = np.array([[line[d] == "Yes" for d in DIMENSIONS] for line in heldout_lines])
     candidate = np.array([line["kind"] == "candidate" for line in heldout_lines])
     answers = {"majority answer of the training labels": np.repeat(majority[None], len(heldout_lines), axis=0)}
+    probabilities = {"majority answer of the training labels": np.full((len(heldout_lines), len(DIMENSIONS)), 0.5)}
     judges = {"random tiny thinker (no training)": (tiny_critic_dir(), None)}
-    if config["critic_base"]["conditions"]:
+    if critic_base_dir(config, root) != tiny_critic_dir():
         judges["world-pretrained thinker (no LoRA)"] = (critic_base_dir(config, root), None)
     judges["Talking-Critic (its base + trained LoRA)"] = (critic_base_dir(config, root), root / "critic" / "run" / "critic_lora.safetensors")
     features = None  # the same for every judge (same frame sampling and audio features): prepared once
@@ -309,10 +351,14 @@ def critic_table(config: dict, root: Path, train_lines: list[dict], heldout_line
         if features is None:
             features = [critic.features(*read_video(root / "critic" / line["video"]), line["video"]) for line in heldout_lines]
         scores = critic.score(features, batch_size=4)
-        answers[name] = np.array([[s[d] >= 0.5 for d in DIMENSIONS] for s in scores])
+        probabilities[name] = np.array([[s[d] for d in DIMENSIONS] for s in scores])
+        answers[name] = probabilities[name] >= 0.5
+    row = {line["video"]: r for r, line in enumerate(heldout_lines)}
     lines = [f"Held-out accuracy against the oracle, in the form of the paper's Table 1 ({int(candidate.sum())} generated "
              f"candidates, {len(heldout_lines)} clips in all, from {c['heldout_share']:.0%} of the critic conditions; the "
-             f"critic's training answers were flipped with probability {c['label_noise']}):", "",
+             f"critic's training answers were flipped with probability {c['label_noise']}). Last rows: the share of "
+             f"{len(heldout_pairs)} held-out pairs of one condition's candidates (oracle scores at least "
+             f"{c['preference_margin']} apart) that the judge's P(Yes) orders the oracles' way (a tie counts half):", "",
              "| judge | clips | motion naturalness | lip-sync | visual quality |", "|---|---|---|---|---|"]
     numbers = {}
     for name, answer in answers.items():
@@ -321,6 +367,14 @@ def critic_table(config: dict, root: Path, train_lines: list[dict], heldout_line
             accuracy = correct[rows].mean(axis=0)
             numbers.setdefault(name, {})[subset] = dict(zip(DIMENSIONS, map(float, accuracy)))
             lines.append(f"| {name} | {subset} | " + " | ".join(f"{100 * a:.1f}%" for a in accuracy) + " |")
+    for name, p in probabilities.items():
+        ordering = {}
+        for k, d in enumerate(DIMENSIONS):
+            pairs = [(p[row[x["chosen"]], k], p[row[x["rejected"]], k]) for x in heldout_pairs if x["dimension"] == d]
+            ordering[d] = float(np.mean([0.5 if a == b else float(a > b) for a, b in pairs])) if pairs else float("nan")
+        numbers[name]["held-out candidate pairs ordered"] = ordering
+        lines.append(f"| {name} | held-out candidate pairs ordered | "
+                     + " | ".join(f"{100 * ordering[d]:.1f}%" for d in DIMENSIONS) + " |")
     return {"markdown": "\n".join(lines) + "\n", "numbers": {"accuracy": numbers}}
 
 

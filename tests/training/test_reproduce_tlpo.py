@@ -15,7 +15,8 @@ SHORT = {
     "world": {"critic_conditions": 2, "train_conditions": 2, "heldout_conditions": 1, "frames": 9},
     "candidates": {"samples": 2, "audio_cfg": [1.0, 5.0], "steps": 3},
     "critic_base": {"conditions": 2, "heldout_conditions": 1, "steps": 2, "batch_size": 2},
-    "critic": {"steps": 4, "batch_size": 4, "max_frames": 10, "min_side": 56, "heldout_share": 0.5},
+    "critic": {"steps": 4, "batch_size": 4, "max_frames": 10, "min_side": 56, "heldout_share": 0.5, "preferences": True,
+               "preference_margin": 0.0, "pair_batch_size": 2},
     "curation": {"rule": "ranking", "margin": 0.0},
     "experts": {"steps": 2, "batch_size": 2},
     "gate": {"steps": 2, "batch_size": 3},
@@ -45,6 +46,10 @@ def test_every_stage_produces_what_the_next_consumes(chain):
     base = root / "critic_base" / "run" / "thinker"
     assert (base / "config.json").is_file() and (base / "ft2_video_settings.json").is_file()
     assert str(base) in (root / "configs" / "critic.toml").read_text()
+    # preferences: the training condition's two candidates, one pair per dimension; the held-out ones are measured
+    assert stages["critic"]["train_preferences"] == 3 and "preferences_train.jsonl" in (root / "configs" / "critic.toml").read_text()
+    assert len((root / "critic" / "preferences_heldout.jsonl").read_text().splitlines()) == 3
+    assert "| Talking-Critic (its base + trained LoRA) | held-out candidate pairs ordered |" in (root / "critic" / "critic_table.md").read_text()
     assert all(stages["pairs"][d] > 0 for d in ("motion", "lipsync", "quality"))
     for name in reproduce_tlpo.EXPERTS:
         assert load_lora(reproduce_tlpo.expert_file(root, name)).metadata["ft2.dimension"] == name
@@ -115,14 +120,26 @@ def test_answer_thresholds_are_medians_over_the_chosen_pool():
     assert reproduce_tlpo.answer_thresholds(records, "candidates") == {"motion": 0.4, "lipsync": 0.4, "quality": 0.4}
 
 
+def test_clear_pairs_are_a_condition_s_candidates_far_enough_apart_better_first():
+    def record(video, condition, kind, motion, lipsync, quality):
+        return {"video": video, "condition": condition, "kind": kind,
+                "oracle": {"motion": motion, "lipsync": lipsync, "quality": quality}}
+
+    records = [record("a", "c1", "candidate", 0.5, 0.20, 0.40), record("b", "c1", "candidate", 0.5, 0.30, 0.42),
+               record("c", "c2", "candidate", 0.9, 0.90, 0.90), record("d", "c1", "blur", 0.0, 0.00, 0.00)]
+    assert reproduce_tlpo.clear_pairs(records, 0.05) == [{"chosen": "b", "rejected": "a", "dimension": "lipsync"}]
+    assert {p["dimension"] for p in reproduce_tlpo.clear_pairs(records, 0.0)} == {"motion", "lipsync", "quality"}
+
+
 def test_a_run_recorded_before_newer_options_reads_with_their_defaults(chain, tmp_path):
     first, _ = chain
     recorded = json.loads((first / "run" / "run_config.json").read_text())
-    del recorded["critic_base"], recorded["experts"]["winner_penalty"]
+    del recorded["critic_base"], recorded["experts"]["winner_penalty"], recorded["critic"]["preferences"]
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "run_config.json").write_text(json.dumps(recorded))
     config = reproduce_tlpo.recorded_config(tmp_path / "old", "run.reuse")
     assert config["critic_base"]["conditions"] == 0 and config["experts"]["winner_penalty"] == 0.0
+    assert config["critic_base"]["thinker"] == "random" and config["critic"]["preferences"] is False
     recorded["experts"]["beta_typo"] = 1.0
     (tmp_path / "old" / "run_config.json").write_text(json.dumps(recorded))
     with pytest.raises(InputError, match="beta_typo"):
