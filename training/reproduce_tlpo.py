@@ -371,7 +371,7 @@ def critic_table(config: dict, root: Path, train_lines: list[dict], heldout_line
         ordering = {}
         for k, d in enumerate(DIMENSIONS):
             pairs = [(p[row[x["chosen"]], k], p[row[x["rejected"]], k]) for x in heldout_pairs if x["dimension"] == d]
-            ordering[d] = float(np.mean([0.5 if a == b else float(a > b) for a, b in pairs])) if pairs else float("nan")
+            ordering[d] = train_critic.ordered_share(*zip(*pairs)) if pairs else float("nan")
         numbers[name]["held-out candidate pairs ordered"] = ordering
         lines.append(f"| {name} | held-out candidate pairs ordered | "
                      + " | ".join(f"{100 * ordering[d]:.1f}%" for d in DIMENSIONS) + " |")
@@ -440,9 +440,9 @@ def ordering_agreement(config: dict, root: Path) -> dict[str, float]:
     for d in DIMENSIONS:
         clear = [(a, b) for ids in by_condition.values() for a, b in itertools.combinations(ids, 2)
                  if abs(truth[a][d] - truth[b][d]) >= config["curation"]["margin"]]
-        agree = [0.5 if judged[a][d] == judged[b][d] else float((judged[a][d] > judged[b][d]) == (truth[a][d] > truth[b][d]))
-                 for a, b in clear]
-        shares[d] = float(np.mean(agree)) if agree else float("nan")
+        better_first = [(a, b) if truth[a][d] > truth[b][d] else (b, a) for a, b in clear]
+        shares[d] = (train_critic.ordered_share([judged[a][d] for a, _ in better_first], [judged[b][d] for _, b in better_first])
+                     if clear else float("nan"))
     return shares
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -102,6 +103,12 @@ def preference_loss(critic: TalkingCritic, features, pairs: list[dict], indices:
     return -torch.nn.functional.logsigmoid(chosen - rejected).mean()
 
 
+def ordered_share(chosen, rejected) -> float:
+    """Share of pairs whose chosen score is the higher (a tie counts half; 0.5 is chance)."""
+    chosen, rejected = np.asarray(chosen, dtype=float), np.asarray(rejected, dtype=float)
+    return float(np.mean((chosen > rejected) + 0.5 * (chosen == rejected)))
+
+
 @torch.no_grad()
 def pair_accuracy(critic: TalkingCritic, features, pairs: list[dict], indices: torch.Tensor) -> dict[str, float]:
     """Per dimension, the share of pairs whose chosen video gets the higher score."""
@@ -110,8 +117,7 @@ def pair_accuracy(critic: TalkingCritic, features, pairs: list[dict], indices: t
     for k, dimension in enumerate(DIMENSIONS):
         rows = [r for r, p in enumerate(pairs) if p["dimension"] == k]
         if rows:
-            chosen, rejected = scores[indices[rows, 0], k], scores[indices[rows, 1], k]
-            result[dimension] = float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean())
+            result[dimension] = ordered_share(scores[indices[rows, 0], k], scores[indices[rows, 1], k])
     return result
 
 
