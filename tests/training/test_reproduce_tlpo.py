@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from ft2_core.errors import InputError
+from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths
+from ft2_core.tlpo.experts import Expert
 from ft2_core.tlpo.gate import load_gate
 from ft2_core.tlpo.lora_formats import load_lora
 from tests.training.conftest import write_config
@@ -12,8 +14,8 @@ from training import ablate_tlpo, reproduce_tlpo
 from training.trainer import run
 
 SHORT = {
-    "world": {"critic_conditions": 2, "train_conditions": 2, "heldout_conditions": 1, "frames": 9},
-    "candidates": {"samples": 2, "audio_cfg": [1.0, 5.0], "steps": 3},
+    "world": {"critic_conditions": 2, "train_conditions": 4, "heldout_conditions": 3, "frames": 17},
+    "candidates": {"samples": 2, "audio_cfg": [1.0, 5.0], "steps": 6},
     "critic_base": {"conditions": 2, "heldout_conditions": 1, "steps": 2, "batch_size": 2},
     "critic": {"steps": 4, "batch_size": 4, "max_frames": 10, "min_side": 56, "heldout_share": 0.5, "preferences": True,
                "preference_margin": 0.0, "pair_batch_size": 2},
@@ -39,7 +41,7 @@ def test_every_stage_produces_what_the_next_consumes(chain):
     root = tmp_path / "run"
     stages = {p.stem: json.loads(p.read_text()) for p in (root / "stages").glob("*.json")}
     assert set(stages) == set(reproduce_tlpo.STAGES) and all(s["_seconds"] >= 0 for s in stages.values())
-    assert stages["candidates"] == {"critic": 4, "train": 4, "_seconds": stages["candidates"]["_seconds"]}
+    assert stages["candidates"] == {"critic": 4, "train": 8, "_seconds": stages["candidates"]["_seconds"]}
     assert stages["critic"]["train_clips"] + stages["critic"]["heldout_clips"] == 2 * 2 + 2 * 7  # candidates + true/damaged
     # the critic's base: the whole thinker trained on world clips (true + one damage each; held out: every damage)
     assert stages["critic_base"]["train_clips"] == 2 * 2 and stages["critic_base"]["heldout_clips"] == 7
@@ -55,7 +57,7 @@ def test_every_stage_produces_what_the_next_consumes(chain):
         assert load_lora(reproduce_tlpo.expert_file(root, name)).metadata["ft2.dimension"] == name
     assert load_gate(root / "gate" / "gate.safetensors", 4).experts == ("motion", "lipsync", "quality")
     results = stages["evaluate"]["results"]
-    assert len(results) == 7 and all(len(rows) == 1 for rows in results.values())
+    assert len(results) == 7 and all(len(rows) == 3 for rows in results.values())  # 3 held-out conditions, 1 seed
     table = (tmp_path / "results" / "tlpo.md").read_text()
     assert table.count("\n| ") >= 7 + 6 and (tmp_path / "results" / "tlpo_gate.png").is_file()
     # the oracles measure the critic's pairs (they never curate them here)
@@ -66,19 +68,29 @@ def test_every_stage_produces_what_the_next_consumes(chain):
     assert (tmp_path / "results" / "tlpo.md").read_text().split("Wall time")[0] == table.split("Wall time")[0]
 
 
-def test_an_oracle_judged_run_reuses_the_first_stages_of_another(chain, tmp_path):
+@pytest.fixture(scope="module")
+def oracle_chain(chain, tmp_path_factory):
+    """The same chain with pairs curated by the oracles (a perfect critic), its first stages reused from `chain`;
+    its experts train long enough to move a video."""
     first, _ = chain
+    tmp_path = tmp_path_factory.mktemp("oracle")
     config = write_config(tmp_path / "oracle.toml", {
         "run": {"output": str(tmp_path / "run"), "reuse": str(first / "run")}, **SHORT,
-        "curation": {"rule": "ranking", "margin": 0.0, "judge": "oracle"}})
+        "curation": {"rule": "ranking", "margin": 0.0, "judge": "oracle"},
+        "experts": {"steps": 10, "batch_size": 2, "lr": 5e-4}})
     assert run(reproduce_tlpo.main, reproduce_tlpo.SCHEMA, ["--config", str(config)]) == 0
-    root = tmp_path / "run"
+    return tmp_path
+
+
+def test_an_oracle_judged_run_reuses_the_first_stages_of_another(chain, oracle_chain, tmp_path):
+    first, _ = chain
+    root = oracle_chain / "run"
     for stage in ("conditions", "candidates", "critic_base", "critic"):
         assert (root / stage).is_symlink()
         assert (root / "stages" / f"{stage}.json").read_text() == (first / "run" / "stages" / f"{stage}.json").read_text()
     assert not (root / "pairs").is_symlink()  # the curation differs: pairs and what follows are made here
     judged = [json.loads(line) for line in (root / "pairs" / "oracle_judgements.jsonl").read_text().splitlines()]
-    assert len(judged) == 4 and all(0 <= v <= 1 for j in judged for v in j["scores"].values())
+    assert len(judged) == 8 and all(0 <= v <= 1 for j in judged for v in j["scores"].values())
     assert not (root / "pairs" / "scores.jsonl").exists()  # the critic scored nothing
     assert "Pairs curated by the oracle" in (root / "results.md").read_text()
     # a run whose candidates would differ reuses only what still matches: the conditions
@@ -88,6 +100,20 @@ def test_an_oracle_judged_run_reuses_the_first_stages_of_another(chain, tmp_path
     (tmp_path / "partial").mkdir()
     reproduce_tlpo.reuse_stages(partial, tmp_path / "partial")
     assert sorted(p.name for p in (tmp_path / "partial").iterdir()) == ["conditions", "stages"]
+
+
+def test_the_lip_sync_expert_raises_lip_sync_over_the_base_on_fixed_seeds(oracle_chain):
+    """The experts' share of the chain, apart from the critic's (a critic trained for seconds orders nothing): with
+    the oracles' pairs, the lip-sync expert animates the held-out conditions with more lip-sync than the base does,
+    video by video on the same seeds (measured: +0.049 +- 0.018 over 6 videos, 5 of them up)."""
+    root = oracle_chain / "run"
+    config = reproduce_tlpo.recorded_config(root, "oracle run")
+    config["evaluate"] = {"seeds": [0, 1], "steps": 8}
+    pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(reproduce_tlpo.resolve_model(config)))
+    expert = Expert("lipsync", load_lora(reproduce_tlpo.expert_file(root, "lipsync")))
+    results = reproduce_tlpo.oracle_results(config, root, pipe, {"base": ([], None), "lip-sync expert": ([expert], None)})
+    mean, error = reproduce_tlpo.paired(results, "lip-sync expert", "base", "lipsync")
+    assert len(results["base"]) == 6 and mean > 2 * error > 0
 
 
 def test_ablations_retrain_one_expert_per_variant_and_compare_paired(chain, tmp_path):
