@@ -597,6 +597,20 @@ def verdicts(table: dict, results: dict) -> list[str]:
     return lines
 
 
+def candidate_tradeoffs(config: dict, root: Path) -> dict[str, float]:
+    """Correlations across the training candidates, each condition's mean removed, of the oracles' scores with each
+    other and with the audio guidance they were sampled with: pairs only teach what varies within a condition, so a
+    negative correlation between two dimensions is a trade the experts learn too."""
+    truth = scores_by_id(oracle_judgements(config, root))
+    by_condition = {}
+    for c in read_jsonl(root / "candidates" / "train" / "candidates.jsonl", ("id", "condition", "audio_cfg")):
+        by_condition.setdefault(c["condition"], []).append([c["audio_cfg"], *(truth[c["id"]][d] for d in COLUMNS)])
+    centred = np.concatenate([np.array(rows) - np.mean(rows, axis=0) for rows in by_condition.values()])
+    r = np.corrcoef(centred, rowvar=False)
+    names = ["audio guidance", *COLUMNS]
+    return {f"{names[i]} / {names[j]}": float(r[i, j]) for i, j in itertools.combinations(range(len(names)), 2)}
+
+
 def describe_gate(grid: list, experts: list[str]) -> str:
     weights = np.array(grid)  # [experts, layers, 11 timesteps from 1000 to 0]
     parts = []
@@ -638,6 +652,8 @@ def report(config: dict, root: Path, stages: dict) -> str:
                  f"{config['curation']['margin']}, the critic orders "
                  + ", ".join(f"{100 * v:.1f}% ({d})" for d, v in ordering_agreement(config, root).items())
                  + " the oracles' way (50% is chance)."), "",
+              "Within a training condition (its mean removed), the oracles' scores of the candidates correlate: "
+              + ", ".join(f"{k} {v:+.2f}" for k, v in candidate_tradeoffs(config, root).items()) + ".", "",
               "Wall time per stage (s, this machine): " + ", ".join(f"{s} {stages[s]['_seconds']:.0f}" for s in STAGES) + "."]
     return "\n".join(lines) + "\n"
 

@@ -197,6 +197,27 @@ def test_ordering_agreement_counts_the_critic_s_order_of_every_clear_candidate_p
     assert reproduce_tlpo.ordering_agreement({"curation": {"margin": 0.05}}, tmp_path)["lipsync"] == pytest.approx(2.5 / 3)
 
 
+def test_candidate_tradeoffs_correlate_within_a_condition(tmp_path):
+    """Each condition's mean is removed first: the two conditions' offsets (0.2 vs 0.6 lip-sync) would otherwise
+    weaken every correlation."""
+    (tmp_path / "candidates" / "train").mkdir(parents=True)
+    (tmp_path / "pairs").mkdir()
+    candidates, judgements = [], []
+    for condition, offset, motion in (("c0", 0.2, (0.4, 0.6, 0.5)), ("c1", 0.6, (0.1, 0.3, 0.2))):
+        for k, audio_cfg in enumerate((1.0, 3.0, 5.0)):
+            name = f"{condition}_{k}"
+            candidates.append({"id": name, "video": f"{name}.mp4", "condition": condition, "audio_cfg": audio_cfg})
+            judgements.append({"id": name, "scores": {"lipsync": offset + 0.1 * audio_cfg, "motion": motion[k],
+                                                      "quality": 0.9 - 0.05 * audio_cfg}})
+    for path, rows in ((tmp_path / "candidates" / "train" / "candidates.jsonl", candidates),
+                       (tmp_path / "pairs" / "oracle_judgements.jsonl", judgements)):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # centred audio guidance per condition: (-2, 0, 2); motion: (-0.1, 0.1, 0) -> correlation 0.4 / 0.8
+    assert reproduce_tlpo.candidate_tradeoffs({}, tmp_path) == pytest.approx({
+        "audio guidance / lipsync": 1.0, "audio guidance / motion": 0.5, "audio guidance / quality": -1.0,
+        "lipsync / motion": 0.5, "lipsync / quality": -1.0, "motion / quality": -0.5})
+
+
 def test_rows_are_compared_with_the_base_on_the_same_videos():
     """Δ and its standard error come from per-video differences, so a shift smaller than the videos' spread shows."""
     rows = ("base", "motion expert alone", "lipsync expert alone", "quality expert alone", "static equal merge (1/3 each)",
