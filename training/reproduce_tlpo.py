@@ -427,18 +427,24 @@ def pair_agreement(config: dict, root: Path) -> dict[str, float]:
     return shares
 
 
+def training_candidates_by_condition(root: Path, fields: tuple[str, ...]) -> list[list[dict]]:
+    """The training candidates' records (id, condition and `fields`), grouped by condition."""
+    groups = {}
+    for c in read_jsonl(root / "candidates" / "train" / "candidates.jsonl", ("id", "condition", *fields)):
+        groups.setdefault(c["condition"], []).append(c)
+    return list(groups.values())
+
+
 def ordering_agreement(config: dict, root: Path) -> dict[str, float]:
     """Per dimension, over every pair of a training condition's candidates whose oracle scores differ by at least the
     curation margin, the share the critic's P(Yes) orders the oracles' way (a tie counts half; 50% is chance): how well
     the critic ranks, whichever pairs the curation rule then keeps."""
     truth = scores_by_id(oracle_judgements(config, root))
     judged = scores_by_id(root / "pairs" / "scores.jsonl")
-    by_condition = {}
-    for c in read_jsonl(root / "candidates" / "train" / "candidates.jsonl", ("id", "condition")):
-        by_condition.setdefault(c["condition"], []).append(c["id"])
+    by_condition = [[c["id"] for c in group] for group in training_candidates_by_condition(root, ())]
     shares = {}
     for d in DIMENSIONS:
-        clear = [(a, b) for ids in by_condition.values() for a, b in itertools.combinations(ids, 2)
+        clear = [(a, b) for ids in by_condition for a, b in itertools.combinations(ids, 2)
                  if abs(truth[a][d] - truth[b][d]) >= config["curation"]["margin"]]
         better_first = [(a, b) if truth[a][d] > truth[b][d] else (b, a) for a, b in clear]
         shares[d] = (train_critic.ordered_share([judged[a][d] for a, _ in better_first], [judged[b][d] for _, b in better_first])
@@ -602,10 +608,9 @@ def candidate_tradeoffs(config: dict, root: Path) -> dict[str, float]:
     other and with the audio guidance they were sampled with: pairs only teach what varies within a condition, so a
     negative correlation between two dimensions is a trade the experts learn too."""
     truth = scores_by_id(oracle_judgements(config, root))
-    by_condition = {}
-    for c in read_jsonl(root / "candidates" / "train" / "candidates.jsonl", ("id", "condition", "audio_cfg")):
-        by_condition.setdefault(c["condition"], []).append([c["audio_cfg"], *(truth[c["id"]][d] for d in COLUMNS)])
-    centred = np.concatenate([np.array(rows) - np.mean(rows, axis=0) for rows in by_condition.values()])
+    groups = [np.array([[c["audio_cfg"], *(truth[c["id"]][d] for d in COLUMNS)] for c in group])
+              for group in training_candidates_by_condition(root, ("audio_cfg",))]
+    centred = np.concatenate([rows - rows.mean(axis=0) for rows in groups])
     r = np.corrcoef(centred, rowvar=False)
     names = ["audio guidance", *COLUMNS]
     return {f"{names[i]} / {names[j]}": float(r[i, j]) for i, j in itertools.combinations(range(len(names)), 2)}
