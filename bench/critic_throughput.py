@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.models.audio import Audio  # noqa: E402
+from ft2_core.io.audio import Audio  # noqa: E402
 from ft2_core.scoring.critic import TalkingCritic  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
 

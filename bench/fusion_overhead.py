@@ -25,7 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.models.audio_adapter import AudioAdapter  # noqa: E402
-from ft2_core.tlpo.experts import Expert, FusedLoRALinear, attach_experts, block_linears  # noqa: E402
+from ft2_core.dimensions import DIMENSION_NAMES  # noqa: E402
+from ft2_core.models.fused_lora import FusedLoRALinear, block_linears  # noqa: E402
+from ft2_core.tlpo.experts import Expert, attach_experts  # noqa: E402
 from ft2_core.tlpo.gate import TimestepLayerGate  # noqa: E402
 from ft2_core.tlpo.lora_formats import EXPERT_TARGETS, LoraModule, LoraWeights  # noqa: E402
 from ft2_core.models.talking_model import FantasyTalkingModel  # noqa: E402
@@ -35,7 +37,7 @@ from ft2_core.models.wan_transformer import build_transformer  # noqa: E402
 WAN_1_3B = dict(patch_size=[1, 2, 2], num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
                 text_dim=4096, freq_dim=256, ffn_dim=8960, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
                 eps=1e-6, image_dim=None, added_kv_proj_dim=None, rope_max_seq_len=1024)
-RANK, EXPERTS = 32, ("motion", "lipsync", "quality")
+RANK, EXPERTS = 32, DIMENSION_NAMES
 
 
 def random_expert(model, name, seed) -> Expert:

@@ -19,11 +19,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.sampling.long_video import METHODS, WindowOptions  # noqa: E402
+from ft2_core.sampling.options import METHODS, WindowOptions  # noqa: E402
 from ft2_core.miniature.model import miniature_model_dir  # noqa: E402
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip  # noqa: E402
-from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
-from ft2_core.sampling.sampler import SamplerOptions  # noqa: E402
+from ft2_core.model_paths import ModelPaths  # noqa: E402
+from ft2_core.pipeline import FantasyTalkingPipeline  # noqa: E402
+from ft2_core.sampling.options import SamplerOptions  # noqa: E402
 
 
 def main() -> None:

@@ -100,7 +100,7 @@ def module_sizes() -> dict[str, float]:
     from transformers import CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel, Wav2Vec2Config, Wav2Vec2Model
 
     from ft2_core.models.audio_adapter import AudioAdapter
-    from ft2_core.tlpo.experts import block_linears
+    from ft2_core.models.fused_lora import block_linears
     from ft2_core.tlpo.lora_formats import EXPERT_TARGETS
     from ft2_core.models.wan_transformer import build_transformer, shipped_configs
 

@@ -11,7 +11,9 @@ import torch
 
 from .checks import finite_number
 from .errors import InputError
-from .sampling.long_video import METHODS
+from .models.attention import BACKENDS
+from .sampling.flow import SCHEDULERS
+from .sampling.options import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, METHODS
 
 log = logging.getLogger("ft2_core")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -24,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     animate = commands.add_parser("animate", help="portrait + speech -> talking-head MP4")
     animate.add_argument("--image", help="portrait image (default: a generated demo portrait)")
     animate.add_argument("--audio", help="speech: WAV, FLAC, MP3 or OGG (default: a generated demo clip)")
-    animate.add_argument("--prompt", default="A person is talking.")
+    animate.add_argument("--prompt", default=DEFAULT_PROMPT)
     animate.add_argument("--negative-prompt", default=None, help="default: Wan's standard negative prompt")
     animate.add_argument("--out", required=True, help="output .mp4")
     models = animate.add_argument_group("models (default: the built-in miniature model of cartoon talking faces)")
@@ -41,12 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--steps", type=int)
     sampling.add_argument("--cfg", type=float, help="prompt guidance")
     sampling.add_argument("--audio-cfg", type=float, help="audio guidance (3-7 works well)")
-    sampling.add_argument("--audio-cfg-start", type=float, default=0.0, help="fraction of steps where audio guidance starts")
-    sampling.add_argument("--audio-cfg-end", type=float, default=1.0, help="fraction of steps where it ends")
-    sampling.add_argument("--audio-scale", type=float, default=1.0, help="strength of the audio cross-attention")
+    sampling.add_argument("--audio-cfg-start", type=float, help="fraction of steps where audio guidance starts (default 0)")
+    sampling.add_argument("--audio-cfg-end", type=float, help="fraction of steps where it ends (default 1)")
+    sampling.add_argument("--audio-scale", type=float, help="strength of the audio cross-attention (default 1)")
     sampling.add_argument("--shift", type=float)
-    sampling.add_argument("--scheduler", choices=("euler", "unipc"), default="euler")
-    sampling.add_argument("--seed", type=int, default=0)
+    sampling.add_argument("--scheduler", choices=SCHEDULERS, help="default: euler (upstream)")
+    sampling.add_argument("--seed", type=int, help="default 0")
     sampling.add_argument("--frames", type=int, help="frame count (4k+1); default: enough for the whole audio")
     sampling.add_argument("--max-seconds", type=float, help="animate only the first seconds of the audio")
     sampling.add_argument("--fps", type=float)
@@ -57,11 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     memory = animate.add_argument_group("memory (same video, less activation memory)")
     memory.add_argument("--sequential-rows", action="store_true",
                         help="run the guidance predictions one after another instead of as one batch")
-    memory.add_argument("--ffn-chunk-tokens", type=int, default=0,
+    memory.add_argument("--ffn-chunk-tokens", type=int,
                         help="run each block's feed-forward on this many tokens at a time (0: all at once)")
     memory.add_argument("--blocks-to-swap", type=int, default=0,
                         help="keep this many DiT blocks on the CPU, each visiting the GPU just before it runs (0: none)")
-    memory.add_argument("--attention", choices=("sdpa", "flash", "sage"), default="sdpa",
+    memory.add_argument("--attention", choices=tuple(BACKENDS), default="sdpa",
                         help="attention kernel: PyTorch SDPA, or flash-attention / SageAttention when installed")
     memory.add_argument("--vae-tile", type=int, default=0,
                         help="encode/decode in overlapping tiles of this many pixels, e.g. 256 (0: whole frames)")
@@ -98,10 +100,11 @@ def run_animate(args) -> Path:
     from .demo_inputs import demo_portrait, demo_speech
     from .io.image import load_image
     from .io.video_io import write_mp4
-    from .models.audio import load_audio
-    from .pipeline import DEFAULT_NEGATIVE_PROMPT, FantasyTalkingPipeline, ModelPaths, model_folder
+    from .io.audio import load_audio
+    from .builtin_models import model_folder
+    from .model_paths import ModelPaths
+    from .pipeline import FantasyTalkingPipeline
     from .progress import RunProgress
-    from .sampling.sampler import SamplerOptions
     from .tlpo.experts import Expert
     from .tlpo.lora_formats import load_lora
 
@@ -118,15 +121,11 @@ def run_animate(args) -> Path:
     pipe = FantasyTalkingPipeline.from_paths(paths, args.device, dtype, keep_stored_weights=not args.upcast_weights,
                                              vae_tile=args.vae_tile or None, blocks_to_swap=args.blocks_to_swap,
                                              attention=args.attention)
-    defaults = pipe.defaults
-    options = SamplerOptions(
-        steps=defaults["steps"] if args.steps is None else args.steps,
-        cfg=defaults["cfg"] if args.cfg is None else args.cfg,
-        audio_cfg=defaults["audio_cfg"] if args.audio_cfg is None else args.audio_cfg,
-        audio_cfg_start=args.audio_cfg_start, audio_cfg_end=args.audio_cfg_end,
-        shift=defaults["shift"] if args.shift is None else args.shift, scheduler=args.scheduler, seed=args.seed, audio_scale=args.audio_scale,
+    options = pipe.sampler_options(
+        steps=args.steps, cfg=args.cfg, audio_cfg=args.audio_cfg, shift=args.shift, audio_cfg_start=args.audio_cfg_start,
+        audio_cfg_end=args.audio_cfg_end, scheduler=args.scheduler, seed=args.seed, audio_scale=args.audio_scale,
         sequential_rows=args.sequential_rows, ffn_chunk_tokens=args.ffn_chunk_tokens,
-    ).validate()
+    )
     windows = pipe.window_options(args.long_method, args.window_frames, args.overlap_frames)
     experts, gate = experts_from_args(args, pipe.model.num_layers)
     loras = [Expert(f"lora{index}", load_lora(path), strength) for index, (path, strength) in enumerate(map(file_and_strength, args.lora))]

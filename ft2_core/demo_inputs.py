@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .models.audio import Audio
+from .io.audio import Audio
 from .miniature.world import portrait, random_face, speech_clip
 
 DEMO_SEED = 2024

@@ -1,107 +1,36 @@
 """FantasyTalking inference end to end: files -> encoders -> sampler -> frames (+ the soundtrack)."""
 from __future__ import annotations
 
-import json
 import logging
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .models.audio import Audio, Wav2VecEncoder, clip_for_video, frame_count
+from .checks import finite_number
+from .errors import InputError
+from .io.audio import Audio, clip_for_video, frame_count
+from .io.image import fit_image
+from .model_paths import SAMPLER_DEFAULTS, UPSTREAM_DEFAULTS, ModelPaths
 from .models.attention import check_backend
 from .models.audio_adapter import load_audio_adapter
 from .models.audio_windows import check_frame_count, latent_frame_count
-from .checks import finite_number
-from .models.conditioning import ImageEncoder, TextEncoder, WanVAE, condition_video, i2v_condition
-from .errors import InputError
-from .tlpo.experts import Expert, experts_attached
-from .io.image import fit_image
-from .sampling.long_video import FrameCodec, WindowOptions, sample_long
+from .models.conditioning import ImageEncoder, TextEncoder, WanVAE, encode_i2v_condition
 from .models.pixel_latent import SpaceToDepthVAE, is_pixel_latent_folder
+from .models.talking_model import FantasyTalkingModel
+from .models.wav2vec import Wav2VecEncoder
+from .models.wan_transformer import load_transformer_file, load_transformer_folder
 from .placement import visiting
 from .progress import RunProgress, counting_calls
-from .sampling.sampler import Conditioning, SamplerOptions
-from .models.talking_model import FantasyTalkingModel
-from .models.wan_transformer import load_transformer_file, load_transformer_folder
+from .sampling.long_video import FrameCodec, sample_long
+from .sampling.options import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, SamplerOptions, WindowOptions
+from .sampling.sampler import Conditioning
+from .tlpo.experts import Expert, experts_attached
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "ft2_model.json"
 ENCODER_STAGES = 4  # text, CLIP image, VAE (first frame), wav2vec2: one progress unit each
-# window_frames: the trained length (longer audio runs in windows of it); overlap and method: see long_video.
-UPSTREAM_DEFAULTS = {"max_side": 512, "fps": 23, "window_frames": 81, "overlap_frames": 16, "long_method": "sliding",
-                     "steps": 30, "cfg": 5.0, "audio_cfg": 5.0, "shift": 5.0}
-# Wan's standard negative prompt (upstream FantasyTalking uses it verbatim).
-DEFAULT_NEGATIVE_PROMPT = (
-    "人物静止不动，静止，色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
-    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
-    "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
-)
-ADAPTER_NAMES = ("audio_adapter.safetensors", "fantasytalking_model.safetensors", "fantasytalking_model.ckpt")
-WAV2VEC_NAMES = ("wav2vec2", "wav2vec2-base-960h")
-
-
-@dataclass
-class ModelPaths:
-    """Where each component lives. `transformer` is a diffusers folder or a single .safetensors file."""
-
-    transformer: Path
-    audio_adapter: Path
-    wav2vec: Path
-    text_encoder: Path | None = None
-    tokenizer: Path | None = None
-    image_encoder: Path | None = None
-    image_processor: Path | None = None
-    vae: Path | None = None
-    defaults: dict = field(default_factory=lambda: dict(UPSTREAM_DEFAULTS))
-    notice: str = ""
-    transformer_config: str | None = None  # for a single-file DiT: shipped config name or JSON path
-    prediction: str = "velocity"  # what the DiT outputs (see FantasyTalkingModel)
-
-    @classmethod
-    def from_folder(cls, folder: str | os.PathLike, **overrides) -> "ModelPaths":
-        """A diffusers Wan2.1 I2V folder plus the adapter file and a wav2vec2 folder, optionally an ft2_model.json."""
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise InputError(f"model folder not found: {folder}")
-        manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {}
-
-        def first(names, what):
-            for name in names:
-                if (folder / name).exists():
-                    return folder / name
-            raise InputError(f"model folder {folder}: no {what} (looked for {', '.join(names)})")
-
-        paths = cls(
-            transformer=folder / manifest.get("transformer", "transformer"),
-            audio_adapter=folder / manifest["audio_adapter"] if "audio_adapter" in manifest else first(ADAPTER_NAMES, "FantasyTalking audio adapter"),
-            wav2vec=folder / manifest["wav2vec"] if "wav2vec" in manifest else first(WAV2VEC_NAMES, "wav2vec2 folder"),
-            text_encoder=folder / "text_encoder", tokenizer=folder / "tokenizer",
-            image_encoder=folder / "image_encoder", image_processor=folder / "image_processor", vae=folder / "vae",
-            defaults={**UPSTREAM_DEFAULTS, **manifest.get("defaults", {})}, notice=manifest.get("notice", ""),
-            prediction=manifest.get("prediction", "velocity"),
-        )
-        return replace(paths, **{k: Path(v) for k, v in overrides.items() if v is not None})
-
-    def missing(self) -> list[str]:
-        return [f.name for f in fields(self) if isinstance(getattr(self, f.name), Path) and not getattr(self, f.name).exists()]
-
-
-def model_folder(name: str | None, cache_dir: str | None) -> Path:
-    """--model-dir: a folder, or a built-in model by name (default: the miniature one, which ships trained)."""
-    if name in (None, "miniature"):
-        from .miniature.model import miniature_model_dir
-
-        return miniature_model_dir()
-    if name == "tiny":
-        from .tiny import tiny_model_dir
-
-        return tiny_model_dir(cache_dir)
-    return Path(name)
-
-
 def plan_frames(audio: Audio, fps: float, num_frames: int | None, max_seconds: float | None = None) -> int:
     """The given frame count, or enough frames for the whole audio (or its first `max_seconds`)."""
     if num_frames is not None:
@@ -190,6 +119,11 @@ class FantasyTalkingPipeline:
         so a long video's windows hear exactly what one long window would)."""
         return self.wav2vec.encode(clip_for_video(audio, num_frames, fps))
 
+    def sampler_options(self, **given) -> SamplerOptions:
+        """SamplerOptions from what is given (None: not given), else this model's recommendation, else upstream's."""
+        recommended = {name: self.defaults[name] for name in SAMPLER_DEFAULTS}
+        return SamplerOptions(**{**recommended, **{k: v for k, v in given.items() if v is not None}}).validate()
+
     def window_options(self, method: str | None = None, window_frames: int | None = None,
                        overlap_frames: int | None = None) -> WindowOptions:
         """Long-video settings: what is given, else the model's defaults."""
@@ -207,7 +141,7 @@ class FantasyTalkingPipeline:
         self,
         image: torch.Tensor,
         audio: Audio,
-        prompt: str = "A person is talking.",
+        prompt: str = DEFAULT_PROMPT,
         negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
         options: SamplerOptions | None = None,
         num_frames: int | None = None,
@@ -229,9 +163,7 @@ class FantasyTalkingPipeline:
         steps, one unit per decoded latent frame) and is where a cancel is honoured.
         """
         fps = self.defaults["fps"] if fps is None else finite_number(fps, "fps", above=0.0)
-        options = options or SamplerOptions(
-            steps=self.defaults["steps"], cfg=self.defaults["cfg"], audio_cfg=self.defaults["audio_cfg"], shift=self.defaults["shift"]
-        )
+        options = options or self.sampler_options()
         num_frames = plan_frames(audio, fps, num_frames, max_seconds)
         windows = (windows or self.window_options()).validate()
         image = fit_image(image, max_side or self.defaults["max_side"])
@@ -247,14 +179,15 @@ class FantasyTalkingPipeline:
         clip = self.image_encoder.encode(image) if self.image_encoder is not None else None
         progress.advance()
         first = windows.first_window_frames(num_frames)
-        condition = i2v_condition(self.vae.encode(condition_video(image, first)), first)
+        condition = encode_i2v_condition(self.vae.encode, image, first)
         progress.advance()
         features = self.audio_features(audio, num_frames, fps)
         progress.advance()
         with visiting(self.model, self.device):
-            latents = generate_latents(self.model, condition, positive, negative, clip, features, num_frames, options,
-                                       self.device, self.dtype, lambda info: progress.advance(preview=info.denoised),
-                                       progress.interrupt_point, experts, gate, windows, self.vae, loras)
+            latents = generate_latents(
+                self.model, EncodedVideo(condition, positive, negative, clip, features, num_frames), options, windows,
+                ExpertMix(experts, gate, loras), device=self.device, dtype=self.dtype, codec=self.vae,
+                on_step=lambda info: progress.advance(preview=info.denoised), check_interrupt=progress.interrupt_point)
         decoder = getattr(getattr(self.vae, "model", None), "decoder", None)  # a Wan VAE decodes latent frame by frame
         with counting_calls(decoder, progress):
             frames = self.vae.decode(latents)
@@ -272,21 +205,45 @@ class FantasyTalkingPipeline:
         return self
 
 
-def generate_latents(model: FantasyTalkingModel, condition, positive, negative, clip, features: torch.Tensor,
-                     num_frames: int, options: SamplerOptions, device="cpu", dtype=torch.float32,
-                     on_step=None, check_interrupt=None, experts: list[Expert] = (), gate=None,
-                     windows: WindowOptions | None = None, codec: FrameCodec | None = None,
-                     loras: list[Expert] = ()) -> torch.Tensor:
-    """Normalised latents [1, z, F, h, w] from the first window's I2V condition, text, CLIP features and the
-    wav2vec2 features of the whole video. Without `windows` the video is one window (`condition` covers it).
+@dataclass
+class EncodedVideo:
+    """One video's encoded inputs: the first window's I2V condition [1, 4+z, F, h, w], the prompt and negative
+    prompt embeddings, CLIP image features (or None) and the wav2vec2 features of the whole video."""
+
+    condition: torch.Tensor
+    positive: torch.Tensor
+    negative: torch.Tensor
+    image: torch.Tensor | None
+    audio_features: torch.Tensor
+    num_frames: int
+
+
+@dataclass
+class ExpertMix:
+    """TLPO experts mixed by `gate` (None: weight 1 each), plus other LoRAs at their fixed strength."""
+
+    experts: list[Expert] = field(default_factory=list)
+    gate: torch.nn.Module | None = None
+    loras: list[Expert] = field(default_factory=list)
+
+
+def generate_latents(model: FantasyTalkingModel, video: EncodedVideo, options: SamplerOptions,
+                     windows: WindowOptions | None = None, mix: ExpertMix | None = None, *, device="cpu",
+                     dtype=torch.float32, codec: FrameCodec | None = None, on_step=None,
+                     check_interrupt=None) -> torch.Tensor:
+    """Normalised latents [1, z, F, h, w]. Without `windows` the video is one window (`video.condition` covers it);
+    continuation re-encodes the end of each window with `codec`. `on_step` sees every step, `check_interrupt` may
+    raise to cancel.
 
     The one entry into the sampler for the CLI, the all-in-one node and ComfyUI's native path.
     """
-    check_frame_count(num_frames)
+    check_frame_count(video.num_frames)
     windows = windows or WindowOptions("single")
-    audio = model.adapter.windows(features.to(device), num_frames)
-    cond = Conditioning(condition, positive, negative, clip, audio.to("cpu"))
+    mix = mix or ExpertMix()
+    audio = model.adapter.windows(video.audio_features.to(device), video.num_frames)
+    cond = Conditioning(video.condition, video.positive, video.negative, video.image, audio.to("cpu"))
     latent_channels = model.transformer.config.out_channels
-    with experts_attached(model, list(experts), gate.to(device) if gate is not None else None, list(loras)):
-        return sample_long(model, cond, options, windows, num_frames, latent_channels, device, dtype, on_step,
+    gate = mix.gate.to(device) if mix.gate is not None else None
+    with experts_attached(model, list(mix.experts), gate, list(mix.loras)):
+        return sample_long(model, cond, options, windows, video.num_frames, latent_channels, device, dtype, on_step,
                            check_interrupt, codec)

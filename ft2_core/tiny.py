@@ -15,7 +15,7 @@ import torch
 
 from .models.audio_adapter import AudioAdapter, ours_to_upstream
 from .io.checkpoint_io import save_safetensors
-from .pipeline import MANIFEST
+from .model_paths import MANIFEST
 from .models.wan_transformer import build_transformer, shipped_configs
 
 VERSION = 2  # bump when the built folder changes
@@ -157,7 +157,8 @@ def build_tiny_critic(folder: Path, seed: int = 0) -> None:
     from transformers import (PreTrainedTokenizerFast, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration,
                               WhisperFeatureExtractor)
 
-    from .scoring.critic import QUESTIONS, SYSTEM
+    from .dimensions import QUESTIONS
+    from .scoring.critic import SYSTEM
 
     words = sorted({w for text in [SYSTEM, "Answer Yes or No.", "system user assistant", *QUESTIONS.values()]
                     for w in text.replace("?", " ?").replace(".", " .").split()})

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from . import comfy_services as comfy
-from .inference_nodes import CATEGORY, core, says_what_to_install
+from ..ft2_core.dimensions import DIMENSION_NAMES, LABELS
+from .node_helpers import CATEGORY, audio_input, says_what_to_install
 
 TINY_CRITIC = "(built-in tiny critic: random, for trying the graph)"
 MINIATURE_CRITIC = "(built-in miniature critic: has learned to watch the miniature world)"
@@ -25,38 +26,43 @@ class FT2CriticLoader:
                             {"tooltip": "A Qwen2.5-Omni thinker folder, the built-in critics (miniature world only), or proxy "
                                         "metrics."}),
             "critic_lora": ([NO_LORA] + comfy.list_files("ft2_critics", (".safetensors",), "lora_"),
-                            {"tooltip": "The critic LoRA from training/train_critic.py (ignored for proxies)."}),
+                            {"tooltip": "The critic LoRA from python -m training.train_critic (ignored for proxies)."}),
         }}
 
     @says_what_to_install
     def load(self, critic_base, critic_lora):
         if critic_base == PROXIES:
             return (self.proxies(),)
-        critic = core("scoring.critic").TalkingCritic
+        from ..ft2_core.miniature.model import miniature_critic_dir
+        from ..ft2_core.scoring.critic import TalkingCritic
+        from ..ft2_core.tiny import tiny_critic_dir
+
         if critic_base == TINY_CRITIC:
-            folder = core("tiny").tiny_critic_dir()
+            folder = tiny_critic_dir()
         elif critic_base == MINIATURE_CRITIC:
-            folder = core("miniature.model").miniature_critic_dir()
+            folder = miniature_critic_dir()
         else:
             folder = comfy.resolve_dir("ft2_critics", critic_base, "critic base")
         lora = None if critic_lora == NO_LORA else comfy.resolve_file("ft2_critics", critic_lora, "critic LoRA")
-        return (critic.from_folder(folder, lora),)
+        return (TalkingCritic.from_folder(folder, lora),)
 
     @staticmethod
     def proxies():
-        proxy = core("scoring.proxy_metrics").ProxyScorer
+        from ..ft2_core.scoring.lip_mask import LipMasker
+        from ..ft2_core.scoring.proxy_metrics import ProxyScorer
+
         task = comfy.list_files("mediapipe", (".task",))
         if "face_landmarker.task" not in task:
-            return proxy(None)
-        return proxy(core("scoring.lip_mask").LipMasker(comfy.resolve_file("mediapipe", "face_landmarker.task", "face landmarker")))
+            return ProxyScorer(None)
+        return ProxyScorer(LipMasker(comfy.resolve_file("mediapipe", "face_landmarker.task", "face landmarker")))
 
 
 class FT2CriticScore:
-    DESCRIPTION = ("Scores a video (frames + its audio) on motion naturalness, lip-sync and visual quality: each is "
+    DESCRIPTION = (f"Scores a video (frames + its audio) on {', '.join(LABELS.values())}: each is "
                    "P(Yes) from the critic (or a proxy in 0..1). The summary string can go to a Preview Any node.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("FLOAT", "FLOAT", "FLOAT", "STRING")
-    RETURN_NAMES = ("motion", "lipsync", "quality", "summary")
+    RETURN_NAMES = (*DIMENSION_NAMES, "summary")
     FUNCTION = "score"
     OUTPUT_NODE = True
 
@@ -71,10 +77,9 @@ class FT2CriticScore:
 
     @says_what_to_install
     def score(self, critic, frames, audio, fps):
-        clip = core("models.audio").audio_from_waveform(audio["waveform"], audio["sample_rate"], "audio input")
-        scores = critic.score_clip(frames.cpu(), fps, clip, "video")
+        scores = critic.score_clip(frames.cpu(), fps, audio_input(audio), "video")
         text = "  ".join(f"{name}: {'unknown' if value is None else f'{value:.3f}'}" for name, value in scores.items())
-        values = tuple(float("nan") if v is None else float(v) for v in (scores["motion"], scores["lipsync"], scores["quality"]))
+        values = tuple(float("nan") if scores[d] is None else float(scores[d]) for d in DIMENSION_NAMES)
         return {"ui": {"text": [text]}, "result": (*values, text)}
 
 

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 from . import comfy_services as comfy
-from .inference_nodes import CATEGORY, core, says_what_to_install
+from ..ft2_core.dimensions import DIMENSION_NAMES, LABELS
+from .node_helpers import CATEGORY, says_what_to_install
 
 NONE = "none"
-EXPERT_NAMES = ("motion", "lipsync", "quality")
-DIMENSION_HELP = {"motion": "motion naturalness", "lipsync": "lip-sync", "quality": "visual quality"}
 
 
 class FT2LoadExperts:
-    DESCRIPTION = ("Loads up to three TLPO LoRA experts (motion naturalness, lip-sync, visual quality) from models/loras, "
+    DESCRIPTION = (f"Loads up to three TLPO LoRA experts ({', '.join(LABELS.values())}) from models/loras, "
                    "each with its own strength. Any LoRA layout works (ComfyUI, musubi-tuner, diffusers, DiffSynth, "
                    "diffusion-pipe); files are checked against the model when sampling.")
     CATEGORY = CATEGORY
@@ -21,20 +20,22 @@ class FT2LoadExperts:
     def INPUT_TYPES(cls):
         loras = [NONE] + comfy.list_files("loras", (".safetensors",), "lora_")
         inputs = {}
-        for name in EXPERT_NAMES:
-            inputs[f"{name}_lora_name"] = (loras, {"default": NONE, "tooltip": f"The {DIMENSION_HELP[name]} expert, or none."})
+        for name in DIMENSION_NAMES:
+            inputs[f"{name}_lora_name"] = (loras, {"default": NONE, "tooltip": f"The {LABELS[name]} expert, or none."})
             inputs[f"{name}_strength"] = ("FLOAT", {"default": 1.0, "min": -2.0, "max": 3.0, "step": 0.05,
-                                                   "tooltip": f"Multiplies the {DIMENSION_HELP[name]} expert's update."})
+                                                   "tooltip": f"Multiplies the {LABELS[name]} expert's update."})
         return {"required": inputs}
 
     @says_what_to_install
     def load(self, **kwargs):
-        experts_mod, lora_formats = core("tlpo.experts"), core("tlpo.lora_formats")
+        from ..ft2_core.tlpo.experts import Expert
+        from ..ft2_core.tlpo.lora_formats import load_lora
+
         experts = []
-        for name in EXPERT_NAMES:
+        for name in DIMENSION_NAMES:
             if kwargs[f"{name}_lora_name"] != NONE:
                 path = comfy.resolve_file("loras", kwargs[f"{name}_lora_name"], f"{name} expert")
-                experts.append(experts_mod.Expert(name, lora_formats.load_lora(path), kwargs[f"{name}_strength"]))
+                experts.append(Expert(name, load_lora(path), kwargs[f"{name}_strength"]))
         if not experts:
             raise ValueError("FT2 Load Experts: choose at least one expert file")
         return (experts,)
@@ -58,9 +59,11 @@ class FT2LoadLora:
 
     @says_what_to_install
     def load(self, lora_name, strength, loras=()):
-        experts_mod, lora_formats = core("tlpo.experts"), core("tlpo.lora_formats")
+        from ..ft2_core.tlpo.experts import Expert
+        from ..ft2_core.tlpo.lora_formats import load_lora
+
         path = comfy.resolve_file("loras", lora_name, "LoRA")
-        lora = experts_mod.Expert(f"lora{len(loras)}", lora_formats.load_lora(path), strength)
+        lora = Expert(f"lora{len(loras)}", load_lora(path), strength)
         return (list(loras) + [lora],)
 
 
@@ -73,11 +76,12 @@ class FT2LoadGate:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"gate_name": (comfy.list_files("ft2_gates", (".safetensors",)),
-                                           {"tooltip": "A gate file written by training/train_gate.py."})}}
+                                           {"tooltip": "A gate file written by python -m training.train_gate."})}}
 
     @says_what_to_install
     def load(self, gate_name):
-        load_gate = core("tlpo.gate").load_gate
+        from ..ft2_core.tlpo.gate import load_gate
+
         return (load_gate(comfy.resolve_file("ft2_gates", gate_name, "gate")),)
 
 
@@ -97,10 +101,11 @@ class FT2ExpertSchedule:
 
     @says_what_to_install
     def build(self, schedule):
-        gate = core("tlpo.gate")
+        from ..ft2_core.tlpo.gate import ScheduledMix, parse_schedule
+
         first = next((line for line in schedule.splitlines() if ":" in line), "")
-        points, weights = gate.parse_schedule(schedule, len(first.split(":", 1)[-1].split(",")))
-        return (gate.ScheduledMix(points, weights),)
+        points, weights = parse_schedule(schedule, len(first.split(":", 1)[-1].split(",")))
+        return (ScheduledMix(points, weights),)
 
 
 class FT2GateHeatmap:
@@ -121,9 +126,10 @@ class FT2GateHeatmap:
     def draw(self, gate, num_layers):
         import torch
 
-        render_gate = core("tlpo.gate_plot").render_gate
+        from ..ft2_core.tlpo.gate_plot import render_gate
+
         layers = getattr(gate, "num_layers", num_layers)
-        names = getattr(gate, "experts", ()) or EXPERT_NAMES[: gate.num_experts]
+        names = getattr(gate, "experts", ()) or DIMENSION_NAMES[: gate.num_experts]
         pixels = render_gate(gate.cpu(), layers, tuple(names))
         return (torch.from_numpy(pixels).float().div(255)[None],)
 

@@ -11,7 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
+from ft2_core.model_paths import ModelPaths  # noqa: E402
+
+from ft2_core.pipeline import FantasyTalkingPipeline  # noqa: E402
 from ft2_core.tiny import tiny_model_dir  # noqa: E402
 
 

@@ -21,20 +21,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.errors import InputError  # noqa: E402
-from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
+from ft2_core.model_paths import ModelPaths  # noqa: E402
+from ft2_core.pipeline import FantasyTalkingPipeline  # noqa: E402
 from ft2_core.tlpo.experts import Expert  # noqa: E402
 from ft2_core.tlpo.lora_formats import load_lora  # noqa: E402
 from training import curate_pairs  # noqa: E402
 from training.config import Option  # noqa: E402
-from training.reproduce_tlpo import (COLUMNS, call, expert_file, oracle_results, paired,  # noqa: E402
-                                     recorded_config, resolve_model, train_one_expert, write_text)
+from ft2_core.dimensions import DIMENSION_NAMES, LABELS  # noqa: E402
+from ft2_core.io.atomic import write_text_atomic  # noqa: E402
+from training.reproduce_tlpo import (call, expert_file, oracle_results, paired,  # noqa: E402
+                                     recorded_config, resolve_model, train_one_expert)
 from training.trainer import resolve, run  # noqa: E402
 
 log = logging.getLogger("ft2.ablate")
 CHANGEABLE = {"beta": float, "winner_penalty": float, "rank": int, "alpha": float, "lip_mask": bool, "steps": int, "lr": float, "margin": float}
 SCHEMA = {
     "run": {"chain": Option(str), "output": Option(str), "results": Option(str, "")},
-    "ablate": {"dimension": Option(str, "lipsync", choices=COLUMNS), "heldout": Option(int, 12, minimum=1),
+    "ablate": {"dimension": Option(str, "lipsync", choices=DIMENSION_NAMES), "heldout": Option(int, 12, minimum=1),
                "variants": Option(list, [])},
 }
 
@@ -79,13 +82,14 @@ def report(config: dict, chain_config: dict, results: dict, pair_counts: dict) -
              f"held-out conditions x {len(chain_config['evaluate']['seeds'])} seeds (mean ± std); Δ is paired against the run's "
              "own expert (± standard error).", "",
              f"Command: `python training/ablate_tlpo.py {' '.join(sys.argv[1:])}`", "",
-             "| row | pairs | lip-sync | motion | quality | Δ lip-sync | Δ motion | Δ quality |", "|---|---|---|---|---|---|---|---|"]
+             "| row | pairs | " + " | ".join(LABELS[d] for d in DIMENSION_NAMES) + " | "
+             + " | ".join(f"Δ {LABELS[d]}" for d in DIMENSION_NAMES) + " |", "|---|---|---|---|---|---|---|---|"]
     for name in pair_counts.keys() - results.keys():
         lines.append(f"| {name} | 0 | no pairs at this setting | | | | | |")
     for name, items in results.items():
-        means = " | ".join(f"{np.mean([i[d] for i in items]):.3f} ± {np.std([i[d] for i in items]):.3f}" for d in COLUMNS)
+        means = " | ".join(f"{np.mean([i[d] for i in items]):.3f} ± {np.std([i[d] for i in items]):.3f}" for d in DIMENSION_NAMES)
         deltas = " | ".join("" if name in ("base", own) else "{:+.3f} ± {:.3f}".format(*paired(results, name, own, d))
-                            for d in COLUMNS)
+                            for d in DIMENSION_NAMES)
         lines.append(f"| {name} | {pair_counts.get(name, '')} | {means} | {deltas} |")
     return "\n".join(lines) + "\n"
 
@@ -119,12 +123,12 @@ def main(config: dict) -> Path:
             log.info("evaluating %s", name)
             chosen = [] if path is None else [Expert(dimension, load_lora(path))]
             found = oracle_results(chain_config, chain, pipe, {name: (chosen, None)}, config["ablate"]["heldout"])[name]
-            write_text(saved, json.dumps(found))
+            write_text_atomic(saved, json.dumps(found))
         results[name] = json.loads(saved.read_text())
     text = report(config, chain_config, results, pair_counts)
-    written = write_text(out / "ablations.md", text)
+    written = write_text_atomic(out / "ablations.md", text)
     if config["run"]["results"]:
-        write_text(resolve(config["run"]["results"]).with_suffix(".md"), text)
+        write_text_atomic(resolve(config["run"]["results"]).with_suffix(".md"), text)
     print(text)
     return written
 

@@ -23,7 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.checks import torch_device  # noqa: E402
-from ft2_core.scoring.critic import DIMENSIONS, TalkingCritic  # noqa: E402
+from ft2_core.dimensions import DIMENSION_NAMES
+from ft2_core.scoring.critic import TalkingCritic  # noqa: E402
 from ft2_core.tlpo.curation import RULES, pairs_by_dimension  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.io.jsonl import append_jsonl, read_jsonl  # noqa: E402
@@ -79,10 +80,10 @@ def given_scores(path: Path, candidates: list[dict]) -> dict[str, dict]:
         scores = record["scores"]
         if not isinstance(scores, dict):
             return "scores must be an object {dimension: number}"
-        bad = [d for d, v in scores.items() if d not in DIMENSIONS or not (v is None or isinstance(v, (int, float)) and 0 <= v <= 1)]
-        return f"scores[{bad[0]!r}] must be a dimension of {DIMENSIONS} with a number in 0..1 or null" if bad else None
+        bad = [d for d, v in scores.items() if d not in DIMENSION_NAMES or not (v is None or isinstance(v, (int, float)) and 0 <= v <= 1)]
+        return f"scores[{bad[0]!r}] must be a dimension of {DIMENSION_NAMES} with a number in 0..1 or null" if bad else None
 
-    scores = {r["id"]: {d: r["scores"].get(d) for d in DIMENSIONS} for r in read_jsonl(path, ("id", "scores"), "scores file", check)}
+    scores = {r["id"]: {d: r["scores"].get(d) for d in DIMENSION_NAMES} for r in read_jsonl(path, ("id", "scores"), "scores file", check)}
     missing = [c["id"] for c in candidates if c["id"] not in scores]
     if missing:
         raise InputError(f"--scores {path}: no judgement for {len(missing)} candidates (e.g. {missing[0]!r})")
@@ -157,9 +158,9 @@ def main(argv=None) -> int:
     except Stopped as stopped:
         print(stopped, file=sys.stderr)
         return 128 + stopped.signum
-    for dimension in DIMENSIONS:
+    for dimension in DIMENSION_NAMES:
         write_pairs(out / f"pairs_{dimension}.jsonl", pairs[dimension])
-    print(" ".join(f"{d}={len(pairs[d])}" for d in DIMENSIONS))
+    print(" ".join(f"{d}={len(pairs[d])}" for d in DIMENSION_NAMES))
     return 0
 
 

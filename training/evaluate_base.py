@@ -21,14 +21,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.io.checkpoint_io import atomic_path, commit_atomic  # noqa: E402
+from ft2_core.dimensions import DIMENSION_NAMES, LABELS  # noqa: E402
+from ft2_core.io.atomic import write_text_atomic  # noqa: E402
 from ft2_core.miniature.model import miniature_model_dir  # noqa: E402
 from ft2_core.miniature.oracles import score_clip  # noqa: E402
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, Clip, make_clip  # noqa: E402
-from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
-from ft2_core.sampling.sampler import SamplerOptions  # noqa: E402
+from ft2_core.model_paths import ModelPaths  # noqa: E402
+from ft2_core.pipeline import FantasyTalkingPipeline  # noqa: E402
+from ft2_core.sampling.options import SamplerOptions  # noqa: E402
 
-DIMENSIONS = ("lipsync", "motion", "quality")
 
 
 def generate(pipe: FantasyTalkingPipeline, clip: Clip, seed: int) -> np.ndarray:
@@ -61,16 +62,16 @@ def untrained_model_dir(trained: Path, workdir: Path) -> Path:
 def summary(rows: dict[str, list[dict]]) -> dict:
     table = {}
     for name, scores in rows.items():
-        values = np.array([[s[d] for d in DIMENSIONS] for s in scores])
-        table[name] = {d: {"mean": float(values[:, i].mean()), "std": float(values[:, i].std())} for i, d in enumerate(DIMENSIONS)}
+        values = np.array([[s[d] for d in DIMENSION_NAMES] for s in scores])
+        table[name] = {d: {"mean": float(values[:, i].mean()), "std": float(values[:, i].std())} for i, d in enumerate(DIMENSION_NAMES)}
     return table
 
 
 def markdown(table: dict, clips: int, frames: int, command: str, extra: str) -> str:
     lines = [f"Oracle scores on {clips} held-out world clips ({frames} frames, 64x64, 23 fps): mean ± std over clips.",
-             "", f"Command: `{command}`", "", "| row | lip-sync | motion naturalness | visual quality |", "|---|---|---|---|"]
+             "", f"Command: `{command}`", "", "| row | " + " | ".join(LABELS[d] for d in DIMENSION_NAMES) + " |", "|---|---|---|---|"]
     for name, scores in table.items():
-        lines.append(f"| {name} | " + " | ".join(f"{scores[d]['mean']:.3f} ± {scores[d]['std']:.3f}" for d in DIMENSIONS) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{scores[d]['mean']:.3f} ± {scores[d]['std']:.3f}" for d in DIMENSION_NAMES) + " |")
     return "\n".join(lines + ["", extra, ""])
 
 
@@ -119,10 +120,7 @@ def evaluate(args, argv) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".md", markdown(table, args.clips, args.frames, command, extra)),
                          (".json", json.dumps({"summary": table, "clips": rows, "command": command}, indent=1))):
-        target = out.with_suffix(suffix)
-        tmp = atomic_path(target)
-        tmp.write_text(text)
-        commit_atomic(tmp, target)
+        write_text_atomic(out.with_suffix(suffix), text)
     print(markdown(table, args.clips, args.frames, command, extra))
     return 0
 

@@ -26,14 +26,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.models.audio import Audio  # noqa: E402
-from ft2_core.io.checkpoint_io import atomic_path, commit_atomic  # noqa: E402
-from ft2_core.sampling.long_video import METHODS, WindowOptions  # noqa: E402
+from ft2_core.io.audio import Audio  # noqa: E402
+from ft2_core.io.atomic import write_text_atomic  # noqa: E402
+from ft2_core.sampling.options import METHODS, WindowOptions  # noqa: E402
 from ft2_core.miniature.model import miniature_model_dir  # noqa: E402
 from ft2_core.miniature.oracles import score_clip  # noqa: E402
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip  # noqa: E402
-from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
-from ft2_core.sampling.sampler import SamplerOptions  # noqa: E402
+from ft2_core.model_paths import ModelPaths  # noqa: E402
+from ft2_core.pipeline import FantasyTalkingPipeline  # noqa: E402
+from ft2_core.sampling.options import SamplerOptions  # noqa: E402
 
 SEEDS_FROM = HELD_OUT_SEEDS_FROM + 5000  # held-out conditions, apart from evaluate_base's
 
@@ -49,8 +50,7 @@ def segment_scores(frames: np.ndarray, truth: np.ndarray, audio: Audio, portrait
     for start in range(0, len(frames) - length + 1, length):
         end = start + length
         s = score_clip(frames[start:end], segment_audio(audio, start, end, fps), fps, portrait, truth[start:end])
-        scores.append({"lipsync": s.lipsync, "motion": s.motion, "quality": s.quality,
-                       "identity": s.details["identity"], "colour": s.details["colour"]})
+        scores.append({**s.by_dimension(), "identity": s.details["identity"], "colour": s.details["colour"]})
     return scores
 
 
@@ -187,10 +187,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".md", markdown(rows, data, command)),
                          (".json", json.dumps({"summary": rows, **data, "command": command}, indent=1))):
-        target = out.with_suffix(suffix)
-        tmp = atomic_path(target)
-        tmp.write_text(text)
-        commit_atomic(tmp, target)
+        write_text_atomic(out.with_suffix(suffix), text)
     print(markdown(rows, data, command))
     return 0
 

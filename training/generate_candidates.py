@@ -17,15 +17,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.models.audio import load_audio  # noqa: E402
+from ft2_core.io.audio import load_audio  # noqa: E402
 from ft2_core.models.audio_windows import check_frame_count  # noqa: E402
-from ft2_core.io.checkpoint_io import remove_temporaries  # noqa: E402
+from ft2_core.io.atomic import remove_temporaries  # noqa: E402
 from ft2_core.checks import finite_number, safe_name, torch_device  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.io.image import load_image  # noqa: E402
 from ft2_core.io.jsonl import append_jsonl, read_jsonl  # noqa: E402
-from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths, model_folder  # noqa: E402
-from ft2_core.sampling.sampler import SamplerOptions  # noqa: E402
+from ft2_core.builtin_models import model_folder  # noqa: E402
+from ft2_core.model_paths import ModelPaths  # noqa: E402
+from ft2_core.pipeline import FantasyTalkingPipeline  # noqa: E402
+from ft2_core.sampling.options import DEFAULT_PROMPT, SamplerOptions  # noqa: E402
 from ft2_core.io.video_io import write_mp4  # noqa: E402
 from training.trainer import Stopped, StopRequests  # noqa: E402
 
@@ -48,7 +50,7 @@ def generate(conditions: list[dict], base: Path, out: Path, pipe: FantasyTalking
             options = SamplerOptions(steps=args.steps or pipe.defaults["steps"], cfg=args.cfg[k % len(args.cfg)],
                                      audio_cfg=args.audio_cfg[k % len(args.audio_cfg)], shift=pipe.defaults["shift"],
                                      seed=args.seed + 1000 * k)
-            result = pipe.animate(image, audio, condition.get("prompt", "A person is talking."), options=options,
+            result = pipe.animate(image, audio, condition.get("prompt", DEFAULT_PROMPT), options=options,
                                   num_frames=args.frames, fps=args.fps, max_side=args.max_side)
             video = write_mp4(out / "videos" / f"{candidate}.mp4", result.frames, result.fps, result.audio)
             append_jsonl(manifest, {"id": candidate, "video": str(video.relative_to(out)), "condition": condition["id"],

@@ -21,11 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.models.audio_windows import check_frame_count  # noqa: E402
 from ft2_core.checks import torch_device  # noqa: E402
-from ft2_core.models.conditioning import VAE_SPACE_STRIDE, condition_video, i2v_condition  # noqa: E402
+from ft2_core.models.conditioning import VAE_SPACE_STRIDE, encode_i2v_condition  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.io.image import fit_image, load_image  # noqa: E402
 from ft2_core.io.jsonl import read_jsonl  # noqa: E402
-from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths, model_folder  # noqa: E402
+from ft2_core.builtin_models import model_folder  # noqa: E402
+from ft2_core.model_paths import ModelPaths  # noqa: E402
+from ft2_core.pipeline import FantasyTalkingPipeline  # noqa: E402
 from ft2_core.tlpo.preference_data import CacheWriter  # noqa: E402
 from ft2_core.io.video_io import read_video  # noqa: E402
 from training.trainer import Stopped, StopRequests  # noqa: E402
@@ -80,7 +82,7 @@ def cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop:
             image = fit_image(load_image(base / clip["image"]), max_side) if clip.get("image") else pixels[0]
             positive, _ = pipe.encode_text(clip.get("prompt", ""), "")
             writer.add(cond_key, {
-                "condition": i2v_condition(pipe.vae.encode(condition_video(image, count)), count)[0],
+                "condition": encode_i2v_condition(pipe.vae.encode, image, count)[0],
                 "text": positive[0],
                 "image": pipe.image_encoder.encode(image)[0],
                 "audio": pipe.audio_features(audio, count, fps)[0].cpu(),

@@ -27,8 +27,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.io.checkpoint_io import atomic_path, commit_atomic  # noqa: E402
-from ft2_core.scoring.critic import DIMENSIONS, TalkingCritic, VideoSettings  # noqa: E402
+from ft2_core.io.atomic import write_text_atomic  # noqa: E402
+from ft2_core.dimensions import DIMENSION_NAMES, LABELS, POOLED  # noqa: E402
+from ft2_core.scoring.critic import TalkingCritic, VideoSettings  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.tlpo.experts import Expert  # noqa: E402
 from ft2_core.tlpo.gate import StaticMix, load_gate  # noqa: E402
@@ -36,11 +37,12 @@ from ft2_core.tlpo.gate_plot import gate_weights_grid, render_gate  # noqa: E402
 from ft2_core.io.image import load_image  # noqa: E402
 from ft2_core.io.jsonl import read_jsonl  # noqa: E402
 from ft2_core.tlpo.lora_formats import load_lora  # noqa: E402
-from ft2_core.miniature.model import PROMPT, miniature_critic_dir, miniature_model_dir  # noqa: E402
+from ft2_core.miniature.model import miniature_critic_dir, miniature_model_dir  # noqa: E402
 from ft2_core.miniature.oracles import score_clip  # noqa: E402
 from ft2_core.miniature.world import DEGRADATIONS, FPS, HELD_OUT_SEEDS_FROM, HURTS, degrade, make_clip  # noqa: E402
-from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths  # noqa: E402
-from ft2_core.sampling.sampler import SamplerOptions  # noqa: E402
+from ft2_core.model_paths import ModelPaths  # noqa: E402
+from ft2_core.pipeline import FantasyTalkingPipeline  # noqa: E402
+from ft2_core.sampling.options import DEFAULT_PROMPT, SamplerOptions  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
 from ft2_core.io.video_io import read_video, write_mp4  # noqa: E402
 from training import curate_pairs, generate_candidates, preprocess, train_critic, train_expert, train_gate  # noqa: E402
@@ -50,8 +52,7 @@ from training.trainer import Stopped, resolve, run  # noqa: E402
 log = logging.getLogger("ft2.tlpo")
 STAGES = ("conditions", "candidates", "critic_base", "critic", "pairs", "cache", "experts", "gate", "evaluate")
 SPLITS = {"critic": 10_000, "train": 20_000, "heldout": 30_000, "pretrain": 40_000}  # world seed offsets past HELD_OUT_SEEDS_FROM
-EXPERTS = (*DIMENSIONS, "pooled")
-COLUMNS = ("lipsync", "motion", "quality")  # the results tables' column order
+EXPERTS = (*DIMENSION_NAMES, POOLED)
 SCHEMA = {
     "run": {"output": Option(str), "results": Option(str, ""), "seed": Option(int, 0, minimum=0),
             "model": Option(str, "miniature"), "reuse": Option(str, "")},
@@ -103,13 +104,6 @@ class ChainStopped(Exception):
         super().__init__(f"stage command failed (exit {code}): {what}")
 
 
-def write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_path(path)
-    tmp.write_text(text)
-    return commit_atomic(tmp, path)
-
-
 def write_toml(path: Path, sections: dict) -> Path:
     def value(v):
         if isinstance(v, dict):
@@ -122,7 +116,7 @@ def write_toml(path: Path, sections: dict) -> Path:
     for name, table in sections.items():
         lines.append(f"[{name}]")
         lines += [f"{key} = {value(v)}" for key, v in table.items()]
-    return write_text(path, "\n".join(lines) + "\n")
+    return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def world_seed(split: str, index: int) -> int:
@@ -142,8 +136,7 @@ def true_clip(seed: int, frames: int):
 def oracle_scores(video: Path, condition: dict, frames: int) -> dict:
     pixels, fps, audio = read_video(video)
     clip = true_clip(condition["seed"], frames)
-    scores = score_clip(pixels[:frames].astype(np.float32) / 255, audio, fps, clip.portrait, clip.frames)
-    return {"lipsync": scores.lipsync, "motion": scores.motion, "quality": scores.quality}
+    return score_clip(pixels[:frames].astype(np.float32) / 255, audio, fps, clip.portrait, clip.frames).by_dimension()
 
 
 # ------------------------------------------------------------------ stages
@@ -161,9 +154,9 @@ def stage_conditions(config: dict, root: Path) -> dict:
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray((clip.portrait * 255).round().astype(np.uint8)).save(folder / f"{name}.png")
             soundfile.write(folder / f"{name}.wav", clip.audio.waveform[0], clip.audio.sample_rate, subtype="FLOAT")
-            records.append({"id": name, "image": f"{split}/{name}.png", "audio": f"{split}/{name}.wav", "prompt": PROMPT,
+            records.append({"id": name, "image": f"{split}/{name}.png", "audio": f"{split}/{name}.wav", "prompt": DEFAULT_PROMPT,
                             "seed": seed})
-        write_text(root / "conditions" / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+        write_text_atomic(root / "conditions" / f"{split}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     return counts
 
 
@@ -239,9 +232,9 @@ def stage_critic_base(config: dict, root: Path) -> dict:
                     pixels, audio = (clip.frames, clip.audio) if kind == "ground truth" else degrade(clip, kind, rng, other.audio)
                     write_mp4(folder / name, pixels, FPS, audio)
                 hurt = HURTS.get(kind, ())
-                lines[split].append({"video": name, **{d: "No" if d in hurt else "Yes" for d in DIMENSIONS}})
+                lines[split].append({"video": name, **{d: "No" if d in hurt else "Yes" for d in DIMENSION_NAMES}})
     for split, records in lines.items():
-        write_text(folder / f"labels_{split}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+        write_text_atomic(folder / f"labels_{split}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     toml = write_toml(root / "configs" / "critic_base.toml", {
         "lora": {"rank": 0}, "video": video_settings(config["critic"]),
         "data": {"train": str(folder / "labels_train.jsonl"), "heldout": str(folder / "labels_heldout.jsonl")},
@@ -259,7 +252,7 @@ def answer_thresholds(records: list[dict], pool: str) -> dict[str, float]:
     generated candidates alone (`pool = "candidates"`), where damaged true clips would otherwise push most candidates
     to one answer."""
     chosen = [r for r in records if pool == "all" or r["kind"] == "candidate"]
-    return {d: float(np.median([r["oracle"][d] for r in chosen])) for d in DIMENSIONS}
+    return {d: float(np.median([r["oracle"][d] for r in chosen])) for d in DIMENSION_NAMES}
 
 
 def clear_pairs(records: list[dict], margin: float) -> list[dict]:
@@ -272,7 +265,7 @@ def clear_pairs(records: list[dict], margin: float) -> list[dict]:
     pairs = []
     for group in by_condition.values():
         for a, b in itertools.combinations(group, 2):
-            for d in DIMENSIONS:
+            for d in DIMENSION_NAMES:
                 if abs(a["oracle"][d] - b["oracle"][d]) >= margin:
                     better, worse = (a, b) if a["oracle"][d] > b["oracle"][d] else (b, a)
                     pairs.append({"chosen": better["video"], "rejected": worse["video"], "dimension": d})
@@ -290,23 +283,23 @@ def stage_critic(config: dict, root: Path) -> dict:
     held_conditions = set(held_conditions[:max(1, round(len(held_conditions) * c["heldout_share"]))])
     train_lines, heldout_lines = [], []
     for record in records:
-        truth = {d: record["oracle"][d] >= thresholds[d] for d in DIMENSIONS}
+        truth = {d: record["oracle"][d] >= thresholds[d] for d in DIMENSION_NAMES}
         if record["condition"] in held_conditions:
             heldout_lines.append({"video": record["video"], "kind": record["kind"],
-                                  **{d: "Yes" if truth[d] else "No" for d in DIMENSIONS}})
+                                  **{d: "Yes" if truth[d] else "No" for d in DIMENSION_NAMES}})
         else:  # raters disagree: each answer flipped with probability label_noise
-            noisy = {d: truth[d] != (rng.random() < c["label_noise"]) for d in DIMENSIONS}
-            train_lines.append({"video": record["video"], **{d: "Yes" if noisy[d] else "No" for d in DIMENSIONS}})
+            noisy = {d: truth[d] != (rng.random() < c["label_noise"]) for d in DIMENSION_NAMES}
+            train_lines.append({"video": record["video"], **{d: "Yes" if noisy[d] else "No" for d in DIMENSION_NAMES}})
     heldout_pairs = clear_pairs([r for r in records if r["condition"] in held_conditions], c["preference_margin"])
     train_pairs = []
     for pair in clear_pairs([r for r in records if r["condition"] not in held_conditions], c["preference_margin"]):
         flipped = rng.random() < c["label_noise"]
         train_pairs.append({**pair, "chosen": pair["rejected"], "rejected": pair["chosen"]} if flipped else pair)
     labels = root / "critic"  # video paths in the label files are relative to them
-    write_text(labels / "labels_train.jsonl", "".join(json.dumps(r) + "\n" for r in train_lines))
-    write_text(labels / "labels_heldout.jsonl", "".join(json.dumps(r) + "\n" for r in heldout_lines))
-    write_text(labels / "preferences_train.jsonl", "".join(json.dumps(r) + "\n" for r in train_pairs))
-    write_text(labels / "preferences_heldout.jsonl", "".join(json.dumps(r) + "\n" for r in heldout_pairs))
+    write_text_atomic(labels / "labels_train.jsonl", "".join(json.dumps(r) + "\n" for r in train_lines))
+    write_text_atomic(labels / "labels_heldout.jsonl", "".join(json.dumps(r) + "\n" for r in heldout_lines))
+    write_text_atomic(labels / "preferences_train.jsonl", "".join(json.dumps(r) + "\n" for r in train_pairs))
+    write_text_atomic(labels / "preferences_heldout.jsonl", "".join(json.dumps(r) + "\n" for r in heldout_pairs))
     data = {"train": str(labels / "labels_train.jsonl"), "heldout": str(labels / "labels_heldout.jsonl")}
     if c["preferences"] and train_pairs:
         data.update(train_pairs=str(labels / "preferences_train.jsonl"), heldout_pairs=str(labels / "preferences_heldout.jsonl"))
@@ -324,7 +317,7 @@ def stage_critic(config: dict, root: Path) -> dict:
     })
     finish(run(train_critic.main, train_critic.SCHEMA, ["--config", str(toml)]), "train_critic")
     table = critic_table(config, root, train_lines, heldout_lines, heldout_pairs)
-    write_text(root / "critic" / "critic_table.md", table["markdown"])
+    write_text_atomic(root / "critic" / "critic_table.md", table["markdown"])
     return {"thresholds": thresholds, "train_clips": len(train_lines), "heldout_clips": len(heldout_lines),
             "train_preferences": len(train_pairs) if c["preferences"] else 0, **table["numbers"]}
 
@@ -335,11 +328,11 @@ def critic_table(config: dict, root: Path, train_lines: list[dict], heldout_line
     held-out clip, and how often the score orders two held-out candidates of a condition the oracles' way (what
     curation needs): trained critic, the thinker it started from, the random thinker, majority-answer baseline."""
     c = config["critic"]
-    majority = np.array([np.mean([line[d] == "Yes" for line in train_lines]) >= 0.5 for d in DIMENSIONS])
-    truth = np.array([[line[d] == "Yes" for d in DIMENSIONS] for line in heldout_lines])
+    majority = np.array([np.mean([line[d] == "Yes" for line in train_lines]) >= 0.5 for d in DIMENSION_NAMES])
+    truth = np.array([[line[d] == "Yes" for d in DIMENSION_NAMES] for line in heldout_lines])
     candidate = np.array([line["kind"] == "candidate" for line in heldout_lines])
     answers = {"majority answer of the training labels": np.repeat(majority[None], len(heldout_lines), axis=0)}
-    probabilities = {"majority answer of the training labels": np.full((len(heldout_lines), len(DIMENSIONS)), 0.5)}
+    probabilities = {"majority answer of the training labels": np.full((len(heldout_lines), len(DIMENSION_NAMES)), 0.5)}
     judges = {"random tiny thinker (no training)": (tiny_critic_dir(), None)}
     if critic_base_dir(config, root) != tiny_critic_dir():
         judges["world-pretrained thinker (no LoRA)"] = (critic_base_dir(config, root), None)
@@ -351,7 +344,7 @@ def critic_table(config: dict, root: Path, train_lines: list[dict], heldout_line
         if features is None:
             features = [critic.features(*read_video(root / "critic" / line["video"]), line["video"]) for line in heldout_lines]
         scores = critic.score(features, batch_size=4)
-        probabilities[name] = np.array([[s[d] for d in DIMENSIONS] for s in scores])
+        probabilities[name] = np.array([[s[d] for d in DIMENSION_NAMES] for s in scores])
         answers[name] = probabilities[name] >= 0.5
     row = {line["video"]: r for r, line in enumerate(heldout_lines)}
     lines = [f"Held-out accuracy against the oracle, in the form of the paper's Table 1 ({int(candidate.sum())} generated "
@@ -359,22 +352,22 @@ def critic_table(config: dict, root: Path, train_lines: list[dict], heldout_line
              f"critic's training answers were flipped with probability {c['label_noise']}). Last rows: the share of "
              f"{len(heldout_pairs)} held-out pairs of one condition's candidates (oracle scores at least "
              f"{c['preference_margin']} apart) that the judge's P(Yes) orders the oracles' way (a tie counts half):", "",
-             "| judge | clips | motion naturalness | lip-sync | visual quality |", "|---|---|---|---|---|"]
+             "| judge | clips | " + " | ".join(LABELS[d] for d in DIMENSION_NAMES) + " |", "|---|---|---|---|---|"]
     numbers = {}
     for name, answer in answers.items():
         correct = answer == truth
         for subset, rows in (("generated candidates", candidate), ("all held-out clips", np.ones_like(candidate))):
             accuracy = correct[rows].mean(axis=0)
-            numbers.setdefault(name, {})[subset] = dict(zip(DIMENSIONS, map(float, accuracy)))
+            numbers.setdefault(name, {})[subset] = dict(zip(DIMENSION_NAMES, map(float, accuracy)))
             lines.append(f"| {name} | {subset} | " + " | ".join(f"{100 * a:.1f}%" for a in accuracy) + " |")
     for name, p in probabilities.items():
         ordering = {}
-        for k, d in enumerate(DIMENSIONS):
+        for k, d in enumerate(DIMENSION_NAMES):
             pairs = [(p[row[x["chosen"]], k], p[row[x["rejected"]], k]) for x in heldout_pairs if x["dimension"] == d]
             ordering[d] = train_critic.ordered_share(*zip(*pairs)) if pairs else float("nan")
         numbers[name]["held-out candidate pairs ordered"] = ordering
         lines.append(f"| {name} | held-out candidate pairs ordered | "
-                     + " | ".join(f"{100 * ordering[d]:.1f}%" for d in DIMENSIONS) + " |")
+                     + " | ".join(f"{100 * ordering[d]:.1f}%" for d in DIMENSION_NAMES) + " |")
     return {"markdown": "\n".join(lines) + "\n", "numbers": {"accuracy": numbers}}
 
 
@@ -390,7 +383,7 @@ def stage_pairs(config: dict, root: Path) -> dict:
         argv += ["--critic-base", str(critic_base_dir(config, root)),
                  "--critic-lora", str(root / "critic" / "run" / "critic_lora.safetensors")]
     call(curate_pairs, argv)
-    counts = {d: len((root / "pairs" / f"pairs_{d}.jsonl").read_text().splitlines()) for d in DIMENSIONS}
+    counts = {d: len((root / "pairs" / f"pairs_{d}.jsonl").read_text().splitlines()) for d in DIMENSION_NAMES}
     empty = [d for d, n in counts.items() if n == 0]
     if empty:
         raise InputError(f"the critic gave no {', '.join(empty)} pairs; raise world.train_conditions or candidates.samples, "
@@ -408,7 +401,7 @@ def oracle_judgements(config: dict, root: Path) -> Path:
         judgements = [{"id": c["id"], "scores": oracle_scores(candidates.parent / c["video"], by_id[c["condition"]],
                                                               config["world"]["frames"])}
                       for c in read_jsonl(candidates, ("id", "video", "condition"))]
-        write_text(path, "".join(json.dumps(j) + "\n" for j in judgements))
+        write_text_atomic(path, "".join(json.dumps(j) + "\n" for j in judgements))
     return path
 
 
@@ -421,7 +414,7 @@ def pair_agreement(config: dict, root: Path) -> dict[str, float]:
     """Per dimension, the share of curated pairs whose winner the oracles also score higher."""
     truth = scores_by_id(oracle_judgements(config, root))
     shares = {}
-    for d in DIMENSIONS:
+    for d in DIMENSION_NAMES:
         pairs = read_jsonl(root / "pairs" / f"pairs_{d}.jsonl", ("winner", "loser"))
         shares[d] = float(np.mean([truth[p["winner"]][d] > truth[p["loser"]][d] for p in pairs])) if pairs else float("nan")
     return shares
@@ -443,7 +436,7 @@ def ordering_agreement(config: dict, root: Path) -> dict[str, float]:
     judged = scores_by_id(root / "pairs" / "scores.jsonl")
     by_condition = [[c["id"] for c in group] for group in training_candidates_by_condition(root, ())]
     shares = {}
-    for d in DIMENSIONS:
+    for d in DIMENSION_NAMES:
         clear = [(a, b) for ids in by_condition for a, b in itertools.combinations(ids, 2)
                  if abs(truth[a][d] - truth[b][d]) >= config["curation"]["margin"]]
         better_first = [(a, b) if truth[a][d] > truth[b][d] else (b, a) for a, b in clear]
@@ -455,10 +448,10 @@ def ordering_agreement(config: dict, root: Path) -> dict[str, float]:
 def stage_cache(config: dict, root: Path) -> dict:
     by_id = {c["id"]: c for c in conditions(root, "train")}
     folder = root / "candidates" / "train"
-    clips = [{"id": c["id"], "video": f"train/{c['video']}", "condition": c["condition"], "prompt": PROMPT,
+    clips = [{"id": c["id"], "video": f"train/{c['video']}", "condition": c["condition"], "prompt": DEFAULT_PROMPT,
               "image": f"../conditions/{by_id[c['condition']]['image']}"}
              for c in read_jsonl(folder / "candidates.jsonl", ("id", "video", "condition"))]
-    manifest = write_text(root / "candidates" / "clips.jsonl", "".join(json.dumps(c) + "\n" for c in clips))
+    manifest = write_text_atomic(root / "candidates" / "clips.jsonl", "".join(json.dumps(c) + "\n" for c in clips))
     call(preprocess, ["--clips", str(manifest), "--out", str(root / "cache"), "--model-dir", config["run"]["model"],
                       "--frames", str(config["world"]["frames"]), "--fps", str(FPS), "--lip-mask", "world"])
     return {"clips": len(clips)}
@@ -485,7 +478,7 @@ def train_one_expert(config: dict, root: Path, name: str, pairs: list[str], outp
 
 
 def stage_experts(config: dict, root: Path) -> dict:
-    pairs = {d: str(root / "pairs" / f"pairs_{d}.jsonl") for d in DIMENSIONS}
+    pairs = {d: str(root / "pairs" / f"pairs_{d}.jsonl") for d in DIMENSION_NAMES}
     seconds = {}
     for name in EXPERTS:
         started = time.perf_counter()
@@ -499,9 +492,9 @@ def stage_gate(config: dict, root: Path) -> dict:
     g = config["gate"]
     toml = write_toml(root / "configs" / "gate.toml", {
         "model": {"folder": str(resolve_model(config))},
-        "gate": {"experts": {d: str(expert_file(root, d)) for d in DIMENSIONS}, "embed_dim": g["embed_dim"],
+        "gate": {"experts": {d: str(expert_file(root, d)) for d in DIMENSION_NAMES}, "embed_dim": g["embed_dim"],
                  "min_period": g["min_period"]},
-        "data": {"cache": str(root / "cache"), "pairs": {d: str(root / "pairs" / f"pairs_{d}.jsonl") for d in DIMENSIONS}},
+        "data": {"cache": str(root / "cache"), "pairs": {d: str(root / "pairs" / f"pairs_{d}.jsonl") for d in DIMENSION_NAMES}},
         "train": {"output": str(root / "gate"), "steps": g["steps"], "batch_size": g["batch_size"], "lr": g["lr"], "beta": g["beta"],
                   "winner_penalty": g["winner_penalty"], "seed": config["run"]["seed"], "checkpoint_every": max(1, g["steps"] // 3)},
     })
@@ -517,8 +510,8 @@ def stage_evaluate(config: dict, root: Path) -> dict:
     pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(resolve_model(config)))
     experts = {name: Expert(name, load_lora(expert_file(root, name))) for name in EXPERTS}
     gate = load_gate(root / "gate" / "gate.safetensors", pipe.model.num_layers)
-    trio = [experts[d] for d in DIMENSIONS]
-    rows = {"base": ([], None), **{f"{d} expert alone": ([experts[d]], None) for d in DIMENSIONS},
+    trio = [experts[d] for d in DIMENSION_NAMES]
+    rows = {"base": ([], None), **{f"{d} expert alone": ([experts[d]], None) for d in DIMENSION_NAMES},
             "static equal merge (1/3 each)": (trio, StaticMix([1 / 3] * 3)), "pooled single LoRA": ([experts["pooled"]], None),
             "TLPO (experts + trained gate)": (trio, gate)}
     results = oracle_results(config, root, pipe, rows)
@@ -540,11 +533,10 @@ def oracle_results(config: dict, root: Path, pipe, rows: dict, heldout: int | No
             options = SamplerOptions(steps=config["evaluate"]["steps"], cfg=d["cfg"], audio_cfg=d["audio_cfg"], shift=d["shift"],
                                      seed=int(seed))
             for name, (chosen, mix) in rows.items():
-                video = pipe.animate(image, clip.audio, PROMPT, options=options, num_frames=frames, fps=FPS,
+                video = pipe.animate(image, clip.audio, DEFAULT_PROMPT, options=options, num_frames=frames, fps=FPS,
                                      experts=chosen, gate=mix).frames.numpy()
                 s = score_clip(video, clip.audio, FPS, clip.portrait, clip.frames)
-                results[name].append({"condition": condition["id"], "seed": int(seed), "lipsync": s.lipsync,
-                                      "motion": s.motion, "quality": s.quality})
+                results[name].append({"condition": condition["id"], "seed": int(seed), **s.by_dimension()})
     return results
 
 
@@ -558,7 +550,7 @@ STAGE_FUNCTIONS = {"conditions": stage_conditions, "candidates": stage_candidate
 def summary_rows(results: dict) -> dict:
     table = {}
     for name, items in results.items():
-        values = {d: np.array([i[d] for i in items]) for d in COLUMNS}
+        values = {d: np.array([i[d] for i in items]) for d in DIMENSION_NAMES}
         per_seed = {d: sorted({i["seed"] for i in items}) for d in values}
         table[name] = {d: {"mean": float(v.mean()), "std": float(v.std()),
                            "seed_means": [float(np.mean([i[d] for i in items if i["seed"] == s])) for s in per_seed[d]]}
@@ -576,29 +568,28 @@ def paired(results: dict, row: str, against: str, dimension: str) -> tuple[float
 
 def paired_lines(results: dict) -> list[str]:
     """Each row against the base on the same videos: differences far smaller than the videos' spread still show."""
-    lines = ["| row | Δ lip-sync | Δ motion | Δ quality |", "|---|---|---|---|"]
+    lines = ["| row | " + " | ".join(f"Δ {LABELS[d]}" for d in DIMENSION_NAMES) + " |", "|---|---|---|---|"]
     for name in results:
         if name != "base":
             lines.append(f"| {name} | " + " | ".join("{:+.3f} ± {:.3f}".format(*paired(results, name, "base", d))
-                                                     for d in COLUMNS) + " |")
+                                                     for d in DIMENSION_NAMES) + " |")
     return lines
 
 
 def verdicts(table: dict, results: dict) -> list[str]:
     base, tlpo = table["base"], table["TLPO (experts + trained gate)"]
     merge, pooled = table["static equal merge (1/3 each)"], table["pooled single LoRA"]
-    own = {"lipsync": "lipsync expert alone", "motion": "motion expert alone", "quality": "quality expert alone"}
     lines = []
-    for d in COLUMNS:
+    for d in DIMENSION_NAMES:
         best = max(table, key=lambda name: table[name][d]["mean"])
-        lines.append(f"- {d}: best row is '{best}'; its own expert {'is' if best == own[d] else 'is not'} the best row.")
-    up = [d for d in COLUMNS if tlpo[d]["mean"] > base[d]["mean"]]
+        lines.append(f"- {d}: best row is '{best}'; its own expert {'is' if best == f'{d} expert alone' else 'is not'} the best row.")
+    up = [d for d in DIMENSION_NAMES if tlpo[d]["mean"] > base[d]["mean"]]
     differences = {d: paired(results, "TLPO (experts + trained gate)", "base", d) for d in up}
     clear = [d for d in up if differences[d][0] > 2 * differences[d][1]]
     lines.append(f"- TLPO improves on the base in {len(up)} of 3 dimensions ({', '.join(up) or 'none'}); by more than "
                  f"two standard errors of the paired difference in {len(clear)} ({', '.join(clear) or 'none'}).")
     for other, name in ((merge, "the static merge"), (pooled, "the pooled LoRA")):
-        wins = [d for d in COLUMNS if tlpo[d]["mean"] > other[d]["mean"]]
+        wins = [d for d in DIMENSION_NAMES if tlpo[d]["mean"] > other[d]["mean"]]
         lines.append(f"- TLPO beats {name} in {len(wins)} of 3 dimensions ({', '.join(wins) or 'none'}).")
     return lines
 
@@ -608,11 +599,11 @@ def candidate_tradeoffs(config: dict, root: Path) -> dict[str, float]:
     other and with the audio guidance they were sampled with: pairs only teach what varies within a condition, so a
     negative correlation between two dimensions is a trade the experts learn too."""
     truth = scores_by_id(oracle_judgements(config, root))
-    groups = [np.array([[c["audio_cfg"], *(truth[c["id"]][d] for d in COLUMNS)] for c in group])
+    groups = [np.array([[c["audio_cfg"], *(truth[c["id"]][d] for d in DIMENSION_NAMES)] for c in group])
               for group in training_candidates_by_condition(root, ("audio_cfg",))]
     centred = np.concatenate([rows - rows.mean(axis=0) for rows in groups])
     r = np.corrcoef(centred, rowvar=False)
-    names = ["audio guidance", *COLUMNS]
+    names = ["audio guidance", *DIMENSION_NAMES]
     return {f"{names[i]} / {names[j]}": float(r[i, j]) for i, j in itertools.combinations(range(len(names)), 2)}
 
 
@@ -639,10 +630,10 @@ def report(config: dict, root: Path, stages: dict) -> str:
     lines = [f"TLPO in the miniature world: oracle scores on {heldout} held-out conditions x {len(seeds)} seeds "
              f"(mean ± std over the {heldout * len(seeds)} videos; per-seed means in the JSON).", "",
              f"Command: `python training/reproduce_tlpo.py {' '.join(sys.argv[1:])}`", "",
-             "| row | lip-sync | motion naturalness | visual quality |", "|---|---|---|---|"]
+             "| row | " + " | ".join(LABELS[d] for d in DIMENSION_NAMES) + " |", "|---|---|---|---|"]
     for name, scores in table.items():
         lines.append(f"| {name} | " + " | ".join(f"{scores[d]['mean']:.3f} ± {scores[d]['std']:.3f}"
-                                                 for d in COLUMNS) + " |")
+                                                 for d in DIMENSION_NAMES) + " |")
     lines += ["", "Paired against the base (the same conditions and seeds; mean ± standard error of the difference):", "",
               *paired_lines(results), "", "What the numbers say:", *verdicts(table, results), "",
               f"Gate (heatmap: gate_heatmap.png; min_period {config['gate']['min_period']:g}): "
@@ -650,7 +641,7 @@ def report(config: dict, root: Path, stages: dict) -> str:
               f"neighbouring timesteps {largest_gate_step(root):.4f}.",
               "", "Talking-Critic:", "", (root / "critic" / "critic_table.md").read_text().strip(), "",
               f"Pairs curated by the {config['curation']['judge']} ({config['curation']['rule']} rule, margin {config['curation']['margin']}): "
-              f"{json.dumps({d: stages['pairs'][d] for d in DIMENSIONS})}; the oracles score the winner higher in "
+              f"{json.dumps({d: stages['pairs'][d] for d in DIMENSION_NAMES})}; the oracles score the winner higher in "
               + ", ".join(f"{100 * v:.1f}% ({d})" for d, v in pair_agreement(config, root).items()) + " of them."
               + ("" if config["curation"]["judge"] == "oracle" else
                  f" Over every pair of a training condition's candidates whose oracle scores differ by at least "
@@ -701,14 +692,14 @@ def reuse_stages(config: dict, root: Path) -> None:
         link = root / stage
         if not link.exists() and (other / stage).exists():  # a skipped stage left no folder
             link.symlink_to((other / stage).resolve(), target_is_directory=True)
-        write_text(root / "stages" / f"{stage}.json", (other / "stages" / f"{stage}.json").read_text())
+        write_text_atomic(root / "stages" / f"{stage}.json", (other / "stages" / f"{stage}.json").read_text())
         log.info("stage %s: reused from %s", stage, other)
 
 
 def main(config: dict) -> Path:
     root = resolve(config["run"]["output"])
     root.mkdir(parents=True, exist_ok=True)
-    write_text(root / "run_config.json", json.dumps(config, indent=1))
+    write_text_atomic(root / "run_config.json", json.dumps(config, indent=1))
     if config["run"]["reuse"]:
         reuse_stages(config, root)
     stages = {}
@@ -727,13 +718,13 @@ def main(config: dict) -> Path:
                 raise Stopped(stopped.code - 128, f"in stage {name}") from None
             raise InputError(str(stopped)) from None
         stages[name] = {**result, "_seconds": round(time.perf_counter() - started, 1)}
-        write_text(marker, json.dumps(stages[name]))
+        write_text_atomic(marker, json.dumps(stages[name]))
     text = report(config, root, stages)
-    out = write_text(root / "results.md", text)
-    write_text(root / "results.json", json.dumps({"summary": summary_rows(stages["evaluate"]["results"]), "stages": stages}, indent=1))
+    out = write_text_atomic(root / "results.md", text)
+    write_text_atomic(root / "results.json", json.dumps({"summary": summary_rows(stages["evaluate"]["results"]), "stages": stages}, indent=1))
     if config["run"]["results"]:
         target = resolve(config["run"]["results"])
-        write_text(target.with_suffix(".md"), text)
+        write_text_atomic(target.with_suffix(".md"), text)
         shutil.copyfile(root / "gate_heatmap.png", target.with_name(target.stem + "_gate.png"))
     print(text)
     return out

@@ -17,7 +17,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.models.audio import Audio  # noqa: E402
+from ft2_core.dimensions import DIMENSION_NAMES  # noqa: E402
+from ft2_core.io.audio import Audio  # noqa: E402
 from ft2_core.io.video_io import write_mp4  # noqa: E402
 
 FPS, FRAMES, SIDE, RATE = 8.0, 16, 64, 16000
@@ -47,7 +48,7 @@ def make_labelled_clips(folder: str | Path, clips: int = 48, seed: int = 0, held
     rng = np.random.default_rng(seed)
     records = []
     for i in range(clips):
-        labels = {d: bool(rng.integers(2)) for d in ("motion", "lipsync", "quality")}
+        labels = {d: bool(rng.integers(2)) for d in DIMENSION_NAMES}
         frames, audio = toy_clip(labels["motion"], labels["quality"], labels["lipsync"], rng)
         name = f"clip{i:04d}.mp4"
         if not (folder / name).is_file():

@@ -15,7 +15,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.tlpo.preference_data import DIMENSION_NAMES, CacheWriter, Pair, write_pairs  # noqa: E402
+from ft2_core.dimensions import DIMENSION_NAMES, uses_lip_mask  # noqa: E402
+from ft2_core.tlpo.preference_data import CacheWriter, Pair, write_pairs  # noqa: E402
 from ft2_core.tiny import TINY_AUDIO, TINY_TRANSFORMER  # noqa: E402
 
 NUM_FRAMES, LATENT_FRAMES, LATENT_SIDE, AUDIO_TOKENS = 9, 3, 8, 19
@@ -44,13 +45,13 @@ def make_synthetic_cache(folder: str | Path, conditions: int = 32, seed: int = 0
         })
         for dimension in DIMENSION_NAMES:
             jitter = lambda: 0.1 * torch.randn(shape, generator=g)  # noqa: E731
-            if dimension == "lipsync":  # differ only in the mouth box
+            if uses_lip_mask(dimension):  # differ only in the mouth box
                 winner, loser = pattern + jitter(), pattern * (1 - 2 * mouth) + jitter()
             else:
                 winner, loser = pattern + jitter(), -pattern + jitter()
-            masks = {"lip_mask": mouth.clone()} if dimension == "lipsync" else {}
+            masks = {"lip_mask": mouth.clone()} if uses_lip_mask(dimension) else {}
             writer.add(f"video/{dimension}_c{c:04d}_w", {"latents": winner, **masks})
-            masks = {"lip_mask": mouth.clone()} if dimension == "lipsync" else {}
+            masks = {"lip_mask": mouth.clone()} if uses_lip_mask(dimension) else {}
             writer.add(f"video/{dimension}_c{c:04d}_l", {"latents": loser, **masks})
             pairs[dimension].append(Pair(f"c{c:04d}", f"{dimension}_c{c:04d}_w", f"{dimension}_c{c:04d}_l", dimension))
     writer.close()

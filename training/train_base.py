@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.models.audio_adapter import AudioAdapter, ours_to_upstream  # noqa: E402
 from ft2_core.models.audio_windows import check_frame_count  # noqa: E402
-from ft2_core.io.checkpoint_io import save_safetensors, staged_folder  # noqa: E402
+from ft2_core.io.checkpoint_io import save_safetensors  # noqa: E402
+from ft2_core.io.atomic import staged_folder  # noqa: E402
 from ft2_core.tlpo.flow_dpo import flow_matching_loss  # noqa: E402
 from ft2_core.io.jsonl import append_jsonl  # noqa: E402
 from ft2_core.miniature.model import CONFIG, WorldEncoders, save_frozen_parts, write_manifest  # noqa: E402
@@ -120,7 +121,7 @@ def main(config: dict) -> Path:
     from tqdm import tqdm
 
     train, world = config["train"], config["world"]
-    logging.getLogger("ft2_core.models.audio").setLevel(logging.WARNING)  # every clip is cut to its video: no news
+    logging.getLogger("ft2_core.io.audio").setLevel(logging.WARNING)  # every clip is cut to its video: no news
     steps, batch_size, seed = train["steps"], train["batch_size"], train["seed"]
     frames = world["frames"]
     check_frame_count(frames, "world.frames")

@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ft2_core.errors import InputError  # noqa: E402
-from ft2_core.scoring.critic import DIMENSIONS, TalkingCritic, VideoSettings  # noqa: E402
+from ft2_core.dimensions import DIMENSION_NAMES
+from ft2_core.scoring.critic import TalkingCritic, VideoSettings  # noqa: E402
 from ft2_core.io.jsonl import append_jsonl, read_jsonl  # noqa: E402
 from ft2_core.tiny import tiny_critic_dir  # noqa: E402
 from ft2_core.io.video_io import read_video  # noqa: E402
@@ -50,22 +51,22 @@ ANSWERS = {"yes": 1, "no": 0}
 
 def read_labels(path: Path) -> list[dict]:
     def check(record):
-        bad = [d for d in DIMENSIONS if d in record and str(record[d]).strip().lower() not in ANSWERS]
+        bad = [d for d in DIMENSION_NAMES if d in record and str(record[d]).strip().lower() not in ANSWERS]
         return f"{bad[0]} must be Yes or No, got {record[bad[0]]!r}" if bad else None
 
     return [{"video": path.parent / r["video"],
-             "labels": {d: ANSWERS[str(r[d]).strip().lower()] for d in DIMENSIONS if d in r}}
+             "labels": {d: ANSWERS[str(r[d]).strip().lower()] for d in DIMENSION_NAMES if d in r}}
             for r in read_jsonl(path, ("video",), "label file", check)]
 
 
 def read_preferences(path: Path) -> list[dict]:
     def check(record):
-        if record["dimension"] not in DIMENSIONS:
-            return f"dimension must be one of {', '.join(DIMENSIONS)}, got {record['dimension']!r}"
+        if record["dimension"] not in DIMENSION_NAMES:
+            return f"dimension must be one of {', '.join(DIMENSION_NAMES)}, got {record['dimension']!r}"
         return "chosen and rejected are the same video" if record["chosen"] == record["rejected"] else None
 
     return [{"chosen": path.parent / r["chosen"], "rejected": path.parent / r["rejected"],
-             "dimension": DIMENSIONS.index(r["dimension"])}
+             "dimension": DIMENSION_NAMES.index(r["dimension"])}
             for r in read_jsonl(path, ("chosen", "rejected", "dimension"), "preference file", check)]
 
 
@@ -88,7 +89,7 @@ def pair_clips(critic: TalkingCritic, pairs: list[dict]) -> tuple[list, torch.Te
 def yes_margins(critic: TalkingCritic, features) -> torch.Tensor:
     """[clips, 3] logit(Yes) - logit(No) per dimension: the score's log-odds."""
     logits = critic.answer_logits(features)
-    return (logits[:, 0] - logits[:, 1]).view(len(features), len(DIMENSIONS))
+    return (logits[:, 0] - logits[:, 1]).view(len(features), len(DIMENSION_NAMES))
 
 
 def preference_loss(critic: TalkingCritic, features, pairs: list[dict], indices: torch.Tensor) -> torch.Tensor:
@@ -112,9 +113,9 @@ def ordered_share(chosen, rejected) -> float:
 @torch.no_grad()
 def pair_accuracy(critic: TalkingCritic, features, pairs: list[dict], indices: torch.Tensor) -> dict[str, float]:
     """Per dimension, the share of pairs whose chosen video gets the higher score."""
-    scores = torch.tensor([[s[d] for d in DIMENSIONS] for s in critic.score(features)])
+    scores = torch.tensor([[s[d] for d in DIMENSION_NAMES] for s in critic.score(features)])
     result = {}
-    for k, dimension in enumerate(DIMENSIONS):
+    for k, dimension in enumerate(DIMENSION_NAMES):
         rows = [r for r, p in enumerate(pairs) if p["dimension"] == k]
         if rows:
             result[dimension] = ordered_share(scores[indices[rows, 0], k], scores[indices[rows, 1], k])
@@ -123,7 +124,7 @@ def pair_accuracy(critic: TalkingCritic, features, pairs: list[dict], indices: t
 
 def label_tensor(records: list[dict]) -> torch.Tensor:
     """[clips, 3] with 1 (Yes), 0 (No) or -1 (unlabelled)."""
-    return torch.tensor([[r["labels"].get(d, -1) for d in DIMENSIONS] for r in records])
+    return torch.tensor([[r["labels"].get(d, -1) for d in DIMENSION_NAMES] for r in records])
 
 
 def answer_loss(yes_no_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -137,9 +138,9 @@ def answer_loss(yes_no_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 @torch.no_grad()
 def accuracy(critic: TalkingCritic, features, labels: torch.Tensor, batch_size: int = 8) -> dict[str, float]:
     scores = critic.score(features, batch_size)
-    predicted = torch.tensor([[s[d] > 0.5 for d in DIMENSIONS] for s in scores]).long()
+    predicted = torch.tensor([[s[d] > 0.5 for d in DIMENSION_NAMES] for s in scores]).long()
     result = {}
-    for k, dimension in enumerate(DIMENSIONS):
+    for k, dimension in enumerate(DIMENSION_NAMES):
         labelled = labels[:, k] >= 0
         if labelled.any():
             result[dimension] = float((predicted[labelled, k] == labels[labelled, k]).float().mean())

@@ -16,15 +16,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ft2_core.tlpo.experts import Expert, FusedLoRALinear, attach_experts  # noqa: E402
+from ft2_core.models.fused_lora import FusedLoRALinear  # noqa: E402
+
+from ft2_core.tlpo.experts import Expert, attach_experts  # noqa: E402
 from ft2_core.tlpo.gate import StaticMix  # noqa: E402
-from ft2_core.tlpo.lora_formats import DIMENSIONS, EXPERT_TARGETS, POOLED, LoraModule, LoraWeights, save_expert  # noqa: E402
+from ft2_core.dimensions import DIMENSION_NAMES, POOLED
+from ft2_core.tlpo.lora_formats import EXPERT_TARGETS, LoraModule, LoraWeights, save_expert  # noqa: E402
 from training.config import DPO_TRAIN, MODEL, TOY_DATA, Option  # noqa: E402
 from training.trainer import make_accelerator, model_from_config, pair_dataset, run, synthetic_data, train_dpo  # noqa: E402
 
 SCHEMA = {
     "model": MODEL,
-    "expert": {"dimension": Option(str, "lipsync", choices=(*DIMENSIONS, POOLED)), "rank": Option(int, 16, minimum=1),
+    "expert": {"dimension": Option(str, "lipsync", choices=(*DIMENSION_NAMES, POOLED)), "rank": Option(int, 16, minimum=1),
                "alpha": Option(float, 16.0, above=0), "targets": Option(list, list(EXPERT_TARGETS)),
                "lip_mask": Option(bool, True)},
     "data": {**TOY_DATA, "pairs": Option((list, str), [])},
@@ -34,7 +37,7 @@ SCHEMA = {
 
 def fresh_lora(model, rank: int, alpha: float, targets, seed: int) -> LoraWeights:
     """A new expert: A ~ N(0, 1/rank), B = 0, so training starts at the reference."""
-    from ft2_core.tlpo.experts import block_linears
+    from ft2_core.models.fused_lora import block_linears
 
     g = torch.Generator().manual_seed(seed)
     modules = {}
@@ -46,7 +49,7 @@ def fresh_lora(model, rank: int, alpha: float, targets, seed: int) -> LoraWeight
 
 
 def fused_modules(model) -> dict[str, FusedLoRALinear]:
-    from ft2_core.tlpo.experts import block_linears
+    from ft2_core.models.fused_lora import block_linears
 
     return {name: m for name, m in block_linears(model.transformer).items() if isinstance(m, FusedLoRALinear)}
 

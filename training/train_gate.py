@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.tlpo.experts import Expert, attach_experts  # noqa: E402
 from ft2_core.tlpo.gate import TimestepLayerGate, save_gate  # noqa: E402
-from ft2_core.tlpo.lora_formats import DIMENSIONS, load_lora  # noqa: E402
+from ft2_core.dimensions import DIMENSION_NAMES
+from ft2_core.tlpo.lora_formats import load_lora  # noqa: E402
 from ft2_core.tlpo.preference_data import PairDataset  # noqa: E402
 from training.config import DPO_TRAIN, MODEL, TOY_DATA, Option  # noqa: E402
 from training.trainer import make_accelerator, model_from_config, pair_dataset, resolve, run, synthetic_data, train_dpo  # noqa: E402
@@ -29,7 +30,7 @@ SCHEMA = {
 
 def balanced(dataset: PairDataset) -> PairDataset:
     """Interleave the dimensions round-robin, repeating the smaller sets, so every batch mixes them evenly."""
-    by_dimension = {d: [p for p in dataset.pairs if p.dimension == d] for d in DIMENSIONS}
+    by_dimension = {d: [p for p in dataset.pairs if p.dimension == d] for d in DIMENSION_NAMES}
     present = {d: pairs for d, pairs in by_dimension.items() if pairs}
     longest = max(len(pairs) for pairs in present.values())
     mixed = [pairs[i % len(pairs)] for i in range(longest) for pairs in present.values()]
@@ -39,10 +40,10 @@ def balanced(dataset: PairDataset) -> PairDataset:
 def main(config: dict) -> Path:
     gate_config = config["gate"]
     expert_files = gate_config["experts"]
-    unknown = sorted(set(expert_files) - set(DIMENSIONS))
+    unknown = sorted(set(expert_files) - set(DIMENSION_NAMES))
     if unknown:
-        raise InputError(f"gate.experts: unknown dimension {unknown[0]!r}; use {', '.join(DIMENSIONS)}")
-    names = [d for d in DIMENSIONS if d in expert_files]
+        raise InputError(f"gate.experts: unknown dimension {unknown[0]!r}; use {', '.join(DIMENSION_NAMES)}")
+    names = [d for d in DIMENSION_NAMES if d in expert_files]
     if not names:
         raise InputError("gate.experts must name expert files, e.g. {motion = '...', lipsync = '...', quality = '...'}")
     accelerator = make_accelerator(config)

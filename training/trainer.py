@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # scripts run as `python training/x.py` or under `accelerate launch`
     sys.path.insert(0, str(REPO))
 
-from ft2_core.io.checkpoint_io import (atomic_path, commit_atomic, load_state_dict, remove_temporaries,  # noqa: E402
-                                       save_safetensors, staged_folder)
+from ft2_core.io.atomic import remove_temporaries, staged_folder, write_text_atomic  # noqa: E402
+from ft2_core.io.checkpoint_io import load_state_dict, save_safetensors  # noqa: E402
+from ft2_core.dimensions import DIMENSION_NAMES  # noqa: E402
 from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.sampling.flow import shift_sigmas  # noqa: E402
 from ft2_core.tlpo.flow_dpo import dpo_step  # noqa: E402
@@ -165,9 +166,7 @@ def trim_metrics(path: Path, step: int) -> None:
             continue
         if keep:
             kept.append(line)
-    tmp = atomic_path(path)
-    tmp.write_text("".join(line + "\n" for line in kept))
-    commit_atomic(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def restore(output: Path, config: dict, targets: dict[str, dict[str, torch.nn.Parameter | torch.Tensor]], optimizer,
@@ -376,7 +375,7 @@ def synthetic_data(config: dict) -> dict | None:
 
     cache = resolve(config["data"]["cache"])
     root = cache.parent
-    manifests = {d: root / f"pairs_{d}.jsonl" for d in ("motion", "lipsync", "quality")}
+    manifests = {d: root / f"pairs_{d}.jsonl" for d in DIMENSION_NAMES}
     if not (cache / "index.json").is_file() or not all(p.is_file() for p in manifests.values()):
         manifests = make_synthetic_cache(root, int(config["data"].get("conditions", 32)), int(config["data"].get("seed", 0)))
     return manifests
@@ -397,7 +396,8 @@ def check_ranks_agree(accelerator, parameters: dict, output: Path, steps: int) -
 
 def model_from_config(config: dict, dtype=torch.float32):
     """The DiT + adapter from a model folder, or the built-in tiny model when none is given."""
-    from ft2_core.pipeline import ModelPaths, load_talking_model
+    from ft2_core.model_paths import ModelPaths
+    from ft2_core.pipeline import load_talking_model
     from ft2_core.tiny import tiny_model_dir
 
     model = config["model"]

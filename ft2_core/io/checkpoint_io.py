@@ -3,18 +3,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import InputError
+from .atomic import atomic_path, commit_atomic
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -116,53 +114,6 @@ def flatten_tensor_dict(tree, what: str, prefix: str = "") -> dict[str, torch.Te
     for key, value in tree.items():
         flat.update(flatten_tensor_dict(value, what, f"{prefix}.{key}" if prefix else str(key)))
     return flat
-
-
-def atomic_path(target: str | os.PathLike) -> Path:
-    """A temporary sibling of `target` with the same suffix (tools pick formats by it); see `commit_atomic`."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
-    os.close(handle)
-    return Path(tmp)
-
-
-def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files `atomic_path` made in `folder` that a killed process never renamed."""
-    removed = []
-    for stale in Path(folder).glob(".*.tmp*"):  # the names atomic_path gives: .NAME.RANDOM.tmpSUFFIX
-        if stale.is_file():
-            stale.unlink(missing_ok=True)
-            removed.append(stale)
-    return removed
-
-
-@contextmanager
-def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
-    """A temporary sibling folder (`.NAME-RANDOM`) to write a whole folder into. When the block ends without an error
-    it takes `target`'s place (an older `target` is removed); otherwise it is deleted: never half a folder."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        yield staging
-        old = target.with_name(f".{target.name}.old")
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def commit_atomic(tmp: Path, target: str | os.PathLike) -> Path:
-    """Give the file the permissions a plain open() would (mkstemp makes it private), then rename."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, target)
-    return Path(target)
 
 
 def save_safetensors(state: dict[str, torch.Tensor], target: str | os.PathLike, metadata: dict | None = None) -> Path:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.audio import Audio, fit_to_duration
-from .checkpoint_io import atomic_path, commit_atomic
+from ..io.audio import Audio, fit_to_duration
 from ..errors import InputError
+from .atomic import atomic_path, commit_atomic
 
 
 def to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -93,7 +93,7 @@ def read_video(path: str | os.PathLike, with_audio: bool = True) -> tuple[np.nda
     """Decode a video file -> frames uint8 [T, H, W, 3], fps, and its soundtrack (None if it has none)."""
     import imageio_ffmpeg
 
-    from ..models.audio import audio_from_waveform
+    from ..io.audio import audio_from_waveform
 
     path = Path(path)
     if not path.is_file():

@@ -14,15 +14,17 @@ from pathlib import Path
 
 import torch
 
-from ..models.audio import Audio, Wav2VecEncoder, clip_for_video
-from ..models.conditioning import ImageEncoder, TextEncoder, condition_video, i2v_condition
+from ..io.audio import Audio, clip_for_video
+
+from ..models.wav2vec import Wav2VecEncoder
+from ..models.conditioning import ImageEncoder, TextEncoder, encode_i2v_condition
 from ..models.pixel_latent import SpaceToDepthVAE
 from ..models.wan_transformer import shipped_configs
+from ..sampling.options import DEFAULT_PROMPT
 from .world import Clip
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
 CONFIG = shipped_configs()["ft2-miniature"]
-PROMPT = "A person is talking."
 NOTICE = ("Using the built-in miniature model: a 1.6M-parameter FantasyTalking DiT trained on procedurally drawn "
           "cartoon faces (64x64). It shows the method working in a miniature world; it is not a real-face model. "
           "Pass --model-dir for real weights.")
@@ -61,7 +63,7 @@ class WorldEncoders:
     """The frozen encoders, loaded once; turn world clips into the DiT's inputs."""
 
     wav2vec: Wav2VecEncoder
-    text: torch.Tensor  # [1, 512, text_dim] for PROMPT
+    text: torch.Tensor  # [1, 512, text_dim] for DEFAULT_PROMPT
     negative: torch.Tensor
     image_encoder: ImageEncoder
     vae: SpaceToDepthVAE
@@ -69,7 +71,7 @@ class WorldEncoders:
     @classmethod
     def from_folder(cls, folder: Path) -> "WorldEncoders":
         text_encoder = TextEncoder(folder / "text_encoder", folder / "tokenizer")
-        positive, negative = text_encoder.encode([PROMPT, ""]).split(1)
+        positive, negative = text_encoder.encode([DEFAULT_PROMPT, ""]).split(1)
         return cls(Wav2VecEncoder(folder / "wav2vec2"), positive, negative,
                    ImageEncoder(folder / "image_encoder", folder / "image_processor"), SpaceToDepthVAE.from_folder(folder / "vae"))
 
@@ -86,7 +88,7 @@ class WorldEncoders:
         )
 
     def condition(self, portrait: torch.Tensor, num_frames: int) -> torch.Tensor:
-        return i2v_condition(self.vae.encode(condition_video(portrait, num_frames)), num_frames)
+        return encode_i2v_condition(self.vae.encode, portrait, num_frames)
 
     def audio_features(self, audio: Audio, num_frames: int, fps: float) -> torch.Tensor:
         return self.wav2vec.encode(clip_for_video(audio, num_frames, fps))

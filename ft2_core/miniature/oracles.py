@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..models.audio import Audio, to_mono_16k
+from ..dimensions import DIMENSION_NAMES
+from ..io.audio import Audio, to_mono_16k
 
 MAX_LAG = 2
 
@@ -45,6 +46,10 @@ class OracleScores:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def by_dimension(self) -> dict[str, float]:
+        """The three scores keyed by dimension name (ft2_core.dimensions), as judgement files store them."""
+        return {name: getattr(self, name) for name in DIMENSION_NAMES}
 
 
 def audio_envelope(audio: Audio, num_frames: int, fps: float) -> np.ndarray:

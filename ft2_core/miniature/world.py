@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models.audio import Audio
+from ..io.audio import Audio
 
 SAMPLE_RATE = 16000
 FPS = 23.0

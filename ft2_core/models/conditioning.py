@@ -168,3 +168,16 @@ def condition_video(frames: torch.Tensor, num_frames: int) -> torch.Tensor:
     known = (frames[None] if frames.ndim == 3 else frames).permute(3, 0, 1, 2)[None] * 2 - 1
     rest = known.new_zeros(1, 3, num_frames - known.shape[2], *known.shape[-2:])
     return torch.cat([known, rest], dim=2)
+
+
+def encode_i2v_condition(encode, frames: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Known frames ([H, W, 3] the portrait, or [K, H, W, 3] the end of a video being continued) in 0..1 -> the DiT's
+    I2V input [1, 4+z, F, h, w] for a `num_frames` video: the frames then black, encoded by `encode` (video
+    [1, 3, T, H, W] in -1..1 -> normalised latents), behind Wan's mask of the known frames."""
+    known = 1 if frames.ndim == 3 else frames.shape[0]
+    return i2v_condition(encode(condition_video(frames, num_frames)), num_frames, known)
+
+
+def condition_latents(condition: torch.Tensor) -> torch.Tensor:
+    """The latents of an I2V condition (what follows its mask channels)."""
+    return condition[:, VAE_TIME_STRIDE:]

@@ -19,7 +19,7 @@ from .audio_adapter import AudioAdapter, AudioKeyValue
 from .attention import attention_kernel
 from .audio_windows import AudioWindows
 from ..errors import InputError
-from ..tlpo.experts import set_block_gate
+from .fused_lora import set_block_gate
 
 
 def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, mask=None) -> torch.Tensor:

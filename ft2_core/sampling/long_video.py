@@ -18,19 +18,16 @@ Memory is that of one window except for "single".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
 
 from ..models.audio_windows import check_frame_count, latent_frame_count
-from ..models.conditioning import VAE_TIME_STRIDE, condition_video, i2v_condition
+from ..models.conditioning import VAE_TIME_STRIDE, condition_latents, encode_i2v_condition
 from ..errors import InputError
 from .flow import FlowSolver
-from .sampler import Conditioning, GuidedVelocity, SamplerOptions, StepInfo, StepReporter, denoise, hold_known, initial_noise
-
-METHODS = ("sliding", "continuation", "single")
-
+from .options import SamplerOptions, WindowOptions
+from .sampler import Conditioning, GuidedVelocity, StepInfo, StepReporter, denoise, hold_known, initial_noise
 
 class FrameCodec(Protocol):
     """What continuation needs of a VAE: conditioning.WanVAE, pixel_latent.SpaceToDepthVAE or a node's adapter."""
@@ -38,71 +35,6 @@ class FrameCodec(Protocol):
     def encode(self, video: torch.Tensor) -> torch.Tensor: ...  # [1, 3, T, H, W] in -1..1 -> normalised latents
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...  # normalised latents -> [T, H, W, 3] in 0..1
-
-
-@dataclass(frozen=True)
-class WindowOptions:
-    """How a video longer than one window is made. Frame counts are video frames: a window is 4k+1
-    frames (the model's trained length: 81 for Wan2.1), the overlap a multiple of 4."""
-
-    method: str = "sliding"
-    window_frames: int = 81
-    overlap_frames: int = 16
-
-    def validate(self) -> "WindowOptions":
-        if self.method not in METHODS:
-            raise InputError(f"long-video method must be one of {METHODS}, got {self.method!r}")
-        check_frame_count(self.window_frames, "window_frames")
-        if (isinstance(self.overlap_frames, bool) or not isinstance(self.overlap_frames, int) or self.overlap_frames < 4
-                or self.overlap_frames % 4 or self.overlap_frames >= self.window_frames - 1):
-            raise InputError(f"overlap_frames must be a multiple of 4, at least 4 and less than window_frames - 1 "
-                             f"({self.window_frames - 1}), got {self.overlap_frames!r}")
-        return self
-
-    @property
-    def window_latents(self) -> int:
-        return latent_frame_count(self.window_frames)
-
-    @property
-    def overlap_latents(self) -> int:
-        return self.overlap_frames // VAE_TIME_STRIDE
-
-    def first_window_frames(self, num_frames: int) -> int:
-        """Video frames of the first window: the I2V condition the caller encodes has this length."""
-        return num_frames if self.method == "single" else min(num_frames, self.window_frames)
-
-    def windows(self, num_frames: int) -> list[tuple[int, int]]:
-        """Latent-frame ranges [start, end) this method runs, in order."""
-        latents = latent_frame_count(num_frames)
-        if self.method == "single":
-            return [(0, latents)]
-        if self.method == "sliding":
-            return sliding_windows(latents, self.window_latents, self.overlap_latents)
-        return continuation_windows(latents, self.window_latents, self.overlap_latents)
-
-
-def sliding_windows(latent_frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
-    """Timeline ranges [start, end): the first window covers `window` latent frames; each later one starts
-    `overlap` frames before the previous end and covers window - 1 (its first slot holds the portrait);
-    the last is pulled back to end on the last frame. One shorter window if the video is."""
-    if latent_frames <= window:
-        return [(0, latent_frames)]
-    windows = [(0, window)]
-    while windows[-1][1] < latent_frames:
-        start = windows[-1][1] - overlap
-        windows.append((start, start + window - 1))
-    if windows[-1][1] > latent_frames:
-        windows[-1] = (latent_frames - window + 1, latent_frames)
-    return windows
-
-
-def continuation_windows(latent_frames: int, window: int, known: int) -> list[tuple[int, int]]:
-    """Each window starts `known` latent frames before the previous one ends; the last may be short."""
-    windows = [(0, min(window, latent_frames))]
-    while windows[-1][1] < latent_frames:
-        start = windows[-1][1] - known
-        windows.append((start, min(start + window, latent_frames)))
-    return windows
 
 
 def fusion_weights(windows: list[tuple[int, int]], latent_frames: int, overlap: int) -> list[torch.Tensor]:
@@ -193,8 +125,8 @@ def continue_windows(guided: GuidedVelocity, noise, cond: Conditioning, plan, kn
             condition, known_latents = cond.condition, None
         else:
             tail = codec.decode(previous)[-(VAE_TIME_STRIDE * (known - 1) + 1):]  # the frames of its last `known` latents
-            encoded = codec.encode(condition_video(tail, frames)).float()
-            condition, known_latents = i2v_condition(encoded, frames, tail.shape[0]), encoded[:, :, :known]
+            condition = encode_i2v_condition(lambda video: codec.encode(video).float(), tail, frames)
+            known_latents = condition_latents(condition)[:, :, :known]
         window = denoise(guided, noise[:, :, start:end], condition, cond.audio.frames(start, end), reporter, known_latents)
         pieces.append(window if previous is None else window[:, :, known:])
         previous = window

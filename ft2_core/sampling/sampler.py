@@ -8,45 +8,10 @@ from typing import Callable
 import torch
 
 from ..models.audio_windows import AudioWindows
-from ..checks import finite_number
-from ..errors import InputError
-from .flow import SCHEDULERS, FlowSolver
+from .flow import FlowSolver
 from .guidance import audio_guidance_active, guidance_rows
+from .options import SamplerOptions
 from ..models.talking_model import ffn_chunking
-
-
-@dataclass
-class SamplerOptions:
-    steps: int = 30
-    cfg: float = 5.0
-    audio_cfg: float = 5.0
-    audio_cfg_start: float = 0.0  # fraction of the steps where audio guidance begins
-    audio_cfg_end: float = 1.0  # ... and ends (exclusive)
-    shift: float = 5.0
-    scheduler: str = "euler"
-    seed: int = 0
-    audio_scale: float = 1.0
-    # memory: same video, less activation memory at some speed (see README "Memory")
-    sequential_rows: bool = False  # run the guidance predictions one after another instead of as one batch
-    ffn_chunk_tokens: int = 0  # run each block's feed-forward on this many tokens at a time (0: all at once)
-
-    def validate(self) -> "SamplerOptions":
-        for name in ("cfg", "audio_cfg", "audio_scale"):
-            finite_number(getattr(self, name), name, minimum=0.0)
-        finite_number(self.shift, "shift", above=0.0)
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int):
-            raise InputError(f"steps must be a whole number, got {self.steps!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise InputError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
-        if not 0.0 <= self.audio_cfg_start <= self.audio_cfg_end <= 1.0:
-            raise InputError(
-                f"audio guidance range must satisfy 0 <= start <= end <= 1, got {self.audio_cfg_start}..{self.audio_cfg_end}"
-            )
-        if self.steps < 1 or self.steps > 1000:
-            raise InputError(f"steps must be between 1 and 1000, got {self.steps}")
-        if isinstance(self.ffn_chunk_tokens, bool) or not isinstance(self.ffn_chunk_tokens, int) or self.ffn_chunk_tokens < 0:
-            raise InputError(f"ffn_chunk_tokens must be a whole number >= 0 (0: no chunking), got {self.ffn_chunk_tokens!r}")
-        return self
 
 
 @dataclass

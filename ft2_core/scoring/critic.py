@@ -16,16 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.audio import WAV2VEC_RATE, Audio, to_mono_16k
-from ..io.checkpoint_io import load_state_dict, read_metadata, save_safetensors, staged_folder
+from ..io.audio import WAV2VEC_RATE, Audio, to_mono_16k
+from ..io.atomic import staged_folder
+from ..io.checkpoint_io import load_state_dict, read_metadata, save_safetensors
+from ..dimensions import DIMENSION_NAMES, QUESTIONS
 from ..errors import InputError
 
-DIMENSIONS = ("motion", "lipsync", "quality")
-QUESTIONS = {
-    "motion": "Is the motion of the person in this video natural?",
-    "lipsync": "Do the lip movements match the speech in this video?",
-    "quality": "Is the visual quality of this video good?",
-}
 SYSTEM = "You are a careful judge of talking-head videos."
 VIDEO_SETTINGS_FILE = "ft2_video_settings.json"  # in a thinker folder saved by `save_thinker`
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -181,7 +177,7 @@ class TalkingCritic:
             input_ids[r, span], attention[r, span] = torch.tensor(ids), 1
         return input_ids.to(self.device), attention.to(self.device)
 
-    def answer_logits(self, clips: list[ClipFeatures], dimensions=DIMENSIONS) -> torch.Tensor:
+    def answer_logits(self, clips: list[ClipFeatures], dimensions=DIMENSION_NAMES) -> torch.Tensor:
         """[clips * dimensions, 2] logits of (Yes, No) for the answer token, rows clip-major.
 
         Each clip is encoded once: the video, the audio and the prompt up to them run as one prefix (left-padded
@@ -209,7 +205,7 @@ class TalkingCritic:
         last = suffix_mask.sum(1) - 1
         return logits[torch.arange(len(questions)), last][:, [self.yes_id, self.no_id]].float()
 
-    def answer_logits_per_question(self, clips: list[ClipFeatures], dimensions=DIMENSIONS) -> torch.Tensor:
+    def answer_logits_per_question(self, clips: list[ClipFeatures], dimensions=DIMENSION_NAMES) -> torch.Tensor:
         """The same logits the plain way, one full sequence per (clip, question), so the encoders and the prefix
         run once per question: the reference `answer_logits` is checked and timed against."""
         rows = [(clip, self.prefix_ids(clip) + self.question_ids(self.questions[d])) for clip in clips for d in dimensions]
@@ -224,8 +220,8 @@ class TalkingCritic:
         scores = []
         for start in range(0, len(clips), batch_size):
             chunk = clips[start:start + batch_size]
-            probabilities = self.answer_logits(chunk).softmax(dim=-1)[:, 0].view(len(chunk), len(DIMENSIONS))
-            scores += [dict(zip(DIMENSIONS, map(float, row))) for row in probabilities]
+            probabilities = self.answer_logits(chunk).softmax(dim=-1)[:, 0].view(len(chunk), len(DIMENSION_NAMES))
+            scores += [dict(zip(DIMENSION_NAMES, map(float, row))) for row in probabilities]
         return scores
 
     def score_clip(self, frames, fps: float, audio: Audio | None, name: str = "clip") -> dict[str, float]:

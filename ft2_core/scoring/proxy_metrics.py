@@ -11,8 +11,9 @@ import math
 
 import numpy as np
 
-from ..models.audio import Audio, to_mono_16k
-from .critic import DIMENSIONS, check_clip
+from ..io.audio import Audio, to_mono_16k
+from ..dimensions import DIMENSION_NAMES
+from .critic import check_clip
 
 UPPER_INNER_LIP, LOWER_INNER_LIP, MOUTH_LEFT, MOUTH_RIGHT = 13, 14, 61, 291
 MAX_LAG_FRAMES = 2  # speech leads or trails visible mouth motion by up to ~80 ms
@@ -98,4 +99,4 @@ class ProxyScorer:
         if opening is not None:
             correlation = best_lagged_correlation(opening, loudness_envelope(audio, len(pixels), fps))
             scores["lipsync"] = squash(correlation, 0.3, 0.1)
-        return {d: scores[d] for d in DIMENSIONS}
+        return {d: scores[d] for d in DIMENSION_NAMES}

@@ -4,7 +4,7 @@ candidates whose P(Yes) differ by at least the margin, whatever side of 0.5 they
 critic that orders a condition's candidates well but answers them all alike (an uncalibrated one)."""
 from __future__ import annotations
 
-from ..scoring.critic import DIMENSIONS
+from ..dimensions import DIMENSION_NAMES
 from .preference_data import Pair
 
 RULES = ("answer", "ranking")
@@ -20,9 +20,9 @@ def pairs_by_dimension(scores: dict[str, dict], conditions: dict[str, str], marg
     by_condition: dict[str, list[str]] = {}
     for candidate in sorted(scores):
         by_condition.setdefault(conditions[candidate], []).append(candidate)
-    pairs = {d: [] for d in DIMENSIONS}
+    pairs = {d: [] for d in DIMENSION_NAMES}
     for condition, candidates in sorted(by_condition.items()):
-        for dimension in DIMENSIONS:
+        for dimension in DIMENSION_NAMES:
             known = [(c, scores[c][dimension]) for c in candidates if scores[c].get(dimension) is not None]
             if rule == "answer":
                 winners = [(c, p) for c, p in known if p >= 0.5 + margin]

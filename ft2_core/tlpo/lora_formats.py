@@ -14,11 +14,10 @@ import torch
 
 from ..io.checkpoint_io import load_state_dict, read_metadata, save_safetensors
 from ..checks import finite_tensors
+from ..dimensions import DIMENSION_NAMES, POOLED
 from ..errors import InputError
 from ..models.wan_keys import BLOCK_LEVEL
 
-DIMENSIONS = ("motion", "lipsync", "quality")
-POOLED = "pooled"  # a single LoRA trained on every dimension's pairs (the baseline TLPO is compared with)
 EXPERT_TARGETS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
                   "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")
 _ORIGINAL_MODULES = {original for original, _ in BLOCK_LEVEL}
@@ -160,8 +159,8 @@ def expert_state_dict(lora: LoraWeights) -> dict[str, torch.Tensor]:
 
 def save_expert(lora: LoraWeights, path: str | os.PathLike, dimension: str, base_model: str, extra: dict | None = None) -> Path:
     """Write an expert in our format (loads in plain ComfyUI as a LoRA too)."""
-    if dimension not in (*DIMENSIONS, POOLED):
-        raise InputError(f"expert dimension must be one of {(*DIMENSIONS, POOLED)}, got {dimension!r}")
+    if dimension not in (*DIMENSION_NAMES, POOLED):
+        raise InputError(f"expert dimension must be one of {(*DIMENSION_NAMES, POOLED)}, got {dimension!r}")
     ranks, alphas = lora.ranks, lora.alphas
     metadata = {"ft2.kind": "expert", "ft2.dimension": dimension, "ft2.base_model": base_model,
                 "ft2.rank": ",".join(map(str, sorted(ranks))), "ft2.alpha": ",".join(f"{a:g}" for a in sorted(a for a in alphas if a is not None)),

@@ -15,12 +15,13 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..io.checkpoint_io import atomic_path, commit_atomic, save_safetensors
+from ..dimensions import DIMENSION_NAMES, uses_lip_mask
 from ..errors import InputError
+from ..io.atomic import write_text_atomic
+from ..io.checkpoint_io import save_safetensors
 from ..io.jsonl import read_jsonl
 
 INDEX = "index.json"
-DIMENSION_NAMES = ("motion", "lipsync", "quality")
 
 
 @dataclass
@@ -42,12 +43,7 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
 
 
 def write_pairs(path: str | os.PathLike, pairs: list[Pair]) -> Path:
-    tmp = atomic_path(path)
-    try:
-        tmp.write_text("".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs))
-        return commit_atomic(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return write_text_atomic(path, "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs))
 
 
 class CacheWriter:
@@ -77,9 +73,7 @@ class CacheWriter:
         save_safetensors(flat, self.folder / shard, metadata={"ft2.kind": "cache"})
         self.index.update({item: shard for item in self.pending})
         self.pending = {}
-        tmp = atomic_path(self.folder / INDEX)
-        tmp.write_text(json.dumps({"version": 1, "items": self.index}, indent=0))
-        commit_atomic(tmp, self.folder / INDEX)
+        write_text_atomic(self.folder / INDEX, json.dumps({"version": 1, "items": self.index}, indent=0))
 
     def close(self) -> None:
         self.flush()
@@ -133,7 +127,7 @@ class PairDataset(torch.utils.data.Dataset):
                 "audio_features": cond["audio"], "num_frames": int(cond["num_frames"]), "index": index}
         if "image" in cond:
             item["image"] = cond["image"]
-        if self.use_lip_mask and pair.dimension == "lipsync":
+        if self.use_lip_mask and uses_lip_mask(pair.dimension):
             item["mask_w"] = winner.get("lip_mask", torch.ones_like(winner["latents"][:1]))
             item["mask_l"] = loser.get("lip_mask", torch.ones_like(loser["latents"][:1]))
         return item

@@ -151,7 +151,7 @@ def test_preprocess_frame_counts(tmp_path, capsys, frames):
 
 
 def test_sampler_options_refuse_non_finite_values():
-    from ft2_core.sampling.sampler import SamplerOptions
+    from ft2_core.sampling.options import SamplerOptions
 
     for field in ("cfg", "audio_cfg", "shift", "audio_scale"):
         with pytest.raises(InputError, match=field):

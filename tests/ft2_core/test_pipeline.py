@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from ft2_core.models.audio import Audio
+from ft2_core.io.audio import Audio
 from ft2_core.demo_inputs import demo_portrait, demo_speech
 from ft2_core.errors import InputError
-from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths
-from ft2_core.sampling.sampler import SamplerOptions
+from ft2_core.model_paths import ModelPaths
+from ft2_core.pipeline import FantasyTalkingPipeline
+from ft2_core.sampling.options import SamplerOptions
 
 
 def test_animate_gives_frames_for_the_audio(tiny_pipeline):

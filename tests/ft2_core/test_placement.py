@@ -3,7 +3,7 @@ from torch import nn
 
 from ft2_core.demo_inputs import demo_portrait, demo_speech
 from ft2_core.placement import visiting
-from ft2_core.sampling.sampler import SamplerOptions
+from ft2_core.sampling.options import SamplerOptions
 
 ELSEWHERE = torch.device("cpu", 0)  # a device that compares unequal to the CPU, so the moves really happen here
 
@@ -62,7 +62,8 @@ def test_each_component_visits_the_device_alone(tiny_pipeline):
 
 
 def test_keep_on_device_loads_everything_there_once(tiny_dir):
-    from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths
+    from ft2_core.model_paths import ModelPaths
+    from ft2_core.pipeline import FantasyTalkingPipeline
 
     pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(tiny_dir), "cpu", keep_on_device=True)
     events = []

@@ -86,7 +86,7 @@ def write_tlpo_files(root: Path, dit) -> None:
     """Three tiny experts in models/loras and a trained-looking gate in models/ft2_gates."""
     import torch
 
-    from ft2_core.tlpo.experts import block_linears
+    from ft2_core.models.fused_lora import block_linears
     from ft2_core.tlpo.gate import TimestepLayerGate, save_gate
     from ft2_core.tlpo.lora_formats import LoraModule, LoraWeights, save_expert
 

@@ -25,7 +25,7 @@ def test_tiny_critic_scores_a_generated_video(ft2, video, tiny_critic):
     motion, lipsync, quality, summary = out["result"]
     assert all(0 < v < 1 for v in (motion, lipsync, quality))
     assert summary == out["ui"]["text"][0] and summary.startswith("motion: ")
-    from ft2_core.models.audio import audio_from_waveform
+    from ft2_core.io.audio import audio_from_waveform
 
     direct = tiny_critic.score_clip(frames, 23.0, audio_from_waveform(audio["waveform"], audio["sample_rate"]))
     assert abs(direct["lipsync"] - lipsync) < 1e-5
@@ -68,7 +68,7 @@ def test_critic_folder_and_lora_from_models_folder(ft2, models_dir, tiny_critic,
     (critic,) = nodes["FT2CriticLoader"]().load("tiny-thinker", "critic_lora.safetensors")
     frames, audio = video
     got = nodes["FT2CriticScore"]().score(critic, frames, audio, 23.0)["result"][:3]
-    from ft2_core.models.audio import audio_from_waveform
+    from ft2_core.io.audio import audio_from_waveform
 
     want = trained.score_clip(frames, 23.0, audio_from_waveform(audio["waveform"], audio["sample_rate"]))
     assert all(abs(g - want[d]) < 1e-5 for g, d in zip(got, ("motion", "lipsync", "quality")))
@@ -78,7 +78,7 @@ def test_critic_folder_and_lora_from_models_folder(ft2, models_dir, tiny_critic,
 
 def test_the_miniature_critic_loads_from_the_node(ft2, video):
     from ft2_core.miniature.model import miniature_critic_dir
-    from ft2_core.models.audio import audio_from_waveform
+    from ft2_core.io.audio import audio_from_waveform
     from ft2_core.scoring.critic import TalkingCritic
 
     nodes = ft2.NODE_CLASS_MAPPINGS

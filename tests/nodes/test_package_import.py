@@ -38,7 +38,7 @@ def test_missing_optional_dependency_breaks_only_the_node_that_needs_it():
                 if name.split(".")[0] == "diffusers":
                     raise ModuleNotFoundError("No module named 'diffusers'", name="diffusers")
         sys.meta_path.insert(0, Block())
-        nodes = module.nodes.inference_nodes
+        nodes = module.nodes.native_nodes
         try:
             nodes.FT2ModelLoader().load("x.safetensors", "y.ckpt", "auto")
         except RuntimeError as err:

@@ -35,9 +35,9 @@ def test_animate_with_experts_and_gate_matches_the_library(ft2, models_dir, tiny
     plain, _ = nodes["FT2Animate"]().animate(*args, **SAMPLER)
     assert (with_experts - plain).abs().max() > 1e-3
 
-    from ft2_core.models.audio import audio_from_waveform
+    from ft2_core.io.audio import audio_from_waveform
     from ft2_core.pipeline import DEFAULT_NEGATIVE_PROMPT
-    from ft2_core.sampling.sampler import SamplerOptions
+    from ft2_core.sampling.options import SamplerOptions
 
     library = tiny_pipeline.animate(
         image[0], audio_from_waveform(audio["waveform"], audio["sample_rate"]), "talk", DEFAULT_NEGATIVE_PROMPT,
@@ -114,9 +114,9 @@ def test_other_lora_beside_the_experts_matches_the_library(ft2, models_dir, tiny
     without, _ = nodes["FT2Animate"]().animate(*args, experts=experts, **SAMPLER)
     assert (with_loras - without).abs().max() > 1e-3
 
-    from ft2_core.models.audio import audio_from_waveform
+    from ft2_core.io.audio import audio_from_waveform
     from ft2_core.pipeline import DEFAULT_NEGATIVE_PROMPT
-    from ft2_core.sampling.sampler import SamplerOptions
+    from ft2_core.sampling.options import SamplerOptions
 
     library = tiny_pipeline.animate(
         image[0], audio_from_waveform(audio["waveform"], audio["sample_rate"]), "talk", DEFAULT_NEGATIVE_PROMPT,

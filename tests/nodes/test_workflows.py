@@ -159,8 +159,8 @@ def test_note_names_model_files_and_inputs_ship(path):
             assert (REPO / "workflows" / "inputs" / node["widgets_values"][0]).is_file()
 
 
-def test_example_inputs_reach_comfyuis_input_folder(tmp_path, monkeypatch):
-    from nodes import comfy_services
+def test_example_inputs_reach_comfyuis_input_folder(ft2, tmp_path, monkeypatch):
+    comfy_services = ft2.nodes.comfy_services
 
     class FolderPaths:
         @staticmethod

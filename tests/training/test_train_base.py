@@ -5,7 +5,8 @@ from safetensors.torch import load_file
 
 from ft2_core.miniature.model import WorldEncoders
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip
-from ft2_core.pipeline import ModelPaths, load_talking_model
+from ft2_core.model_paths import ModelPaths
+from ft2_core.pipeline import load_talking_model
 from tests.training.conftest import write_config
 from training import train_base
 from training.trainer import run

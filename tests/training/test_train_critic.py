@@ -3,7 +3,8 @@ import math
 
 import torch
 
-from ft2_core.scoring.critic import DIMENSIONS, TalkingCritic
+from ft2_core.dimensions import DIMENSION_NAMES
+from ft2_core.scoring.critic import TalkingCritic
 from ft2_core.tiny import tiny_critic_dir
 from tests.training.conftest import write_config
 from training import train_critic
@@ -66,7 +67,7 @@ def preferences_from_labels(labels_path, out_path):
     """Every (Yes clip, No clip) of each dimension as "the Yes one is better": toy preferences a rater could give."""
     records = [json.loads(line) for line in labels_path.read_text().splitlines()]
     lines = [{"chosen": a["video"], "rejected": b["video"], "dimension": d}
-             for d in DIMENSIONS for a in records for b in records if a[d] == "Yes" and b[d] == "No"]
+             for d in DIMENSION_NAMES for a in records for b in records if a[d] == "Yes" and b[d] == "No"]
     out_path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return out_path
 
@@ -112,9 +113,9 @@ def test_preference_loss_is_bradley_terry_on_the_yes_no_log_odds(tmp_path, tiny_
         margin = {}
         for clip, feature in zip(dict.fromkeys(p[k] for p in pairs for k in ("chosen", "rejected")), features):
             logits = tiny_critic.answer_logits_per_question([feature])
-            margin[clip] = {d: float(logits[k, 0] - logits[k, 1]) for k, d in enumerate(DIMENSIONS)}
-    expected = sum(-math.log(1 / (1 + math.exp(-(margin[p["chosen"]][DIMENSIONS[p["dimension"]]]
-                                                   - margin[p["rejected"]][DIMENSIONS[p["dimension"]]]))))
+            margin[clip] = {d: float(logits[k, 0] - logits[k, 1]) for k, d in enumerate(DIMENSION_NAMES)}
+    expected = sum(-math.log(1 / (1 + math.exp(-(margin[p["chosen"]][DIMENSION_NAMES[p["dimension"]]]
+                                                   - margin[p["rejected"]][DIMENSION_NAMES[p["dimension"]]]))))
                    for p in pairs) / len(pairs)
     assert math.isclose(loss, expected, rel_tol=1e-4, abs_tol=1e-6)
 

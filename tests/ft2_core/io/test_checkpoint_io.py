@@ -1,7 +1,7 @@
 """Whole folders are written beside their target and renamed into place."""
 import pytest
 
-from ft2_core.io.checkpoint_io import staged_folder
+from ft2_core.io.atomic import staged_folder
 
 
 def test_a_staged_folder_replaces_its_target_only_when_the_block_finishes(tmp_path):

@@ -8,8 +8,9 @@ import torch
 from ft2_core.miniature.model import miniature_model_dir
 from ft2_core.miniature.oracles import score_clip
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip
-from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths
-from ft2_core.sampling.sampler import SamplerOptions
+from ft2_core.model_paths import ModelPaths
+from ft2_core.pipeline import FantasyTalkingPipeline
+from ft2_core.sampling.options import SamplerOptions
 
 LIPSYNC_THRESHOLD = 0.2  # the untrained model of the same classes stays far below (measured: see the results file)
 CLIPS = [make_clip(HELD_OUT_SEEDS_FROM + 40 + i, 33) for i in range(3)]

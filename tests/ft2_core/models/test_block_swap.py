@@ -76,8 +76,9 @@ def test_bad_counts_and_training_are_refused(swapping):
 
 def test_pipeline_with_swapped_blocks_gives_the_same_video(tiny_dir, tiny_pipeline):
     from ft2_core.demo_inputs import demo_portrait, demo_speech
-    from ft2_core.pipeline import FantasyTalkingPipeline, ModelPaths
-    from ft2_core.sampling.sampler import SamplerOptions
+    from ft2_core.model_paths import ModelPaths
+    from ft2_core.pipeline import FantasyTalkingPipeline
+    from ft2_core.sampling.options import SamplerOptions
 
     swapped = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(tiny_dir), blocks_to_swap=2)
     args = dict(options=SamplerOptions(steps=2, seed=3), max_side=64, num_frames=9)

@@ -5,9 +5,11 @@ from ft2_core.models.audio_windows import split_windows
 from ft2_core.models.conditioning import condition_video, i2v_condition
 from ft2_core.demo_inputs import demo_portrait, demo_speech
 from ft2_core.errors import InputError
-from ft2_core.sampling.long_video import WindowOptions, continuation_windows, fusion_weights, sample_long, sliding_windows
+from ft2_core.sampling.options import WindowOptions, continuation_windows, sliding_windows
+from ft2_core.sampling.long_video import fusion_weights, sample_long
 from ft2_core.models.pixel_latent import SpaceToDepthVAE
-from ft2_core.sampling.sampler import Conditioning, SamplerOptions, initial_noise
+from ft2_core.sampling.options import SamplerOptions
+from ft2_core.sampling.sampler import Conditioning, initial_noise
 from tests.conftest import Cancelled, cancel_on_call
 
 CODEC = SpaceToDepthVAE(spatial_stride=1)  # z = 12: an exact codec, so known frames can be compared bit for bit

@@ -2,8 +2,10 @@ import pytest
 import torch
 
 from ft2_core.errors import InputError
-from ft2_core.sampling.long_video import WindowOptions, sample_long
-from ft2_core.sampling.sampler import Conditioning, SamplerOptions, initial_noise
+from ft2_core.sampling.options import WindowOptions
+from ft2_core.sampling.long_video import sample_long
+from ft2_core.sampling.options import SamplerOptions
+from ft2_core.sampling.sampler import Conditioning, initial_noise
 from tests.conftest import Cancelled, cancel_on_call, make_model_inputs
 
 

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from ft2_core.models.audio import Audio
-from ft2_core.scoring.critic import DIMENSIONS, VideoSettings, smart_size, video_patches
+from ft2_core.io.audio import Audio
+from ft2_core.dimensions import DIMENSION_NAMES
+from ft2_core.scoring.critic import VideoSettings, smart_size, video_patches
 from ft2_core.errors import InputError
 
 
@@ -18,24 +19,24 @@ def clip(frames=16, fps=8.0, seconds=None):
 def test_scores_are_probabilities_per_dimension(tiny_critic):
     features = [tiny_critic.features(*clip()), tiny_critic.features(*clip(frames=24))]
     scores = tiny_critic.score(features, batch_size=2)
-    assert len(scores) == 2 and all(set(s) == set(DIMENSIONS) for s in scores)
+    assert len(scores) == 2 and all(set(s) == set(DIMENSION_NAMES) for s in scores)
     assert all(0 < p < 1 for s in scores for p in s.values())
     # batching does not change a clip's scores
     alone = tiny_critic.score(features[1:], batch_size=1)[0]
-    assert all(abs(alone[d] - scores[1][d]) < 1e-4 for d in DIMENSIONS)
+    assert all(abs(alone[d] - scores[1][d]) < 1e-4 for d in DIMENSION_NAMES)
 
 
 def test_score_is_softmax_of_yes_no_logits_of_the_full_prompt(tiny_critic):
     features = tiny_critic.features(*clip())
     plain = []
-    for dimension in DIMENSIONS:  # one whole prompt per question, written out here
+    for dimension in DIMENSION_NAMES:  # one whole prompt per question, written out here
         ids = tiny_critic.prefix_ids(features) + tiny_critic.question_ids(tiny_critic.questions[dimension])
         with torch.no_grad():
             logits = tiny_critic.thinker(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                                          **tiny_critic._media([features])).logits[0, -1]
         plain.append(torch.softmax(logits[[tiny_critic.yes_id, tiny_critic.no_id]], 0)[0])
     got = tiny_critic.score([features])[0]
-    assert np.allclose([got[d] for d in DIMENSIONS], torch.stack(plain).numpy(), atol=1e-5)
+    assert np.allclose([got[d] for d in DIMENSION_NAMES], torch.stack(plain).numpy(), atol=1e-5)
 
 
 def test_shared_prefix_equals_one_prompt_per_question_with_padding_and_gradients(tiny_critic):

@@ -1,6 +1,6 @@
 import numpy as np
 
-from ft2_core.models.audio import Audio
+from ft2_core.io.audio import Audio
 from ft2_core.scoring.proxy_metrics import ProxyScorer, best_lagged_correlation, flicker, motion_stats, sharpness
 
 

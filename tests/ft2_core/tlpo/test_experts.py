@@ -5,7 +5,8 @@ import torch
 from safetensors.torch import save_file
 
 from ft2_core.errors import InputError
-from ft2_core.tlpo.experts import Expert, FusedLoRALinear, attach_experts, block_linears, detach_experts, experts_attached
+from ft2_core.models.fused_lora import FusedLoRALinear, block_linears
+from ft2_core.tlpo.experts import Expert, attach_experts, detach_experts, experts_attached
 from ft2_core.tlpo.gate import StaticMix, TimestepLayerGate
 from ft2_core.tlpo.lora_formats import EXPERT_TARGETS, LoraModule, LoraWeights, load_lora, save_expert
 from ft2_core.models.wan_keys import BLOCK_LEVEL
@@ -72,7 +73,7 @@ def test_fused_equals_dense_merge_with_random_gate(tiny_model, experts, timestep
 
 def test_per_layer_merge_equals_the_fused_path_and_shares_one_scratch_per_shape(tiny_model, experts, monkeypatch):
     """Sampling rows share a timestep: one merged weight per layer serves them, equal to the low-rank path."""
-    from ft2_core.tlpo import experts as experts_module
+    from ft2_core.models import fused_lora
 
     gate = random_gate(tiny_model.num_layers)
     inputs = make_model_inputs(tiny_model, batch=3)
@@ -87,8 +88,8 @@ def test_per_layer_merge_equals_the_fused_path_and_shares_one_scratch_per_shape(
             if path == "merged":
                 shapes = {tuple(m.base.weight.shape) for m in block_linears(tiny_model.transformer).values()
                           if isinstance(m, FusedLoRALinear)}
-                assert len(experts_module._SCRATCH) == len(shapes)  # one scratch per weight shape, not per layer
-        assert not experts_module._SCRATCH  # released after the run
+                assert len(fused_lora._SCRATCH) == len(shapes)  # one scratch per weight shape, not per layer
+        assert not fused_lora._SCRATCH  # released after the run
     torch.testing.assert_close(outputs["merged"], outputs["fused"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(outputs["auto"], outputs["fused"], rtol=1e-5, atol=1e-5)
     assert merged_calls  # the forced path really merged

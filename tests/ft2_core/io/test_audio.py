@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from ft2_core.models.audio import Audio, audio_from_waveform, clip_for_video, frame_count, load_audio, to_mono_16k
+from ft2_core.io.audio import Audio, audio_from_waveform, clip_for_video, frame_count, load_audio, to_mono_16k
 from ft2_core.errors import InputError
 
 
