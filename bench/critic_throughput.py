@@ -8,24 +8,20 @@ reported as medians, so a slow moment of a shared machine does not land on one b
 shared prefix (each clip encoded once for its three questions, what `score` does) is timed against one
 whole prompt per question, interleaved the same way, with the largest difference between their scores.
 
-    python bench/critic_throughput.py [--clips 16] [--batch-sizes 1 2 4 8] [--repeats 5]
+    python -m bench.critic_throughput [--clips 16] [--batch-sizes 1 2 4 8] [--repeats 5]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ft2_core.io.audio import Audio  # noqa: E402
-from ft2_core.scoring.critic import TalkingCritic  # noqa: E402
-from ft2_core.tiny import tiny_critic_dir  # noqa: E402
+from ft2_core.io.audio import Audio
+from ft2_core.scoring.critic import TalkingCritic
+from ft2_core.tiny import tiny_critic_dir
 
 
 def main() -> None:

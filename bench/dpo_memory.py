@@ -7,7 +7,7 @@ measurement runs in a fresh process (peak RSS is per process), the modes interle
 `--repeats` rounds; the DPO-minus-plain difference is reported per round (peak RSS moves by tens
 of MiB between identical runs), with the step times.
 
-    python bench/dpo_memory.py [--blocks 4] [--tokens 1024] [--repeats 3]
+    python -m bench.dpo_memory [--blocks 4] [--tokens 1024] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -22,9 +22,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
 MODES = ("forward", "train", "dpo", "dpo_checkpointing")
 
 
@@ -35,11 +32,11 @@ def peak_mib() -> float:
 def measure(mode: str, blocks: int, tokens: int) -> dict:
     from bench.fusion_overhead import WAN_1_3B, random_expert
     from ft2_core.models.audio_adapter import AudioAdapter
+    from ft2_core.models.talking_model import FantasyTalkingModel
+    from ft2_core.models.wan_transformer import build_transformer
     from ft2_core.tlpo.experts import attach_experts
     from ft2_core.tlpo.flow_dpo import dpo_step
     from ft2_core.tlpo.gate import StaticMix
-    from ft2_core.models.talking_model import FantasyTalkingModel
-    from ft2_core.models.wan_transformer import build_transformer
 
     torch.manual_seed(0)
     before_model = peak_mib()
@@ -93,26 +90,38 @@ def main() -> None:
     for repeat in range(args.repeats):
         results = {}
         for mode in MODES[repeat % len(MODES):] + MODES[:repeat % len(MODES)]:
-            run = subprocess.run([sys.executable, __file__, "--mode", mode, "--blocks", str(args.blocks), "--tokens", str(args.tokens)],
-                                 capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+            run = subprocess.run(
+                [sys.executable, __file__, "--mode", mode, "--blocks", str(args.blocks), "--tokens", str(args.tokens)],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=Path(__file__).resolve().parents[1],
+            )
             results[mode] = json.loads(run.stdout.strip().splitlines()[-1])
         rounds.append(results)
     weights = rounds[0]["forward"]["weights_mib"]
-    print(f"{args.blocks} Wan-1.3B-shaped blocks, {args.tokens} video tokens + audio windows, weights {weights:.0f} MiB (fp32), "
-          f"{args.repeats} rounds")
+    print(
+        f"{args.blocks} Wan-1.3B-shaped blocks, {args.tokens} video tokens + audio windows, weights {weights:.0f} MiB (fp32), "
+        f"{args.repeats} rounds"
+    )
     for mode in MODES:
         peaks = [r[mode]["peak_mib"] for r in rounds]
         times = [r[mode]["seconds"] for r in rounds]
         print(f"{mode:>18}: peak RSS {' / '.join(f'{p:.0f}' for p in peaks)} MiB, step {' / '.join(f'{t:.2f}' for t in times)} s")
     extras = [r["dpo"]["peak_mib"] - r["train"]["peak_mib"] for r in rounds]
-    print(f"dpo step - plain training step = {' / '.join(f'{e:+.0f}' for e in extras)} MiB "
-          f"(median {statistics.median(extras):+.0f} = {statistics.median(extras) / weights:.2f} x the weights; "
-          "a second model would be 1.00)")
+    print(
+        f"dpo step - plain training step = {' / '.join(f'{e:+.0f}' for e in extras)} MiB "
+        f"(median {statistics.median(extras):+.0f} = {statistics.median(extras) / weights:.2f} x the weights; "
+        "a second model would be 1.00)"
+    )
     median = {mode: statistics.median(r[mode]["peak_mib"] for r in rounds) for mode in MODES}
     seconds = {mode: statistics.median(r[mode]["seconds"] for r in rounds) for mode in MODES}
-    print(f"dpo/train={median['dpo'] / median['train']:.3f} dpo_checkpointing/train={median['dpo_checkpointing'] / median['train']:.3f} "
-          f"train/forward={median['train'] / median['forward']:.3f} time dpo/train={seconds['dpo'] / seconds['train']:.2f} "
-          f"time forward/train={seconds['forward'] / seconds['train']:.2f}")
+    print(
+        f"dpo/train={median['dpo'] / median['train']:.3f} "
+        f"dpo_checkpointing/train={median['dpo_checkpointing'] / median['train']:.3f} "
+        f"train/forward={median['train'] / median['forward']:.3f} time dpo/train={seconds['dpo'] / seconds['train']:.2f} "
+        f"time forward/train={seconds['forward'] / seconds['train']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -5,24 +5,21 @@ scale per block Linear), then loaded twice, weights kept as stored and upcast on
 difference between the two loads (the stored path should change nothing), and each fp8 file's error against
 the fp32 original (what fp8 itself costs), relative to the output's largest magnitude.
 
-    python bench/fp8_accuracy.py [--blocks 2] [--tokens 1024]
+    python -m bench.fp8_accuracy [--blocks 2] [--tokens 1024]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.fusion_overhead import WAN_1_3B  # noqa: E402
-from ft2_core.models.wan_keys import diffusers_to_original  # noqa: E402
-from ft2_core.models.wan_transformer import build_transformer, load_transformer_file  # noqa: E402
-from ft2_core.tiny import TINY_CONFIG  # noqa: E402
+from bench.fusion_overhead import WAN_1_3B
+from ft2_core.models.wan_keys import diffusers_to_original
+from ft2_core.models.wan_transformer import build_transformer, load_transformer_file
+from ft2_core.tiny import TINY_CONFIG
 
 
 def fp8_files(state: dict, folder: Path) -> dict[str, Path]:
@@ -52,10 +49,13 @@ def measure(name: str, config: dict, tokens: int) -> None:
     torch.manual_seed(0)
     original = build_transformer(config["transformer"]).eval()
     frames = max(1, tokens // 256)
-    inputs = dict(latents=torch.randn(1, config["transformer"]["out_channels"], frames, 32, 32),
-                  condition=torch.randn(1, config["transformer"]["in_channels"] - config["transformer"]["out_channels"], frames, 32, 32),
-                  timestep=torch.tensor([500.0]), text=torch.randn(1, 512, config["transformer"]["text_dim"]),
-                  image=torch.randn(1, 257, config["transformer"]["image_dim"]) if config["transformer"].get("image_dim") else None)
+    inputs = dict(
+        latents=torch.randn(1, config["transformer"]["out_channels"], frames, 32, 32),
+        condition=torch.randn(1, config["transformer"]["in_channels"] - config["transformer"]["out_channels"], frames, 32, 32),
+        timestep=torch.tensor([500.0]),
+        text=torch.randn(1, 512, config["transformer"]["text_dim"]),
+        image=torch.randn(1, 257, config["transformer"]["image_dim"]) if config["transformer"].get("image_dim") else None,
+    )
     reference = forward(original, inputs)
     size = reference.abs().max()
     with tempfile.TemporaryDirectory() as folder:
@@ -63,8 +63,10 @@ def measure(name: str, config: dict, tokens: int) -> None:
             kept, _ = load_transformer_file(path, config)
             upcast, _ = load_transformer_file(path, config, keep_stored=False)
             out_kept, out_upcast = forward(kept, inputs), forward(upcast, inputs)
-            print(f"{name:>10} {layout:>10}: stored vs upcast max |diff| {float((out_kept - out_upcast).abs().max()):.2e}, "
-                  f"fp8 vs fp32 max |diff| / max |out| {float((out_kept - reference).abs().max() / size):.4f}")
+            print(
+                f"{name:>10} {layout:>10}: stored vs upcast max |diff| {float((out_kept - out_upcast).abs().max()):.2e}, "
+                f"fp8 vs fp32 max |diff| / max |out| {float((out_kept - reference).abs().max() / size):.4f}"
+            )
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ matrix shared by every Linear of its shape); peft with the same three adapters a
 re-merge W + sum_k g_k s_k B_k A_k of every adapted weight into new tensors before each forward
 (what weight-patching LoRA schedulers do when strengths change every step).
 
-    python bench/fusion_overhead.py [--blocks 2] [--repeats 5] [--tokens 4096]
+    python -m bench.fusion_overhead [--blocks 2] [--repeats 5] [--tokens 4096]
 
 The last line printed is `fused/base=R1 scratch/base=R2 peft/base=R3 merge/base=R4`.
 """
@@ -16,23 +16,19 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ft2_core.models.audio_adapter import AudioAdapter  # noqa: E402
-from ft2_core.dimensions import DIMENSION_NAMES  # noqa: E402
-from ft2_core.models.fused_lora import FusedLoRALinear, block_linears  # noqa: E402
-from ft2_core.tlpo.experts import Expert, attach_experts  # noqa: E402
-from ft2_core.tlpo.gate import TimestepLayerGate  # noqa: E402
-from ft2_core.tlpo.lora_formats import EXPERT_TARGETS, LoraModule, LoraWeights  # noqa: E402
-from ft2_core.models.talking_model import FantasyTalkingModel  # noqa: E402
-from ft2_core.models.wan_keys import BLOCK_LEVEL  # noqa: E402
-from ft2_core.models.wan_transformer import build_transformer  # noqa: E402
+from ft2_core.dimensions import DIMENSION_NAMES
+from ft2_core.models.audio_adapter import AudioAdapter
+from ft2_core.models.fused_lora import FusedLoRALinear, block_linears
+from ft2_core.models.talking_model import FantasyTalkingModel
+from ft2_core.models.wan_keys import BLOCK_LEVEL
+from ft2_core.models.wan_transformer import build_transformer
+from ft2_core.tlpo.experts import Expert, attach_experts
+from ft2_core.tlpo.gate import TimestepLayerGate
+from ft2_core.tlpo.lora_formats import EXPERT_TARGETS, LoraModule, LoraWeights
 
 WAN_1_3B = dict(patch_size=[1, 2, 2], num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
                 text_dim=4096, freq_dim=256, ffn_dim=8960, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
@@ -42,8 +38,13 @@ RANK, EXPERTS = 32, DIMENSION_NAMES
 
 def random_expert(model, name, seed) -> Expert:
     g = torch.Generator().manual_seed(seed)
-    modules = {t: LoraModule(torch.randn(RANK, m.in_features, generator=g) * 0.01, torch.randn(m.out_features, RANK, generator=g) * 0.01, RANK)
-               for t, m in block_linears(model.transformer).items() if t.split(".", 2)[2] in EXPERT_TARGETS}
+    modules = {
+        t: LoraModule(
+            torch.randn(RANK, m.in_features, generator=g) * 0.01, torch.randn(m.out_features, RANK, generator=g) * 0.01, RANK
+        )
+        for t, m in block_linears(model.transformer).items()
+        if t.split(".", 2)[2] in EXPERT_TARGETS
+    }
     return Expert(name, LoraWeights(modules, "bench"))
 
 
@@ -55,7 +56,9 @@ def peft_copy(model, experts):
     clone = copy.deepcopy(model)
     targets = sorted({to_diffusers[t] for t in EXPERT_TARGETS})
     for expert in experts:
-        inject_adapter_in_model(LoraConfig(r=RANK, lora_alpha=RANK, target_modules=targets), clone.transformer, adapter_name=expert.name)
+        inject_adapter_in_model(
+            LoraConfig(r=RANK, lora_alpha=RANK, target_modules=targets), clone.transformer, adapter_name=expert.name
+        )
         for target, module in expert.lora.modules.items():
             layer = clone.transformer.blocks[int(target.split(".")[1])].get_submodule(to_diffusers[target.split(".", 2)[2]])
             layer.lora_A[expert.name].weight.data.copy_(module.down)
@@ -88,11 +91,22 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=4096, help="video tokens (frames x 32 x 32 patches)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = FantasyTalkingModel(build_transformer({**WAN_1_3B, "num_layers": args.blocks}),
-                                AudioAdapter(args.blocks, 1536, 768, 2048)).eval().requires_grad_(False)
+    model = (
+        FantasyTalkingModel(
+            build_transformer({**WAN_1_3B, "num_layers": args.blocks}), AudioAdapter(args.blocks, 1536, 768, 2048)
+        )
+        .eval()
+        .requires_grad_(False)
+    )
     frames = args.tokens // (32 * 32)
-    inputs = dict(latents=torch.randn(1, 16, frames, 64, 64), condition=torch.zeros(1, 0, frames, 64, 64),
-                  timestep=torch.tensor([700.0]), text=torch.randn(1, 512, 4096), image=None, audio=None)
+    inputs = dict(
+        latents=torch.randn(1, 16, frames, 64, 64),
+        condition=torch.zeros(1, 0, frames, 64, 64),
+        timestep=torch.tensor([700.0]),
+        text=torch.randn(1, 512, 4096),
+        image=None,
+        audio=None,
+    )
     experts = [random_expert(model, name, k) for k, name in enumerate(EXPERTS)]
     gate = TimestepLayerGate(args.blocks, 3, experts=EXPERTS)
     with torch.no_grad():
@@ -125,24 +139,31 @@ def main() -> None:
         for fn in variants.values():  # warm-up (allocator, kernels)
             fn()
         for repeat in range(args.repeats):
-            order = list(variants)[repeat % len(variants):] + list(variants)[:repeat % len(variants)]
+            order = list(variants)[repeat % len(variants) :] + list(variants)[: repeat % len(variants)]
             for name in order:
                 start = time.perf_counter()
                 variants[name]()
                 times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(values) for name, values in times.items()}
     linear_macs = sum(m.in_features * m.out_features for m in block_linears(model.transformer).values())
-    lora_macs = sum(3 * RANK * (m.in_features + m.out_features) for t, m in block_linears(model.transformer).items()
-                    if t.split(".", 2)[2] in EXPERT_TARGETS)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.blocks} blocks, "
-          f"{args.tokens} video + 512 text tokens, 3 experts of rank {RANK}")
+    lora_macs = sum(
+        3 * RANK * (m.in_features + m.out_features)
+        for t, m in block_linears(model.transformer).items()
+        if t.split(".", 2)[2] in EXPERT_TARGETS
+    )
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.blocks} blocks, "
+        f"{args.tokens} video + 512 text tokens, 3 experts of rank {RANK}"
+    )
     print(f"low-rank share of the blocks' Linear FLOPs: {lora_macs / linear_macs:.3f}")
     for name, value in medians.items():
         print(f"{name:>6}: median {value:.3f} s over {args.repeats} runs ({', '.join(f'{t:.3f}' for t in times[name])})")
     base_time = medians["base"]
     FusedLoRALinear.path = "auto"
-    print(f"fused/base={medians['fused'] / base_time:.3f} scratch/base={medians['scratch'] / base_time:.3f} "
-          f"peft/base={medians['peft'] / base_time:.3f} merge/base={medians['merge'] / base_time:.3f}")
+    print(
+        f"fused/base={medians['fused'] / base_time:.3f} scratch/base={medians['scratch'] / base_time:.3f} "
+        f"peft/base={medians['peft'] / base_time:.3f} merge/base={medians['merge'] / base_time:.3f}"
+    )
 
 
 if __name__ == "__main__":

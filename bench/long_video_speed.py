@@ -3,7 +3,7 @@
 The methods are timed interleaved over `--repeats` rounds on one held-out world clip (medians), with
 the model's sampling defaults and windows of its trained length (33 frames, 16 of overlap).
 
-    python bench/long_video_speed.py [--multiple 4] [--repeats 3]
+    python -m bench.long_video_speed [--multiple 4] [--repeats 3]
 
 The last line printed is `sliding/single=R1 continuation/single=R2`.
 """
@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ft2_core.sampling.options import METHODS, WindowOptions  # noqa: E402
-from ft2_core.miniature.model import miniature_model_dir  # noqa: E402
-from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip  # noqa: E402
-from ft2_core.model_paths import ModelPaths  # noqa: E402
-from ft2_core.pipeline import FantasyTalkingPipeline  # noqa: E402
-from ft2_core.sampling.options import SamplerOptions  # noqa: E402
+from ft2_core.miniature.model import miniature_model_dir
+from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip
+from ft2_core.model_paths import ModelPaths
+from ft2_core.pipeline import FantasyTalkingPipeline
+from ft2_core.sampling.options import (
+    METHODS,
+    SamplerOptions,
+    WindowOptions,
+)
 
 
 def main() -> None:
@@ -50,8 +49,13 @@ def main() -> None:
           f"windows of {d['window_frames']} frames, {d['steps']} steps")
     medians = {method: statistics.median(values) for method, values in times.items()}
     for method, value in medians.items():
-        print(f"{method:>12}: {value / seconds:.2f} s per second of video (runs: {', '.join(f'{t:.1f}' for t in times[method])} s)")
-    print(f"sliding/single={medians['sliding'] / medians['single']:.2f} continuation/single={medians['continuation'] / medians['single']:.2f}")
+        print(
+            f"{method:>12}: {value / seconds:.2f} s per second of video (runs: {', '.join(f'{t:.1f}' for t in times[method])} s)"
+        )
+    print(
+        f"sliding/single={medians['sliding'] / medians['single']:.2f} "
+        f"continuation/single={medians['continuation'] / medians['single']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 combination of the memory settings, from module sizes counted on the meta device and activation
 costs measured here.
 
-    python bench/memory_plan.py [--out bench/results/memory_plan.md]
+    python -m bench.memory_plan [--out bench/results/memory_plan.md]
 
 Measured (CPU, this machine; the profiler's allocation timeline, so the live set, not the OS's view):
 - bytes per video token per guidance row of one forward through a 14B-wide block in bf16 (no
@@ -27,12 +27,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 GIB = 2**30
 FRAMES = 81
@@ -101,8 +98,8 @@ def module_sizes() -> dict[str, float]:
 
     from ft2_core.models.audio_adapter import AudioAdapter
     from ft2_core.models.fused_lora import block_linears
-    from ft2_core.tlpo.lora_formats import EXPERT_TARGETS
     from ft2_core.models.wan_transformer import build_transformer, shipped_configs
+    from ft2_core.tlpo.lora_formats import EXPERT_TARGETS
 
     with torch.device("meta"):
         dit = build_transformer(shipped_configs()["wan2.1-i2v-14b-720p"]["transformer"], device="meta")
@@ -141,11 +138,14 @@ def plan(sizes, per_token, per_pixel, resolution, weights, swapped, sequential, 
     rows = 1 if sequential else 2  # upstream's cfg 5 / audio cfg 5 runs two rows (see guidance)
     activations = rows * video_tokens(resolution) * per_token["whole"]
     if chunked:  # the feed-forward's share no longer grows with the tokens: one chunk's worth instead
-        activations = rows * video_tokens(resolution) * per_token["chunked"] + FFN_CHUNK * (per_token["whole"] - per_token["chunked"])
+        ffn_share = per_token["whole"] - per_token["chunked"]
+        activations = rows * video_tokens(resolution) * per_token["chunked"] + FFN_CHUNK * ffn_share
     height, width = RESOLUTIONS[resolution]
     pixels = (TILE + 64) ** 2 if tiled else height * width
     stages = {
-        "text": sizes["text"] * 2, "image": sizes["clip"] * 2, "audio": sizes["wav2vec"] * 2,
+        "text": sizes["text"] * 2,
+        "image": sizes["clip"] * 2,
+        "audio": sizes["wav2vec"] * 2,
         "sampling": dit + experts + activations,
         "decode": sizes["vae"] * 2 + pixels * per_pixel,
     }
@@ -160,30 +160,44 @@ def main(argv=None) -> int:
     sizes = module_sizes()
     per_token = {"whole": dit_bytes_per_token(0), "chunked": dit_bytes_per_token(128)}
     per_pixel = vae_decode_bytes_per_pixel()
-    lines = [f"# Memory plan: Wan2.1-I2V-14B + FantasyTalking, {FRAMES} frames", "",
-             f"Command: `python bench/memory_plan.py --out {args.out}`", "",
-             f"Measured: {per_token['whole'] / 1024:.1f} KiB per video token per row (one 14B-wide block, bf16, no grad), "
-             f"{per_token['chunked'] / 1024:.1f} KiB with the FFN in chunks (plus one {FFN_CHUNK}-token chunk's "
-             f"{(per_token['whole'] - per_token['chunked']) * FFN_CHUNK / GIB:.2f} GiB); Wan VAE decode "
-             f"{per_pixel:.0f} bytes per output pixel (bf16). Counted (meta device): DiT "
-             f"{(sizes['blocks'] * (sizes['block_linear'] + sizes['block_other']) + sizes['dit_rest']) / 1e9:.2f} B parameters "
-             f"({sizes['block_linear'] / 1e6:.0f} M Linear weights per block), adapter {sizes['adapter'] / 1e6:.0f} M, "
-             f"3 rank-{EXPERT_RANK} experts {sizes['experts'] / 1e6:.0f} M, umT5-XXL {sizes['text'] / 1e9:.2f} B, "
-             f"CLIP-H {sizes['clip'] / 1e6:.0f} M, VAE {sizes['vae'] / 1e6:.0f} M, wav2vec2 {sizes['wav2vec'] / 1e6:.0f} M.", "",
-             "| resolution | weights | blocks swapped | sequential rows | FFN chunks | tiled decode | placement | "
-             "sampling GiB | decode GiB | peak GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Memory plan: Wan2.1-I2V-14B + FantasyTalking, {FRAMES} frames",
+        "",
+        f"Command: `python -m bench.memory_plan --out {args.out}`",
+        "",
+        f"Measured: {per_token['whole'] / 1024:.1f} KiB per video token per row (one 14B-wide block, bf16, no grad), "
+        f"{per_token['chunked'] / 1024:.1f} KiB with the FFN in chunks (plus one {FFN_CHUNK}-token chunk's "
+        f"{(per_token['whole'] - per_token['chunked']) * FFN_CHUNK / GIB:.2f} GiB); Wan VAE decode "
+        f"{per_pixel:.0f} bytes per output pixel (bf16). Counted (meta device): DiT "
+        f"{(sizes['blocks'] * (sizes['block_linear'] + sizes['block_other']) + sizes['dit_rest']) / 1e9:.2f} B parameters "
+        f"({sizes['block_linear'] / 1e6:.0f} M Linear weights per block), adapter {sizes['adapter'] / 1e6:.0f} M, "
+        f"3 rank-{EXPERT_RANK} experts {sizes['experts'] / 1e6:.0f} M, umT5-XXL {sizes['text'] / 1e9:.2f} B, "
+        f"CLIP-H {sizes['clip'] / 1e6:.0f} M, VAE {sizes['vae'] / 1e6:.0f} M, wav2vec2 {sizes['wav2vec'] / 1e6:.0f} M.",
+        "",
+        "| resolution | weights | blocks swapped | sequential rows | FFN chunks | tiled decode | placement | "
+        "sampling GiB | decode GiB | peak GiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     rows = []
     for resolution, weights, swapped, sequential, chunked, tiled, resident in itertools.product(
-            RESOLUTIONS, ("bf16", "fp8"), (0, 10, 20, 30, 40), (False, True), (False, True), (False, True), (True, False)):
+        RESOLUTIONS, ("bf16", "fp8"), (0, 10, 20, 30, 40), (False, True), (False, True), (False, True), (True, False)
+    ):
         if resident and (swapped or sequential or chunked or tiled or weights == "fp8"):
             continue  # the resident row is the baseline: everything on the device, nothing bounded
         result = plan(sizes, per_token, per_pixel, resolution, weights, swapped, sequential, chunked, tiled, resident)
         rows.append(((resolution, weights, swapped, sequential, chunked, tiled, resident), result))
-        lines.append(f"| {resolution} | {weights} | {swapped} | {'yes' if sequential else 'no'} | {'yes' if chunked else 'no'} "
-                     f"| {'yes' if tiled else 'no'} | {'resident' if resident else 'visiting'} "
-                     f"| {result['stages']['sampling'] / GIB:.1f} | {result['stages']['decode'] / GIB:.1f} | {result['peak'] / GIB:.1f} |")
-    lines += ["", "## What fits (fewest blocks swapped, then bf16 before fp8, then fewest other settings)", "",
-              "| card | " + " | ".join(RESOLUTIONS) + " |", "|---|" + "---|" * len(RESOLUTIONS)]
+        lines.append(
+            f"| {resolution} | {weights} | {swapped} | {'yes' if sequential else 'no'} | {'yes' if chunked else 'no'} "
+            f"| {'yes' if tiled else 'no'} | {'resident' if resident else 'visiting'} "
+            f"| {result['stages']['sampling'] / GIB:.1f} | {result['stages']['decode'] / GIB:.1f} | {result['peak'] / GIB:.1f} |"
+        )
+    lines += [
+        "",
+        "## What fits (fewest blocks swapped, then bf16 before fp8, then fewest other settings)",
+        "",
+        "| card | " + " | ".join(RESOLUTIONS) + " |",
+        "|---|" + "---|" * len(RESOLUTIONS),
+    ]
     for card in CARDS:
         cells = []
         for resolution in RESOLUTIONS:
@@ -193,9 +207,9 @@ def main(argv=None) -> int:
                 continue
             key, result = min(fitting, key=lambda kr: (kr[0][2], kr[0][1] == "fp8", kr[0][3] + kr[0][4] + kr[0][5]))
             _, weights, swapped, sequential, chunked, tiled, _ = key
-            settings = [weights, f"{swapped} blocks swapped"] + [name for name, on in
-                                                               (("sequential rows", sequential), ("FFN chunks", chunked),
-                                                                ("tiled decode", tiled)) if on]
+            settings = [weights, f"{swapped} blocks swapped"] + [
+                name for name, on in (("sequential rows", sequential), ("FFN chunks", chunked), ("tiled decode", tiled)) if on
+            ]
             cells.append(f"{', '.join(settings)} ({result['peak'] / GIB:.1f} GiB)")
         lines.append(f"| {card} GB | " + " | ".join(cells) + " |")
     lookup = {key: r for key, r in rows}
@@ -203,17 +217,26 @@ def main(argv=None) -> int:
     for resolution in RESOLUTIONS:
         plain = lookup[(resolution, "bf16", 0, False, False, False, False)]
         saved = {
-            "sequential rows": plain["stages"]["sampling"] - lookup[(resolution, "bf16", 0, True, False, False, False)]["stages"]["sampling"],
-            "FFN chunks": plain["stages"]["sampling"] - lookup[(resolution, "bf16", 0, False, True, False, False)]["stages"]["sampling"],
-            "fp8 weights": plain["stages"]["sampling"] - lookup[(resolution, "fp8", 0, False, False, False, False)]["stages"]["sampling"],
-            "10 blocks swapped": plain["stages"]["sampling"] - lookup[(resolution, "bf16", 10, False, False, False, False)]["stages"]["sampling"],
-            "tiled decode": plain["stages"]["decode"] - lookup[(resolution, "bf16", 0, False, False, True, False)]["stages"]["decode"],
+            "sequential rows": plain["stages"]["sampling"]
+            - lookup[(resolution, "bf16", 0, True, False, False, False)]["stages"]["sampling"],
+            "FFN chunks": plain["stages"]["sampling"]
+            - lookup[(resolution, "bf16", 0, False, True, False, False)]["stages"]["sampling"],
+            "fp8 weights": plain["stages"]["sampling"]
+            - lookup[(resolution, "fp8", 0, False, False, False, False)]["stages"]["sampling"],
+            "10 blocks swapped": plain["stages"]["sampling"]
+            - lookup[(resolution, "bf16", 10, False, False, False, False)]["stages"]["sampling"],
+            "tiled decode": plain["stages"]["decode"]
+            - lookup[(resolution, "bf16", 0, False, False, True, False)]["stages"]["decode"],
         }
         lines.append(f"- {resolution}: " + ", ".join(f"{name} -{gib / GIB:.1f} GiB" for name, gib in saved.items()))
     baseline = {res: r["peak"] / GIB for (res, *_, resident), r in rows if resident}
-    lines += ["", "Baseline (everything resident on the device, bf16, two rows at once, whole FFN, whole-frame decode): "
-              + ", ".join(f"{res} {gib:.1f} GiB" for res, gib in baseline.items()) + ". A setting fits a card when its peak is "
-              "at most 95% of it (the CUDA context and the allocator's fragmentation take the rest)."]
+    lines += [
+        "",
+        "Baseline (everything resident on the device, bf16, two rows at once, whole FFN, whole-frame decode): "
+        + ", ".join(f"{res} {gib:.1f} GiB" for res, gib in baseline.items())
+        + ". A setting fits a card when its peak is "
+        "at most 95% of it (the CUDA context and the allocator's fragmentation take the rest).",
+    ]
     text = "\n".join(lines) + "\n"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from .checks import finite_number
 from .errors import InputError
 from .models.attention import BACKENDS
 from .sampling.flow import SCHEDULERS
-from .sampling.options import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, METHODS
+from .sampling.options import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, METHODS, WindowOptions
 
 log = logging.getLogger("ft2_core")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="sliding: overlapping windows fused at every step; continuation: each window starts from the "
                            "last frames of the one before; single: one window for everything (default: the model's)")
     long.add_argument("--window-frames", type=int, help="frames per window (4k+1; default: the model's trained length)")
-    long.add_argument("--overlap-frames", type=int, help="frames shared by neighbouring windows (multiple of 4; default 16)")
+    long.add_argument("--overlap-frames", type=int,
+                      help=f"frames shared by neighbouring windows (multiple of 4; default {WindowOptions().overlap_frames})")
 
     tlpo = animate.add_argument_group("TLPO experts (optional)")
     tlpo.add_argument("--expert", action="append", default=[], metavar="NAME=FILE[:STRENGTH]",
@@ -96,12 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
 def run_animate(args) -> Path:
     from tqdm import tqdm
 
+    from .builtin_models import model_folder
     from .checks import output_file, torch_device
     from .demo_inputs import demo_portrait, demo_speech
+    from .io.audio import load_audio
     from .io.image import load_image
     from .io.video_io import write_mp4
-    from .io.audio import load_audio
-    from .builtin_models import model_folder
     from .model_paths import ModelPaths
     from .pipeline import FantasyTalkingPipeline
     from .progress import RunProgress
@@ -128,7 +129,10 @@ def run_animate(args) -> Path:
     )
     windows = pipe.window_options(args.long_method, args.window_frames, args.overlap_frames)
     experts, gate = experts_from_args(args, pipe.model.num_layers)
-    loras = [Expert(f"lora{index}", load_lora(path), strength) for index, (path, strength) in enumerate(map(file_and_strength, args.lora))]
+    loras = [
+        Expert(f"lora{index}", load_lora(path), strength)
+        for index, (path, strength) in enumerate(map(file_and_strength, args.lora))
+    ]
     bar = tqdm(desc="animating", unit="unit")
 
     def report(done, total, preview):
@@ -136,9 +140,20 @@ def run_animate(args) -> Path:
         bar.update(done - bar.n)
 
     result = pipe.animate(
-        image, audio, args.prompt, args.negative_prompt or DEFAULT_NEGATIVE_PROMPT, options,
-        num_frames=args.frames, fps=args.fps, max_side=args.max_side, progress=RunProgress(report),
-        experts=experts, gate=gate, windows=windows, max_seconds=args.max_seconds, loras=loras,
+        image,
+        audio,
+        args.prompt,
+        args.negative_prompt or DEFAULT_NEGATIVE_PROMPT,
+        options,
+        num_frames=args.frames,
+        fps=args.fps,
+        max_side=args.max_side,
+        progress=RunProgress(report),
+        experts=experts,
+        gate=gate,
+        windows=windows,
+        max_seconds=args.max_seconds,
+        loras=loras,
     )
     bar.close()
     return write_mp4(args.out, result.frames, result.fps, result.audio)

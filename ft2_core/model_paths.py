@@ -54,11 +54,17 @@ class ModelPaths:
 
         paths = cls(
             transformer=folder / manifest.get("transformer", "transformer"),
-            audio_adapter=folder / manifest["audio_adapter"] if "audio_adapter" in manifest else first(ADAPTER_NAMES, "FantasyTalking audio adapter"),
+            audio_adapter=folder / manifest["audio_adapter"]
+            if "audio_adapter" in manifest
+            else first(ADAPTER_NAMES, "FantasyTalking audio adapter"),
             wav2vec=folder / manifest["wav2vec"] if "wav2vec" in manifest else first(WAV2VEC_NAMES, "wav2vec2 folder"),
-            text_encoder=folder / "text_encoder", tokenizer=folder / "tokenizer",
-            image_encoder=folder / "image_encoder", image_processor=folder / "image_processor", vae=folder / "vae",
-            defaults={**UPSTREAM_DEFAULTS, **manifest.get("defaults", {})}, notice=manifest.get("notice", ""),
+            text_encoder=folder / "text_encoder",
+            tokenizer=folder / "tokenizer",
+            image_encoder=folder / "image_encoder",
+            image_processor=folder / "image_processor",
+            vae=folder / "vae",
+            defaults={**UPSTREAM_DEFAULTS, **manifest.get("defaults", {})},
+            notice=manifest.get("notice", ""),
             prediction=manifest.get("prediction", "velocity"),
         )
         return replace(paths, **{k: Path(v) for k, v in overrides.items() if v is not None})

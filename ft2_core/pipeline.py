@@ -19,8 +19,8 @@ from .models.audio_windows import check_frame_count, latent_frame_count
 from .models.conditioning import ImageEncoder, TextEncoder, WanVAE, encode_i2v_condition
 from .models.pixel_latent import SpaceToDepthVAE, is_pixel_latent_folder
 from .models.talking_model import FantasyTalkingModel
-from .models.wav2vec import Wav2VecEncoder
 from .models.wan_transformer import load_transformer_file, load_transformer_folder
+from .models.wav2vec import Wav2VecEncoder
 from .placement import visiting
 from .progress import RunProgress, counting_calls
 from .sampling.long_video import FrameCodec, sample_long
@@ -73,14 +73,28 @@ class FantasyTalkingPipeline:
             raise InputError(
                 f"wav2vec2 gives {wav2vec.hidden_size}-d features but the audio adapter expects {model.adapter.audio_in_dim}"
             )
-        self.model, self.wav2vec, self.text_encoder, self.image_encoder, self.vae = model, wav2vec, text_encoder, image_encoder, vae
+        self.model, self.wav2vec, self.text_encoder, self.image_encoder, self.vae = (
+            model,
+            wav2vec,
+            text_encoder,
+            image_encoder,
+            vae,
+        )
         self.defaults = {**UPSTREAM_DEFAULTS, **(defaults or {})}
         self.device, self.dtype = device, dtype
 
     @classmethod
-    def from_paths(cls, paths: ModelPaths, device="cpu", dtype=torch.float32, keep_on_device: bool = False,
-                   keep_stored_weights: bool = True, vae_tile: int | None = None,
-                   blocks_to_swap: int = 0, attention: str = "sdpa") -> "FantasyTalkingPipeline":
+    def from_paths(
+        cls,
+        paths: ModelPaths,
+        device="cpu",
+        dtype=torch.float32,
+        keep_on_device: bool = False,
+        keep_stored_weights: bool = True,
+        vae_tile: int | None = None,
+        blocks_to_swap: int = 0,
+        attention: str = "sdpa",
+    ) -> "FantasyTalkingPipeline":
         """Every component computes on `device`. By default the weights wait on the CPU and each component
         visits the device for its own stage (text, image, audio, VAE, then the DiT for sampling), so the
         peak is the largest stage, not the sum; `keep_on_device` loads everything there once instead
@@ -94,8 +108,9 @@ class FantasyTalkingPipeline:
             raise InputError(f"model files missing: {', '.join(f'{m} ({getattr(paths, m)})' for m in missing)}")
         if paths.notice:
             log.warning(paths.notice)
-        model = load_talking_model(paths.transformer, paths.audio_adapter, dtype, paths.transformer_config, paths.prediction,
-                                   keep_stored_weights).swap_blocks(blocks_to_swap)
+        model = load_talking_model(
+            paths.transformer, paths.audio_adapter, dtype, paths.transformer_config, paths.prediction, keep_stored_weights
+        ).swap_blocks(blocks_to_swap)
         model.attention = check_backend(attention)
         text = TextEncoder(paths.text_encoder, paths.tokenizer, device, dtype) if paths.text_encoder else None
         image = ImageEncoder(paths.image_encoder, paths.image_processor, device, dtype) if paths.image_encoder else None
@@ -110,8 +125,13 @@ class FantasyTalkingPipeline:
 
     def modules(self) -> list[torch.nn.Module]:
         """The weight-holding modules: DiT (+ adapter), wav2vec2, and where present the VAE and encoders."""
-        parts = (self.model, self.wav2vec.model, getattr(self.vae, "model", None), getattr(self.text_encoder, "model", None),
-                 getattr(self.image_encoder, "model", None))
+        parts = (
+            self.model,
+            self.wav2vec.model,
+            getattr(self.vae, "model", None),
+            getattr(self.text_encoder, "model", None),
+            getattr(self.image_encoder, "model", None),
+        )
         return [module for module in parts if module is not None]
 
     def audio_features(self, audio: Audio, num_frames: int, fps: float) -> torch.Tensor:
@@ -124,8 +144,9 @@ class FantasyTalkingPipeline:
         recommended = {name: self.defaults[name] for name in SAMPLER_DEFAULTS}
         return SamplerOptions(**{**recommended, **{k: v for k, v in given.items() if v is not None}}).validate()
 
-    def window_options(self, method: str | None = None, window_frames: int | None = None,
-                       overlap_frames: int | None = None) -> WindowOptions:
+    def window_options(
+        self, method: str | None = None, window_frames: int | None = None, overlap_frames: int | None = None
+    ) -> WindowOptions:
         """Long-video settings: what is given, else the model's defaults."""
         given = {"long_method": method, "window_frames": window_frames, "overlap_frames": overlap_frames}
         method, window_frames, overlap_frames = (self.defaults[k] if v is None else v for k, v in given.items())
@@ -159,8 +180,9 @@ class FantasyTalkingPipeline:
         model's, see window_options).
 
         `experts` (TLPO LoRA experts) are mixed by `gate` (a trained gate, a static or scheduled mix;
-        default: weight 1 each) for this call only; `loras` (any other Wan LoRA) apply at their strength. `progress` counts every stage (4 encoders, windows x
-        steps, one unit per decoded latent frame) and is where a cancel is honoured.
+        default: weight 1 each) for this call only; `loras` (any other Wan LoRA) apply at their strength. `progress`
+        counts every stage (4 encoders, windows x steps, one unit per decoded latent frame) and is where a cancel is
+        honoured.
         """
         fps = self.defaults["fps"] if fps is None else finite_number(fps, "fps", above=0.0)
         options = options or self.sampler_options()
@@ -168,8 +190,15 @@ class FantasyTalkingPipeline:
         windows = (windows or self.window_options()).validate()
         image = fit_image(image, max_side or self.defaults["max_side"])
         plan = windows.windows(num_frames)
-        log.info("animating %d frames at %g fps, %dx%d, in %d window(s) (%s)", num_frames, fps, image.shape[1],
-                 image.shape[0], len(plan), windows.method)
+        log.info(
+            "animating %d frames at %g fps, %dx%d, in %d window(s) (%s)",
+            num_frames,
+            fps,
+            image.shape[1],
+            image.shape[0],
+            len(plan),
+            windows.method,
+        )
         progress = progress or RunProgress()
         latent_frames = latent_frame_count(num_frames)
         progress.plan(ENCODER_STAGES + options.steps * len(plan) + latent_frames)
@@ -185,9 +214,17 @@ class FantasyTalkingPipeline:
         progress.advance()
         with visiting(self.model, self.device):
             latents = generate_latents(
-                self.model, EncodedVideo(condition, positive, negative, clip, features, num_frames), options, windows,
-                ExpertMix(experts, gate, loras), device=self.device, dtype=self.dtype, codec=self.vae,
-                on_step=lambda info: progress.advance(preview=info.denoised), check_interrupt=progress.interrupt_point)
+                self.model,
+                EncodedVideo(condition, positive, negative, clip, features, num_frames),
+                options,
+                windows,
+                ExpertMix(experts, gate, loras),
+                device=self.device,
+                dtype=self.dtype,
+                codec=self.vae,
+                on_step=lambda info: progress.advance(preview=info.denoised),
+                check_interrupt=progress.interrupt_point,
+            )
         decoder = getattr(getattr(self.vae, "model", None), "decoder", None)  # a Wan VAE decodes latent frame by frame
         with counting_calls(decoder, progress):
             frames = self.vae.decode(latents)
@@ -227,10 +264,19 @@ class ExpertMix:
     loras: list[Expert] = field(default_factory=list)
 
 
-def generate_latents(model: FantasyTalkingModel, video: EncodedVideo, options: SamplerOptions,
-                     windows: WindowOptions | None = None, mix: ExpertMix | None = None, *, device="cpu",
-                     dtype=torch.float32, codec: FrameCodec | None = None, on_step=None,
-                     check_interrupt=None) -> torch.Tensor:
+def generate_latents(
+    model: FantasyTalkingModel,
+    video: EncodedVideo,
+    options: SamplerOptions,
+    windows: WindowOptions | None = None,
+    mix: ExpertMix | None = None,
+    *,
+    device="cpu",
+    dtype=torch.float32,
+    codec: FrameCodec | None = None,
+    on_step=None,
+    check_interrupt=None,
+) -> torch.Tensor:
     """Normalised latents [1, z, F, h, w]. Without `windows` the video is one window (`video.condition` covers it);
     continuation re-encodes the end of each window with `codec`. `on_step` sees every step, `check_interrupt` may
     raise to cancel.
@@ -245,5 +291,6 @@ def generate_latents(model: FantasyTalkingModel, video: EncodedVideo, options: S
     latent_channels = model.transformer.config.out_channels
     gate = mix.gate.to(device) if mix.gate is not None else None
     with experts_attached(model, list(mix.experts), gate, list(mix.loras)):
-        return sample_long(model, cond, options, windows, video.num_frames, latent_channels, device, dtype, on_step,
-                           check_interrupt, codec)
+        return sample_long(
+            model, cond, options, windows, video.num_frames, latent_channels, device, dtype, on_step, check_interrupt, codec
+        )

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .models.audio_adapter import AudioAdapter, ours_to_upstream
 from .io.checkpoint_io import save_safetensors
 from .model_paths import MANIFEST
+from .models.audio_adapter import AudioAdapter, ours_to_upstream
 from .models.wan_transformer import build_transformer, shipped_configs
 
 VERSION = 2  # bump when the built folder changes
@@ -154,8 +154,12 @@ CRITIC_SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos
 def build_tiny_critic(folder: Path, seed: int = 0) -> None:
     """A random Qwen2.5-Omni thinker at toy width with a word-level tokenizer and Whisper features."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (PreTrainedTokenizerFast, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration,
-                              WhisperFeatureExtractor)
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+        WhisperFeatureExtractor,
+    )
 
     from .dimensions import QUESTIONS
     from .scoring.critic import SYSTEM

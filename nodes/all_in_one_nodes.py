@@ -4,8 +4,17 @@ from __future__ import annotations
 from ..ft2_core.sampling.options import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, UPSTREAM_FPS
 from . import comfy_services as comfy
 from .node_helpers import CATEGORY, DTYPES, audio_input, comfy_audio, run_on_device, says_what_to_install, torch_dtype
-from .sampling_widgets import (FRAME_CAP, LOADER_MEMORY_INPUTS, MEMORY_INPUTS, OPTIONAL_TLPO_INPUTS, SAMPLER_INPUTS, WINDOWS,
-                               fps_input, long_video_inputs, sampler_options)
+from .sampling_widgets import (
+    FRAME_CAP,
+    LOADER_MEMORY_INPUTS,
+    MEMORY_INPUTS,
+    OPTIONAL_TLPO_INPUTS,
+    SAMPLER_INPUTS,
+    WINDOWS,
+    fps_input,
+    long_video_inputs,
+    sampler_options,
+)
 
 MINIATURE_MODEL = "(built-in miniature model: cartoon faces)"
 TINY_MODEL = "(built-in tiny demo model)"

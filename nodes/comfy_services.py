@@ -108,7 +108,9 @@ def list_model_dirs(folder: str, marker: str) -> list[str]:
     found = set()
     for root in fp.get_folder_paths(folder):
         if os.path.isdir(root):
-            found.update(entry.name for entry in os.scandir(root) if entry.is_dir() and os.path.exists(os.path.join(entry.path, marker)))
+            found.update(
+                entry.name for entry in os.scandir(root) if entry.is_dir() and os.path.exists(os.path.join(entry.path, marker))
+            )
     return sorted(found)
 
 

@@ -1,9 +1,10 @@
 """Talking-Critic nodes: load the critic (or weight-free proxies) and score a generated video."""
 from __future__ import annotations
 
-from . import comfy_services as comfy
 from ..ft2_core.dimensions import DIMENSION_NAMES, LABELS
+from . import comfy_services as comfy
 from .node_helpers import CATEGORY, audio_input, says_what_to_install
+from .sampling_widgets import fps_input
 
 TINY_CRITIC = "(built-in tiny critic: random, for trying the graph)"
 MINIATURE_CRITIC = "(built-in miniature critic: has learned to watch the miniature world)"
@@ -72,7 +73,7 @@ class FT2CriticScore:
             "critic": ("FT2_CRITIC", {"tooltip": "From FT2 Load Critic."}),
             "frames": ("IMAGE", {"tooltip": "The video's frames (e.g. FT2 Animate Portrait's frames)."}),
             "audio": ("AUDIO", {"tooltip": "The video's soundtrack."}),
-            "fps": ("FLOAT", {"default": 23.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": "Frame rate of the frames."}),
+            "fps": fps_input("Frame rate of the frames.", maximum=120.0),
         }}
 
     @says_what_to_install

@@ -6,8 +6,17 @@ from ..ft2_core.errors import InputError
 from ..ft2_core.sampling.options import UPSTREAM_FPS, WindowOptions
 from . import comfy_services as comfy
 from .node_helpers import CATEGORY, DTYPES, audio_input, comfy_audio, run_on_device, says_what_to_install, torch_dtype
-from .sampling_widgets import (FRAME_CAP, LOADER_MEMORY_INPUTS, MEMORY_INPUTS, OPTIONAL_TLPO_INPUTS, SAMPLER_INPUTS, WINDOWS,
-                               fps_input, long_video_inputs, sampler_options)
+from .sampling_widgets import (
+    FRAME_CAP,
+    LOADER_MEMORY_INPUTS,
+    MEMORY_INPUTS,
+    OPTIONAL_TLPO_INPUTS,
+    SAMPLER_INPUTS,
+    WINDOWS,
+    fps_input,
+    long_video_inputs,
+    sampler_options,
+)
 
 WEIGHT_DTYPES = ("as stored", "compute dtype")
 
@@ -33,26 +42,41 @@ class ComfyVAECodec:
 
 
 class FT2ModelLoader:
-    DESCRIPTION = ("Loads the Wan2.1-I2V-14B DiT and the FantasyTalking audio adapter from models/diffusion_models "
-                   "(single .safetensors DiT in original or diffusers keys, fp32/bf16/fp16/fp8, ComfyUI's fp8_scaled too; adapter .ckpt "
-                   "or .safetensors).")
+    DESCRIPTION = (
+        "Loads the Wan2.1-I2V-14B DiT and the FantasyTalking audio adapter from models/diffusion_models "
+        "(single .safetensors DiT in original or diffusers keys, fp32/bf16/fp16/fp8, ComfyUI's fp8_scaled too; adapter .ckpt "
+        "or .safetensors)."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("FT2_MODEL",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "dit_name": (comfy.list_files("diffusion_models", comfy.DIT_SUFFIXES, "patch_embedding."),
-                         {"tooltip": "wan2.1_i2v_720p_14B_*.safetensors (or 480p)."}),
-            "adapter_name": (comfy.list_files("diffusion_models", comfy.ADAPTER_SUFFIXES, "proj_model."),
-                             {"tooltip": "fantasytalking_model.ckpt or its .safetensors conversion."}),
-            "dtype": (DTYPES, {"default": "auto", "tooltip": "Compute precision."}),
-            "weight_dtype": (WEIGHT_DTYPES, {"default": WEIGHT_DTYPES[0], "tooltip": (
-                "as stored: an fp8 file's block weights stay fp8 (about half the memory of bf16), each layer computing "
-                "in the compute precision; compute dtype: upcast every weight on load.")}),
-            **LOADER_MEMORY_INPUTS,
-        }}
+        return {
+            "required": {
+                "dit_name": (
+                    comfy.list_files("diffusion_models", comfy.DIT_SUFFIXES, "patch_embedding."),
+                    {"tooltip": "wan2.1_i2v_720p_14B_*.safetensors (or 480p)."},
+                ),
+                "adapter_name": (
+                    comfy.list_files("diffusion_models", comfy.ADAPTER_SUFFIXES, "proj_model."),
+                    {"tooltip": "fantasytalking_model.ckpt or its .safetensors conversion."},
+                ),
+                "dtype": (DTYPES, {"default": "auto", "tooltip": "Compute precision."}),
+                "weight_dtype": (
+                    WEIGHT_DTYPES,
+                    {
+                        "default": WEIGHT_DTYPES[0],
+                        "tooltip": (
+                            "as stored: an fp8 file's block weights stay fp8 (about half the memory of bf16), each layer "
+                            "computing in the compute precision; compute dtype: upcast every weight on load."
+                        ),
+                    },
+                ),
+                **LOADER_MEMORY_INPUTS,
+            }
+        }
 
     @says_what_to_install
     def load(self, dit_name, adapter_name, dtype, weight_dtype=WEIGHT_DTYPES[0], blocks_to_swap=0, attention="sdpa"):
@@ -61,23 +85,31 @@ class FT2ModelLoader:
 
         dit = comfy.resolve_file("diffusion_models", dit_name, "Wan2.1 DiT")
         adapter = comfy.resolve_file("diffusion_models", adapter_name, "FantasyTalking adapter")
-        model = load_talking_model(dit, adapter, torch_dtype(dtype, comfy.torch_device()), keep_stored=weight_dtype == WEIGHT_DTYPES[0])
+        model = load_talking_model(
+            dit, adapter, torch_dtype(dtype, comfy.torch_device()), keep_stored=weight_dtype == WEIGHT_DTYPES[0]
+        )
         model.attention = check_backend(attention)
         return (model.swap_blocks(blocks_to_swap or comfy.default_blocks_to_swap(model.num_layers)),)
 
 
 class FT2Wav2VecLoader:
-    DESCRIPTION = "Loads a wav2vec2 folder (e.g. wav2vec2-base-960h: config, weights, preprocessor config) from models/audio_encoders."
+    DESCRIPTION = (
+        "Loads a wav2vec2 folder (e.g. wav2vec2-base-960h: config, weights, preprocessor config) from models/audio_encoders."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("FT2_WAV2VEC",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "wav2vec_folder": (comfy.list_model_dirs("audio_encoders", "preprocessor_config.json"),
-                               {"tooltip": "A wav2vec2 folder in models/audio_encoders."}),
-        }}
+        return {
+            "required": {
+                "wav2vec_folder": (
+                    comfy.list_model_dirs("audio_encoders", "preprocessor_config.json"),
+                    {"tooltip": "A wav2vec2 folder in models/audio_encoders."},
+                ),
+            }
+        }
 
     @says_what_to_install
     def load(self, wav2vec_folder):
@@ -87,8 +119,10 @@ class FT2Wav2VecLoader:
 
 
 class FT2AudioEmbeds:
-    DESCRIPTION = ("Turns an AUDIO into wav2vec2 features for exactly the frames to generate (the whole audio by default, "
-                   "any length). Outputs the features, the audio trimmed or padded to the video (for CreateVideo) and the frame count.")
+    DESCRIPTION = (
+        "Turns an AUDIO into wav2vec2 features for exactly the frames to generate (the whole audio by default, "
+        "any length). Outputs the features, the audio trimmed or padded to the video (for CreateVideo) and the frame count."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("FT2_AUDIO_EMBEDS", "AUDIO", "INT")
     RETURN_NAMES = ("audio_embeds", "audio", "num_frames")
@@ -96,15 +130,33 @@ class FT2AudioEmbeds:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "wav2vec": ("FT2_WAV2VEC", {"tooltip": "From FT2 Load wav2vec2."}),
-            "audio": ("AUDIO", {"tooltip": "The speech; any rate and channel count."}),
-            "fps": fps_input(f"Video frame rate ({UPSTREAM_FPS:g} upstream)."),
-            "num_frames": ("INT", {"default": 0, "min": 0, "max": FRAME_CAP, "step": 4,
-                                   "tooltip": "Frames to generate (4k+1); 0 follows the whole audio (or max_seconds of it)."}),
-            "max_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.5,
-                                      "tooltip": "Use only the first seconds of the audio; 0 uses all of it."}),
-        }}
+        return {
+            "required": {
+                "wav2vec": ("FT2_WAV2VEC", {"tooltip": "From FT2 Load wav2vec2."}),
+                "audio": ("AUDIO", {"tooltip": "The speech; any rate and channel count."}),
+                "fps": fps_input(f"Video frame rate ({UPSTREAM_FPS:g} upstream)."),
+                "num_frames": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": FRAME_CAP,
+                        "step": 4,
+                        "tooltip": "Frames to generate (4k+1); 0 follows the whole audio (or max_seconds of it).",
+                    },
+                ),
+                "max_seconds": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 3600.0,
+                        "step": 0.5,
+                        "tooltip": "Use only the first seconds of the audio; 0 uses all of it.",
+                    },
+                ),
+            }
+        }
 
     @says_what_to_install
     def encode(self, wav2vec, audio, fps, num_frames, max_seconds=0.0):
@@ -124,34 +176,55 @@ class FT2AudioEmbeds:
 
 
 class FT2Sampler:
-    DESCRIPTION = ("Samples a FantasyTalking video from native inputs: CLIPTextEncode CONDITIONING (umT5), "
-                   "CLIPVisionEncode output, a start IMAGE (sides multiples of 16) encoded with the Wan VAE, and FT2 audio "
-                   "embeds. Audio longer than one window is animated in windows (long_method). Returns a LATENT for the "
-                   "native VAEDecode.")
+    DESCRIPTION = (
+        "Samples a FantasyTalking video from native inputs: CLIPTextEncode CONDITIONING (umT5), "
+        "CLIPVisionEncode output, a start IMAGE (sides multiples of 16) encoded with the Wan VAE, and FT2 audio "
+        "embeds. Audio longer than one window is animated in windows (long_method). Returns a LATENT for the "
+        "native VAEDecode."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "sample"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("FT2_MODEL", {"tooltip": "From FT2 Load Model."}),
-            "positive": ("CONDITIONING", {"tooltip": "Prompt encoded with the Wan umT5 text encoder."}),
-            "negative": ("CONDITIONING", {"tooltip": "Negative prompt encoded with the same encoder."}),
-            "clip_vision_output": ("CLIP_VISION_OUTPUT", {"tooltip": "CLIPVisionEncode of the start image (crop: none)."}),
-            "vae": ("VAE", {"tooltip": "The Wan2.1 VAE, to encode the start image."}),
-            "start_image": ("IMAGE", {"tooltip": "The portrait; sides must be multiples of 16 (use ImageScale)."}),
-            "audio_embeds": ("FT2_AUDIO_EMBEDS", {"tooltip": "From FT2 Audio Embeds."}),
-            **SAMPLER_INPUTS,
-            **long_video_inputs(WINDOWS.window_frames, "Frames per window (4k+1): the model's trained length, "
-                                                  f"{WINDOWS.window_frames} for Wan2.1."),
-            **MEMORY_INPUTS,
-        }, "optional": OPTIONAL_TLPO_INPUTS}
+        return {
+            "required": {
+                "model": ("FT2_MODEL", {"tooltip": "From FT2 Load Model."}),
+                "positive": ("CONDITIONING", {"tooltip": "Prompt encoded with the Wan umT5 text encoder."}),
+                "negative": ("CONDITIONING", {"tooltip": "Negative prompt encoded with the same encoder."}),
+                "clip_vision_output": ("CLIP_VISION_OUTPUT", {"tooltip": "CLIPVisionEncode of the start image (crop: none)."}),
+                "vae": ("VAE", {"tooltip": "The Wan2.1 VAE, to encode the start image."}),
+                "start_image": ("IMAGE", {"tooltip": "The portrait; sides must be multiples of 16 (use ImageScale)."}),
+                "audio_embeds": ("FT2_AUDIO_EMBEDS", {"tooltip": "From FT2 Audio Embeds."}),
+                **SAMPLER_INPUTS,
+                **long_video_inputs(
+                    WINDOWS.window_frames,
+                    f"Frames per window (4k+1): the model's trained length, {WINDOWS.window_frames} for Wan2.1.",
+                ),
+                **MEMORY_INPUTS,
+            },
+            "optional": OPTIONAL_TLPO_INPUTS,
+        }
 
     @says_what_to_install
-    def sample(self, model, positive, negative, clip_vision_output, vae, start_image, audio_embeds,
-               experts=(), gate=None, long_method=WINDOWS.method, window_frames=WINDOWS.window_frames,
-               overlap_frames=WINDOWS.overlap_frames, loras=(), **kwargs):
+    def sample(
+        self,
+        model,
+        positive,
+        negative,
+        clip_vision_output,
+        vae,
+        start_image,
+        audio_embeds,
+        experts=(),
+        gate=None,
+        long_method=WINDOWS.method,
+        window_frames=WINDOWS.window_frames,
+        overlap_frames=WINDOWS.overlap_frames,
+        loras=(),
+        **kwargs,
+    ):
         from ..ft2_core.io.image import require_multiple_of_16
         from ..ft2_core.models.conditioning import encode_i2v_condition, pad_text_embeddings
         from ..ft2_core.models.latent_format import denormalize
@@ -170,7 +243,8 @@ class FT2Sampler:
         if clip.shape[-1] != config.image_dim:
             raise InputError(
                 f"clip_vision_output: {clip.shape[-1]}-wide image features, but this model takes {config.image_dim} "
-                "(Wan2.1 I2V uses CLIP ViT-H/14, 1280): load clip_vision_h")
+                "(Wan2.1 I2V uses CLIP ViT-H/14, 1280): load clip_vision_h"
+            )
         video = EncodedVideo(condition, positive_text, negative_text, clip, audio_embeds["features"], num_frames)
         dtype = next(model.transformer.parameters()).dtype
 
@@ -179,9 +253,18 @@ class FT2Sampler:
             progress.plan(options.steps * len(windows.windows(num_frames)))
 
         def work(device):
-            return generate_latents(model, video, options, windows, ExpertMix(experts, gate, loras), device=device, dtype=dtype,
-                                    codec=codec, on_step=progress and (lambda info: progress.advance(preview=info.denoised)),
-                                    check_interrupt=progress and progress.interrupt_point)
+            return generate_latents(
+                model,
+                video,
+                options,
+                windows,
+                ExpertMix(experts, gate, loras),
+                device=device,
+                dtype=dtype,
+                codec=codec,
+                on_step=progress and (lambda info: progress.advance(preview=info.denoised)),
+                check_interrupt=progress and progress.interrupt_point,
+            )
 
         latents = run_on_device([model], work)
         return ({"samples": denormalize(latents)},)

@@ -11,46 +11,140 @@ FRAME_CAP = 100_000  # num_frames widgets: any length the audio asks for
 
 SAMPLER_INPUTS = {
     "steps": ("INT", {"default": SAMPLER.steps, "min": 1, "max": 200, "tooltip": f"Denoising steps ({SAMPLER.steps} upstream)."}),
-    "cfg": ("FLOAT", {"default": SAMPLER.cfg, "min": 0.0, "max": 20.0, "step": 0.1,
-                      "tooltip": f"Prompt guidance scale ({SAMPLER.cfg:g} upstream)."}),
-    "audio_cfg": ("FLOAT", {"default": SAMPLER.audio_cfg, "min": 0.0, "max": 20.0, "step": 0.1,
-                            "tooltip": "Audio guidance scale: higher follows the speech more closely (3-7 works well)."}),
-    "audio_cfg_start": ("FLOAT", {"default": SAMPLER.audio_cfg_start, "min": 0.0, "max": 1.0, "step": 0.01,
-                                  "tooltip": "Fraction of the steps where audio guidance starts."}),
-    "audio_cfg_end": ("FLOAT", {"default": SAMPLER.audio_cfg_end, "min": 0.0, "max": 1.0, "step": 0.01,
-                                "tooltip": "Fraction of the steps where audio guidance ends (outside: plain prompt guidance, audio on)."}),
-    "shift": ("FLOAT", {"default": SAMPLER.shift, "min": 0.1, "max": 20.0, "step": 0.1,
-                        "tooltip": f"Flow-matching sigma shift ({SAMPLER.shift:g} upstream)."}),
+    "cfg": (
+        "FLOAT",
+        {
+            "default": SAMPLER.cfg,
+            "min": 0.0,
+            "max": 20.0,
+            "step": 0.1,
+            "tooltip": f"Prompt guidance scale ({SAMPLER.cfg:g} upstream).",
+        },
+    ),
+    "audio_cfg": (
+        "FLOAT",
+        {
+            "default": SAMPLER.audio_cfg,
+            "min": 0.0,
+            "max": 20.0,
+            "step": 0.1,
+            "tooltip": "Audio guidance scale: higher follows the speech more closely (3-7 works well).",
+        },
+    ),
+    "audio_cfg_start": (
+        "FLOAT",
+        {
+            "default": SAMPLER.audio_cfg_start,
+            "min": 0.0,
+            "max": 1.0,
+            "step": 0.01,
+            "tooltip": "Fraction of the steps where audio guidance starts.",
+        },
+    ),
+    "audio_cfg_end": (
+        "FLOAT",
+        {
+            "default": SAMPLER.audio_cfg_end,
+            "min": 0.0,
+            "max": 1.0,
+            "step": 0.01,
+            "tooltip": "Fraction of the steps where audio guidance ends (outside: plain prompt guidance, audio on).",
+        },
+    ),
+    "shift": (
+        "FLOAT",
+        {
+            "default": SAMPLER.shift,
+            "min": 0.1,
+            "max": 20.0,
+            "step": 0.1,
+            "tooltip": f"Flow-matching sigma shift ({SAMPLER.shift:g} upstream).",
+        },
+    ),
     "scheduler": (list(SCHEDULERS), {"default": SAMPLER.scheduler, "tooltip": "Euler (upstream) or UniPC."}),
-    "seed": ("INT", {"default": SAMPLER.seed, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                     "tooltip": "Noise seed: the same seed gives the same video."}),
-    "audio_scale": ("FLOAT", {"default": SAMPLER.audio_scale, "min": 0.0, "max": 3.0, "step": 0.05,
-                              "tooltip": "Strength of the audio cross-attention inside the model."}),
+    "seed": (
+        "INT",
+        {
+            "default": SAMPLER.seed,
+            "min": 0,
+            "max": 0xFFFFFFFFFFFFFFFF,
+            "control_after_generate": True,
+            "tooltip": "Noise seed: the same seed gives the same video.",
+        },
+    ),
+    "audio_scale": (
+        "FLOAT",
+        {
+            "default": SAMPLER.audio_scale,
+            "min": 0.0,
+            "max": 3.0,
+            "step": 0.05,
+            "tooltip": "Strength of the audio cross-attention inside the model.",
+        },
+    ),
 }
 
 MEMORY_INPUTS = {
-    "sequential_rows": ("BOOLEAN", {"default": SAMPLER.sequential_rows, "tooltip": (
-        "Run the guidance predictions (up to 3 per step) one after another instead of as one batch: the activation "
-        "memory of one, same video, somewhat slower.")}),
-    "ffn_chunk_tokens": ("INT", {"default": SAMPLER.ffn_chunk_tokens, "min": 0, "max": 1_000_000, "step": 1024, "tooltip": (
-        "Run each block's feed-forward on this many tokens at a time (0: all at once): bounds its wide hidden layer, "
-        "same video. 8192 suits 14B at 720p.")}),
+    "sequential_rows": (
+        "BOOLEAN",
+        {
+            "default": SAMPLER.sequential_rows,
+            "tooltip": (
+                "Run the guidance predictions (up to 3 per step) one after another instead of as one batch: the activation "
+                "memory of one, same video, somewhat slower."
+            ),
+        },
+    ),
+    "ffn_chunk_tokens": (
+        "INT",
+        {
+            "default": SAMPLER.ffn_chunk_tokens,
+            "min": 0,
+            "max": 1_000_000,
+            "step": 1024,
+            "tooltip": (
+                "Run each block's feed-forward on this many tokens at a time (0: all at once): bounds its wide hidden layer, "
+                "same video. 8192 suits 14B at 720p."
+            ),
+        },
+    ),
 }
 
 LOADER_MEMORY_INPUTS = {
-    "blocks_to_swap": ("INT", {"default": 0, "min": 0, "max": 40, "tooltip": (
-        "Keep this many DiT blocks in CPU memory, each copied to the GPU just before it runs (the next one "
-        "while the current runs): less GPU memory, some speed. 0: none, or ComfyUI's choice under --lowvram "
-        "(half) and --novram (all).")}),
-    "attention": (list(BACKENDS), {"default": "sdpa", "tooltip": (
-        "Attention kernel: PyTorch SDPA (always there), or flash-attention / SageAttention when that package "
-        "is installed.")}),
+    "blocks_to_swap": (
+        "INT",
+        {
+            "default": 0,
+            "min": 0,
+            "max": 40,
+            "tooltip": (
+                "Keep this many DiT blocks in CPU memory, each copied to the GPU just before it runs (the next one "
+                "while the current runs): less GPU memory, some speed. 0: none, or ComfyUI's choice under --lowvram "
+                "(half) and --novram (all)."
+            ),
+        },
+    ),
+    "attention": (
+        list(BACKENDS),
+        {
+            "default": "sdpa",
+            "tooltip": (
+                "Attention kernel: PyTorch SDPA (always there), or flash-attention / SageAttention when that package "
+                "is installed."
+            ),
+        },
+    ),
 }
 
 OPTIONAL_TLPO_INPUTS = {
     "experts": ("FT2_EXPERTS", {"tooltip": "TLPO LoRA experts from FT2 Load Experts (optional)."}),
-    "gate": ("FT2_GATE", {"tooltip": "How to mix the experts: FT2 Load Gate or FT2 Expert Schedule; "
-                                     "without it every expert has weight 1 times its strength."}),
+    "gate": (
+        "FT2_GATE",
+        {
+            "tooltip": "How to mix the experts: FT2 Load Gate or FT2 Expert Schedule; "
+            "without it every expert has weight 1 times its strength."
+        },
+    ),
     "loras": ("FT2_LORAS", {"tooltip": "Other Wan LoRAs at a fixed strength beside the experts: FT2 Load LoRA (optional)."}),
 }
 
@@ -62,14 +156,29 @@ def fps_input(tooltip: str, maximum: float = 60.0) -> tuple:
 def long_video_inputs(default_window: int, window_tooltip: str) -> dict:
     """How audio longer than the model's trained length is animated (ft2_core.sampling.long_video), as widgets."""
     return {
-        "long_method": (list(METHODS), {"default": WINDOWS.method, "tooltip": (
-            "Audio longer than one window: sliding = overlapping windows fused at every step (each hears its own audio "
-            "and sees the portrait); continuation = each window starts from the last frames of the one before; "
-            "single = everything in one window (memory grows with length; for comparison).")}),
+        "long_method": (
+            list(METHODS),
+            {
+                "default": WINDOWS.method,
+                "tooltip": (
+                    "Audio longer than one window: sliding = overlapping windows fused at every step (each hears its own audio "
+                    "and sees the portrait); continuation = each window starts from the last frames of the one before; "
+                    "single = everything in one window (memory grows with length; for comparison)."
+                ),
+            },
+        ),
         "window_frames": ("INT", {"default": default_window, "min": 0, "max": 1001, "step": 4, "tooltip": window_tooltip}),
-        "overlap_frames": ("INT", {"default": WINDOWS.overlap_frames, "min": 4, "max": 160, "step": 4,
-                                   "tooltip": "Frames shared by neighbouring windows (multiple of 4; continuation: "
-                                              "the next window starts from the last overlap - 3 frames)."}),
+        "overlap_frames": (
+            "INT",
+            {
+                "default": WINDOWS.overlap_frames,
+                "min": 4,
+                "max": 160,
+                "step": 4,
+                "tooltip": "Frames shared by neighbouring windows (multiple of 4; continuation: "
+                "the next window starts from the last overlap - 3 frames).",
+            },
+        ),
     }
 
 

@@ -1,8 +1,8 @@
 """TLPO nodes: load the three LoRA experts, load or define their mix, and show what a gate does."""
 from __future__ import annotations
 
-from . import comfy_services as comfy
 from ..ft2_core.dimensions import DIMENSION_NAMES, LABELS
+from . import comfy_services as comfy
 from .node_helpers import CATEGORY, says_what_to_install
 
 NONE = "none"
@@ -52,10 +52,16 @@ class FT2LoadLora:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "lora_name": (comfy.list_files("loras", (".safetensors",), "lora_"), {"tooltip": "A Wan2.1 LoRA file."}),
-            "strength": ("FLOAT", {"default": 1.0, "min": -2.0, "max": 3.0, "step": 0.05, "tooltip": "Multiplies the LoRA's update."}),
-        }, "optional": {"loras": ("FT2_LORAS", {"tooltip": "LoRAs loaded before this one (optional)."})}}
+        return {
+            "required": {
+                "lora_name": (comfy.list_files("loras", (".safetensors",), "lora_"), {"tooltip": "A Wan2.1 LoRA file."}),
+                "strength": (
+                    "FLOAT",
+                    {"default": 1.0, "min": -2.0, "max": 3.0, "step": 0.05, "tooltip": "Multiplies the LoRA's update."},
+                ),
+            },
+            "optional": {"loras": ("FT2_LORAS", {"tooltip": "LoRAs loaded before this one (optional)."})},
+        }
 
     @says_what_to_install
     def load(self, lora_name, strength, loras=()):
@@ -75,8 +81,14 @@ class FT2LoadGate:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"gate_name": (comfy.list_files("ft2_gates", (".safetensors",)),
-                                           {"tooltip": "A gate file written by python -m training.train_gate."})}}
+        return {
+            "required": {
+                "gate_name": (
+                    comfy.list_files("ft2_gates", (".safetensors",)),
+                    {"tooltip": "A gate file written by python -m training.train_gate."},
+                )
+            }
+        }
 
     @says_what_to_install
     def load(self, gate_name):
@@ -86,18 +98,28 @@ class FT2LoadGate:
 
 
 class FT2ExpertSchedule:
-    DESCRIPTION = ("Mixes the experts without a trained gate: one line per timestep point, 't: motion, lipsync, quality' "
-                   "(t from 1000 = pure noise to 0 = clean), linear in between; a single line is a fixed mix.")
+    DESCRIPTION = (
+        "Mixes the experts without a trained gate: one line per timestep point, 't: motion, lipsync, quality' "
+        "(t from 1000 = pure noise to 0 = clean), linear in between; a single line is a fixed mix."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("FT2_GATE",)
     FUNCTION = "build"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "schedule": ("STRING", {"default": "1000: 1.0, 0.6, 0.4\n0: 0.6, 1.0, 1.0", "multiline": True,
-                                    "tooltip": "Lines 't: w_motion, w_lipsync, w_quality' (weights for the experts in the order loaded)."}),
-        }}
+        return {
+            "required": {
+                "schedule": (
+                    "STRING",
+                    {
+                        "default": "1000: 1.0, 0.6, 0.4\n0: 0.6, 1.0, 1.0",
+                        "multiline": True,
+                        "tooltip": "Lines 't: w_motion, w_lipsync, w_quality' (weights for the experts in the order loaded).",
+                    },
+                ),
+            }
+        }
 
     @says_what_to_install
     def build(self, schedule):
@@ -116,11 +138,20 @@ class FT2GateHeatmap:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "gate": ("FT2_GATE", {"tooltip": "A trained gate or a schedule."}),
-            "num_layers": ("INT", {"default": 40, "min": 1, "max": 100,
-                                   "tooltip": "Rows to draw for a schedule (a trained gate uses its own layer count)."}),
-        }}
+        return {
+            "required": {
+                "gate": ("FT2_GATE", {"tooltip": "A trained gate or a schedule."}),
+                "num_layers": (
+                    "INT",
+                    {
+                        "default": 40,
+                        "min": 1,
+                        "max": 100,
+                        "tooltip": "Rows to draw for a schedule (a trained gate uses its own layer count).",
+                    },
+                ),
+            }
+        }
 
     @says_what_to_install
     def draw(self, gate, num_layers):

@@ -1,20 +1,16 @@
 """Session fixtures: the tiny model is built once, in the real on-disk layouts, and loaded by the real loaders."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from ft2_core.model_paths import ModelPaths
+from ft2_core.pipeline import FantasyTalkingPipeline
+from ft2_core.tiny import tiny_model_dir
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from ft2_core.model_paths import ModelPaths  # noqa: E402
-
-from ft2_core.pipeline import FantasyTalkingPipeline  # noqa: E402
-from ft2_core.tiny import tiny_model_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")

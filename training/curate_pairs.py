@@ -1,6 +1,6 @@
 """Talking-NSQ curation: score candidates (critic, or weight-free proxies) and write preference pairs.
 
-    python training/curate_pairs.py --candidates data/candidates/candidates.jsonl --out data/pairs \
+    python -m training.curate_pairs --candidates data/candidates/candidates.jsonl --out data/pairs \
         [--critic-base QWEN_OMNI_THINKER_DIR --critic-lora critic_lora.safetensors | --proxy | --scores FILE] [--margin 0.1]
 
 `--scores` takes judgements made elsewhere (human raters, another metric): JSONL lines
@@ -20,18 +20,16 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ft2_core.checks import torch_device  # noqa: E402
+from ft2_core.checks import torch_device
 from ft2_core.dimensions import DIMENSION_NAMES
-from ft2_core.scoring.critic import TalkingCritic  # noqa: E402
-from ft2_core.tlpo.curation import RULES, pairs_by_dimension  # noqa: E402
-from ft2_core.errors import InputError  # noqa: E402
-from ft2_core.io.jsonl import append_jsonl, read_jsonl  # noqa: E402
-from ft2_core.tlpo.preference_data import write_pairs  # noqa: E402
-from ft2_core.tiny import tiny_critic_dir  # noqa: E402
-from ft2_core.io.video_io import read_video  # noqa: E402
-from training.trainer import Stopped, StopRequests  # noqa: E402
+from ft2_core.errors import InputError
+from ft2_core.io.jsonl import append_jsonl, read_jsonl
+from ft2_core.io.video_io import read_video
+from ft2_core.scoring.critic import TalkingCritic
+from ft2_core.tiny import tiny_critic_dir
+from ft2_core.tlpo.curation import RULES, pairs_by_dimension
+from ft2_core.tlpo.preference_data import write_pairs
+from training.common.interrupts import Stopped, StopRequests
 
 log = logging.getLogger("ft2.curate")
 
@@ -80,10 +78,17 @@ def given_scores(path: Path, candidates: list[dict]) -> dict[str, dict]:
         scores = record["scores"]
         if not isinstance(scores, dict):
             return "scores must be an object {dimension: number}"
-        bad = [d for d, v in scores.items() if d not in DIMENSION_NAMES or not (v is None or isinstance(v, (int, float)) and 0 <= v <= 1)]
+        bad = [
+            d
+            for d, v in scores.items()
+            if d not in DIMENSION_NAMES or not (v is None or isinstance(v, (int, float)) and 0 <= v <= 1)
+        ]
         return f"scores[{bad[0]!r}] must be a dimension of {DIMENSION_NAMES} with a number in 0..1 or null" if bad else None
 
-    scores = {r["id"]: {d: r["scores"].get(d) for d in DIMENSION_NAMES} for r in read_jsonl(path, ("id", "scores"), "scores file", check)}
+    scores = {
+        r["id"]: {d: r["scores"].get(d) for d in DIMENSION_NAMES}
+        for r in read_jsonl(path, ("id", "scores"), "scores file", check)
+    }
     missing = [c["id"] for c in candidates if c["id"] not in scores]
     if missing:
         raise InputError(f"--scores {path}: no judgement for {len(missing)} candidates (e.g. {missing[0]!r})")
@@ -97,6 +102,7 @@ def critic_batch_scorer(critic: TalkingCritic):
             frames, fps, audio = read_video(candidate["path"])
             features.append(critic.features(frames, fps, audio, candidate["video"]))
         return critic.score(features, batch_size=len(features))
+
     return score
 
 
@@ -107,6 +113,7 @@ def proxy_batch_scorer(scorer):
             frames, fps, audio = read_video(candidate["path"])
             results.append(scorer.score_clip(frames, fps, audio, candidate["video"]))
         return results
+
     return score
 
 
@@ -121,8 +128,12 @@ def main(argv=None) -> int:
     parser.add_argument("--scores", help="judgements made elsewhere (JSONL {id, scores}) instead of the critic")
     parser.add_argument("--face-landmarker", help="for the lip-sync proxy (default: models/mediapipe/)")
     parser.add_argument("--margin", type=float, default=0.1, help="confidence margin around 0.5 (ranking: least P(Yes) gap)")
-    parser.add_argument("--rule", choices=RULES, default="answer",
-                        help="answer: Yes beats No (the paper); ranking: higher P(Yes) beats lower by the margin")
+    parser.add_argument(
+        "--rule",
+        choices=RULES,
+        default="answer",
+        help="answer: Yes beats No (the paper); ranking: higher P(Yes) beats lower by the margin",
+    )
     parser.add_argument("--max-pairs-per-condition", type=int)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -150,8 +161,9 @@ def main(argv=None) -> int:
         else:
             critic = TalkingCritic.from_folder(args.critic_base or tiny_critic_dir(), args.critic_lora, args.device)
             scores = score_all(candidates, out / "scores.jsonl", critic_batch_scorer(critic), args.batch_size)
-        pairs = pairs_by_dimension(scores, {c["id"]: c["condition"] for c in candidates}, args.margin,
-                                   args.max_pairs_per_condition, args.rule)
+        pairs = pairs_by_dimension(
+            scores, {c["id"]: c["condition"] for c in candidates}, args.margin, args.max_pairs_per_condition, args.rule
+        )
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Sample candidate videos for Talking-NSQ: N per (portrait, speech, prompt), each with its own seed and
 guidance, through the ft2_core pipeline. Resumable: finished videos are kept and skipped.
 
-    python training/generate_candidates.py --conditions conditions.jsonl --out data/candidates --samples 4
+    python -m training.generate_candidates --conditions conditions.jsonl --out data/candidates --samples 4
 
 conditions.jsonl lines: {"id": "c001", "image": "face.png", "audio": "speech.wav", "prompt": "..."}.
 Writes OUT/videos/<id>_<k>.mp4 and OUT/candidates.jsonl ({"id", "video", "condition", "seed", "cfg", "audio_cfg"}).
@@ -15,21 +15,19 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ft2_core.io.audio import load_audio  # noqa: E402
-from ft2_core.models.audio_windows import check_frame_count  # noqa: E402
-from ft2_core.io.atomic import remove_temporaries  # noqa: E402
-from ft2_core.checks import finite_number, safe_name, torch_device  # noqa: E402
-from ft2_core.errors import InputError  # noqa: E402
-from ft2_core.io.image import load_image  # noqa: E402
-from ft2_core.io.jsonl import append_jsonl, read_jsonl  # noqa: E402
-from ft2_core.builtin_models import model_folder  # noqa: E402
-from ft2_core.model_paths import ModelPaths  # noqa: E402
-from ft2_core.pipeline import FantasyTalkingPipeline  # noqa: E402
-from ft2_core.sampling.options import DEFAULT_PROMPT, SamplerOptions  # noqa: E402
-from ft2_core.io.video_io import write_mp4  # noqa: E402
-from training.trainer import Stopped, StopRequests  # noqa: E402
+from ft2_core.builtin_models import model_folder
+from ft2_core.checks import finite_number, safe_name, torch_device
+from ft2_core.errors import InputError
+from ft2_core.io.atomic import remove_temporaries
+from ft2_core.io.audio import load_audio
+from ft2_core.io.image import load_image
+from ft2_core.io.jsonl import append_jsonl, read_jsonl
+from ft2_core.io.video_io import write_mp4
+from ft2_core.model_paths import ModelPaths
+from ft2_core.models.audio_windows import check_frame_count
+from ft2_core.pipeline import FantasyTalkingPipeline
+from ft2_core.sampling.options import DEFAULT_PROMPT, SamplerOptions
+from training.common.interrupts import Stopped, StopRequests
 
 log = logging.getLogger("ft2.candidates")
 

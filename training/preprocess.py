@@ -1,6 +1,6 @@
 """Build the latent cache the trainers read, from videos with audio, using the ft2_core encoders.
 
-    python training/preprocess.py --clips clips.jsonl --out data/cache [--model-dir DIR] [--frames 81]
+    python -m training.preprocess --clips clips.jsonl --out data/cache [--model-dir DIR] [--frames 81]
 
 clips.jsonl, one line per video: {"id": "v001", "video": "a.mp4", "condition": "c001", "prompt": "...",
 "image": "portrait.png"?}. Videos of one condition share its portrait, speech and prompt (they are
@@ -17,20 +17,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ft2_core.models.audio_windows import check_frame_count  # noqa: E402
-from ft2_core.checks import torch_device  # noqa: E402
-from ft2_core.models.conditioning import VAE_SPACE_STRIDE, encode_i2v_condition  # noqa: E402
-from ft2_core.errors import InputError  # noqa: E402
-from ft2_core.io.image import fit_image, load_image  # noqa: E402
-from ft2_core.io.jsonl import read_jsonl  # noqa: E402
-from ft2_core.builtin_models import model_folder  # noqa: E402
-from ft2_core.model_paths import ModelPaths  # noqa: E402
-from ft2_core.pipeline import FantasyTalkingPipeline  # noqa: E402
-from ft2_core.tlpo.preference_data import CacheWriter  # noqa: E402
-from ft2_core.io.video_io import read_video  # noqa: E402
-from training.trainer import Stopped, StopRequests  # noqa: E402
+from ft2_core.builtin_models import model_folder
+from ft2_core.checks import torch_device
+from ft2_core.errors import InputError
+from ft2_core.io.image import fit_image, load_image
+from ft2_core.io.jsonl import read_jsonl
+from ft2_core.io.video_io import read_video
+from ft2_core.model_paths import ModelPaths
+from ft2_core.models.audio_windows import check_frame_count
+from ft2_core.models.conditioning import VAE_SPACE_STRIDE, encode_i2v_condition
+from ft2_core.pipeline import FantasyTalkingPipeline
+from ft2_core.tlpo.preference_data import CacheWriter
+from training.common.interrupts import Stopped, StopRequests
 
 log = logging.getLogger("ft2.preprocess")
 
@@ -61,7 +59,9 @@ def cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop:
         frames, clip_fps, audio = read_video(base / clip["video"])
         if abs(clip_fps - fps) > 0.01:
             raise InputError(f"{clip['video']}: {clip_fps:g} fps but the run uses {fps:g}; resample the clips first")
-        count = num_frames or min(pipe.defaults["window_frames"], (len(frames) - 1) // 4 * 4 + 1)  # longest 4k+1, at most the trained length
+        count = num_frames or min(
+            pipe.defaults["window_frames"], (len(frames) - 1) // 4 * 4 + 1
+        )  # longest 4k+1, at most the trained length
         if len(frames) < count:
             raise InputError(f"{clip['video']}: {len(frames)} frames, fewer than the {count} to train on")
         pixels = resized(frames[:count], max_side)
@@ -71,8 +71,12 @@ def cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop:
             if masker is not None:
                 from ft2_core.scoring.lip_mask import latent_lip_mask
 
-                mask = latent_lip_mask(masker, (pixels.numpy() * 255).round().astype(np.uint8), clip["video"],
-                                       getattr(pipe.vae, "spatial_stride", VAE_SPACE_STRIDE))
+                mask = latent_lip_mask(
+                    masker,
+                    (pixels.numpy() * 255).round().astype(np.uint8),
+                    clip["video"],
+                    getattr(pipe.vae, "spatial_stride", VAE_SPACE_STRIDE),
+                )
                 if mask is not None:
                     item["lip_mask"] = mask
             writer.add(video_key, item)
@@ -81,13 +85,16 @@ def cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop:
                 raise InputError(f"{clip['video']}: no audio stream; the condition's speech comes from it")
             image = fit_image(load_image(base / clip["image"]), max_side) if clip.get("image") else pixels[0]
             positive, _ = pipe.encode_text(clip.get("prompt", ""), "")
-            writer.add(cond_key, {
-                "condition": encode_i2v_condition(pipe.vae.encode, image, count)[0],
-                "text": positive[0],
-                "image": pipe.image_encoder.encode(image)[0],
-                "audio": pipe.audio_features(audio, count, fps)[0].cpu(),
-                "num_frames": torch.tensor(count),
-            })
+            writer.add(
+                cond_key,
+                {
+                    "condition": encode_i2v_condition(pipe.vae.encode, image, count)[0],
+                    "text": positive[0],
+                    "image": pipe.image_encoder.encode(image)[0],
+                    "audio": pipe.audio_features(audio, count, fps)[0].cpu(),
+                    "num_frames": torch.tensor(count),
+                },
+            )
         done += 1
     writer.close()
     return done
@@ -103,9 +110,13 @@ def main(argv=None) -> int:
     parser.add_argument("--fps", type=float, default=23.0)
     parser.add_argument("--max-side", type=int, help="default: the model's recommendation")
     parser.add_argument("--face-landmarker", help="face_landmarker.task (default: models/mediapipe/)")
-    parser.add_argument("--lip-mask", choices=("mediapipe", "world", "none"), default="mediapipe",
-                        help="lip masks from MediaPipe face landmarks (real faces), from the miniature world's mouth "
-                             "region (its cartoon faces), or none (full-frame loss)")
+    parser.add_argument(
+        "--lip-mask",
+        choices=("mediapipe", "world", "none"),
+        default="mediapipe",
+        help="lip masks from MediaPipe face landmarks (real faces), from the miniature world's mouth "
+        "region (its cartoon faces), or none (full-frame loss)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     try:
@@ -114,8 +125,9 @@ def main(argv=None) -> int:
         torch_device(args.device)
         clips_path = Path(args.clips)
         clips = read_jsonl(clips_path, ("id", "video", "condition"), "clips manifest")
-        pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(model_folder(args.model_dir or "tiny", None)),
-                                                 args.device)
+        pipe = FantasyTalkingPipeline.from_paths(
+            ModelPaths.from_folder(model_folder(args.model_dir or "tiny", None)), args.device
+        )
         max_side = args.max_side or pipe.defaults["max_side"]
         if args.lip_mask == "none":
             count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, None, clips_path.parent)
@@ -125,7 +137,7 @@ def main(argv=None) -> int:
             else:
                 from ft2_core.scoring.lip_mask import LipMasker as masker_class
 
-            with (masker_class() if args.lip_mask == "world" else masker_class(args.face_landmarker)) as masker:
+            with masker_class() if args.lip_mask == "world" else masker_class(args.face_landmarker) as masker:
                 count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, masker, clips_path.parent)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """Talking-Critic fine-tuning: LoRA on a Qwen2.5-Omni thinker, supervised on Yes/No labels per dimension
 (`lora.rank = 0` trains every weight instead and writes a thinker folder: a base for a later LoRA).
 
-    python training/train_critic.py --config training/configs/tiny_critic.toml
-    accelerate launch --multi_gpu --num_processes 8 training/train_critic.py --config my_critic.toml
+    python -m training.train_critic --config training/configs/tiny_critic.toml
+    accelerate launch --multi_gpu --num_processes 8 -m training.train_critic --config my_critic.toml
 
 Labels are JSONL lines {"video": "clip.mp4", "motion": "Yes", "lipsync": "No", "quality": "Yes"} (a missing
 dimension is simply not trained); the audio is the video's soundtrack. The loss is cross-entropy on the
@@ -16,35 +16,53 @@ less than two portraits do, and Yes/No labels mostly teach the latter.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ft2_core.errors import InputError  # noqa: E402
 from ft2_core.dimensions import DIMENSION_NAMES
-from ft2_core.scoring.critic import TalkingCritic, VideoSettings  # noqa: E402
-from ft2_core.io.jsonl import append_jsonl, read_jsonl  # noqa: E402
-from ft2_core.tiny import tiny_critic_dir  # noqa: E402
-from ft2_core.io.video_io import read_video  # noqa: E402
-from training.config import Option  # noqa: E402
-from training.trainer import StopRequests, end_of_step, global_batch, local_batch_size, make_accelerator, resolve, resume, run  # noqa: E402
+from ft2_core.errors import InputError
+from ft2_core.io.jsonl import append_jsonl, read_jsonl
+from ft2_core.io.video_io import read_video
+from ft2_core.scoring.critic import TalkingCritic, VideoSettings
+from ft2_core.tiny import tiny_critic_dir
+from training.common.checkpoints import end_of_step, resume
+from training.common.config import Option, resolve
+from training.common.data_order import global_batch
+from training.common.distributed import local_batch_size, make_accelerator
+from training.common.interrupts import StopRequests
+from training.common.metrics import ordered_share
+from training.common.script import run
 
 SCHEMA = {
     "model": {"folder": Option(str, ""), "cache_dir": Option(str, "")},
     "lora": {"rank": Option(int, 8, minimum=0), "alpha": Option(float, 16.0, above=0)},
-    "video": {"sample_fps": Option(float, 2.0, above=0), "max_frames": Option(int, 32, minimum=2),
-              "min_pixels": Option(int, 28 * 28 * 4, minimum=28 * 28), "max_pixels": Option(int, 224 * 224, minimum=28 * 28)},
-    "data": {"train": Option(str, ""), "heldout": Option(str, ""), "train_pairs": Option(str, ""), "heldout_pairs": Option(str, "")},
-    "train": {"output": Option(str), "steps": Option(int, 500, minimum=1), "batch_size": Option(int, 8, minimum=1),
-              "pair_batch_size": Option(int, 4, minimum=1), "lr": Option(float, 1e-4, above=0), "seed": Option(int, 0, minimum=0),
-              "checkpoint_every": Option(int, 100, minimum=1), "eval_every": Option(int, 100, minimum=1),
-              "resume": Option(bool, True), "cpu": Option(bool, False),
-              "mixed_precision": Option(str, "no", choices=("no", "bf16", "fp16")),
-              "strategy": Option(str, "ddp", choices=("ddp", "fsdp"))},
+    "video": {
+        "sample_fps": Option(float, 2.0, above=0),
+        "max_frames": Option(int, 32, minimum=2),
+        "min_pixels": Option(int, 28 * 28 * 4, minimum=28 * 28),
+        "max_pixels": Option(int, 224 * 224, minimum=28 * 28),
+    },
+    "data": {
+        "train": Option(str, ""),
+        "heldout": Option(str, ""),
+        "train_pairs": Option(str, ""),
+        "heldout_pairs": Option(str, ""),
+    },
+    "train": {
+        "output": Option(str),
+        "steps": Option(int, 500, minimum=1),
+        "batch_size": Option(int, 8, minimum=1),
+        "pair_batch_size": Option(int, 4, minimum=1),
+        "lr": Option(float, 1e-4, above=0),
+        "seed": Option(int, 0, minimum=0),
+        "checkpoint_every": Option(int, 100, minimum=1),
+        "eval_every": Option(int, 100, minimum=1),
+        "resume": Option(bool, True),
+        "cpu": Option(bool, False),
+        "mixed_precision": Option(str, "no", choices=("no", "bf16", "fp16")),
+        "strategy": Option(str, "ddp", choices=("ddp", "fsdp")),
+    },
 }
 ANSWERS = {"yes": 1, "no": 0}
 
@@ -54,9 +72,10 @@ def read_labels(path: Path) -> list[dict]:
         bad = [d for d in DIMENSION_NAMES if d in record and str(record[d]).strip().lower() not in ANSWERS]
         return f"{bad[0]} must be Yes or No, got {record[bad[0]]!r}" if bad else None
 
-    return [{"video": path.parent / r["video"],
-             "labels": {d: ANSWERS[str(r[d]).strip().lower()] for d in DIMENSION_NAMES if d in r}}
-            for r in read_jsonl(path, ("video",), "label file", check)]
+    return [
+        {"video": path.parent / r["video"], "labels": {d: ANSWERS[str(r[d]).strip().lower()] for d in DIMENSION_NAMES if d in r}}
+        for r in read_jsonl(path, ("video",), "label file", check)
+    ]
 
 
 def read_preferences(path: Path) -> list[dict]:
@@ -65,9 +84,14 @@ def read_preferences(path: Path) -> list[dict]:
             return f"dimension must be one of {', '.join(DIMENSION_NAMES)}, got {record['dimension']!r}"
         return "chosen and rejected are the same video" if record["chosen"] == record["rejected"] else None
 
-    return [{"chosen": path.parent / r["chosen"], "rejected": path.parent / r["rejected"],
-             "dimension": DIMENSION_NAMES.index(r["dimension"])}
-            for r in read_jsonl(path, ("chosen", "rejected", "dimension"), "preference file", check)]
+    return [
+        {
+            "chosen": path.parent / r["chosen"],
+            "rejected": path.parent / r["rejected"],
+            "dimension": DIMENSION_NAMES.index(r["dimension"]),
+        }
+        for r in read_jsonl(path, ("chosen", "rejected", "dimension"), "preference file", check)
+    ]
 
 
 def clip_features(critic: TalkingCritic, records: list[dict]):
@@ -102,12 +126,6 @@ def preference_loss(critic: TalkingCritic, features, pairs: list[dict], indices:
     chosen = margins[[row[int(i)] for i in indices[:, 0]], dims]
     rejected = margins[[row[int(i)] for i in indices[:, 1]], dims]
     return -torch.nn.functional.logsigmoid(chosen - rejected).mean()
-
-
-def ordered_share(chosen, rejected) -> float:
-    """Share of pairs whose chosen score is the higher (a tie counts half; 0.5 is chance)."""
-    chosen, rejected = np.asarray(chosen, dtype=float), np.asarray(rejected, dtype=float)
-    return float(np.mean((chosen > rejected) + 0.5 * (chosen == rejected)))
 
 
 @torch.no_grad()
@@ -147,13 +165,14 @@ def accuracy(critic: TalkingCritic, features, labels: torch.Tensor, batch_size: 
     return result
 
 
-def main(config: dict) -> Path:
+def train(config: dict) -> Path:
     from tqdm import tqdm
 
     train = config["train"]
     accelerator = make_accelerator(config)
-    critic = TalkingCritic.from_folder(config["model"]["folder"] or tiny_critic_dir(config["model"]["cache_dir"] or None),
-                                       device=accelerator.device)
+    critic = TalkingCritic.from_folder(
+        config["model"]["folder"] or tiny_critic_dir(config["model"]["cache_dir"] or None), device=accelerator.device
+    )
     # frames sampled densely and large enough to see the mouth move (Qwen2.5-Omni's own default is 2 fps)
     critic.settings = VideoSettings(**config["video"])
     torch.manual_seed(int(train.get("seed", 0)))  # the LoRA's initial A: same run, same start
@@ -191,10 +210,12 @@ def main(config: dict) -> Path:
             thinker.train()
             loss = torch.zeros((), device=accelerator.device)
             if train_records:
-                indices = global_batch(step, len(train_features), batch_size, train["seed"])[rank * local:(rank + 1) * local]
+                indices = global_batch(step, len(train_features), batch_size, train["seed"])[rank * local : (rank + 1) * local]
                 loss = loss + answer_loss(critic.answer_logits([train_features[i] for i in indices]), train_labels[indices])
             if train_pairs:
-                chosen = global_batch(step, len(train_pairs), pair_batch, train["seed"] + 1)[rank * local_pairs:(rank + 1) * local_pairs]
+                chosen = global_batch(step, len(train_pairs), pair_batch, train["seed"] + 1)[
+                    rank * local_pairs : (rank + 1) * local_pairs
+                ]
                 loss = loss + preference_loss(critic, pair_features, [train_pairs[i] for i in chosen], pair_indices[chosen])
             accelerator.backward(loss)
             optimizer.step()
@@ -206,14 +227,24 @@ def main(config: dict) -> Path:
                 if heldout_features:
                     record["heldout_accuracy"] = accuracy(critic, heldout_features, heldout_labels)
                 if heldout_pairs:
-                    record["heldout_pair_accuracy"] = pair_accuracy(critic, heldout_pair_features, heldout_pairs,
-                                                                    heldout_pair_indices)
+                    record["heldout_pair_accuracy"] = pair_accuracy(
+                        critic, heldout_pair_features, heldout_pairs, heldout_pair_indices
+                    )
             if accelerator.is_main_process:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
                 append_jsonl(log_path, record)
-            end_of_step(stop, output, done, train["steps"], train.get("checkpoint_every", 100), {"trainable": named}, optimizer,
-                        bar, accelerator)
+            end_of_step(
+                stop,
+                output,
+                done,
+                train["steps"],
+                train.get("checkpoint_every", 100),
+                {"trainable": named},
+                optimizer,
+                bar,
+                accelerator,
+            )
     bar.close()
     accelerator.wait_for_everyone()
     critic.thinker = accelerator.unwrap_model(thinker)
@@ -224,5 +255,10 @@ def main(config: dict) -> Path:
     return critic.save_lora(output / "critic_lora.safetensors", {"ft2.steps": str(train["steps"])})
 
 
+def main(argv=None) -> int:
+    """The command: `python -m training.train_critic --config FILE [--set KEY=VALUE ...]`."""
+    return run(train, SCHEMA, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run(main, SCHEMA))
+    raise SystemExit(main())

@@ -1,29 +1,28 @@
 """Stage 1 of TLPO: one LoRA expert per dimension, trained with Flow-DPO on its pair set
 (or, as the baseline TLPO is compared with, one LoRA on all pairs pooled: expert.dimension = "pooled").
 
-    python training/train_expert.py --config training/configs/tiny_expert.toml [--set expert.dimension=motion]
-    accelerate launch --num_processes 8 training/train_expert.py --config my_expert.toml
+    python -m training.train_expert --config training/configs/tiny_expert.toml [--set expert.dimension=motion]
+    accelerate launch --multi_gpu --num_processes 8 -m training.train_expert --config my_expert.toml
 
 The lip-sync expert's loss is the masked mean over its lip mask. The reference is the same network
 with the expert off. Writes experts in our format (ComfyUI-native LoRA keys + ft2 metadata).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ft2_core.models.fused_lora import FusedLoRALinear  # noqa: E402
-
-from ft2_core.tlpo.experts import Expert, attach_experts  # noqa: E402
-from ft2_core.tlpo.gate import StaticMix  # noqa: E402
 from ft2_core.dimensions import DIMENSION_NAMES, POOLED
-from ft2_core.tlpo.lora_formats import EXPERT_TARGETS, LoraModule, LoraWeights, save_expert  # noqa: E402
-from training.config import DPO_TRAIN, MODEL, TOY_DATA, Option  # noqa: E402
-from training.trainer import make_accelerator, model_from_config, pair_dataset, run, synthetic_data, train_dpo  # noqa: E402
+from ft2_core.models.fused_lora import FusedLoRALinear
+from ft2_core.tlpo.experts import Expert, attach_experts
+from ft2_core.tlpo.gate import StaticMix
+from ft2_core.tlpo.lora_formats import EXPERT_TARGETS, LoraModule, LoraWeights, save_expert
+from training.common.base_model import model_from_config
+from training.common.config import DPO_TRAIN, MODEL, TOY_DATA, Option
+from training.common.distributed import make_accelerator
+from training.common.dpo_loop import pair_dataset, synthetic_data, train_dpo
+from training.common.script import run
 
 SCHEMA = {
     "model": MODEL,
@@ -54,14 +53,16 @@ def fused_modules(model) -> dict[str, FusedLoRALinear]:
     return {name: m for name, m in block_linears(model.transformer).items() if isinstance(m, FusedLoRALinear)}
 
 
-def main(config: dict) -> Path:
+def train(config: dict) -> Path:
     expert_config, train = config["expert"], config["train"]
     dimension = expert_config["dimension"]
     accelerator = make_accelerator(config)
     data = synthetic_data(config)
     model, paths = model_from_config(config)
     model.requires_grad_(False)
-    lora = fresh_lora(model, int(expert_config["rank"]), float(expert_config["alpha"]), expert_config["targets"], train.get("seed", 0))
+    lora = fresh_lora(
+        model, int(expert_config["rank"]), float(expert_config["alpha"]), expert_config["targets"], train.get("seed", 0)
+    )
     attach_experts(model, [Expert(dimension, lora)])
     model.expert_gate = StaticMix([1.0])
     fused = fused_modules(model)
@@ -74,17 +75,37 @@ def main(config: dict) -> Path:
         pair_files = list(data.values()) if dimension == POOLED else data[dimension]
     else:
         pair_files = config["data"]["pairs"]
-    dataset = pair_dataset(config, [pair_files] if isinstance(pair_files, (str, Path)) else pair_files,
-                           use_lip_mask=bool(expert_config.get("lip_mask", True)))
+    dataset = pair_dataset(
+        config,
+        [pair_files] if isinstance(pair_files, (str, Path)) else pair_files,
+        use_lip_mask=bool(expert_config.get("lip_mask", True)),
+    )
 
     def save(output: Path) -> Path:
-        trained = LoraWeights({n: LoraModule(m.down.detach().float().cpu().clone(), m.up.detach().float().cpu().clone(),
-                                             float(expert_config["alpha"])) for n, m in fused.items()}, "ft2")
-        return save_expert(trained, output / f"expert_{dimension}.safetensors", dimension, str(paths.transformer.name),
-                           {"ft2.steps": str(train["steps"]), "ft2.beta": str(train["beta"])})
+        trained = LoraWeights(
+            {
+                n: LoraModule(
+                    m.down.detach().float().cpu().clone(), m.up.detach().float().cpu().clone(), float(expert_config["alpha"])
+                )
+                for n, m in fused.items()
+            },
+            "ft2",
+        )
+        return save_expert(
+            trained,
+            output / f"expert_{dimension}.safetensors",
+            dimension,
+            str(paths.transformer.name),
+            {"ft2.steps": str(train["steps"]), "ft2.beta": str(train["beta"])},
+        )
 
     return train_dpo(config, model, parameters, dataset, save, accelerator)
 
 
+def main(argv=None) -> int:
+    """The command: `python -m training.train_expert --config FILE [--set KEY=VALUE ...]`."""
+    return run(train, SCHEMA, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run(main, SCHEMA))
+    raise SystemExit(main())

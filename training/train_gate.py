@@ -1,24 +1,24 @@
 """Stage 2 of TLPO: freeze the three experts and train only the timestep-layer gate with Flow-DPO
 on a balanced mix of motion / lip-sync / quality pairs (lip mask on the lip-sync pairs).
 
-    python training/train_gate.py --config training/configs/tiny_gate.toml
-    accelerate launch --num_processes 8 training/train_gate.py --config my_gate.toml
+    python -m training.train_gate --config training/configs/tiny_gate.toml
+    accelerate launch --multi_gpu --num_processes 8 -m training.train_gate --config my_gate.toml
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ft2_core.errors import InputError  # noqa: E402
-from ft2_core.tlpo.experts import Expert, attach_experts  # noqa: E402
-from ft2_core.tlpo.gate import TimestepLayerGate, save_gate  # noqa: E402
 from ft2_core.dimensions import DIMENSION_NAMES
-from ft2_core.tlpo.lora_formats import load_lora  # noqa: E402
-from ft2_core.tlpo.preference_data import PairDataset  # noqa: E402
-from training.config import DPO_TRAIN, MODEL, TOY_DATA, Option  # noqa: E402
-from training.trainer import make_accelerator, model_from_config, pair_dataset, resolve, run, synthetic_data, train_dpo  # noqa: E402
+from ft2_core.errors import InputError
+from ft2_core.tlpo.experts import Expert, attach_experts
+from ft2_core.tlpo.gate import TimestepLayerGate, save_gate
+from ft2_core.tlpo.lora_formats import load_lora
+from ft2_core.tlpo.preference_data import PairDataset
+from training.common.base_model import model_from_config
+from training.common.config import DPO_TRAIN, MODEL, TOY_DATA, Option, resolve
+from training.common.distributed import make_accelerator
+from training.common.dpo_loop import pair_dataset, synthetic_data, train_dpo
+from training.common.script import run
 
 SCHEMA = {
     "model": MODEL,
@@ -37,7 +37,7 @@ def balanced(dataset: PairDataset) -> PairDataset:
     return PairDataset(dataset.cache, mixed, dataset.use_lip_mask)
 
 
-def main(config: dict) -> Path:
+def train(config: dict) -> Path:
     gate_config = config["gate"]
     expert_files = gate_config["experts"]
     unknown = sorted(set(expert_files) - set(DIMENSION_NAMES))
@@ -64,5 +64,10 @@ def main(config: dict) -> Path:
     return train_dpo(config, model, parameters, dataset, save, accelerator)
 
 
+def main(argv=None) -> int:
+    """The command: `python -m training.train_gate --config FILE [--set KEY=VALUE ...]`."""
+    return run(train, SCHEMA, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run(main, SCHEMA))
+    raise SystemExit(main())

@@ -68,7 +68,9 @@ def checked_audio(data: np.ndarray, sample_rate, name: str) -> Audio:
     if data.shape[0] > 16:
         raise InputError(f"{name}: {data.shape[0]} channels; expected [channels, samples] with at most 16 channels")
     if data.shape[1] < MIN_INPUT_SECONDS * sample_rate:
-        raise InputError(f"{name}: {data.shape[1] / sample_rate:.3f} s is too short; give at least {MIN_INPUT_SECONDS} s of speech")
+        raise InputError(
+            f"{name}: {data.shape[1] / sample_rate:.3f} s is too short; give at least {MIN_INPUT_SECONDS} s of speech"
+        )
     if data.shape[1] > MAX_INPUT_SECONDS * sample_rate:
         raise InputError(f"{name}: {data.shape[1] / sample_rate:.0f} s is too long; give at most {MAX_INPUT_SECONDS} s")
     if not np.isfinite(data).all():

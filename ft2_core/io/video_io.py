@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io.audio import Audio, fit_to_duration
 from ..errors import InputError
+from ..io.audio import Audio, fit_to_duration
 from .atomic import atomic_path, commit_atomic
 
 

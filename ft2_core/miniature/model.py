@@ -15,11 +15,10 @@ from pathlib import Path
 import torch
 
 from ..io.audio import Audio, clip_for_video
-
-from ..models.wav2vec import Wav2VecEncoder
 from ..models.conditioning import ImageEncoder, TextEncoder, encode_i2v_condition
 from ..models.pixel_latent import SpaceToDepthVAE
 from ..models.wan_transformer import shipped_configs
+from ..models.wav2vec import Wav2VecEncoder
 from ..sampling.options import DEFAULT_PROMPT
 from .world import Clip
 
@@ -72,8 +71,13 @@ class WorldEncoders:
     def from_folder(cls, folder: Path) -> "WorldEncoders":
         text_encoder = TextEncoder(folder / "text_encoder", folder / "tokenizer")
         positive, negative = text_encoder.encode([DEFAULT_PROMPT, ""]).split(1)
-        return cls(Wav2VecEncoder(folder / "wav2vec2"), positive, negative,
-                   ImageEncoder(folder / "image_encoder", folder / "image_processor"), SpaceToDepthVAE.from_folder(folder / "vae"))
+        return cls(
+            Wav2VecEncoder(folder / "wav2vec2"),
+            positive,
+            negative,
+            ImageEncoder(folder / "image_encoder", folder / "image_processor"),
+            SpaceToDepthVAE.from_folder(folder / "vae"),
+        )
 
     def clip_inputs(self, clip: Clip) -> dict:
         """Clean latents, I2V condition, CLIP features and wav2vec2 features of one clip (batch of one)."""

@@ -22,12 +22,13 @@ from typing import Callable, Protocol
 
 import torch
 
+from ..errors import InputError
 from ..models.audio_windows import check_frame_count, latent_frame_count
 from ..models.conditioning import VAE_TIME_STRIDE, condition_latents, encode_i2v_condition
-from ..errors import InputError
 from .flow import FlowSolver
 from .options import SamplerOptions, WindowOptions
 from .sampler import Conditioning, GuidedVelocity, StepInfo, StepReporter, denoise, hold_known, initial_noise
+
 
 class FrameCodec(Protocol):
     """What continuation needs of a VAE: conditioning.WanVAE, pixel_latent.SpaceToDepthVAE or a node's adapter."""
@@ -73,7 +74,9 @@ def sample_long(
     check_frame_count(num_frames)
     latent_frames = latent_frame_count(num_frames)
     if cond.audio.lengths.shape[0] != latent_frames:
-        raise InputError(f"audio windows cover {cond.audio.lengths.shape[0]} latent frames; {num_frames} frames need {latent_frames}")
+        raise InputError(
+            f"audio windows cover {cond.audio.lengths.shape[0]} latent frames; {num_frames} frames need {latent_frames}"
+        )
     first = latent_frame_count(windows.first_window_frames(num_frames))
     if cond.condition.shape[2] != first:
         raise InputError(f"the I2V condition has {cond.condition.shape[2]} latent frames; the first window needs {first}")
@@ -98,7 +101,7 @@ def slide_windows(guided: GuidedVelocity, noise, cond: Conditioning, plan, overl
     options = guided.options
     solver = FlowSolver(options.scheduler, options.steps, options.shift)
     latents = noise.to(guided.device)
-    portrait = cond.condition[:, -noise.shape[1]:, :1]  # the I2V latents of the portrait: Wan encodes it alone first
+    portrait = cond.condition[:, -noise.shape[1] :, :1]  # the I2V latents of the portrait: Wan encodes it alone first
     weights = [w.to(guided.device).view(1, 1, -1, 1, 1) for w in fusion_weights(plan, noise.shape[2], overlap)]
     for index, timestep in enumerate(solver.timesteps):
         fused = torch.zeros_like(latents, dtype=torch.float32)
@@ -115,8 +118,9 @@ def slide_windows(guided: GuidedVelocity, noise, cond: Conditioning, plan, overl
     return latents.cpu()
 
 
-def continue_windows(guided: GuidedVelocity, noise, cond: Conditioning, plan, known: int, codec: FrameCodec | None,
-                     reporter: StepReporter) -> torch.Tensor:
+def continue_windows(
+    guided: GuidedVelocity, noise, cond: Conditioning, plan, known: int, codec: FrameCodec | None, reporter: StepReporter
+) -> torch.Tensor:
     """Window by window; each after the first starts from the decoded last frames of the one before."""
     pieces, previous = [], None
     for start, end in plan:
@@ -124,7 +128,7 @@ def continue_windows(guided: GuidedVelocity, noise, cond: Conditioning, plan, kn
         if previous is None:
             condition, known_latents = cond.condition, None
         else:
-            tail = codec.decode(previous)[-(VAE_TIME_STRIDE * (known - 1) + 1):]  # the frames of its last `known` latents
+            tail = codec.decode(previous)[-(VAE_TIME_STRIDE * (known - 1) + 1) :]  # the frames of its last `known` latents
             condition = encode_i2v_condition(lambda video: codec.encode(video).float(), tail, frames)
             known_latents = condition_latents(condition)[:, :, :known]
         window = denoise(guided, noise[:, :, start:end], condition, cond.audio.frames(start, end), reporter, known_latents)

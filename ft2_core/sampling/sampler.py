@@ -8,10 +8,10 @@ from typing import Callable
 import torch
 
 from ..models.audio_windows import AudioWindows
+from ..models.talking_model import ffn_chunking
 from .flow import FlowSolver
 from .guidance import audio_guidance_active, guidance_rows
 from .options import SamplerOptions
-from ..models.talking_model import ffn_chunking
 
 
 @dataclass

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io.audio import WAV2VEC_RATE, Audio, to_mono_16k
-from ..io.atomic import staged_folder
-from ..io.checkpoint_io import load_state_dict, read_metadata, save_safetensors
 from ..dimensions import DIMENSION_NAMES, QUESTIONS
 from ..errors import InputError
+from ..io.atomic import staged_folder
+from ..io.audio import WAV2VEC_RATE, Audio, to_mono_16k
+from ..io.checkpoint_io import load_state_dict, read_metadata, save_safetensors
 
 SYSTEM = "You are a careful judge of talking-head videos."
 VIDEO_SETTINGS_FILE = "ft2_video_settings.json"  # in a thinker folder saved by `save_thinker`

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from ..io.audio import Audio, to_mono_16k
 from ..dimensions import DIMENSION_NAMES
+from ..io.audio import Audio, to_mono_16k
 from .critic import check_clip
 
 UPPER_INNER_LIP, LOWER_INNER_LIP, MOUTH_LEFT, MOUTH_RIGHT = 13, 14, 61, 291

@@ -27,12 +27,14 @@ def pairs_by_dimension(scores: dict[str, dict], conditions: dict[str, str], marg
             if rule == "answer":
                 winners = [(c, p) for c, p in known if p >= 0.5 + margin]
                 losers = [(c, p) for c, p in known if p <= 0.5 - margin]
-                candidates_pairs = ((w, l, pw - pl) for w, pw in winners for l, pl in losers)
+                candidates_pairs = ((w, lo, pw - pl) for w, pw in winners for lo, pl in losers)
             else:
-                candidates_pairs = ((w, l, pw - pl) for w, pw in known for l, pl in known if pw - pl >= max(margin, 1e-9))
+                candidates_pairs = ((w, lo, pw - pl) for w, pw in known for lo, pl in known if pw - pl >= max(margin, 1e-9))
             found = sorted(candidates_pairs, key=lambda x: (-x[2], x[0], x[1]))
             if max_pairs_per_condition is not None:
                 found = found[:max_pairs_per_condition]
-            pairs[dimension] += [Pair(condition, w, l, dimension, {"winner": scores[w][dimension], "loser": scores[l][dimension]})
-                                 for w, l, _ in found]
+            pairs[dimension] += [
+                Pair(condition, w, lo, dimension, {"winner": scores[w][dimension], "loser": scores[lo][dimension]})
+                for w, lo, _ in found
+            ]
     return pairs

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from ..models.audio_windows import AudioWindows
-from .experts import experts_disabled
 from ..sampling.flow import NUM_TRAIN_TIMESTEPS
+from .experts import experts_disabled
 
 
 def flow_matching_loss(velocity: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

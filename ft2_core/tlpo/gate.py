@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..io.checkpoint_io import load_state_dict, read_metadata, save_safetensors
 from ..checks import finite_tensors
 from ..errors import InputError
+from ..io.checkpoint_io import load_state_dict, read_metadata, save_safetensors
 
 
 def embedding_frequencies(dim: int, device=None) -> torch.Tensor:
@@ -123,7 +123,7 @@ class ScheduledMix(nn.Module):
 def parse_schedule(text: str, num_experts: int) -> tuple[list[float], list[list[float]]]:
     """'t: w1, w2, w3' per line (t in 0..1000) -> points and weights."""
     points, weights = [], []
-    for number, line in enumerate(l.strip() for l in text.splitlines()):
+    for number, line in enumerate(raw.strip() for raw in text.splitlines()):
         if not line or line.startswith("#"):
             continue
         try:

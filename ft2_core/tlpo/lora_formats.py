@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from ..io.checkpoint_io import load_state_dict, read_metadata, save_safetensors
 from ..checks import finite_tensors
 from ..dimensions import DIMENSION_NAMES, POOLED
 from ..errors import InputError
+from ..io.checkpoint_io import load_state_dict, read_metadata, save_safetensors
 from ..models.wan_keys import BLOCK_LEVEL
 
 EXPERT_TARGETS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
@@ -72,11 +72,28 @@ class LoraWeights:
 _PATTERNS = (
     ("diffsynth", re.compile(r"^(?:pipe\.dit\.|dit\.)?blocks\.(\d+)\.(.+)\.(lora_A|lora_B)\.default\.weight$")),
     ("musubi-tuner", re.compile(r"^lora_unet_blocks_(\d+)_(.+?)\.(lora_down\.weight|lora_up\.weight|alpha)$")),
-    ("diffusers", re.compile(r"^(?:transformer\.)?blocks\.(\d+)\.((?:attn[12]|ffn\.net)\..+?)\.(lora_A\.weight|lora_B\.weight|lora_down\.weight|lora_up\.weight|alpha)$")),
-    ("comfyui", re.compile(r"^(?:model\.diffusion_model\.|diffusion_model\.)?blocks\.(\d+)\.(.+?)\.(lora_A\.weight|lora_B\.weight|lora_down\.weight|lora_up\.weight|alpha)$")),
+    (
+        "diffusers",
+        re.compile(
+            r"^(?:transformer\.)?blocks\.(\d+)\.((?:attn[12]|ffn\.net)\..+?)\.(lora_A\.weight|lora_B\.weight|lora_down\.weight|lora_up\.weight|alpha)$"
+        ),
+    ),
+    (
+        "comfyui",
+        re.compile(
+            r"^(?:model\.diffusion_model\.|diffusion_model\.)?blocks\.(\d+)\.(.+?)\.(lora_A\.weight|lora_B\.weight|lora_down\.weight|lora_up\.weight|alpha)$"
+        ),
+    ),
 )
-_PARTS = {"lora_A": "down", "lora_B": "up", "lora_A.weight": "down", "lora_B.weight": "up",
-          "lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha"}
+_PARTS = {
+    "lora_A": "down",
+    "lora_B": "up",
+    "lora_A.weight": "down",
+    "lora_B.weight": "up",
+    "lora_down.weight": "down",
+    "lora_up.weight": "up",
+    "alpha": "alpha",
+}
 
 
 def _module_name(fmt: str, raw: str) -> str | None:
@@ -102,8 +119,10 @@ def parse_lora_state(state: dict[str, torch.Tensor], what: str, metadata: dict |
                 continue
             parts.setdefault(f"blocks.{match.group(1)}.{module}", {})[_PARTS[match.group(3)]] = tensor
         if unknown:
-            raise InputError(f"{what}: {len(unknown)} keys are not Wan2.1 block LoRA keys ({fmt} layout), e.g. "
-                             f"{', '.join(sorted(unknown)[:4])}")
+            raise InputError(
+                f"{what}: {len(unknown)} keys are not Wan2.1 block LoRA keys ({fmt} layout), e.g. "
+                f"{', '.join(sorted(unknown)[:4])}"
+            )
         modules = {}
         for target, found in parts.items():
             if "down" not in found or "up" not in found:
@@ -130,8 +149,10 @@ def check_lora_fits(lora: LoraWeights, linear_shapes: dict[str, tuple[int, int]]
     model_blocks = 1 + max(int(t.split(".")[1]) for t in linear_shapes)
     is_i2v = any(t.endswith("cross_attn.k_img") for t in linear_shapes)
     if "t2v" in base.lower() and is_i2v:
-        raise InputError(f"{what}: made for a text-to-video model ({base.strip()}); this is the image-to-video model, "
-                         "whose experts must be trained on Wan2.1-I2V")
+        raise InputError(
+            f"{what}: made for a text-to-video model ({base.strip()}); this is the image-to-video model, "
+            "whose experts must be trained on Wan2.1-I2V"
+        )
     if lora.num_blocks > model_blocks:
         raise InputError(f"{what}: targets {lora.num_blocks} blocks but the model has {model_blocks}")
     for target, module in sorted(lora.modules.items()):
@@ -162,9 +183,14 @@ def save_expert(lora: LoraWeights, path: str | os.PathLike, dimension: str, base
     if dimension not in (*DIMENSION_NAMES, POOLED):
         raise InputError(f"expert dimension must be one of {(*DIMENSION_NAMES, POOLED)}, got {dimension!r}")
     ranks, alphas = lora.ranks, lora.alphas
-    metadata = {"ft2.kind": "expert", "ft2.dimension": dimension, "ft2.base_model": base_model,
-                "ft2.rank": ",".join(map(str, sorted(ranks))), "ft2.alpha": ",".join(f"{a:g}" for a in sorted(a for a in alphas if a is not None)),
-                **(extra or {})}
+    metadata = {
+        "ft2.kind": "expert",
+        "ft2.dimension": dimension,
+        "ft2.base_model": base_model,
+        "ft2.rank": ",".join(map(str, sorted(ranks))),
+        "ft2.alpha": ",".join(f"{a:g}" for a in sorted(a for a in alphas if a is not None)),
+        **(extra or {}),
+    }
     return save_safetensors(expert_state_dict(lora), path, metadata)
 
 

@@ -69,7 +69,9 @@ class CacheWriter:
         if not self.pending:
             return
         shard = f"shard-{len(set(self.index.values())):05d}.safetensors"
-        flat = {f"{item}/{name}": tensor.contiguous() for item, tensors in self.pending.items() for name, tensor in tensors.items()}
+        flat = {
+            f"{item}/{name}": tensor.contiguous() for item, tensors in self.pending.items() for name, tensor in tensors.items()
+        }
         save_safetensors(flat, self.folder / shard, metadata={"ft2.kind": "cache"})
         self.index.update({item: shard for item in self.pending})
         self.pending = {}
@@ -86,7 +88,7 @@ class LatentCache:
         self.folder = Path(folder)
         index_path = self.folder / INDEX
         if not index_path.is_file():
-            raise InputError(f"latent cache {self.folder} has no {INDEX}; build it with training/preprocess.py")
+            raise InputError(f"latent cache {self.folder} has no {INDEX}; build it with python -m training.preprocess")
         self.index = json.loads(index_path.read_text())["items"]
         self._handles = {}
 
@@ -101,7 +103,7 @@ class LatentCache:
             self._handles[shard] = safe_open(str(self.folder / shard), framework="pt", device="cpu")
         handle = self._handles[shard]
         prefix = f"{item}/"
-        return {key[len(prefix):]: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}
+        return {key[len(prefix) :]: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}
 
     def __getstate__(self):  # dataloader workers reopen shards themselves
         return {"folder": self.folder, "index": self.index, "_handles": {}}
@@ -111,7 +113,9 @@ class PairDataset(torch.utils.data.Dataset):
     """One item per pair: winner/loser latents, their lip masks (if used) and the shared conditioning."""
 
     def __init__(self, cache: LatentCache, pairs: list[Pair], use_lip_mask: bool = True):
-        missing = [p for p in pairs for item in (f"cond/{p.condition}", f"video/{p.winner}", f"video/{p.loser}") if item not in cache]
+        missing = [
+            p for p in pairs for item in (f"cond/{p.condition}", f"video/{p.winner}", f"video/{p.loser}") if item not in cache
+        ]
         if missing:
             raise InputError(f"{len(missing)} pairs refer to items missing from the cache, e.g. {missing[0]}")
         self.cache, self.pairs, self.use_lip_mask = cache, pairs, use_lip_mask
@@ -123,8 +127,15 @@ class PairDataset(torch.utils.data.Dataset):
         pair = self.pairs[index]
         cond = self.cache.get(f"cond/{pair.condition}")
         winner, loser = self.cache.get(f"video/{pair.winner}"), self.cache.get(f"video/{pair.loser}")
-        item = {"winner": winner["latents"], "loser": loser["latents"], "condition": cond["condition"], "text": cond["text"],
-                "audio_features": cond["audio"], "num_frames": int(cond["num_frames"]), "index": index}
+        item = {
+            "winner": winner["latents"],
+            "loser": loser["latents"],
+            "condition": cond["condition"],
+            "text": cond["text"],
+            "audio_features": cond["audio"],
+            "num_frames": int(cond["num_frames"]),
+            "index": index,
+        }
         if "image" in cond:
             item["image"] = cond["image"]
         if self.use_lip_mask and uses_lip_mask(pair.dimension):

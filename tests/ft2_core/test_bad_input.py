@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ft2_core.io.checkpoint_io import save_safetensors
 from ft2_core.cli import main
 from ft2_core.errors import InputError
+from ft2_core.io.checkpoint_io import save_safetensors
 from training import generate_candidates, preprocess
 
 

@@ -32,7 +32,9 @@ def test_animate_with_files_and_model_dir(tmp_path, tiny_dir):
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, tiny_dir, capsys):
-    code = main(["animate", "--image", str(tmp_path / "none.png"), "--out", str(tmp_path / "o.mp4"), "--model-dir", str(tiny_dir)])
+    code = main(
+        ["animate", "--image", str(tmp_path / "none.png"), "--out", str(tmp_path / "o.mp4"), "--model-dir", str(tiny_dir)]
+    )
     assert code == 2
     assert capsys.readouterr().err.strip() == f"error: image: file not found: {tmp_path / 'none.png'}"
     assert main(["animate", "--out", str(tmp_path / "o.avi"), "--model-dir", str(tiny_dir)]) == 2
@@ -45,20 +47,43 @@ def test_experts_inspect_prints_the_facts(tmp_path, capsys, tiny_model):
     path = save_expert(random_lora(tiny_model, 4, 8.0, 0), tmp_path / "ls.safetensors", "lipsync", "ft2-tiny")
     assert main(["experts", "inspect", str(path)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[:6] == ["format: comfyui", "rank: 4", "alpha: 8", "layers: 2",
-                       "modules: cross_attn.k, cross_attn.o, cross_attn.q, cross_attn.v, ffn.0, ffn.2, self_attn.k, "
-                       "self_attn.o, self_attn.q, self_attn.v", "ft2.dimension: lipsync"]
+    assert out[:6] == [
+        "format: comfyui",
+        "rank: 4",
+        "alpha: 8",
+        "layers: 2",
+        "modules: cross_attn.k, cross_attn.o, cross_attn.q, cross_attn.v, ffn.0, ffn.2, self_attn.k, "
+        "self_attn.o, self_attn.q, self_attn.v",
+        "ft2.dimension: lipsync",
+    ]
 
 
 def test_animate_with_experts_and_schedule(tmp_path, tiny_dir, tiny_model):
     from ft2_core.tlpo.lora_formats import save_expert
     from tests.ft2_core.tlpo.test_experts import random_lora
 
-    files = [save_expert(random_lora(tiny_model, 2, 2.0, k), tmp_path / f"{n}.safetensors", n, "ft2-tiny")
-             for k, n in enumerate(("motion", "lipsync"))]
+    files = [
+        save_expert(random_lora(tiny_model, 2, 2.0, k), tmp_path / f"{n}.safetensors", n, "ft2-tiny")
+        for k, n in enumerate(("motion", "lipsync"))
+    ]
     out = tmp_path / "e.mp4"
-    args = ["animate", "--out", str(out), "--model-dir", str(tiny_dir), "--steps", "2", "--frames", "5",
-            "--expert", f"motion={files[0]}:0.5", "--expert", f"lipsync={files[1]}", "--schedule", "0: 1, 0; 1000: 0, 1"]
+    args = [
+        "animate",
+        "--out",
+        str(out),
+        "--model-dir",
+        str(tiny_dir),
+        "--steps",
+        "2",
+        "--frames",
+        "5",
+        "--expert",
+        f"motion={files[0]}:0.5",
+        "--expert",
+        f"lipsync={files[1]}",
+        "--schedule",
+        "0: 1, 0; 1000: 0, 1",
+    ]
     assert main(args) == 0 and probe_mp4(out)["frames"] == 5
     assert main(args[:-2] + ["--schedule", "0: 1, 0, 0"]) == 2  # 3 weights for 2 experts
 
@@ -67,7 +92,9 @@ def test_animate_with_another_lora_at_fixed_strength(tmp_path, tiny_dir, tiny_mo
     from ft2_core.tlpo.lora_formats import save_expert
     from tests.ft2_core.tlpo.test_experts import random_lora
 
-    style = save_expert(random_lora(tiny_model, 2, 2.0, 5), tmp_path / "style.safetensors", "quality", "ft2-tiny")  # any LoRA file
+    style = save_expert(
+        random_lora(tiny_model, 2, 2.0, 5), tmp_path / "style.safetensors", "quality", "ft2-tiny"
+    )  # any LoRA file
     base = ["animate", "--model-dir", str(tiny_dir), "--steps", "2", "--frames", "5"]
     assert main(base + ["--out", str(tmp_path / "l.mp4"), "--lora", f"{style}:0.7"]) == 0
     assert probe_mp4(tmp_path / "l.mp4")["frames"] == 5

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from ft2_core.io.audio import Audio
 from ft2_core.demo_inputs import demo_portrait, demo_speech
 from ft2_core.errors import InputError
+from ft2_core.io.audio import Audio
 from ft2_core.model_paths import ModelPaths
 from ft2_core.pipeline import FantasyTalkingPipeline
 from ft2_core.sampling.options import SamplerOptions

@@ -93,8 +93,13 @@ def write_tlpo_files(root: Path, dit) -> None:
     linears = block_linears(dit)
     for seed, dimension in enumerate(("motion", "lipsync", "quality")):
         g = torch.Generator().manual_seed(seed)
-        modules = {name: LoraModule(torch.randn(2, m.in_features, generator=g) * 0.3, torch.randn(m.out_features, 2, generator=g) * 0.3, 2.0)
-                   for name, m in linears.items() if name.split(".", 2)[2] in ("self_attn.q", "ffn.0", "cross_attn.o")}
+        modules = {
+            name: LoraModule(
+                torch.randn(2, m.in_features, generator=g) * 0.3, torch.randn(m.out_features, 2, generator=g) * 0.3, 2.0
+            )
+            for name, m in linears.items()
+            if name.split(".", 2)[2] in ("self_attn.q", "ffn.0", "cross_attn.o")
+        }
         save_expert(LoraWeights(modules, "test"), root / "loras" / f"tiny_{dimension}.safetensors", dimension, "ft2-tiny")
     (root / "loras" / "readme.txt").write_text("not a LoRA")
     gate = TimestepLayerGate(len(dit.blocks), 3, experts=("motion", "lipsync", "quality"))
@@ -111,3 +116,21 @@ def ft2(models_dir, tiny_dir, monkeypatch):
     for name in [m for m in sys.modules if m.startswith(PACKAGE)]:
         monkeypatch.delitem(sys.modules, name)
     return load_as_custom_node()
+
+
+@pytest.fixture()
+def model_management(monkeypatch):
+    """Install a stand-in comfy.model_management (comfy.utils stays absent: no progress bar)."""
+    import types
+
+    from tests.nodes.stand_ins import FakeModelManagement
+
+    def install(vram_state="NORMAL_VRAM"):
+        fake = FakeModelManagement(vram_state)
+        package = types.ModuleType("comfy")
+        package.model_management = fake
+        monkeypatch.setitem(sys.modules, "comfy", package)
+        monkeypatch.setitem(sys.modules, "comfy.model_management", fake)
+        return fake
+
+    return install

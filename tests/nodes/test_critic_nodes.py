@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ft2_core.demo_inputs import demo_portrait
-from tests.nodes.test_inference_nodes import SAMPLER, comfy_audio
+from tests.nodes.stand_ins import SAMPLER, comfy_audio
 
 DIMENSIONS_ORDER = ("motion", "lipsync", "quality")  # the score node's outputs
 
@@ -77,8 +77,8 @@ def test_critic_folder_and_lora_from_models_folder(ft2, models_dir, tiny_critic,
 
 
 def test_the_miniature_critic_loads_from_the_node(ft2, video):
-    from ft2_core.miniature.model import miniature_critic_dir
     from ft2_core.io.audio import audio_from_waveform
+    from ft2_core.miniature.model import miniature_critic_dir
     from ft2_core.scoring.critic import TalkingCritic
 
     nodes = ft2.NODE_CLASS_MAPPINGS

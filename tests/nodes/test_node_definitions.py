@@ -45,12 +45,19 @@ def test_input_types_are_well_formed_with_tooltips(ft2):
         assert named <= params and (accepts_kwargs or params <= named), node_id
 
 
-@pytest.mark.parametrize("node_id,input_name,expected", [
-    ("FT2ModelLoader", "dit_name", ["tiny_wan_i2v.safetensors"]),
-    ("FT2ModelLoader", "adapter_name", ["tiny_fantasytalking.safetensors"]),
-    ("FT2Wav2VecLoader", "wav2vec_folder", ["tiny-wav2vec2"]),
-    ("FT2PipelineLoader", "model_folder", ["(built-in miniature model: cartoon faces)", "(built-in tiny demo model)", "tiny-folder"]),
-])
+@pytest.mark.parametrize(
+    "node_id,input_name,expected",
+    [
+        ("FT2ModelLoader", "dit_name", ["tiny_wan_i2v.safetensors"]),
+        ("FT2ModelLoader", "adapter_name", ["tiny_fantasytalking.safetensors"]),
+        ("FT2Wav2VecLoader", "wav2vec_folder", ["tiny-wav2vec2"]),
+        (
+            "FT2PipelineLoader",
+            "model_folder",
+            ["(built-in miniature model: cartoon faces)", "(built-in tiny demo model)", "tiny-folder"],
+        ),
+    ],
+)
 def test_file_pickers_list_only_what_fits(ft2, node_id, input_name, expected):
     assert ft2.NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()["required"][input_name][0] == expected
 

@@ -6,7 +6,7 @@ from ft2_core.demo_inputs import demo_portrait
 from ft2_core.tlpo.experts import Expert
 from ft2_core.tlpo.gate import load_gate
 from ft2_core.tlpo.lora_formats import load_lora
-from tests.nodes.test_inference_nodes import SAMPLER, comfy_audio
+from tests.nodes.stand_ins import SAMPLER, comfy_audio
 
 
 def load_all(nodes, **strengths):
@@ -67,19 +67,26 @@ def test_expert_for_another_model_is_refused_when_sampling(ft2, models_dir, tiny
     path = save_expert(wide, models_dir / "loras" / "wide.safetensors", "motion", "other")
     try:
         nodes = ft2.NODE_CLASS_MAPPINGS
-        experts = nodes["FT2LoadExperts"]().load(motion_lora_name="wide.safetensors", motion_strength=1.0, lipsync_lora_name="none",
-                                                 lipsync_strength=1.0, quality_lora_name="none", quality_strength=1.0)[0]
+        experts = nodes["FT2LoadExperts"]().load(
+            motion_lora_name="wide.safetensors",
+            motion_strength=1.0,
+            lipsync_lora_name="none",
+            lipsync_strength=1.0,
+            quality_lora_name="none",
+            quality_strength=1.0,
+        )[0]
         (pipeline,) = nodes["FT2PipelineLoader"]().load("(built-in tiny demo model)", "fp32")
         with pytest.raises(ValueError, match="expert motion: blocks.0.ffn.0 is 64x48 but the model's layer is 64x32"):
-            nodes["FT2Animate"]().animate(pipeline, demo_portrait()[None], comfy_audio(0.3), "t", "", 64, 5, 23.0,
-                                          experts=experts, **SAMPLER)
+            nodes["FT2Animate"]().animate(
+                pipeline, demo_portrait()[None], comfy_audio(0.3), "t", "", 64, 5, 23.0, experts=experts, **SAMPLER
+            )
     finally:
         path.unlink()
 
 
 def test_native_sampler_takes_experts_and_gate_like_the_all_in_one_path(ft2, tiny_pipeline):
     from ft2_core.io.image import fit_image
-    from tests.nodes.test_inference_nodes import ClipVisionOutputStandIn, WanVaeStandIn, comfy_conditioning
+    from tests.nodes.stand_ins import ClipVisionOutputStandIn, WanVaeStandIn, comfy_conditioning
 
     nodes = ft2.NODE_CLASS_MAPPINGS
     experts = load_all(nodes, quality=0.5)
@@ -90,14 +97,22 @@ def test_native_sampler_takes_experts_and_gate_like_the_all_in_one_path(ft2, tin
     embeds, _, frames = nodes["FT2AudioEmbeds"]().encode(wav2vec, audio, 23.0, 9)
     clip_out = ClipVisionOutputStandIn()
     clip_out["penultimate_hidden_states"] = tiny_pipeline.image_encoder.encode(image)
-    args = (model, comfy_conditioning(tiny_pipeline.text_encoder, "talk"), comfy_conditioning(tiny_pipeline.text_encoder, "blur"),
-            clip_out, WanVaeStandIn(tiny_pipeline.vae.model), image[None], embeds)
+    args = (
+        model,
+        comfy_conditioning(tiny_pipeline.text_encoder, "talk"),
+        comfy_conditioning(tiny_pipeline.text_encoder, "blur"),
+        clip_out,
+        WanVaeStandIn(tiny_pipeline.vae.model),
+        image[None],
+        embeds,
+    )
     (with_experts,) = nodes["FT2Sampler"]().sample(*args, experts=experts, gate=gate, **SAMPLER)
     (plain,) = nodes["FT2Sampler"]().sample(*args, **SAMPLER)
     assert (with_experts["samples"] - plain["samples"]).abs().max() > 1e-3
     (pipeline,) = nodes["FT2PipelineLoader"]().load("tiny-folder", "fp32")
-    all_in_one, _ = nodes["FT2Animate"]().animate(pipeline, image[None], audio, "talk", "blur", 64, 9, 23.0,
-                                                 experts=experts, gate=gate, **SAMPLER)
+    all_in_one, _ = nodes["FT2Animate"]().animate(
+        pipeline, image[None], audio, "talk", "blur", 64, 9, 23.0, experts=experts, gate=gate, **SAMPLER
+    )
     decoded = ((tiny_pipeline.vae.model.decode(with_experts["samples"]).sample[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
     torch.testing.assert_close(decoded, all_in_one, rtol=1e-3, atol=2e-3)
 
@@ -119,9 +134,20 @@ def test_other_lora_beside_the_experts_matches_the_library(ft2, models_dir, tiny
     from ft2_core.sampling.options import SamplerOptions
 
     library = tiny_pipeline.animate(
-        image[0], audio_from_waveform(audio["waveform"], audio["sample_rate"]), "talk", DEFAULT_NEGATIVE_PROMPT,
-        SamplerOptions(**SAMPLER), num_frames=9, fps=23.0, max_side=64,
-        experts=[Expert(n, load_lora(models_dir / "loras" / f"tiny_{n}.safetensors"), 1.0) for n in ("motion", "lipsync", "quality")],
-        loras=[Expert("a", load_lora(models_dir / "loras" / "tiny_quality.safetensors"), 0.6),
-               Expert("b", load_lora(models_dir / "loras" / "tiny_motion.safetensors"), 1.2)])
+        image[0],
+        audio_from_waveform(audio["waveform"], audio["sample_rate"]),
+        "talk",
+        DEFAULT_NEGATIVE_PROMPT,
+        SamplerOptions(**SAMPLER),
+        num_frames=9,
+        fps=23.0,
+        max_side=64,
+        experts=[
+            Expert(n, load_lora(models_dir / "loras" / f"tiny_{n}.safetensors"), 1.0) for n in ("motion", "lipsync", "quality")
+        ],
+        loras=[
+            Expert("a", load_lora(models_dir / "loras" / "tiny_quality.safetensors"), 0.6),
+            Expert("b", load_lora(models_dir / "loras" / "tiny_motion.safetensors"), 1.2),
+        ],
+    )
     torch.testing.assert_close(with_loras, library.frames, rtol=1e-4, atol=1e-4)

@@ -50,7 +50,9 @@ def widget_inputs(definition):
 
 
 def all_inputs(definition):
-    return {name: entry[0] for section in ("required", "optional") for name, entry in definition["input"].get(section, {}).items()}
+    return {
+        name: entry[0] for section in ("required", "optional") for name, entry in definition["input"].get(section, {}).items()
+    }
 
 
 def check_widget_value(node, name, kind, options, value):
@@ -92,7 +94,9 @@ def validate(workflow, definitions):
             if options.get("control_after_generate"):
                 expected.append((name + " control", "COMBO", {"options": ["fixed", "increment", "decrement", "randomize"]}))
             expected.extend([(name + " upload", None, {})] * sum(n for f, n in UPLOAD_EXTRA_WIDGETS.items() if f in options))
-        assert len(values) == len(expected), f"node {node['id']} ({node['type']}): {len(values)} widget values, expected {len(expected)}"
+        assert len(values) == len(expected), (
+            f"node {node['id']} ({node['type']}): {len(values)} widget values, expected {len(expected)}"
+        )
         for (name, kind, options), value in zip(expected, values):
             if kind is not None:
                 check_widget_value(node, name, kind, options, value)
@@ -102,13 +106,18 @@ def validate(workflow, definitions):
         in_name = target["inputs"][dst_slot]["name"]
         in_type = all_inputs(definitions[target["type"]])[in_name]
         assert out_type == link_type == in_type or (in_type == "*" and out_type == link_type), (
-            f"link {link_id}: {source['type']} output {src_slot} ({out_type}) -> {target['type']}.{in_name} ({in_type})")
+            f"link {link_id}: {source['type']} output {src_slot} ({out_type}) -> {target['type']}.{in_name} ({in_type})"
+        )
         assert target["inputs"][dst_slot]["link"] == link_id and link_id in source["outputs"][src_slot]["links"]
 
 
 def test_there_are_workflows_and_no_example_workflows_folder():
-    assert {p.name for p in WORKFLOWS} >= {"fantasytalking_quick_start.json", "fantasytalking_wan21_native.json",
-                                           "fantasytalking2_tlpo_experts.json", "fantasytalking2_critic_score.json"}
+    assert {p.name for p in WORKFLOWS} >= {
+        "fantasytalking_quick_start.json",
+        "fantasytalking_wan21_native.json",
+        "fantasytalking2_tlpo_experts.json",
+        "fantasytalking2_critic_score.json",
+    }
     assert not (REPO / "example_workflows").exists()
 
 
@@ -118,8 +127,10 @@ def test_workflow_is_valid(definitions, path):
 
 
 def boxes(workflow):
-    return {n["id"]: (n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
-            for n in workflow["nodes"]}
+    return {
+        n["id"]: (n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+        for n in workflow["nodes"]
+    }
 
 
 def widget_rows(node):
@@ -137,14 +148,17 @@ def test_layout_no_overlap_and_opens_in_view(path):
     placed = boxes(workflow)
     ids = sorted(placed)
     for i, a in enumerate(ids):
-        for b in ids[i + 1:]:
+        for b in ids[i + 1 :]:
             ax0, ay0, ax1, ay1 = placed[a]
             bx0, by0, bx1, by1 = placed[b]
             assert ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0, f"nodes {a} and {b} overlap"
     ds = workflow["extra"]["ds"]
     left, top = min(b[0] for b in placed.values()), min(b[1] for b in placed.values())
     right, bottom = max(b[2] for b in placed.values()), max(b[3] for b in placed.values())
-    screen = [(x + ds["offset"][0]) * ds["scale"] for x in (left, right)], [(y + ds["offset"][1]) * ds["scale"] for y in (top, bottom)]
+    screen = (
+        [(x + ds["offset"][0]) * ds["scale"] for x in (left, right)],
+        [(y + ds["offset"][1]) * ds["scale"] for y in (top, bottom)],
+    )
     assert screen[0][0] >= VIEW[0] - 1 and screen[1][0] >= VIEW[1] - 1, "the graph starts under the side or top bar"
     assert screen[0][1] <= VIEW[2] and screen[1][1] <= VIEW[3], f"the graph does not fit the {VIEW} view at its saved zoom"
 

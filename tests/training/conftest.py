@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ft2_core.tlpo.preference_data import read_pairs, write_pairs
-from training.synthetic_pairs import make_synthetic_cache
+from training.fixtures.synthetic_pairs import make_synthetic_cache
 
 TRAIN_CONDITIONS = 24  # of 32: the rest are held out
 

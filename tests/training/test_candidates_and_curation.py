@@ -53,13 +53,26 @@ def test_curation_writes_pairs_and_resumes_without_rescoring(candidates, tmp_pat
     scores = curate_pairs.score_all(rows, scores_path, fake_scores, batch_size=2)
     assert calls == ["c1_1", "c1_2"] and len(scores) == 6
     pairs = pairs_by_dimension(scores, {r["id"]: r["condition"] for r in rows})
-    assert [(p.winner, p.loser) for p in pairs["motion"]] == [("c0_0", "c0_1"), ("c0_0", "c0_2"), ("c1_0", "c1_1"), ("c1_0", "c1_2")]
+    assert [(p.winner, p.loser) for p in pairs["motion"]] == [
+        ("c0_0", "c0_1"),
+        ("c0_0", "c0_2"),
+        ("c1_0", "c1_1"),
+        ("c1_0", "c1_2"),
+    ]
 
     from ft2_core.tiny import tiny_critic_dir
 
     out = tmp_path / "pairs"
-    argv = ["--candidates", str(candidates / "candidates.jsonl"), "--out", str(out), "--critic-base",
-            str(tiny_critic_dir(tiny_dir.parent)), "--margin", "0.0"]
+    argv = [
+        "--candidates",
+        str(candidates / "candidates.jsonl"),
+        "--out",
+        str(out),
+        "--critic-base",
+        str(tiny_critic_dir(tiny_dir.parent)),
+        "--margin",
+        "0.0",
+    ]
     monkeypatch.setenv("FT2_CACHE", str(tiny_dir.parent))
     assert curate_pairs.main(argv) == 0
     counts = capsys.readouterr().out.strip().splitlines()[-1]
@@ -75,18 +88,27 @@ def test_curation_takes_judgements_from_a_scores_file(candidates, tmp_path, caps
     """Ratings made elsewhere (human raters, the miniature world's oracles) curate like the critic's P(Yes)."""
     ratings = {"c0_0": 0.9, "c0_1": 0.2, "c0_2": 0.5, "c1_0": 0.1, "c1_1": 0.7, "c1_2": None}
     scores = tmp_path / "ratings.jsonl"
-    scores.write_text("".join(json.dumps({"id": i, "scores": {"motion": v, "lipsync": v, "quality": v}}) + "\n"
-                              for i, v in ratings.items()))
+    scores.write_text(
+        "".join(json.dumps({"id": i, "scores": {"motion": v, "lipsync": v, "quality": v}}) + "\n" for i, v in ratings.items())
+    )
     out = tmp_path / "pairs"
-    assert curate_pairs.main(["--candidates", str(candidates / "candidates.jsonl"), "--out", str(out), "--scores", str(scores),
-                              "--margin", "0.1"]) == 0
+    assert (
+        curate_pairs.main(
+            ["--candidates", str(candidates / "candidates.jsonl"), "--out", str(out), "--scores", str(scores), "--margin", "0.1"]
+        )
+        == 0
+    )
     pairs = read_pairs(out / "pairs_lipsync.jsonl")
     assert sorted((p.winner, p.loser) for p in pairs) == [("c0_0", "c0_1"), ("c1_1", "c1_0")]
     assert not (out / "scores.jsonl").exists()  # nothing was scored here
 
     scores.write_text(json.dumps({"id": "c0_0", "scores": {"lipsync": 0.5}}) + "\n")
-    assert curate_pairs.main(["--candidates", str(candidates / "candidates.jsonl"), "--out", str(out), "--scores", str(scores)]) == 2
+    assert (
+        curate_pairs.main(["--candidates", str(candidates / "candidates.jsonl"), "--out", str(out), "--scores", str(scores)]) == 2
+    )
     assert "no judgement for 5 candidates" in capsys.readouterr().err
     scores.write_text(json.dumps({"id": "c0_0", "scores": {"lipsync": 7}}) + "\n")
-    assert curate_pairs.main(["--candidates", str(candidates / "candidates.jsonl"), "--out", str(out), "--scores", str(scores)]) == 2
+    assert (
+        curate_pairs.main(["--candidates", str(candidates / "candidates.jsonl"), "--out", str(out), "--scores", str(scores)]) == 2
+    )
     assert "scores['lipsync'] must be" in capsys.readouterr().err

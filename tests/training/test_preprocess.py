@@ -5,8 +5,8 @@ import numpy as np
 from skimage.data import astronaut
 
 from ft2_core.io.audio import Audio
-from ft2_core.tlpo.preference_data import LatentCache
 from ft2_core.io.video_io import write_mp4
+from ft2_core.tlpo.preference_data import LatentCache
 from training.preprocess import main
 
 

@@ -8,10 +8,17 @@ from ft2_core.scoring.critic import TalkingCritic
 from ft2_core.tiny import tiny_critic_dir
 from tests.training.conftest import write_config
 from training import train_critic
-from training.synthetic_clips import make_labelled_clips
-from training.train_critic import (accuracy, clip_features, label_tensor, pair_accuracy, pair_clips, preference_loss,
-                                   read_labels, read_preferences)
-from training.trainer import run
+from training.fixtures.synthetic_clips import make_labelled_clips
+from training.train_critic import (
+    accuracy,
+    clip_features,
+    label_tensor,
+    pair_accuracy,
+    pair_clips,
+    preference_loss,
+    read_labels,
+    read_preferences,
+)
 
 
 def test_tiny_critic_learns_visible_answers(tmp_path, tiny_dir):
@@ -24,7 +31,7 @@ def test_tiny_critic_learns_visible_answers(tmp_path, tiny_dir):
         "train": {"output": str(output), "steps": 200, "batch_size": 8, "lr": 1e-3, "seed": 0,
                   "checkpoint_every": 100, "eval_every": 100},
     })
-    assert run(train_critic.main, train_critic.SCHEMA, ["--config", str(config)]) == 0
+    assert train_critic.main(["--config", str(config)]) == 0
     log = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"]
     # reload from disk like a user would: base folder + our LoRA file
@@ -41,7 +48,7 @@ def test_bad_labels_are_named(tmp_path, capsys):
     labels = tmp_path / "labels.jsonl"
     labels.write_text(json.dumps({"video": "a.mp4", "motion": "maybe"}) + "\n")
     config = write_config(tmp_path / "c.toml", {"data": {"train": str(labels)}, "train": {"output": str(tmp_path / "o")}})
-    assert run(train_critic.main, train_critic.SCHEMA, ["--config", str(config)]) == 2
+    assert train_critic.main(["--config", str(config)]) == 2
     assert "motion must be Yes or No" in capsys.readouterr().err
 
 
@@ -57,7 +64,7 @@ def test_critic_training_resumes_exactly(tmp_path, tiny_dir):
                 "data": {"train": str(train_labels)},
                 "train": {"output": str(tmp_path / name), "steps": steps, "batch_size": 4, "lr": 1e-3, "checkpoint_every": 3},
             })
-            assert run(train_critic.main, train_critic.SCHEMA, ["--config", str(config)]) == 0
+            assert train_critic.main(["--config", str(config)]) == 0
         outputs[name] = load_file(tmp_path / name / "critic_lora.safetensors")
     assert outputs["straight"].keys() == outputs["resumed"].keys()
     assert all((outputs["straight"][k] == outputs["resumed"][k]).all() for k in outputs["straight"])
@@ -82,7 +89,7 @@ def test_tiny_critic_learns_to_order_from_preferences_alone(tmp_path, tiny_dir):
         "data": {"train_pairs": str(train_pairs), "heldout_pairs": str(heldout_pairs)},
         "train": {"output": str(output), "steps": 100, "pair_batch_size": 8, "lr": 3e-3, "eval_every": 100},
     })
-    assert run(train_critic.main, train_critic.SCHEMA, ["--config", str(config)]) == 0
+    assert train_critic.main(["--config", str(config)]) == 0
     log = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     critic = TalkingCritic.from_folder(tiny_critic_dir(tiny_dir.parent), output / "critic_lora.safetensors")
     pairs = read_preferences(heldout_pairs)
@@ -124,8 +131,8 @@ def test_bad_preferences_and_no_data_are_named(tmp_path, capsys):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"chosen": "a.mp4", "rejected": "b.mp4", "dimension": "charm"}) + "\n")
     config = write_config(tmp_path / "c.toml", {"data": {"train_pairs": str(pairs)}, "train": {"output": str(tmp_path / "o")}})
-    assert run(train_critic.main, train_critic.SCHEMA, ["--config", str(config)]) == 2
+    assert train_critic.main(["--config", str(config)]) == 2
     assert "dimension must be one of motion, lipsync, quality, got 'charm'" in capsys.readouterr().err
     config = write_config(tmp_path / "d.toml", {"data": {}, "train": {"output": str(tmp_path / "o")}})
-    assert run(train_critic.main, train_critic.SCHEMA, ["--config", str(config)]) == 2
+    assert train_critic.main(["--config", str(config)]) == 2
     assert "give train (Yes/No labels), train_pairs (preferences) or both" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from ft2_core.tlpo.preference_data import LatentCache, PairDataset, read_pairs
 from tests.conftest import REPO
 from tests.training.conftest import metrics, write_config
 from training import train_expert
-from training.trainer import preference_accuracy, run
+from training.common.dpo_loop import preference_accuracy
 
 
 def expert_config(tmp_path, toy_data, output, dimension="lipsync", **train):
@@ -28,7 +28,7 @@ def expert_config(tmp_path, toy_data, output, dimension="lipsync", **train):
 
 def test_trained_expert_prefers_winners(tmp_path, toy_data, tiny_model):
     output = tmp_path / "expert"
-    assert run(train_expert.main, train_expert.SCHEMA, ["--config", str(expert_config(tmp_path, toy_data, output))]) == 0
+    assert train_expert.main(["--config", str(expert_config(tmp_path, toy_data, output))]) == 0
     log = metrics(output)
     assert log[0]["implicit_accuracy"] <= 0.5  # B = 0 at the start: the expert equals the reference (a tie)
     assert sum(m["implicit_accuracy"] for m in log[-10:]) / 10 > 0.9
@@ -48,11 +48,11 @@ def test_trained_expert_prefers_winners(tmp_path, toy_data, tiny_model):
 def test_resume_continues_exactly(tmp_path, toy_data):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     argv = lambda out, steps: ["--config", str(expert_config(tmp_path, toy_data, out, "motion", steps=steps, checkpoint_every=4))]  # noqa: E731
-    assert run(train_expert.main, train_expert.SCHEMA, argv(straight, 12)) == 0
-    assert run(train_expert.main, train_expert.SCHEMA, argv(resumed, 6)) == 0  # "interrupted" after 6 steps
+    assert train_expert.main(argv(straight, 12)) == 0
+    assert train_expert.main(argv(resumed, 6)) == 0  # "interrupted" after 6 steps
     assert sorted(p.name for p in resumed.glob("checkpoint-*")) == ["checkpoint-0000004", "checkpoint-0000006"]
     shutil.rmtree(resumed / "checkpoint-0000006")  # as if the crash came before step 6 was saved: 5 and 6 are redone
-    assert run(train_expert.main, train_expert.SCHEMA, argv(resumed, 12)) == 0
+    assert train_expert.main(argv(resumed, 12)) == 0
     a, b = load_file(straight / "expert_motion.safetensors"), load_file(resumed / "expert_motion.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [m["step"] for m in metrics(resumed)] == list(range(1, 13))
@@ -61,12 +61,12 @@ def test_resume_continues_exactly(tmp_path, toy_data):
 
 def test_two_processes_match_one(tmp_path, toy_data):
     single, double = tmp_path / "single", tmp_path / "double"
-    assert run(train_expert.main, train_expert.SCHEMA,
-               ["--config", str(expert_config(tmp_path, toy_data, single, steps=8))]) == 0
+    assert train_expert.main(["--config", str(expert_config(tmp_path, toy_data, single, steps=8))]) == 0
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "training" / "train_expert.py"),
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "training.train_expert",
                "--config", str(expert_config(tmp_path, toy_data, double, steps=8))]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, timeout=600,
+                            cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     info = __import__("json").loads((double / "run.json").read_text())
     assert info["world_size"] == 2
@@ -77,7 +77,7 @@ def test_two_processes_match_one(tmp_path, toy_data):
 
 
 def test_bad_config_is_named(tmp_path, capsys):
-    assert run(train_expert.main, train_expert.SCHEMA, ["--config", str(tmp_path / "none.toml")]) == 2
+    assert train_expert.main(["--config", str(tmp_path / "none.toml")]) == 2
     assert "config not found" in capsys.readouterr().err
 
 
@@ -85,8 +85,8 @@ def test_bf16_autocast_and_gradient_checkpointing_run(tmp_path, toy_data):
     output = tmp_path / "bf16"
     config = expert_config(tmp_path, toy_data, output, "quality", steps=3, mixed_precision="bf16", gradient_checkpointing=True)
     # its own process: accelerate fixes the precision once per process
-    result = subprocess.run([sys.executable, str(REPO / "training" / "train_expert.py"), "--config", str(config)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "training.train_expert", "--config", str(config)],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     log = metrics(output)
     assert len(log) == 3 and all(torch.isfinite(torch.tensor(m["loss"])) for m in log)

@@ -10,7 +10,6 @@ from ft2_core.tlpo.preference_data import LatentCache, PairDataset, collate_pair
 from tests.conftest import REPO
 from tests.training.conftest import metrics, write_config
 from training import train_expert, train_gate
-from training.trainer import run
 
 
 def timestep_specialist(model, dataset, high_noise: bool, steps=60, seed=0) -> LoraWeights:
@@ -44,16 +43,31 @@ def timestep_specialist(model, dataset, high_noise: bool, steps=60, seed=0) -> L
 def test_gate_learns_which_expert_helps_at_which_noise(tmp_path, toy_data, tiny_model):
     dataset = PairDataset(LatentCache(toy_data["cache"]), read_pairs(toy_data["split"]["motion"][0]))
     high = save_expert(timestep_specialist(tiny_model, dataset, True), tmp_path / "high.safetensors", "motion", "ft2-tiny")
-    low = save_expert(timestep_specialist(tiny_model, dataset, False, seed=1), tmp_path / "low.safetensors", "quality", "ft2-tiny")
+    low = save_expert(
+        timestep_specialist(tiny_model, dataset, False, seed=1), tmp_path / "low.safetensors", "quality", "ft2-tiny"
+    )
     output = tmp_path / "gate"
-    config = write_config(tmp_path / "gate.toml", {
-        "model": {"folder": ""},
-        "gate": {"experts": {"motion": str(high), "quality": str(low)}},
-        "data": {"cache": str(toy_data["cache"]),
-                 "pairs": {"motion": str(toy_data["split"]["motion"][0]), "quality": str(toy_data["split"]["quality"][0])}},
-        "train": {"output": str(output), "steps": 300, "batch_size": 4, "lr": 1e-2, "beta": 500.0, "seed": 0, "checkpoint_every": 1000},
-    })
-    assert run(train_gate.main, train_gate.SCHEMA, ["--config", str(config)]) == 0
+    config = write_config(
+        tmp_path / "gate.toml",
+        {
+            "model": {"folder": ""},
+            "gate": {"experts": {"motion": str(high), "quality": str(low)}},
+            "data": {
+                "cache": str(toy_data["cache"]),
+                "pairs": {"motion": str(toy_data["split"]["motion"][0]), "quality": str(toy_data["split"]["quality"][0])},
+            },
+            "train": {
+                "output": str(output),
+                "steps": 300,
+                "batch_size": 4,
+                "lr": 1e-2,
+                "beta": 500.0,
+                "seed": 0,
+                "checkpoint_every": 1000,
+            },
+        },
+    )
+    assert train_gate.main(["--config", str(config)]) == 0
     gate = load_gate(output / "gate.safetensors", num_layers=tiny_model.num_layers)
     assert gate.experts == ("motion", "quality")
     with torch.no_grad():  # mean weight over layers and over the noisiest / cleanest fifth of the schedule
@@ -70,9 +84,15 @@ def test_tiny_configs_run_and_load(tmp_path, monkeypatch):
     monkeypatch.setenv("FT2_CACHE", os.environ.get("FT2_CACHE", str(tmp_path / "cache")))
     configs = REPO / "training" / "configs"
     for dimension in ("motion", "lipsync", "quality"):
-        argv = ["--config", str(configs / "tiny_expert.toml"), "--set", f"expert.dimension={dimension}",
-                "--set", f"train.output=\"outputs/tiny_expert_{dimension}\""]
-        assert run(train_expert.main, train_expert.SCHEMA, argv) == 0
+        argv = [
+            "--config",
+            str(configs / "tiny_expert.toml"),
+            "--set",
+            f"expert.dimension={dimension}",
+            "--set",
+            f'train.output="outputs/tiny_expert_{dimension}"',
+        ]
+        assert train_expert.main(argv) == 0
         assert load_lora(f"outputs/tiny_expert_{dimension}/expert_{dimension}.safetensors").metadata["ft2.dimension"] == dimension
-    assert run(train_gate.main, train_gate.SCHEMA, ["--config", str(configs / "tiny_gate.toml")]) == 0
+    assert train_gate.main(["--config", str(configs / "tiny_gate.toml")]) == 0
     assert load_gate("outputs/tiny_gate/gate.safetensors", num_layers=2).experts == ("motion", "lipsync", "quality")

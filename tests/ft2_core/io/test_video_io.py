@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ft2_core.io.audio import Audio
 from ft2_core.errors import InputError
+from ft2_core.io.audio import Audio
 from ft2_core.io.video_io import probe_mp4, write_mp4
 
 

@@ -2,9 +2,9 @@
 import numpy as np
 import torch
 
+from ft2_core.dimensions import DIMENSION_NAMES
 from ft2_core.miniature.model import miniature_critic_dir
 from ft2_core.miniature.world import DEGRADATIONS, FPS, HELD_OUT_SEEDS_FROM, HURTS, degrade, make_clip
-from ft2_core.dimensions import DIMENSION_NAMES
 from ft2_core.scoring.critic import TalkingCritic
 
 CONDITIONS = 20  # x 7 clips (the true clip and each kind of damage); seeds from the held-out range, never trained on

@@ -34,15 +34,19 @@ def shipped():
 
 def test_manifest_names_its_command_and_config(shipped):
     manifest = json.loads((miniature_model_dir() / "ft2_model.json").read_text())
-    assert manifest["produced_by"]["command"].startswith("python training/train_base.py --config training/configs/")
+    assert manifest["produced_by"]["command"].startswith(
+        "python -m training.miniature.train_base --config training/miniature/configs/"
+    )
     assert manifest["produced_by"]["config"]["train"]["steps"] >= 1
     assert "miniature" in manifest["notice"] and "not a real-face model" in manifest["notice"]
     assert shipped.model.prediction == "sample_from_reference"
 
 
 def test_the_shipped_model_talks_and_the_untrained_one_does_not(shipped, tmp_path):
-    from training.evaluate_base import untrained_model_dir
+    from training.miniature.evaluate_base import untrained_model_dir
 
     trained = lipsync(shipped)
-    untrained = lipsync(FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(untrained_model_dir(miniature_model_dir(), tmp_path))))
+    untrained = lipsync(
+        FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(untrained_model_dir(miniature_model_dir(), tmp_path)))
+    )
     assert trained > LIPSYNC_THRESHOLD > untrained, (trained, untrained)

@@ -1,51 +1,17 @@
 import pytest
 import torch
 
-from ft2_core.models.audio_windows import split_windows
-from ft2_core.models.conditioning import condition_video, i2v_condition
 from ft2_core.demo_inputs import demo_portrait, demo_speech
 from ft2_core.errors import InputError
-from ft2_core.sampling.options import WindowOptions, continuation_windows, sliding_windows
-from ft2_core.sampling.long_video import fusion_weights, sample_long
+from ft2_core.models.audio_windows import split_windows
+from ft2_core.models.conditioning import condition_video, i2v_condition
 from ft2_core.models.pixel_latent import SpaceToDepthVAE
-from ft2_core.sampling.options import SamplerOptions
+from ft2_core.sampling.long_video import fusion_weights, sample_long
+from ft2_core.sampling.options import SamplerOptions, WindowOptions, sliding_windows
 from ft2_core.sampling.sampler import Conditioning, initial_noise
 from tests.conftest import Cancelled, cancel_on_call
 
 CODEC = SpaceToDepthVAE(spatial_stride=1)  # z = 12: an exact codec, so known frames can be compared bit for bit
-
-
-# ---------------------------------------------------------------- planning
-@pytest.mark.parametrize("frames, window, overlap, expected", [
-    (7, 9, 3, [(0, 7)]),  # shorter than a window: one short window
-    (9, 9, 3, [(0, 9)]),
-    (20, 9, 3, [(0, 9), (6, 14), (11, 19), (12, 20)]),  # later windows hold 8 video latents after the portrait slot
-    (19, 9, 3, [(0, 9), (6, 14), (11, 19)]),  # fits exactly
-    (10, 9, 4, [(0, 9), (2, 10)]),  # the last window is pulled back to end on the last frame
-])
-def test_sliding_windows(frames, window, overlap, expected):
-    assert sliding_windows(frames, window, overlap) == expected
-
-
-@pytest.mark.parametrize("frames, window, known, expected", [
-    (7, 9, 1, [(0, 7)]),
-    (25, 9, 1, [(0, 9), (8, 17), (16, 25)]),
-    (27, 9, 2, [(0, 9), (7, 16), (14, 23), (21, 27)]),  # the last window is short
-    (10, 9, 4, [(0, 9), (5, 10)]),
-])
-def test_continuation_windows(frames, window, known, expected):
-    assert continuation_windows(frames, window, known) == expected
-
-
-@pytest.mark.parametrize("frames, window, overlap", [(21, 9, 3), (23, 9, 3), (10, 9, 4), (100, 21, 4), (7, 9, 3)])
-def test_every_frame_is_covered_with_the_overlap_asked_for(frames, window, overlap):
-    plan = sliding_windows(frames, window, overlap)
-    covered = torch.zeros(frames, dtype=torch.long)
-    for start, end in plan:
-        covered[start:end] += 1
-    assert covered.min() >= 1 and plan[0][0] == 0 and plan[-1][1] == frames
-    assert plan[0][1] == min(window, frames) and all(end - start == window - 1 for start, end in plan[1:])
-    assert all(prev_end - start >= overlap for (_, prev_end), (start, _) in zip(plan, plan[1:]))
 
 
 @pytest.mark.parametrize("frames, window, overlap", [(21, 9, 3), (23, 9, 3), (10, 9, 4), (100, 21, 4), (7, 9, 3)])
@@ -60,16 +26,6 @@ def test_fusion_weights_sum_to_one_and_fall_toward_inner_edges(frames, window, o
     assert torch.equal(weights[0][0], torch.tensor(1.0)) and torch.equal(weights[-1][-1], torch.tensor(1.0))
     for (start, end), weight in zip(plan[1:], weights[1:]):  # an inner window's first frame weighs less than its middle
         assert weight[0] < weight[(end - start) // 2]
-
-
-def test_bad_window_options_are_named():
-    with pytest.raises(InputError, match="long-video method"):
-        WindowOptions("zigzag").validate()
-    with pytest.raises(InputError, match="window_frames must be 4k\\+1"):
-        WindowOptions(window_frames=80).validate()
-    for overlap in (6, 0, 80):
-        with pytest.raises(InputError, match="overlap_frames must be a multiple of 4"):
-            WindowOptions(window_frames=81, overlap_frames=overlap).validate()
 
 
 # ---------------------------------------------------------------- sampling with a recording model
@@ -118,7 +74,9 @@ def test_each_frame_hears_what_one_long_window_gives_it(method):
     for call, (start, end) in zip(calls, order):
         first = start - 1 if method == "sliding" and start > 0 else start  # sliding: the portrait slot hears the audio before
         assert call["frames"] == end - first <= 9  # never more than one window in a forward
-        assert torch.equal(call["tokens"], cond.audio.tokens[0, first:end]) and torch.equal(call["lengths"], cond.audio.lengths[first:end])
+        assert torch.equal(call["tokens"], cond.audio.tokens[0, first:end]) and torch.equal(
+            call["lengths"], cond.audio.lengths[first:end]
+        )
         for local in range(end - first):  # plain check: the window's real tokens are those around its frames' time
             latent = first + local
             valid = call["tokens"][local, : int(call["lengths"][local]), 0] - 1
@@ -148,7 +106,7 @@ def test_later_sliding_windows_start_with_the_portrait_on_its_noisy_path():
     portrait = cond.condition[0, 4:, 0]
     noise = initial_noise((1, CODEC.z_dim, 21, 4, 4), OPTIONS.seed)[0, :, 0]
     plan = windows.windows(num_frames)
-    later = [c for step in range(3) for c, (start, _) in zip(recorder.calls[step * len(plan):], plan) if start > 0]
+    later = [c for step in range(3) for c, (start, _) in zip(recorder.calls[step * len(plan) :], plan) if start > 0]
     assert len(later) == 3 * (len(plan) - 1)
     for call in later:
         sigma = call["timestep"] / 1000
@@ -175,7 +133,9 @@ def test_continuation_reproduces_the_known_frames_it_was_given(overlap_frames):
     num_frames = 4 * 30 + 1
     windows = WindowOptions("continuation", 33, overlap_frames)
     spy = SpyCodec()
-    latents = sample_long(Recorder(), long_conditioning(num_frames, windows), OPTIONS, windows, num_frames, CODEC.z_dim, codec=spy)
+    latents = sample_long(
+        Recorder(), long_conditioning(num_frames, windows), OPTIONS, windows, num_frames, CODEC.z_dim, codec=spy
+    )
     assert latents.shape[2] == 31  # the whole timeline, each latent frame once
     tail = overlap_frames - 3  # the frames of the last overlap_frames / 4 latents
     plan = windows.windows(num_frames)
@@ -184,7 +144,7 @@ def test_continuation_reproduces_the_known_frames_it_was_given(overlap_frames):
         torch.testing.assert_close(after[:tail], before[-tail:], rtol=0, atol=1e-6)  # the next window starts exactly there
     video = CODEC.decode(latents)
     for (start, _), handed in zip(plan[1:], spy.decoded):  # and the finished video holds those frames where they belong
-        torch.testing.assert_close(video[4 * start:4 * start + tail], handed[-tail:], rtol=0, atol=1e-6)
+        torch.testing.assert_close(video[4 * start : 4 * start + tail], handed[-tail:], rtol=0, atol=1e-6)
 
 
 def test_continuation_without_a_codec_is_refused():
@@ -197,15 +157,29 @@ def test_progress_counts_windows_times_steps_and_cancel_works():
     num_frames = 4 * 20 + 1
     windows = WindowOptions("sliding", 33, 8)
     seen = []
-    sample_long(Recorder(), long_conditioning(num_frames, windows), OPTIONS, windows, num_frames, CODEC.z_dim,
-                on_step=lambda info: seen.append((info.step, info.total)))
+    sample_long(
+        Recorder(),
+        long_conditioning(num_frames, windows),
+        OPTIONS,
+        windows,
+        num_frames,
+        CODEC.z_dim,
+        on_step=lambda info: seen.append((info.step, info.total)),
+    )
     count = len(windows.windows(num_frames)) * 3
     assert seen == [(i, count) for i in range(1, count + 1)]
 
     interrupt, _ = cancel_on_call(5)
     with pytest.raises(Cancelled):
-        sample_long(Recorder(), long_conditioning(num_frames, windows), OPTIONS, windows, num_frames, CODEC.z_dim,
-                    check_interrupt=interrupt)
+        sample_long(
+            Recorder(),
+            long_conditioning(num_frames, windows),
+            OPTIONS,
+            windows,
+            num_frames,
+            CODEC.z_dim,
+            check_interrupt=interrupt,
+        )
 
 
 def test_wrong_condition_length_is_named():
@@ -222,8 +196,9 @@ def test_long_run_on_the_tiny_model_is_deterministic_and_covers_the_audio(tiny_p
     speech = demo_speech(2.0)  # 2 s at 23 fps -> 46 // 4 * 4 + 5 = 49 frames, 13 latent frames in windows of 3
 
     def run(seed):
-        return tiny_pipeline.animate(demo_portrait(), speech, options=SamplerOptions(steps=2, seed=seed), max_side=64,
-                                     windows=windows)
+        return tiny_pipeline.animate(
+            demo_portrait(), speech, options=SamplerOptions(steps=2, seed=seed), max_side=64, windows=windows
+        )
 
     first, again, other = run(1), run(1), run(2)
     assert first.frames.shape == (49, 64, 64, 3) and first.latents.shape[2] == 13
@@ -232,6 +207,12 @@ def test_long_run_on_the_tiny_model_is_deterministic_and_covers_the_audio(tiny_p
 
 
 def test_max_seconds_caps_the_video(tiny_pipeline):
-    result = tiny_pipeline.animate(demo_portrait(), demo_speech(2.0), options=SamplerOptions(steps=1), max_side=64,
-                                   windows=WindowOptions("sliding", 9, 4), max_seconds=1.0)
+    result = tiny_pipeline.animate(
+        demo_portrait(),
+        demo_speech(2.0),
+        options=SamplerOptions(steps=1),
+        max_side=64,
+        windows=WindowOptions("sliding", 9, 4),
+        max_seconds=1.0,
+    )
     assert result.frames.shape[0] == 25  # 23 // 4 * 4 + 5

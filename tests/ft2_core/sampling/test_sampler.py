@@ -2,9 +2,8 @@ import pytest
 import torch
 
 from ft2_core.errors import InputError
-from ft2_core.sampling.options import WindowOptions
 from ft2_core.sampling.long_video import sample_long
-from ft2_core.sampling.options import SamplerOptions
+from ft2_core.sampling.options import SamplerOptions, WindowOptions
 from ft2_core.sampling.sampler import Conditioning, initial_noise
 from tests.conftest import Cancelled, cancel_on_call, make_model_inputs
 
@@ -65,7 +64,13 @@ def test_same_seed_same_result(tiny_model, conditioning, scheduler):
 
 def test_progress_and_cancellation(tiny_model, conditioning):
     seen = []
-    sample(tiny_model, conditioning, SamplerOptions(steps=3), 16, on_step=lambda info: seen.append((info.step, info.total, info.denoised.shape)))
+    sample(
+        tiny_model,
+        conditioning,
+        SamplerOptions(steps=3),
+        16,
+        on_step=lambda info: seen.append((info.step, info.total, info.denoised.shape)),
+    )
     assert seen == [(1, 3, (1, 16, 5, 8, 8)), (2, 3, (1, 16, 5, 8, 8)), (3, 3, (1, 16, 5, 8, 8))]
 
     interrupt, calls = cancel_on_call(2)
@@ -102,8 +107,10 @@ def test_sequential_rows_and_ffn_chunks_give_the_same_video(tiny_model, conditio
     options = dict(steps=3, cfg=4.0, audio_cfg=3.0, shift=5.0, seed=9)
     batched = sample(tiny_model, conditioning, SamplerOptions(**options), latent_channels=16)
     ffn_calls = []
-    hooks = [block.ffn.register_forward_hook(lambda module, inputs, out: ffn_calls.append(inputs[0].shape[1]))
-             for block in tiny_model.transformer.blocks]
+    hooks = [
+        block.ffn.register_forward_hook(lambda module, inputs, out: ffn_calls.append(inputs[0].shape[1]))
+        for block in tiny_model.transformer.blocks
+    ]
     try:
         cut = sample(tiny_model, conditioning, SamplerOptions(**options, sequential_rows=True, ffn_chunk_tokens=7), 16)
     finally:

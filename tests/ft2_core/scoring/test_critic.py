@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from ft2_core.io.audio import Audio
 from ft2_core.dimensions import DIMENSION_NAMES
-from ft2_core.scoring.critic import VideoSettings, smart_size, video_patches
 from ft2_core.errors import InputError
+from ft2_core.io.audio import Audio
+from ft2_core.scoring.critic import VideoSettings, smart_size, video_patches
 
 
 def clip(frames=16, fps=8.0, seconds=None):

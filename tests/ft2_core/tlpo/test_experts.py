@@ -6,10 +6,10 @@ from safetensors.torch import save_file
 
 from ft2_core.errors import InputError
 from ft2_core.models.fused_lora import FusedLoRALinear, block_linears
+from ft2_core.models.wan_keys import BLOCK_LEVEL
 from ft2_core.tlpo.experts import Expert, attach_experts, detach_experts, experts_attached
 from ft2_core.tlpo.gate import StaticMix, TimestepLayerGate
 from ft2_core.tlpo.lora_formats import EXPERT_TARGETS, LoraModule, LoraWeights, load_lora, save_expert
-from ft2_core.models.wan_keys import BLOCK_LEVEL
 from tests.conftest import make_model_inputs
 
 TO_DIFFUSERS = dict(BLOCK_LEVEL)
@@ -248,9 +248,12 @@ def test_experts_on_fp8_stored_weights_match_the_upcast_model(tmp_path, tiny_mod
     from tests.ft2_core.models.test_wan_transformer import fp8_scaled
 
     path = tmp_path / "wan_fp8_scaled.safetensors"
-    save_file({k: v.contiguous() for k, v in fp8_scaled(diffusers_to_original(tiny_model.transformer.state_dict())).items()}, str(path))
-    models = [FantasyTalkingModel(load_transformer_file(path, TINY_CONFIG, keep_stored=keep)[0], tiny_model.adapter).eval()
-              for keep in (True, False)]
+    original = diffusers_to_original(tiny_model.transformer.state_dict())
+    save_file({k: v.contiguous() for k, v in fp8_scaled(original).items()}, str(path))
+    models = [
+        FantasyTalkingModel(load_transformer_file(path, TINY_CONFIG, keep_stored=keep)[0], tiny_model.adapter).eval()
+        for keep in (True, False)
+    ]
     inputs = make_model_inputs(tiny_model, batch=2)
     inputs["timestep"] = torch.tensor([400.0, 400.0] if shared_timestep else [900.0, 100.0])
     outputs = []

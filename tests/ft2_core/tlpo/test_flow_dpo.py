@@ -44,13 +44,20 @@ def test_dpo_step_equals_plain_recomputation(tiny_model):
                     s = float(sigma[i])
                     x_t = (1 - s) * x0[i:i + 1] + s * noise[i:i + 1]
                     v = noise[i:i + 1] - x0[i:i + 1]
-                    kwargs = dict(condition=batch["condition"][i:i + 1], timestep=torch.tensor([1000 * s]), text=batch["text"][i:i + 1],
-                                  image=batch["image"][i:i + 1], audio=batch["audio"].select(torch.tensor([i])))
-                    m = mask[i:i + 1].expand(1, 16, 3, 8, 8)
+                    kwargs = dict(
+                        condition=batch["condition"][i : i + 1],
+                        timestep=torch.tensor([1000 * s]),
+                        text=batch["text"][i : i + 1],
+                        image=batch["image"][i : i + 1],
+                        audio=batch["audio"].select(torch.tensor([i])),
+                    )
+                    m = mask[i : i + 1].expand(1, 16, 3, 8, 8)
                     for who, net in (("theta", tiny_model), ("ref", reference_model)):
                         err = (net(x_t, **kwargs) - v) ** 2
                         parts[(name, who)] = float((err * m).sum() / m.sum())
-                inside = -beta / 2 * ((parts[("w", "theta")] - parts[("w", "ref")]) - (parts[("l", "theta")] - parts[("l", "ref")]))
+                inside = (
+                    -beta / 2 * ((parts[("w", "theta")] - parts[("w", "ref")]) - (parts[("l", "theta")] - parts[("l", "ref")]))
+                )
                 expected_margins.append(inside)
                 expected_losses.append(-math.log(1 / (1 + math.exp(-inside))))
         assert torch.allclose(out.reward_margin, torch.tensor(expected_margins), rtol=1e-4, atol=1e-4)
@@ -77,5 +84,7 @@ def test_winner_penalty_is_dpo_positive():
     assert abs(float(loss) - sum(expected) / 2) < 1e-5
     plain, _ = dpo_loss(theta_w, ref_w, theta_l, ref_l, beta)
     assert float(loss) > float(plain)  # the first pair's winner got worse: penalised
-    assert torch.allclose(dpo_loss(theta_w[1:], ref_w[1:], theta_l[1:], ref_l[1:], beta, penalty)[0],
-                          dpo_loss(theta_w[1:], ref_w[1:], theta_l[1:], ref_l[1:], beta)[0])  # it got better: no penalty
+    assert torch.allclose(
+        dpo_loss(theta_w[1:], ref_w[1:], theta_l[1:], ref_l[1:], beta, penalty)[0],
+        dpo_loss(theta_w[1:], ref_w[1:], theta_l[1:], ref_l[1:], beta)[0],
+    )  # it got better: no penalty

@@ -3,13 +3,23 @@ import torch
 from diffusers.models.embeddings import Timesteps
 
 from ft2_core.errors import InputError
-from ft2_core.tlpo.gate import ScheduledMix, StaticMix, TimestepLayerGate, load_gate, parse_schedule, save_gate, timestep_embedding
+from ft2_core.tlpo.gate import (
+    ScheduledMix,
+    StaticMix,
+    TimestepLayerGate,
+    load_gate,
+    parse_schedule,
+    save_gate,
+    timestep_embedding,
+)
 
 
 def test_embedding_is_wans():
     t = torch.tensor([0.0, 1.0, 250.5, 999.0])
     # diffusers computes the angles in fp32 (error ~1e-4 at t ~ 1000); ours in fp64 like the original Wan
-    torch.testing.assert_close(timestep_embedding(t), Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)(t), atol=2e-4, rtol=0)
+    torch.testing.assert_close(
+        timestep_embedding(t), Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)(t), atol=2e-4, rtol=0
+    )
 
 
 def test_zero_init_gives_equal_weights():

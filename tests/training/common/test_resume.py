@@ -16,7 +16,6 @@ from tests.conftest import REPO
 from tests.training.conftest import metrics
 from tests.training.test_train_expert import expert_config
 from training import train_expert
-from training.trainer import run
 
 STEPS = 12
 
@@ -30,7 +29,7 @@ def straight(tmp_path_factory, toy_data):
     """An uninterrupted run: the weights every faulty run must end with."""
     tmp_path = tmp_path_factory.mktemp("straight")
     out = tmp_path / "out"
-    assert run(train_expert.main, train_expert.SCHEMA, argv(tmp_path, toy_data, out)) == 0
+    assert train_expert.main(argv(tmp_path, toy_data, out)) == 0
     return load_file(out / "expert_motion.safetensors"), (out / "expert_motion.safetensors").read_bytes()
 
 
@@ -41,7 +40,7 @@ def same_weights(out, straight):
 
 def test_same_tensors_same_bytes(tmp_path, toy_data, straight):
     out = tmp_path / "again"
-    assert run(train_expert.main, train_expert.SCHEMA, argv(tmp_path, toy_data, out)) == 0
+    assert train_expert.main(argv(tmp_path, toy_data, out)) == 0
     again = (out / "expert_motion.safetensors").read_bytes()
     assert hashlib.sha256(again).hexdigest() == hashlib.sha256(straight[1]).hexdigest()
 
@@ -49,7 +48,7 @@ def test_same_tensors_same_bytes(tmp_path, toy_data, straight):
 @pytest.mark.parametrize("damage", ["garbage optimizer", "no state.json", "truncated weights", "empty folder"])
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, toy_data, straight, caplog, damage):
     out = tmp_path / "out"
-    assert run(train_expert.main, train_expert.SCHEMA, argv(tmp_path, toy_data, out, steps=8)) == 0
+    assert train_expert.main(argv(tmp_path, toy_data, out, steps=8)) == 0
     newest = out / "checkpoint-0000008"
     if damage == "garbage optimizer":
         (newest / "optimizer.pt").write_bytes(b"not a pickle at all")
@@ -62,7 +61,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, toy_data
         for item in newest.iterdir():
             item.unlink()
     caplog.set_level("WARNING")
-    assert run(train_expert.main, train_expert.SCHEMA, argv(tmp_path, toy_data, out)) == 0
+    assert train_expert.main(argv(tmp_path, toy_data, out)) == 0
     assert "checkpoint-0000008 is damaged" in caplog.text
     assert same_weights(out, straight)
     assert [m["step"] for m in metrics(out)] == list(range(1, STEPS + 1))
@@ -70,14 +69,14 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, toy_data
 
 def test_cut_metrics_line_and_leftovers_of_a_killed_run(tmp_path, toy_data, straight, caplog):
     out = tmp_path / "out"
-    assert run(train_expert.main, train_expert.SCHEMA, argv(tmp_path, toy_data, out, steps=4)) == 0
+    assert train_expert.main(argv(tmp_path, toy_data, out, steps=4)) == 0
     with open(out / "metrics.jsonl", "a") as handle:
         handle.write('{"step": 5, "loss": 0.6')  # killed in the middle of a line
     (out / ".checkpoint-abc123").mkdir()
     (out / ".checkpoint-abc123" / "trainable.safetensors").write_bytes(b"half")
     (out / ".expert_motion.safetensors.x1y2.tmp.safetensors").write_bytes(b"half")
     caplog.set_level("WARNING")
-    assert run(train_expert.main, train_expert.SCHEMA, argv(tmp_path, toy_data, out)) == 0
+    assert train_expert.main(argv(tmp_path, toy_data, out)) == 0
     assert "cut or corrupt; dropped" in caplog.text
     assert not list(out.glob(".checkpoint-*")) and not list(out.glob(".*.tmp*"))
     assert [m["step"] for m in metrics(out)] == list(range(1, STEPS + 1))
@@ -89,14 +88,14 @@ def test_killed_before_its_first_checkpoint_starts_over_with_a_clean_log(tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     (out / "metrics.jsonl").write_text('{"step": 1, "loss": 0.7}\n{"step": 2, "loss": 0.69}\n')
-    assert run(train_expert.main, train_expert.SCHEMA, argv(tmp_path, toy_data, out)) == 0
+    assert train_expert.main(argv(tmp_path, toy_data, out)) == 0
     assert [m["step"] for m in metrics(out)] == list(range(1, STEPS + 1))
     assert same_weights(out, straight)
 
 
 def train_process(config_argv):
-    return subprocess.Popen([sys.executable, str(REPO / "training" / "train_expert.py"), *config_argv],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "training.train_expert", *config_argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
 def wait_for_step(out, step, process, timeout=240):
@@ -123,7 +122,7 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_resume(tmp_path, toy_data, straight
     assert "run the same command again to resume" in err and "Traceback" not in err
     saved = sorted(p.name for p in out.glob("checkpoint-*"))
     assert saved  # the step it stopped at is kept
-    assert run(train_expert.main, train_expert.SCHEMA, config_argv) == 0
+    assert train_expert.main(config_argv) == 0
     assert same_weights(out, straight)
 
 
@@ -156,8 +155,8 @@ def test_kill_9_at_random_moments_always_ends_identical(tmp_path, toy_data, stra
                 os.kill(process.pid, signal.SIGKILL)
                 kills += 1
             process.communicate(timeout=240)
-        final = subprocess.run([sys.executable, str(REPO / "training" / "train_expert.py"), *config_argv],
-                               capture_output=True, text=True, timeout=300)
+        final = subprocess.run([sys.executable, "-m", "training.train_expert", *config_argv],
+                               capture_output=True, text=True, timeout=300, cwd=REPO)
         assert final.returncode == 0, final.stderr[-2000:]
         outcomes.append((kills, same_weights(out, straight)))
         assert [m["step"] for m in metrics(out)] == list(range(1, STEPS + 1))
@@ -178,9 +177,9 @@ def test_ctrl_c_in_candidate_generation_keeps_finished_videos(tmp_path, tiny_dir
         rows.append({"id": f"c{c}", "image": f"face{c}.png", "audio": f"speech{c}.wav"})
     (tmp_path / "conditions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    argv = [str(REPO / "training" / "generate_candidates.py"), "--conditions", str(tmp_path / "conditions.jsonl"),
+    argv = ["-m", "training.generate_candidates", "--conditions", str(tmp_path / "conditions.jsonl"),
             "--out", str(out), "--samples", "2", "--model-dir", str(tiny_dir), "--steps", "2", "--max-side", "64"]
-    process = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     manifest = out / "candidates.jsonl"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
@@ -197,5 +196,5 @@ def test_ctrl_c_in_candidate_generation_keeps_finished_videos(tmp_path, tiny_dir
     assert err.strip().splitlines()[-1].startswith("stopped by SIGINT after") and "resume" in err
     assert 1 <= len(lines) < 6 and all((out / json.loads(line)["video"]).is_file() for line in lines)
     assert not list((out / "videos").glob(".*.tmp*"))
-    finished = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=300)
+    finished = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert finished.returncode == 0 and len(manifest.read_text().splitlines()) == 6

@@ -8,8 +8,7 @@ from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip
 from ft2_core.model_paths import ModelPaths
 from ft2_core.pipeline import load_talking_model
 from tests.training.conftest import write_config
-from training import train_base
-from training.trainer import run
+from training.miniature import train_base
 
 SMALL = {"num_layers": 1, "num_attention_heads": 2, "attention_head_dim": 16, "ffn_dim": 64, "added_kv_proj_dim": 32}
 
@@ -30,7 +29,7 @@ def base_config(tmp_path, output, steps):
 def trained(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("base")
     output = tmp_path / "straight"
-    assert run(train_base.main, train_base.SCHEMA, base_config(tmp_path, output, 12)) == 0
+    assert train_base.main(base_config(tmp_path, output, 12)) == 0
     return tmp_path, output
 
 
@@ -56,8 +55,8 @@ def test_short_run_lowers_the_loss_and_exports_a_model_folder(trained):
 def test_resume_is_exact(trained):
     tmp_path, straight = trained
     resumed = tmp_path / "resumed"
-    assert run(train_base.main, train_base.SCHEMA, base_config(tmp_path, resumed, 6)) == 0
-    assert run(train_base.main, train_base.SCHEMA, base_config(tmp_path, resumed, 12)) == 0
+    assert train_base.main(base_config(tmp_path, resumed, 6)) == 0
+    assert train_base.main(base_config(tmp_path, resumed, 12)) == 0
     a = load_file(straight / "model" / "transformer" / "diffusion_pytorch_model.safetensors")
     b = load_file(resumed / "model" / "transformer" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,7 +1,8 @@
 """Train the miniature FantasyTalking base model on the procedural talking-face world (CPU, minutes).
 
-    python training/train_base.py --config training/configs/miniature_base.toml
-    python training/train_base.py --config training/configs/miniature_base.toml --set train.export=ft2_core/miniature/weights
+    python -m training.miniature.train_base --config training/miniature/configs/base.toml
+    python -m training.miniature.train_base --config training/miniature/configs/base.toml \
+        --set train.export=ft2_core/miniature/weights
 
 The real classes and code path: Wan DiT + FantasyTalking adapter with frame-level audio windows, the
 I2V condition, the flow-matching loss (weighted by sigma^2, i.e. an x0 loss: the miniature DiT
@@ -9,6 +10,7 @@ predicts the clean video, see FantasyTalkingModel), audio dropped on some rows s
 has an audio-off prediction to push away from. Clips are drawn on the fly from a pool that is
 refreshed every step, all keyed by the seed, so a resumed run is the same run.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,39 +21,37 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ft2_core.models.audio_adapter import AudioAdapter, ours_to_upstream  # noqa: E402
-from ft2_core.models.audio_windows import check_frame_count  # noqa: E402
-from ft2_core.io.checkpoint_io import save_safetensors  # noqa: E402
-from ft2_core.io.atomic import staged_folder  # noqa: E402
-from ft2_core.tlpo.flow_dpo import flow_matching_loss  # noqa: E402
-from ft2_core.io.jsonl import append_jsonl  # noqa: E402
-from ft2_core.miniature.model import CONFIG, WorldEncoders, save_frozen_parts, write_manifest  # noqa: E402
-from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip  # noqa: E402
-from ft2_core.models.talking_model import FantasyTalkingModel  # noqa: E402
-from ft2_core.models.wan_transformer import build_transformer  # noqa: E402
-from training.config import Option  # noqa: E402
-from training.trainer import StopRequests, end_of_step, mix_seed, resolve, restore, run  # noqa: E402
+from ft2_core.io.atomic import staged_folder
+from ft2_core.io.checkpoint_io import save_safetensors
+from ft2_core.io.jsonl import append_jsonl
+from ft2_core.miniature.model import WorldEncoders, save_frozen_parts, write_manifest
+from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip
+from ft2_core.models.audio_adapter import ours_to_upstream
+from ft2_core.models.audio_windows import check_frame_count
+from ft2_core.models.talking_model import FantasyTalkingModel
+from ft2_core.tlpo.flow_dpo import flow_matching_loss
+from training.common.checkpoints import end_of_step, restore
+from training.common.config import resolve
+from training.common.data_order import mix_seed
+from training.common.interrupts import StopRequests
+from training.common.script import run
+from training.miniature.base_model import SCHEMA, build_model
 
 log = logging.getLogger("ft2.train")
-SCHEMA = {
-    "model": {"transformer": Option(dict, {}), "audio_adapter": Option(dict, {})},
-    "world": {"frames": Option(int, 33, minimum=5), "size": Option(int, 64, minimum=16)},
-    "train": {"output": Option(str), "export": Option(str, ""), "steps": Option(int, 1800, minimum=1),
-              "batch_size": Option(int, 8, minimum=1), "lr": Option(float, 1e-3, above=0), "warmup": Option(int, 50, minimum=0),
-              "weight_decay": Option(float, 0.01, minimum=0), "ema": Option(float, 0.995, minimum=0, maximum=1),
-              "audio_dropout": Option(float, 0.15, minimum=0, maximum=1), "pool": Option(int, 256, minimum=1),
-              "refresh": Option(int, 1, minimum=0), "seed": Option(int, 0, minimum=0),
-              "checkpoint_every": Option(int, 100, minimum=1)},
-}
 
 
 class ClipPool:
     """A pool of prepared world clips; step k replaces `refresh` slots with new seeds (a pure function of k)."""
 
     def __init__(self, encoders: WorldEncoders, size: int, refresh: int, frames: int, image_size: int, seed: int):
-        self.encoders, self.size, self.refresh, self.frames, self.image_size, self.seed = encoders, size, refresh, frames, image_size, seed
+        self.encoders, self.size, self.refresh, self.frames, self.image_size, self.seed = (
+            encoders,
+            size,
+            refresh,
+            frames,
+            image_size,
+            seed,
+        )
         self.slots: list[dict] = [self.prepare(i) for i in range(size)]
         self.step = 0
 
@@ -77,18 +77,15 @@ class ClipPool:
         return [self.slots[i] for i in torch.randint(self.size, (batch_size,), generator=g).tolist()]
 
 
-def build_model(config: dict, seed: int) -> FantasyTalkingModel:
-    torch.manual_seed(seed)
-    transformer_config = {**CONFIG["transformer"], **config["model"]["transformer"]}
-    adapter_config = {**CONFIG["audio_adapter"], **config["model"]["audio_adapter"]}
-    dit = build_transformer(transformer_config)
-    dim = transformer_config["num_attention_heads"] * transformer_config["attention_head_dim"]
-    adapter = AudioAdapter(transformer_config["num_layers"], dim, **adapter_config)
-    return FantasyTalkingModel(dit, adapter, CONFIG["prediction"])
-
-
-def step_loss(model: FantasyTalkingModel, items: list[dict], encoders: WorldEncoders, step: int, seed: int,
-              audio_dropout: float, frames: int) -> torch.Tensor:
+def step_loss(
+    model: FantasyTalkingModel,
+    items: list[dict],
+    encoders: WorldEncoders,
+    step: int,
+    seed: int,
+    audio_dropout: float,
+    frames: int,
+) -> torch.Tensor:
     g = torch.Generator().manual_seed(mix_seed(seed, step, 11))
     x0 = torch.cat([item["latents"] for item in items])
     batch = x0.shape[0]
@@ -98,9 +95,13 @@ def step_loss(model: FantasyTalkingModel, items: list[dict], encoders: WorldEnco
     s = sigma.view(-1, 1, 1, 1, 1)
     features = torch.cat([item["audio_features"] for item in items])
     velocity = model(
-        latents=(1 - s) * x0 + s * noise, condition=torch.cat([item["condition"] for item in items]), timestep=sigma * 1000,
-        text=encoders.text.expand(batch, -1, -1), image=torch.cat([item["image"] for item in items]),
-        audio=model.adapter.windows(features, frames), audio_scale=audio_scale,
+        latents=(1 - s) * x0 + s * noise,
+        condition=torch.cat([item["condition"] for item in items]),
+        timestep=sigma * 1000,
+        text=encoders.text.expand(batch, -1, -1),
+        image=torch.cat([item["image"] for item in items]),
+        audio=model.adapter.windows(features, frames),
+        audio_scale=audio_scale,
     )
     return (flow_matching_loss(velocity, noise - x0) * sigma.square()).mean()
 
@@ -111,13 +112,16 @@ def export_model(ema: FantasyTalkingModel, frozen: Path, folder: Path, produced_
     with staged_folder(folder) as staging:
         shutil.copytree(frozen, staging, dirs_exist_ok=True)
         ema.transformer.save_pretrained(staging / "transformer", safe_serialization=True)
-        save_safetensors(ours_to_upstream({k: v.contiguous() for k, v in ema.adapter.state_dict().items()}),
-                         staging / "audio_adapter.safetensors", metadata={"ft2.kind": "audio_adapter"})
+        save_safetensors(
+            ours_to_upstream({k: v.contiguous() for k, v in ema.adapter.state_dict().items()}),
+            staging / "audio_adapter.safetensors",
+            metadata={"ft2.kind": "audio_adapter"},
+        )
         write_manifest(staging, produced_by)
     return folder
 
 
-def main(config: dict) -> Path:
+def train(config: dict) -> Path:
     from tqdm import tqdm
 
     train, world = config["train"], config["world"]
@@ -159,18 +163,36 @@ def main(config: dict) -> Path:
                     e.lerp_(p, 1 - train["ema"])
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
-            append_jsonl(output / "metrics.jsonl", {"step": step + 1, "loss": loss.item(),
-                                                    "seconds": round(time.perf_counter() - started, 2)})
-            end_of_step(stop, output, step + 1, steps, train["checkpoint_every"],
-                        {"model": model.state_dict(), "ema": ema.state_dict()}, optimizer, bar)
+            append_jsonl(
+                output / "metrics.jsonl",
+                {"step": step + 1, "loss": loss.item(), "seconds": round(time.perf_counter() - started, 2)},
+            )
+            end_of_step(
+                stop,
+                output,
+                step + 1,
+                steps,
+                train["checkpoint_every"],
+                {"model": model.state_dict(), "ema": ema.state_dict()},
+                optimizer,
+                bar,
+            )
     bar.close()
-    produced_by = {"command": "python training/train_base.py " + " ".join(sys.argv[1:]), "config": config,
-                   "train_seconds_this_session": round(time.perf_counter() - started, 1)}
+    produced_by = {
+        "command": "python -m training.miniature.train_base " + " ".join(sys.argv[1:]),
+        "config": config,
+        "train_seconds_this_session": round(time.perf_counter() - started, 1),
+    }
     result = export_model(ema, frozen, output / "model", produced_by)
     if train.get("export"):
         export_model(ema, frozen, resolve(train["export"]), produced_by)
     return result
 
 
+def main(argv=None) -> int:
+    """The command: `python -m training.miniature.train_base --config FILE [--set KEY=VALUE ...]`."""
+    return run(train, SCHEMA, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run(main, SCHEMA))
+    raise SystemExit(main())

@@ -1,11 +1,13 @@
 """Oracle scores of a miniature model on held-out world conditions, beside ground truth, a static first
 frame and the untrained model; writes a Markdown table and the raw numbers.
 
-    python training/evaluate_base.py --out training/results/miniature_base [--model DIR] [--clips 32] [--frames 33]
+    python -m training.miniature.evaluate_base --out training/miniature/results/miniature_base \
+        [--model DIR] [--clips 32] [--frames 33]
 
 Generation goes through the real pipeline (FantasyTalkingPipeline.animate, the model's own defaults).
 The held-out conditions are world seeds the training never draws (HELD_OUT_SEEDS_FROM and up).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,24 +21,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ft2_core.dimensions import DIMENSION_NAMES, LABELS  # noqa: E402
-from ft2_core.io.atomic import write_text_atomic  # noqa: E402
-from ft2_core.miniature.model import miniature_model_dir  # noqa: E402
-from ft2_core.miniature.oracles import score_clip  # noqa: E402
-from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, Clip, make_clip  # noqa: E402
-from ft2_core.model_paths import ModelPaths  # noqa: E402
-from ft2_core.pipeline import FantasyTalkingPipeline  # noqa: E402
-from ft2_core.sampling.options import SamplerOptions  # noqa: E402
-
+from ft2_core.dimensions import DIMENSION_NAMES
+from ft2_core.io.atomic import write_text_atomic
+from ft2_core.miniature.model import miniature_model_dir
+from ft2_core.miniature.oracles import score_clip
+from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, Clip, make_clip
+from ft2_core.model_paths import ModelPaths
+from ft2_core.pipeline import FantasyTalkingPipeline
+from ft2_core.sampling.options import SamplerOptions
+from training.miniature.tables import score_table
 
 
 def generate(pipe: FantasyTalkingPipeline, clip: Clip, seed: int) -> np.ndarray:
     d = pipe.defaults
     options = SamplerOptions(steps=d["steps"], cfg=d["cfg"], audio_cfg=d["audio_cfg"], shift=d["shift"], seed=seed)
-    result = pipe.animate(torch.from_numpy(clip.portrait), clip.audio, options=options, num_frames=len(clip.frames),
-                          fps=clip.fps, max_side=clip.portrait.shape[0])
+    result = pipe.animate(
+        torch.from_numpy(clip.portrait),
+        clip.audio,
+        options=options,
+        num_frames=len(clip.frames),
+        fps=clip.fps,
+        max_side=clip.portrait.shape[0],
+    )
     return result.frames.numpy()
 
 
@@ -44,10 +50,10 @@ def untrained_model_dir(trained: Path, workdir: Path) -> Path:
     """The trained folder with its DiT and adapter re-initialised (same classes and seed as training starts)."""
     import shutil
 
-    from ft2_core.models.audio_adapter import ours_to_upstream
     from ft2_core.io.checkpoint_io import save_safetensors
-    from training.config import check
-    from training.train_base import SCHEMA, build_model
+    from ft2_core.models.audio_adapter import ours_to_upstream
+    from training.common.config import check
+    from training.miniature.base_model import SCHEMA, build_model
 
     folder = workdir / "untrained"
     shutil.copytree(trained, folder)
@@ -63,15 +69,20 @@ def summary(rows: dict[str, list[dict]]) -> dict:
     table = {}
     for name, scores in rows.items():
         values = np.array([[s[d] for d in DIMENSION_NAMES] for s in scores])
-        table[name] = {d: {"mean": float(values[:, i].mean()), "std": float(values[:, i].std())} for i, d in enumerate(DIMENSION_NAMES)}
+        table[name] = {
+            d: {"mean": float(values[:, i].mean()), "std": float(values[:, i].std())} for i, d in enumerate(DIMENSION_NAMES)
+        }
     return table
 
 
 def markdown(table: dict, clips: int, frames: int, command: str, extra: str) -> str:
-    lines = [f"Oracle scores on {clips} held-out world clips ({frames} frames, 64x64, 23 fps): mean ± std over clips.",
-             "", f"Command: `{command}`", "", "| row | " + " | ".join(LABELS[d] for d in DIMENSION_NAMES) + " |", "|---|---|---|---|"]
-    for name, scores in table.items():
-        lines.append(f"| {name} | " + " | ".join(f"{scores[d]['mean']:.3f} ± {scores[d]['std']:.3f}" for d in DIMENSION_NAMES) + " |")
+    lines = [
+        f"Oracle scores on {clips} held-out world clips ({frames} frames, 64x64, 23 fps): mean ± std over clips.",
+        "",
+        f"Command: `{command}`",
+        "",
+        *score_table(table),
+    ]
     return "\n".join(lines + ["", extra, ""])
 
 
@@ -107,19 +118,25 @@ def evaluate(args, argv) -> int:
         for name, folder in (("untrained model", untrained_model_dir(trained, Path(workdir))), ("trained base", trained)):
             pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(folder))
             started = time.perf_counter()
-            rows[name] = [score_clip(generate(pipe, clip, args.seed), clip.audio, clip.fps, clip.portrait, clip.frames).as_dict()
-                          for clip in clips]
+            rows[name] = [
+                score_clip(generate(pipe, clip, args.seed), clip.audio, clip.fps, clip.portrait, clip.frames).as_dict()
+                for clip in clips
+            ]
             timings[name] = (time.perf_counter() - started) / len(clips)
     table = summary(rows)
     manifest = json.loads((trained / "ft2_model.json").read_text())
     train_time = manifest.get("produced_by", {}).get("train_seconds_this_session")
-    extra = (f"Sampling: the model's defaults {json.dumps(manifest['defaults'])}, seed {args.seed}; "
-             f"{timings['trained base']:.1f} s per clip on this machine. Training wall time: {train_time} s.")
-    command = "python training/evaluate_base.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    extra = (
+        f"Sampling: the model's defaults {json.dumps(manifest['defaults'])}, seed {args.seed}; "
+        f"{timings['trained base']:.1f} s per clip on this machine. Training wall time: {train_time} s."
+    )
+    command = "python -m training.miniature.evaluate_base " + " ".join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".md", markdown(table, args.clips, args.frames, command, extra)),
-                         (".json", json.dumps({"summary": table, "clips": rows, "command": command}, indent=1))):
+    for suffix, text in (
+        (".md", markdown(table, args.clips, args.frames, command, extra)),
+        (".json", json.dumps({"summary": table, "clips": rows, "command": command}, indent=1)),
+    ):
         write_text_atomic(out.with_suffix(suffix), text)
     print(markdown(table, args.clips, args.frames, command, extra))
     return 0

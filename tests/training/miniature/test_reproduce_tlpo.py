@@ -11,8 +11,9 @@ from ft2_core.tlpo.experts import Expert
 from ft2_core.tlpo.gate import load_gate
 from ft2_core.tlpo.lora_formats import load_lora
 from tests.training.conftest import write_config
-from training import ablate_tlpo, reproduce_tlpo
-from training.trainer import run
+from training.miniature import ablate_tlpo
+from training.miniature.reproduce_tlpo import raters, report, runner, schema, world_data
+from training.miniature.reproduce_tlpo import stages as chain_stages
 
 SHORT = {
     "world": {"critic_conditions": 2, "train_conditions": 4, "heldout_conditions": 3, "frames": 17},
@@ -33,7 +34,7 @@ def chain(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("chain")
     config = write_config(tmp_path / "chain.toml", {
         "run": {"output": str(tmp_path / "run"), "results": str(tmp_path / "results" / "tlpo")}, **SHORT})
-    assert run(reproduce_tlpo.main, reproduce_tlpo.SCHEMA, ["--config", str(config)]) == 0
+    assert runner.main(["--config", str(config)]) == 0
     return tmp_path, config
 
 
@@ -41,7 +42,7 @@ def test_every_stage_produces_what_the_next_consumes(chain):
     tmp_path, config = chain
     root = tmp_path / "run"
     stages = {p.stem: json.loads(p.read_text()) for p in (root / "stages").glob("*.json")}
-    assert set(stages) == set(reproduce_tlpo.STAGES) and all(s["_seconds"] >= 0 for s in stages.values())
+    assert set(stages) == set(schema.STAGES) and all(s["_seconds"] >= 0 for s in stages.values())
     assert stages["candidates"] == {"critic": 4, "train": 8, "_seconds": stages["candidates"]["_seconds"]}
     assert stages["critic"]["train_clips"] + stages["critic"]["heldout_clips"] == 2 * 2 + 2 * 7  # candidates + true/damaged
     # the critic's base: the whole thinker trained on world clips (true + one damage each; held out: every damage)
@@ -50,12 +51,17 @@ def test_every_stage_produces_what_the_next_consumes(chain):
     assert (base / "config.json").is_file() and (base / "ft2_video_settings.json").is_file()
     assert str(base) in (root / "configs" / "critic.toml").read_text()
     # preferences: the training condition's two candidates, one pair per dimension; the held-out ones are measured
-    assert stages["critic"]["train_preferences"] == 3 and "preferences_train.jsonl" in (root / "configs" / "critic.toml").read_text()
+    assert (
+        stages["critic"]["train_preferences"] == 3 and "preferences_train.jsonl" in (root / "configs" / "critic.toml").read_text()
+    )
     assert len((root / "critic" / "preferences_heldout.jsonl").read_text().splitlines()) == 3
-    assert "| Talking-Critic (its base + trained LoRA) | held-out candidate pairs ordered |" in (root / "critic" / "critic_table.md").read_text()
+    assert (
+        "| Talking-Critic (its base + trained LoRA) | held-out candidate pairs ordered |"
+        in (root / "critic" / "critic_table.md").read_text()
+    )
     assert all(stages["pairs"][d] > 0 for d in ("motion", "lipsync", "quality"))
-    for name in reproduce_tlpo.EXPERTS:
-        assert load_lora(reproduce_tlpo.expert_file(root, name)).metadata["ft2.dimension"] == name
+    for name in schema.EXPERTS:
+        assert load_lora(chain_stages.expert_file(root, name)).metadata["ft2.dimension"] == name
     assert load_gate(root / "gate" / "gate.safetensors", 4).experts == ("motion", "lipsync", "quality")
     results = stages["evaluate"]["results"]
     assert len(results) == 7 and all(len(rows) == 3 for rows in results.values())  # 3 held-out conditions, 1 seed
@@ -65,7 +71,7 @@ def test_every_stage_produces_what_the_next_consumes(chain):
     assert "the oracles score the winner higher in" in table and (root / "pairs" / "oracle_judgements.jsonl").is_file()
     assert "the oracles' way (50% is chance)" in table
     # resumable: a second run skips every stage and rewrites the same table
-    assert run(reproduce_tlpo.main, reproduce_tlpo.SCHEMA, ["--config", str(config)]) == 0
+    assert runner.main(["--config", str(config)]) == 0
     assert (tmp_path / "results" / "tlpo.md").read_text().split("Wall time")[0] == table.split("Wall time")[0]
 
 
@@ -75,11 +81,16 @@ def oracle_chain(chain, tmp_path_factory):
     its experts train long enough to move a video."""
     first, _ = chain
     tmp_path = tmp_path_factory.mktemp("oracle")
-    config = write_config(tmp_path / "oracle.toml", {
-        "run": {"output": str(tmp_path / "run"), "reuse": str(first / "run")}, **SHORT,
-        "curation": {"rule": "ranking", "margin": 0.0, "judge": "oracle"},
-        "experts": {"steps": 10, "batch_size": 2, "lr": 5e-4}})
-    assert run(reproduce_tlpo.main, reproduce_tlpo.SCHEMA, ["--config", str(config)]) == 0
+    config = write_config(
+        tmp_path / "oracle.toml",
+        {
+            "run": {"output": str(tmp_path / "run"), "reuse": str(first / "run")},
+            **SHORT,
+            "curation": {"rule": "ranking", "margin": 0.0, "judge": "oracle"},
+            "experts": {"steps": 10, "batch_size": 2, "lr": 5e-4},
+        },
+    )
+    assert runner.main(["--config", str(config)]) == 0
     return tmp_path
 
 
@@ -99,7 +110,7 @@ def test_an_oracle_judged_run_reuses_the_first_stages_of_another(chain, oracle_c
     partial["candidates"] = {**partial["candidates"], "steps": 4}
     partial["run"] = {**partial["run"], "reuse": str(first / "run")}
     (tmp_path / "partial").mkdir()
-    reproduce_tlpo.reuse_stages(partial, tmp_path / "partial")
+    runner.reuse_stages(partial, tmp_path / "partial")
     assert sorted(p.name for p in (tmp_path / "partial").iterdir()) == ["conditions", "stages"]
 
 
@@ -108,54 +119,82 @@ def test_the_lip_sync_expert_raises_lip_sync_over_the_base_on_fixed_seeds(oracle
     the oracles' pairs, the lip-sync expert animates the held-out conditions with more lip-sync than the base does,
     video by video on the same seeds (measured: +0.049 +- 0.018 over 6 videos, 5 of them up)."""
     root = oracle_chain / "run"
-    config = reproduce_tlpo.recorded_config(root, "oracle run")
+    config = runner.recorded_config(root, "oracle run")
     config["evaluate"] = {"seeds": [0, 1], "steps": 8}
-    pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(reproduce_tlpo.resolve_model(config)))
-    expert = Expert("lipsync", load_lora(reproduce_tlpo.expert_file(root, "lipsync")))
-    results = reproduce_tlpo.oracle_results(config, root, pipe, {"base": ([], None), "lip-sync expert": ([expert], None)})
-    mean, error = reproduce_tlpo.paired(results, "lip-sync expert", "base", "lipsync")
+    pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(chain_stages.resolve_model(config)))
+    expert = Expert("lipsync", load_lora(chain_stages.expert_file(root, "lipsync")))
+    results = world_data.oracle_results(config, root, pipe, {"base": ([], None), "lip-sync expert": ([expert], None)})
+    mean, error = report.paired(results, "lip-sync expert", "base", "lipsync")
     assert len(results["base"]) == 6 and mean > 2 * error > 0
 
 
 def test_ablations_retrain_one_expert_per_variant_and_compare_paired(chain, tmp_path):
     first, _ = chain
-    config = reproduce_tlpo.write_toml(tmp_path / "ablate.toml", {
-        "run": {"chain": str(first / "run"), "output": str(tmp_path / "out"), "results": str(tmp_path / "ablations")},
-        "ablate": {"dimension": "lipsync", "heldout": 1,
-                   "variants": [{"name": "lip mask off", "lip_mask": False}, {"name": "margin 0.3", "margin": 0.3},
-                                {"name": "winner penalty 5", "winner_penalty": 5.0}]}})
-    assert run(ablate_tlpo.main, ablate_tlpo.SCHEMA, ["--config", str(config)]) == 0
+    config = chain_stages.write_toml(
+        tmp_path / "ablate.toml",
+        {
+            "run": {"chain": str(first / "run"), "output": str(tmp_path / "out"), "results": str(tmp_path / "ablations")},
+            "ablate": {
+                "dimension": "lipsync",
+                "heldout": 1,
+                "variants": [
+                    {"name": "lip mask off", "lip_mask": False},
+                    {"name": "margin 0.3", "margin": 0.3},
+                    {"name": "winner penalty 5", "winner_penalty": 5.0},
+                ],
+            },
+        },
+    )
+    assert ablate_tlpo.main(["--config", str(config)]) == 0
     table = (tmp_path / "ablations.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| row")]
-    assert sorted(r.split(" | ")[0] for r in rows) == ["| base", "| lip mask off", "| lipsync expert of the run", "| margin 0.3",
-                                                       "| winner penalty 5"]
+    assert sorted(r.split(" | ")[0] for r in rows) == [
+        "| base",
+        "| lip mask off",
+        "| lipsync expert of the run",
+        "| margin 0.3",
+        "| winner penalty 5",
+    ]
     margin_row = next(r for r in rows if r.startswith("| margin 0.3"))
     margin_pairs = (tmp_path / "out" / "margin_0_3" / "pairs" / "pairs_lipsync.jsonl").read_text().splitlines()
     assert margin_row.split(" | ")[1] == str(len(margin_pairs)) and (not margin_pairs) == ("no pairs" in margin_row)
     meta = load_lora(tmp_path / "out" / "lip_mask_off" / "expert" / "expert_lipsync.safetensors").metadata
     assert meta["ft2.dimension"] == "lipsync"
     assert "winner_penalty = 5.0" in (tmp_path / "out" / "winner_penalty_5" / "expert_expert.toml").read_text()
-    bad = reproduce_tlpo.write_toml(tmp_path / "bad.toml", {"run": {"chain": str(first / "run"), "output": str(tmp_path / "bad")},
-                                               "ablate": {"variants": [{"name": "x", "gate_form": 1}]}})
-    assert run(ablate_tlpo.main, ablate_tlpo.SCHEMA, ["--config", str(bad)]) == 2
+    bad = chain_stages.write_toml(
+        tmp_path / "bad.toml",
+        {
+            "run": {"chain": str(first / "run"), "output": str(tmp_path / "bad")},
+            "ablate": {"variants": [{"name": "x", "gate_form": 1}]},
+        },
+    )
+    assert ablate_tlpo.main(["--config", str(bad)]) == 2
 
 
 def test_answer_thresholds_are_medians_over_the_chosen_pool():
     scores = [("candidate", 0.2), ("candidate", 0.4), ("candidate", 0.6), ("blur", 0.9), ("noise", 0.95)]
     records = [{"kind": kind, "oracle": {d: value for d in ("motion", "lipsync", "quality")}} for kind, value in scores]
-    assert reproduce_tlpo.answer_thresholds(records, "all") == {"motion": 0.6, "lipsync": 0.6, "quality": 0.6}
-    assert reproduce_tlpo.answer_thresholds(records, "candidates") == {"motion": 0.4, "lipsync": 0.4, "quality": 0.4}
+    assert raters.answer_thresholds(records, "all") == {"motion": 0.6, "lipsync": 0.6, "quality": 0.6}
+    assert raters.answer_thresholds(records, "candidates") == {"motion": 0.4, "lipsync": 0.4, "quality": 0.4}
 
 
 def test_clear_pairs_are_a_condition_s_candidates_far_enough_apart_better_first():
     def record(video, condition, kind, motion, lipsync, quality):
-        return {"video": video, "condition": condition, "kind": kind,
-                "oracle": {"motion": motion, "lipsync": lipsync, "quality": quality}}
+        return {
+            "video": video,
+            "condition": condition,
+            "kind": kind,
+            "oracle": {"motion": motion, "lipsync": lipsync, "quality": quality},
+        }
 
-    records = [record("a", "c1", "candidate", 0.5, 0.20, 0.40), record("b", "c1", "candidate", 0.5, 0.30, 0.42),
-               record("c", "c2", "candidate", 0.9, 0.90, 0.90), record("d", "c1", "blur", 0.0, 0.00, 0.00)]
-    assert reproduce_tlpo.clear_pairs(records, 0.05) == [{"chosen": "b", "rejected": "a", "dimension": "lipsync"}]
-    assert {p["dimension"] for p in reproduce_tlpo.clear_pairs(records, 0.0)} == {"motion", "lipsync", "quality"}
+    records = [
+        record("a", "c1", "candidate", 0.5, 0.20, 0.40),
+        record("b", "c1", "candidate", 0.5, 0.30, 0.42),
+        record("c", "c2", "candidate", 0.9, 0.90, 0.90),
+        record("d", "c1", "blur", 0.0, 0.00, 0.00),
+    ]
+    assert raters.clear_pairs(records, 0.05) == [{"chosen": "b", "rejected": "a", "dimension": "lipsync"}]
+    assert {p["dimension"] for p in raters.clear_pairs(records, 0.0)} == {"motion", "lipsync", "quality"}
 
 
 def test_a_run_recorded_before_newer_options_reads_with_their_defaults(chain, tmp_path):
@@ -164,13 +203,13 @@ def test_a_run_recorded_before_newer_options_reads_with_their_defaults(chain, tm
     del recorded["critic_base"], recorded["experts"]["winner_penalty"], recorded["critic"]["preferences"]
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "run_config.json").write_text(json.dumps(recorded))
-    config = reproduce_tlpo.recorded_config(tmp_path / "old", "run.reuse")
+    config = runner.recorded_config(tmp_path / "old", "run.reuse")
     assert config["critic_base"]["conditions"] == 0 and config["experts"]["winner_penalty"] == 0.0
     assert config["critic_base"]["thinker"] == "random" and config["critic"]["preferences"] is False
     recorded["experts"]["beta_typo"] = 1.0
     (tmp_path / "old" / "run_config.json").write_text(json.dumps(recorded))
     with pytest.raises(InputError, match="beta_typo"):
-        reproduce_tlpo.recorded_config(tmp_path / "old", "run.reuse")
+        runner.recorded_config(tmp_path / "old", "run.reuse")
 
 
 def test_ordering_agreement_counts_the_critic_s_order_of_every_clear_candidate_pair(tmp_path):
@@ -180,22 +219,26 @@ def test_ordering_agreement_counts_the_critic_s_order_of_every_clear_candidate_p
     (tmp_path / "candidates" / "train").mkdir(parents=True)
     (tmp_path / "pairs").mkdir()
     ids = ["c0_0", "c0_1", "c0_2", "c1_0", "c1_1"]
-    (tmp_path / "candidates" / "train" / "candidates.jsonl").write_text(lines(
-        [{"id": i, "video": f"{i}.mp4", "condition": i[:2]} for i in ids]))
+    (tmp_path / "candidates" / "train" / "candidates.jsonl").write_text(
+        lines([{"id": i, "video": f"{i}.mp4", "condition": i[:2]} for i in ids])
+    )
     oracle = {"c0_0": 0.9, "c0_1": 0.5, "c0_2": 0.51, "c1_0": 0.2, "c1_1": 0.6}
     critic = {"c0_0": 0.7, "c0_1": 0.6, "c0_2": 0.8, "c1_0": 0.4, "c1_1": 0.4}
-    (tmp_path / "pairs" / "oracle_judgements.jsonl").write_text(lines(
-        [{"id": i, "scores": {d: oracle[i] for d in ("motion", "lipsync", "quality")}} for i in ids]))
-    (tmp_path / "pairs" / "scores.jsonl").write_text(lines(
-        [{"id": i, "scores": {d: critic[i] for d in ("motion", "lipsync", "quality")}} for i in ids]))
+    (tmp_path / "pairs" / "oracle_judgements.jsonl").write_text(
+        lines([{"id": i, "scores": {d: oracle[i] for d in ("motion", "lipsync", "quality")}} for i in ids])
+    )
+    (tmp_path / "pairs" / "scores.jsonl").write_text(
+        lines([{"id": i, "scores": {d: critic[i] for d in ("motion", "lipsync", "quality")}} for i in ids])
+    )
     # clear pairs (oracle gap >= 0.05): c0_0>c0_1 (critic agrees: 1), c0_0>c0_2 (critic disagrees: 0), c1_1>c1_0 (tie: 0.5);
     # c0_1 vs c0_2 differ by 0.01 and are left out, as are pairs across conditions
-    got = reproduce_tlpo.ordering_agreement({"curation": {"margin": 0.05}}, tmp_path)
+    got = report.ordering_agreement({"curation": {"margin": 0.05}}, tmp_path)
     assert got == pytest.approx({"motion": 0.5, "lipsync": 0.5, "quality": 0.5})
     critic["c0_2"] = 0.65
-    (tmp_path / "pairs" / "scores.jsonl").write_text(lines(
-        [{"id": i, "scores": {d: critic[i] for d in ("motion", "lipsync", "quality")}} for i in ids]))
-    assert reproduce_tlpo.ordering_agreement({"curation": {"margin": 0.05}}, tmp_path)["lipsync"] == pytest.approx(2.5 / 3)
+    (tmp_path / "pairs" / "scores.jsonl").write_text(
+        lines([{"id": i, "scores": {d: critic[i] for d in ("motion", "lipsync", "quality")}} for i in ids])
+    )
+    assert report.ordering_agreement({"curation": {"margin": 0.05}}, tmp_path)["lipsync"] == pytest.approx(2.5 / 3)
 
 
 def test_candidate_tradeoffs_correlate_within_a_condition(tmp_path):
@@ -208,34 +251,61 @@ def test_candidate_tradeoffs_correlate_within_a_condition(tmp_path):
         for k, audio_cfg in enumerate((1.0, 3.0, 5.0)):
             name = f"{condition}_{k}"
             candidates.append({"id": name, "video": f"{name}.mp4", "condition": condition, "audio_cfg": audio_cfg})
-            judgements.append({"id": name, "scores": {"lipsync": offset + 0.1 * audio_cfg, "motion": motion[k],
-                                                      "quality": 0.9 - 0.05 * audio_cfg}})
-    for path, rows in ((tmp_path / "candidates" / "train" / "candidates.jsonl", candidates),
-                       (tmp_path / "pairs" / "oracle_judgements.jsonl", judgements)):
+            judgements.append(
+                {
+                    "id": name,
+                    "scores": {"lipsync": offset + 0.1 * audio_cfg, "motion": motion[k], "quality": 0.9 - 0.05 * audio_cfg},
+                }
+            )
+    for path, rows in (
+        (tmp_path / "candidates" / "train" / "candidates.jsonl", candidates),
+        (tmp_path / "pairs" / "oracle_judgements.jsonl", judgements),
+    ):
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     # centred audio guidance per condition: (-2, 0, 2); motion: (-0.1, 0.1, 0) -> correlation 0.4 / 0.8
-    assert reproduce_tlpo.candidate_tradeoffs({}, tmp_path) == pytest.approx({
-        "audio guidance / lipsync": 1.0, "audio guidance / motion": 0.5, "audio guidance / quality": -1.0,
-        "motion / lipsync": 0.5, "motion / quality": -0.5, "lipsync / quality": -1.0})
+    assert report.candidate_tradeoffs({}, tmp_path) == pytest.approx(
+        {
+            "audio guidance / lipsync": 1.0,
+            "audio guidance / motion": 0.5,
+            "audio guidance / quality": -1.0,
+            "motion / lipsync": 0.5,
+            "motion / quality": -0.5,
+            "lipsync / quality": -1.0,
+        }
+    )
 
 
 def test_rows_are_compared_with_the_base_on_the_same_videos():
     """Δ and its standard error come from per-video differences, so a shift smaller than the videos' spread shows."""
-    rows = ("base", "motion expert alone", "lipsync expert alone", "quality expert alone", "static equal merge (1/3 each)",
-            "pooled single LoRA", "TLPO (experts + trained gate)")
+    rows = (
+        "base",
+        "motion expert alone",
+        "lipsync expert alone",
+        "quality expert alone",
+        "static equal merge (1/3 each)",
+        "pooled single LoRA",
+        "TLPO (experts + trained gate)",
+    )
     base_lipsync = [0.2, 0.8, 0.5, 0.3]
     shift = {"lipsync": [0.03, 0.01, 0.02, 0.02], "motion": [0.02, -0.01, 0.0, 0.0], "quality": [-0.1, -0.1, -0.1, -0.1]}
-    results = {name: [{"condition": f"h{i // 2}", "seed": i % 2, "lipsync": base_lipsync[i], "motion": 0.4, "quality": 0.5}
-                      for i in range(4)] for name in rows}
+    results = {
+        name: [
+            {"condition": f"h{i // 2}", "seed": i % 2, "lipsync": base_lipsync[i], "motion": 0.4, "quality": 0.5}
+            for i in range(4)
+        ]
+        for name in rows
+    }
     for i, video in enumerate(results["TLPO (experts + trained gate)"]):
         for d in shift:
             video[d] += shift[d][i]
     results["TLPO (experts + trained gate)"].reverse()  # matched by (condition, seed), not by order
     differences = np.array(shift["lipsync"])
-    mean, error = reproduce_tlpo.paired(results, "TLPO (experts + trained gate)", "base", "lipsync")
+    mean, error = report.paired(results, "TLPO (experts + trained gate)", "base", "lipsync")
     assert mean == pytest.approx(differences.mean()) and error == pytest.approx(differences.std(ddof=1) / 2)
-    table = reproduce_tlpo.paired_lines(results)
+    table = report.paired_lines(results)
     assert table[-1] == "| TLPO (experts + trained gate) | +0.003 ± 0.006 | +0.020 ± 0.004 | -0.100 ± 0.000 |"
-    verdict = reproduce_tlpo.verdicts(reproduce_tlpo.summary_rows(results), results)
-    assert ("- TLPO improves on the base in 2 of 3 dimensions (motion, lipsync); by more than two standard errors "
-            "of the paired difference in 1 (lipsync).") in verdict
+    verdict = report.verdicts(report.summary_rows(results), results)
+    assert (
+        "- TLPO improves on the base in 2 of 3 dimensions (motion, lipsync); by more than two standard errors "
+        "of the paired difference in 1 (lipsync)."
+    ) in verdict

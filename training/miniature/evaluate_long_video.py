@@ -1,6 +1,6 @@
 """Lip-sync drift, identity drift and seams over long videos in the miniature world, per long-video method.
 
-    python training/evaluate_long_video.py --out training/results/long_video [--lengths 4 10 30] [--clips 2]
+    python -m training.miniature.evaluate_long_video --out training/miniature/results/long_video [--lengths 4 10 30] [--clips 2]
 
 For clips 4x, 10x and 30x the model's trained length (33 frames), each method of ft2_core.sampling.long_video
 animates a held-out world portrait and speech through the real pipeline (the model's defaults, windows
@@ -24,17 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ft2_core.io.audio import Audio  # noqa: E402
-from ft2_core.io.atomic import write_text_atomic  # noqa: E402
-from ft2_core.sampling.options import METHODS, WindowOptions  # noqa: E402
-from ft2_core.miniature.model import miniature_model_dir  # noqa: E402
-from ft2_core.miniature.oracles import score_clip  # noqa: E402
-from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip  # noqa: E402
-from ft2_core.model_paths import ModelPaths  # noqa: E402
-from ft2_core.pipeline import FantasyTalkingPipeline  # noqa: E402
-from ft2_core.sampling.options import SamplerOptions  # noqa: E402
+from ft2_core.io.atomic import write_text_atomic
+from ft2_core.io.audio import Audio
+from ft2_core.miniature.model import miniature_model_dir
+from ft2_core.miniature.oracles import score_clip
+from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip
+from ft2_core.model_paths import ModelPaths
+from ft2_core.pipeline import FantasyTalkingPipeline
+from ft2_core.sampling.options import METHODS, SamplerOptions, WindowOptions
 
 SEEDS_FROM = HELD_OUT_SEEDS_FROM + 5000  # held-out conditions, apart from evaluate_base's
 
@@ -44,7 +41,9 @@ def segment_audio(audio: Audio, start: int, end: int, fps: float) -> Audio:
     return Audio(audio.waveform[:, int(start / fps * rate):int(end / fps * rate)], rate)
 
 
-def segment_scores(frames: np.ndarray, truth: np.ndarray, audio: Audio, portrait: np.ndarray, fps: float, length: int) -> list[dict]:
+def segment_scores(
+    frames: np.ndarray, truth: np.ndarray, audio: Audio, portrait: np.ndarray, fps: float, length: int
+) -> list[dict]:
     """The oracles on consecutive `length`-frame segments (the last partial one dropped)."""
     scores = []
     for start in range(0, len(frames) - length + 1, length):
@@ -92,20 +91,37 @@ def run(args) -> dict:
                     continue
                 windows = WindowOptions(method, window, args.overlap)
                 started = time.perf_counter()
-                video = pipe.animate(torch.from_numpy(clip.portrait), clip.audio, options=SamplerOptions(**options, seed=index),
-                                     num_frames=num_frames, fps=clip.fps, max_side=clip.portrait.shape[0], windows=windows)
+                video = pipe.animate(
+                    torch.from_numpy(clip.portrait),
+                    clip.audio,
+                    options=SamplerOptions(**options, seed=index),
+                    num_frames=num_frames,
+                    fps=clip.fps,
+                    max_side=clip.portrait.shape[0],
+                    windows=windows,
+                )
                 seconds = time.perf_counter() - started
                 frames = video.frames.numpy()
                 joins = join_frames(windows if method != "single" else WindowOptions("sliding", window, args.overlap), num_frames)
-                results.append({
-                    "multiple": multiple, "frames": num_frames, "clip": index, "method": method,
-                    "segments": segment_scores(frames, clip.frames, clip.audio, clip.portrait, clip.fps, window - 1),
-                    "truth_segments": truth_scores, "seam_ratio": seam_ratio(frames, joins),
-                    "truth_seam_ratio": seam_ratio(clip.frames, joins), "seconds": seconds,
-                    "seconds_per_video_second": seconds / (num_frames / clip.fps),
-                })
-                print(f"{multiple}x clip {index} {method}: {seconds:.0f} s, lip-sync by segment "
-                      + " ".join(f"{s['lipsync']:.2f}" for s in results[-1]["segments"]), flush=True)
+                results.append(
+                    {
+                        "multiple": multiple,
+                        "frames": num_frames,
+                        "clip": index,
+                        "method": method,
+                        "segments": segment_scores(frames, clip.frames, clip.audio, clip.portrait, clip.fps, window - 1),
+                        "truth_segments": truth_scores,
+                        "seam_ratio": seam_ratio(frames, joins),
+                        "truth_seam_ratio": seam_ratio(clip.frames, joins),
+                        "seconds": seconds,
+                        "seconds_per_video_second": seconds / (num_frames / clip.fps),
+                    }
+                )
+                print(
+                    f"{multiple}x clip {index} {method}: {seconds:.0f} s, lip-sync by segment "
+                    + " ".join(f"{s['lipsync']:.2f}" for s in results[-1]["segments"]),
+                    flush=True,
+                )
     return {"model_defaults": d, "overlap_frames": args.overlap, "results": results}
 
 
@@ -119,21 +135,32 @@ def summarise(data: dict) -> list[dict]:
         colour = np.array([[s["colour"] for s in r["segments"]] for r in runs])
         truth = np.array([[s["lipsync"] for s in r["truth_segments"]] for r in runs])
         quarter = max(1, per_segment.shape[1] // 4)
-        rows.append({
-            "multiple": multiple, "method": method, "clips": len(runs), "segments": per_segment.shape[1],
-            "lipsync_mean": float(per_segment.mean()), "lipsync_first": float(per_segment[:, 0].mean()),
-            "lipsync_last": float(per_segment[:, -1].mean()), "truth_lipsync_mean": float(truth.mean()),
-            "lipsync_first_std": float(per_segment[:, 0].std()), "lipsync_last_std": float(per_segment[:, -1].std()),
-            "lipsync_first_quarter": float(per_segment[:, :quarter].mean()), "lipsync_last_quarter": float(per_segment[:, -quarter:].mean()),
-            "lipsync_last_over_first": float(per_segment[:, -1].mean() / max(per_segment[:, 0].mean(), 1e-9)),
-            "lipsync_by_segment": per_segment.mean(axis=0).round(3).tolist(),
-            "identity_first": float(identity[:, 0].mean()), "identity_last": float(identity[:, -1].mean()),
-            "colour_first": float(colour[:, 0].mean()), "colour_last": float(colour[:, -1].mean()),
-            "quality_mean": float(np.mean([[s["quality"] for s in r["segments"]] for r in runs])),
-            "seam_ratio": float(np.mean([r["seam_ratio"] for r in runs])),
-            "truth_seam_ratio": float(np.mean([r["truth_seam_ratio"] for r in runs])),
-            "seconds_per_video_second": float(np.mean([r["seconds_per_video_second"] for r in runs])),
-        })
+        rows.append(
+            {
+                "multiple": multiple,
+                "method": method,
+                "clips": len(runs),
+                "segments": per_segment.shape[1],
+                "lipsync_mean": float(per_segment.mean()),
+                "lipsync_first": float(per_segment[:, 0].mean()),
+                "lipsync_last": float(per_segment[:, -1].mean()),
+                "truth_lipsync_mean": float(truth.mean()),
+                "lipsync_first_std": float(per_segment[:, 0].std()),
+                "lipsync_last_std": float(per_segment[:, -1].std()),
+                "lipsync_first_quarter": float(per_segment[:, :quarter].mean()),
+                "lipsync_last_quarter": float(per_segment[:, -quarter:].mean()),
+                "lipsync_last_over_first": float(per_segment[:, -1].mean() / max(per_segment[:, 0].mean(), 1e-9)),
+                "lipsync_by_segment": per_segment.mean(axis=0).round(3).tolist(),
+                "identity_first": float(identity[:, 0].mean()),
+                "identity_last": float(identity[:, -1].mean()),
+                "colour_first": float(colour[:, 0].mean()),
+                "colour_last": float(colour[:, -1].mean()),
+                "quality_mean": float(np.mean([[s["quality"] for s in r["segments"]] for r in runs])),
+                "seam_ratio": float(np.mean([r["seam_ratio"] for r in runs])),
+                "truth_seam_ratio": float(np.mean([r["truth_seam_ratio"] for r in runs])),
+                "seconds_per_video_second": float(np.mean([r["seconds_per_video_second"] for r in runs])),
+            }
+        )
     return rows
 
 
@@ -144,19 +171,24 @@ def markdown(rows: list[dict], data: dict, command: str) -> str:
         f"{d['window_frames']} frames (the trained length) with {data['overlap_frames']} frames of overlap, the model's sampling "
         f"defaults. Oracle scores per {d['window_frames'] - 1}-frame segment; seam = frame change where windows meet / at other "
         "latent-frame boundaries "
-        "(1 = invisible; single: at sliding's joins, as a control; the true clip at the same frames in brackets).", "",
-        f"Command: `{command}`", "",
+        "(1 = invisible; single: at sliding's joins, as a control; the true clip at the same frames in brackets).",
+        "",
+        f"Command: `{command}`",
+        "",
         "| length | method | lip-sync mean (truth) | first segment | last segment | last / first | first → last quarter "
         "| identity first → last | colour first → last | quality mean | seam (truth) | s per video s (shared machine) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['multiple']}x ({r['segments']} seg.) | {r['method']} | {r['lipsync_mean']:.3f} ({r['truth_lipsync_mean']:.3f}) "
+            f"| {r['multiple']}x ({r['segments']} seg.) | {r['method']} "
+            f"| {r['lipsync_mean']:.3f} ({r['truth_lipsync_mean']:.3f}) "
             f"| {r['lipsync_first']:.3f} ± {r['lipsync_first_std']:.3f} | {r['lipsync_last']:.3f} ± {r['lipsync_last_std']:.3f} "
             f"| {r['lipsync_last_over_first']:.2f} | {r['lipsync_first_quarter']:.3f} → {r['lipsync_last_quarter']:.3f} "
             f"| {r['identity_first']:.3f} → {r['identity_last']:.3f} | {r['colour_first']:.3f} → {r['colour_last']:.3f} "
-            f"| {r['quality_mean']:.3f} | {r['seam_ratio']:.2f} ({r['truth_seam_ratio']:.2f}) | {r['seconds_per_video_second']:.1f} |")
+            f"| {r['quality_mean']:.3f} | {r['seam_ratio']:.2f} ({r['truth_seam_ratio']:.2f}) "
+            f"| {r['seconds_per_video_second']:.1f} |"
+        )
     lines += ["", "Lip-sync by segment over time (mean over clips):", ""]
     for r in rows:
         lines.append(f"- {r['multiple']}x {r['method']}: " + " ".join(f"{v:.2f}" for v in r["lipsync_by_segment"]))
@@ -181,12 +213,14 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("stopped by SIGINT before the results were written; run the same command again", file=sys.stderr)
         return 130
-    command = "python training/evaluate_long_video.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m training.miniature.evaluate_long_video " + " ".join(sys.argv[1:] if argv is None else argv)
     rows = summarise(data)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".md", markdown(rows, data, command)),
-                         (".json", json.dumps({"summary": rows, **data, "command": command}, indent=1))):
+    for suffix, text in (
+        (".md", markdown(rows, data, command)),
+        (".json", json.dumps({"summary": rows, **data, "command": command}, indent=1)),
+    ):
         write_text_atomic(out.with_suffix(suffix), text)
     print(markdown(rows, data, command))
     return 0

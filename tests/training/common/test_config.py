@@ -5,9 +5,9 @@ import pytest
 
 from tests.conftest import REPO
 from tests.training.conftest import write_config
-from training import train_base, train_critic, train_expert, train_gate
-from training.config import ConfigError, load_config
-from training.trainer import run
+from training import train_critic, train_expert, train_gate
+from training.common.config import ConfigError, load_config
+from training.miniature import train_base
 
 
 def expert_toml(tmp_path, **train):
@@ -53,7 +53,7 @@ def test_missing_required_key_and_all_problems_at_once(tmp_path):
 def test_invalid_toml_is_named(tmp_path, capsys):
     path = tmp_path / "bad.toml"
     path.write_text("[train\nsteps = 3\n")
-    assert run(train_expert.main, train_expert.SCHEMA, ["--config", str(path)]) == 2
+    assert train_expert.main(["--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: config {path} is not valid TOML:") and "\n" not in err
 
@@ -75,19 +75,19 @@ def test_base_model_overrides_are_tables(tmp_path):
 def test_bad_config_exits_2_before_any_work(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--config", str(expert_toml(tmp_path)), "--set", "train.steps=-5", "--set", "expert.rank=0"]
-    assert run(train_expert.main, train_expert.SCHEMA, argv) == 2
+    assert train_expert.main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("error: config ") for line in lines)
     assert not out.exists() and not (tmp_path / "cache").exists()  # nothing was started
 
 
 @pytest.mark.parametrize("name, script", [
-    ("miniature_base.toml", "train_base"), ("miniature_tlpo.toml", "reproduce_tlpo"),
-    ("miniature_ablations.toml", "ablate_tlpo"), ("miniature_ablations_long.toml", "ablate_tlpo"),
+    ("base.toml", "train_base"), ("tlpo.toml", "reproduce_tlpo.schema"),
+    ("ablations.toml", "ablate_tlpo"), ("ablations_long.toml", "ablate_tlpo"),
 ])
 def test_shipped_miniature_configs_pass_their_script_s_checks(name, script):
     """The long runs' configs are not run by the tests: a typo in one would only show an hour into a user's run."""
-    module = importlib.import_module(f"training.{script}")
-    config = load_config(["--config", str(REPO / "training" / "configs" / name)], module.SCHEMA)
+    module = importlib.import_module(f"training.miniature.{script}")
+    config = load_config(["--config", str(REPO / "training" / "miniature" / "configs" / name)], module.SCHEMA)
     if script == "ablate_tlpo":
         assert module.check_variants(config["ablate"]["variants"])

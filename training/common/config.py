@@ -18,6 +18,11 @@ from ft2_core.errors import InputError
 REQUIRED = object()
 
 
+def resolve(path: str) -> Path:
+    """Paths in a config are relative to the current directory, as on the command line."""
+    return Path(path).expanduser()
+
+
 @dataclass(frozen=True)
 class Option:
     """One config value: its type, default (or REQUIRED), and limits."""

@@ -1,0 +1,136 @@
+"""Checkpoints written whole or not at all, and an exact resume from the last good one."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from ft2_core.errors import InputError
+from ft2_core.io.atomic import remove_temporaries, staged_folder, write_text_atomic
+from ft2_core.io.checkpoint_io import load_state_dict, save_safetensors
+
+from .interrupts import StopRequests
+
+log = logging.getLogger("ft2.train")
+KEEP_CHECKPOINTS = 2
+
+
+class DamagedCheckpoint(Exception):
+    """A checkpoint folder that cannot be read back whole."""
+
+
+def checkpoints(output: Path) -> list[Path]:
+    """Finished checkpoint folders, oldest first."""
+    return sorted(output.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(output: Path, step: int, states: dict[str, dict[str, torch.Tensor]], optimizer) -> Path:
+    """Write `states` (file stem -> tensors), the optimizer and the step into a temporary folder, then rename:
+    a crash never leaves a half checkpoint. Keeps the newest KEEP_CHECKPOINTS."""
+    target = output / f"checkpoint-{step:07d}"
+    with staged_folder(target) as staging:  # replaces a damaged folder of this step, left by an earlier run
+        for stem, tensors in states.items():
+            save_safetensors({k: v.detach().float().cpu().clone() for k, v in tensors.items()}, staging / f"{stem}.safetensors")
+        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        (staging / "state.json").write_text(json.dumps({"step": step, "files": sorted(states)}))
+    for old in checkpoints(output)[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def read_checkpoint(path: Path) -> tuple[int, dict[str, dict[str, torch.Tensor]], dict]:
+    """(step, states, optimizer state) of a checkpoint, verified: every file present and loadable."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+        step, stems = int(state["step"]), state.get("files", ["trainable"])
+        states = {stem: load_state_dict(path / f"{stem}.safetensors", f"checkpoint {path.name}") for stem in stems}
+        optimizer = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, __import__("pickle").UnpicklingError) as err:
+        raise DamagedCheckpoint(f"{type(err).__name__}: {err}".splitlines()[0][:200]) from None
+    if not isinstance(optimizer, dict) or "state" not in optimizer:
+        raise DamagedCheckpoint("optimizer.pt holds no optimizer state")
+    return step, states, optimizer
+
+
+def last_good_checkpoint(output: Path) -> tuple[Path, int, dict, dict] | None:
+    """The newest checkpoint that reads back whole; damaged newer ones are reported and skipped."""
+    for path in reversed(checkpoints(output)):
+        try:
+            return (path, *read_checkpoint(path))
+        except DamagedCheckpoint as err:
+            log.warning("checkpoint %s is damaged (%s); trying the one before it", path, err)
+    return None
+
+
+def remove_stale_files(output: Path) -> None:
+    """Staging folders and temporary files that a killed run left behind (never a finished file)."""
+    for stale in output.glob(".checkpoint-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+        log.warning("removed %s, left by an interrupted run", stale)
+    remove_temporaries(output)
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """On resume, keep the log lines of steps up to the checkpoint; a cut or corrupt line (a kill mid-write) is dropped."""
+    if not path.is_file():
+        return
+    kept = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            keep = int(record["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s line %d is cut or corrupt; dropped", path, number)
+            continue
+        if keep:
+            kept.append(line)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def restore(output: Path, config: dict, targets: dict[str, dict[str, torch.nn.Parameter | torch.Tensor]], optimizer,
+            main_process: bool = True) -> int:
+    """Clean up after a killed run, then load the last good checkpoint into `targets` (stem -> named tensors)
+    and the optimizer, unless train.resume is false. Returns the step to start at."""
+    if main_process:
+        remove_stale_files(output)
+    found = last_good_checkpoint(output) if config["train"].get("resume", True) else None
+    if found is None:  # starting over: log lines of a run killed before its first checkpoint go too
+        if main_process:
+            trim_metrics(output / "metrics.jsonl", 0)
+        return 0
+    path, step, states, optimizer_state = found
+    if set(states) != set(targets) or any(set(states[k]) != set(targets[k]) for k in targets):
+        raise InputError(f"checkpoint {path} does not match this run's trainable parameters; use another train.output")
+    with torch.no_grad():
+        for stem, named in targets.items():
+            for name, tensor in named.items():
+                tensor.copy_(states[stem][name].to(tensor.dtype))
+    optimizer.load_state_dict(optimizer_state)
+    if main_process:
+        trim_metrics(output / "metrics.jsonl", step)
+    log.info("resuming from %s at step %d", path, step)
+    return step
+
+
+def resume(config: dict, output: Path, parameters: dict[str, torch.nn.Parameter], optimizer, accelerator) -> int:
+    """The DPO and critic trainers' resume: one file of trainable tensors."""
+    return restore(output, config, {"trainable": parameters}, optimizer, accelerator.is_main_process)
+
+
+def end_of_step(stop: "StopRequests", output: Path, done: int, steps: int, every: int, states: dict, optimizer, bar,
+                accelerator=None) -> None:
+    """Checkpoint on schedule, at the last step, or when asked to stop; then stop if asked (all processes agree)."""
+    stopping = stop.requested(accelerator)
+    if done % every == 0 or done == steps or stopping:
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+        if accelerator is None or accelerator.is_main_process:
+            save_checkpoint(output, done, states, optimizer)
+    if stopping:
+        bar.close()
+        stop.check(f"after step {done} (checkpoint saved in {output})")

@@ -1,0 +1,51 @@
+"""One process or many through accelerate (DDP, or FSDP for large models), and the checks that they agree."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ft2_core.errors import InputError
+
+
+def local_batch_size(batch_size: int, accelerator) -> int:
+    """This process's share of the global batch."""
+    if batch_size % accelerator.num_processes:
+        raise InputError(f"train.batch_size {batch_size} must divide evenly over {accelerator.num_processes} processes")
+    return batch_size // accelerator.num_processes
+
+
+def make_accelerator(config: dict):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    train = config["train"]
+    plugins = {}
+    if train.get("strategy", "ddp") == "fsdp":
+        from accelerate import FullyShardedDataParallelPlugin
+
+        # frozen DiT weights and trainable LoRA/gate parameters share modules: keep original params
+        plugins["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True, auto_wrap_policy="transformer_based_wrap",
+                                                                transformer_cls_names_to_wrap=["WanTransformerBlock"])
+    accelerator = Accelerator(mixed_precision=train.get("mixed_precision", "no"), cpu=train.get("cpu", False),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)], **plugins)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise InputError(f"{launched} processes were launched but accelerate runs {accelerator.num_processes}: "
+                         "without GPUs set ACCELERATE_USE_CPU=1 (or train.cpu = true) and launch with --multi_gpu")
+    return accelerator
+
+
+def check_ranks_agree(accelerator, parameters: dict, output: Path, steps: int) -> None:
+    """Every process must end with the same weights; record per-rank checksums in run.json."""
+    local = torch.stack([p.detach().double().sum() for p in parameters.values()]).to(accelerator.device)
+    every = accelerator.gather(local[None]).cpu()  # [world, parameters]
+    if accelerator.is_main_process:
+        (output / "run.json").write_text(json.dumps({"world_size": accelerator.num_processes, "steps": steps,
+                                                     "rank_checksums": every.tolist()}))
+        spread = float((every - every[0]).abs().max())
+        if spread > 1e-6 * max(1.0, float(every.abs().max())):
+            raise RuntimeError(f"processes ended with different weights (checksum spread {spread:g})")
+    accelerator.wait_for_everyone()

@@ -1,0 +1,35 @@
+"""How a config-driven training script starts: read and check the whole config first, then run; bad input exits
+2 with one line per problem, a stop request exits 128 + the signal."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from ft2_core.errors import InputError
+
+from .config import ConfigError, load_config
+from .interrupts import Stopped
+
+log = logging.getLogger("ft2.train")
+
+
+def run(main: Callable[[dict], Path], schema: dict, argv=None) -> int:
+    """A training script's entry: check the whole config first, then run; bad input exits 2 with one line per problem."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = main(load_config(argv, schema))
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except Stopped as stopped:
+        print(stopped, file=sys.stderr)
+        return 128 + stopped.signum
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if result is not None:
+        log.info("wrote %s", result)
+    return 0

@@ -1,0 +1,3 @@
+from training.miniature.reproduce_tlpo.runner import main
+
+raise SystemExit(main())

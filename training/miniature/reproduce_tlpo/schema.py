@@ -1,0 +1,92 @@
+"""The chain's settings: its stages in order, the world's seed ranges per split, and the config schema."""
+from __future__ import annotations
+
+from ft2_core.dimensions import DIMENSION_NAMES, POOLED
+from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM
+from training.common.config import Option
+
+STAGES = ("conditions", "candidates", "critic_base", "critic", "pairs", "cache", "experts", "gate", "evaluate")
+
+SPLITS = {"critic": 10_000, "train": 20_000, "heldout": 30_000, "pretrain": 40_000}  # world seed offsets past HELD_OUT_SEEDS_FROM
+
+EXPERTS = (*DIMENSION_NAMES, POOLED)
+
+SCHEMA = {
+    "run": {
+        "output": Option(str),
+        "results": Option(str, ""),
+        "seed": Option(int, 0, minimum=0),
+        "model": Option(str, "miniature"),
+        "reuse": Option(str, ""),
+    },
+    "world": {
+        "critic_conditions": Option(int, 24, minimum=2),
+        "train_conditions": Option(int, 40, minimum=1),
+        "heldout_conditions": Option(int, 16, minimum=1),
+        "frames": Option(int, 33, minimum=5),
+    },
+    "candidates": {
+        "samples": Option(int, 4, minimum=2),
+        "cfg": Option(list, [1.0]),
+        "audio_cfg": Option(list, [1.0, 2.0, 3.0, 5.0]),
+        "steps": Option(int, 20, minimum=1),
+    },
+    "critic_base": {
+        "conditions": Option(int, 0, minimum=0),
+        "heldout_conditions": Option(int, 20, minimum=1),
+        "steps": Option(int, 1000, minimum=1),
+        "batch_size": Option(int, 16, minimum=1),
+        "lr": Option(float, 1e-3, above=0),
+        "thinker": Option(str, "random", choices=("random", "miniature")),
+    },
+    "critic": {
+        "label_noise": Option(float, 0.1, minimum=0, maximum=0.5),
+        "heldout_share": Option(float, 0.25, above=0, maximum=0.9),
+        "steps": Option(int, 300, minimum=1),
+        "batch_size": Option(int, 8, minimum=1),
+        "lr": Option(float, 2e-3, above=0),
+        "rank": Option(int, 8, minimum=1),
+        "sample_fps": Option(float, 23.0, above=0),
+        "max_frames": Option(int, 34, minimum=2),
+        "min_side": Option(int, 112, minimum=28),
+        "threshold_pool": Option(str, "all", choices=("all", "candidates")),
+        "preferences": Option(bool, False),
+        "preference_margin": Option(float, 0.02, minimum=0),
+        "pair_batch_size": Option(int, 4, minimum=1),
+    },
+    "curation": {
+        "margin": Option(float, 0.1, minimum=0, maximum=0.49),
+        "max_pairs_per_condition": Option(int, 4, minimum=1),
+        "rule": Option(str, "answer", choices=("answer", "ranking")),
+        "judge": Option(str, "critic", choices=("critic", "oracle")),
+    },
+    "experts": {
+        "rank": Option(int, 8, minimum=1),
+        "alpha": Option(float, 8.0, above=0),
+        "beta": Option(float, 500.0, above=0),
+        "steps": Option(int, 150, minimum=1),
+        "batch_size": Option(int, 4, minimum=1),
+        "lr": Option(float, 1e-3, above=0),
+        "lip_mask": Option(bool, True),
+        "sigma_max": Option(float, 1.0, above=0, maximum=1),
+        "winner_penalty": Option(float, 0.0, minimum=0),
+    },
+    "gate": {
+        "steps": Option(int, 150, minimum=1),
+        "batch_size": Option(int, 6, minimum=1),
+        "lr": Option(float, 3e-4, above=0),
+        "beta": Option(float, 500.0, above=0),
+        "winner_penalty": Option(float, 0.0, minimum=0),
+        "embed_dim": Option(int, 256, minimum=2),
+        "min_period": Option(float, 0.0, minimum=0),
+    },
+    "evaluate": {"seeds": Option(list, [0, 1]), "steps": Option(int, 20, minimum=1)},
+}
+
+
+def world_seed(split: str, index: int) -> int:
+    return HELD_OUT_SEEDS_FROM + SPLITS[split] + index
+
+
+def video_settings(c: dict) -> dict:
+    return {"sample_fps": c["sample_fps"], "max_frames": c["max_frames"], "min_pixels": c["min_side"] ** 2}

@@ -1,0 +1,73 @@
+"""The chain's conditions and their truth: condition records per split, each condition's true clip, and the
+oracles' scores of any video against it (what the results table and the oracle-curated control use)."""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ft2_core.io.atomic import write_text_atomic
+from ft2_core.io.image import load_image
+from ft2_core.io.jsonl import read_jsonl
+from ft2_core.io.video_io import read_video
+from ft2_core.miniature.oracles import score_clip
+from ft2_core.miniature.world import FPS, make_clip
+from ft2_core.sampling.options import DEFAULT_PROMPT, SamplerOptions
+
+
+def conditions(root: Path, split: str) -> list[dict]:
+    return read_jsonl(root / "conditions" / f"{split}.jsonl", ("id", "image", "audio", "seed"), "conditions")
+
+@functools.lru_cache(maxsize=64)
+def true_clip(seed: int, frames: int):
+    """A condition's ground-truth clip, drawn once: every candidate and damaged copy of it is scored against it."""
+    return make_clip(seed, frames)
+
+def oracle_scores(video: Path, condition: dict, frames: int) -> dict:
+    pixels, fps, audio = read_video(video)
+    clip = true_clip(condition["seed"], frames)
+    return score_clip(pixels[:frames].astype(np.float32) / 255, audio, fps, clip.portrait, clip.frames).by_dimension()
+
+def oracle_judgements(config: dict, root: Path) -> Path:
+    """The oracles' scores of every training candidate (made once): a judge for `curation.judge = "oracle"`, and
+    otherwise the measure of how often the critic's pairs are right."""
+    path = root / "pairs" / "oracle_judgements.jsonl"
+    if not path.is_file():
+        candidates = root / "candidates" / "train" / "candidates.jsonl"
+        by_id = {c["id"]: c for c in conditions(root, "train")}
+        judgements = [{"id": c["id"], "scores": oracle_scores(candidates.parent / c["video"], by_id[c["condition"]],
+                                                              config["world"]["frames"])}
+                      for c in read_jsonl(candidates, ("id", "video", "condition"))]
+        write_text_atomic(path, "".join(json.dumps(j) + "\n" for j in judgements))
+    return path
+
+def scores_by_id(path: Path) -> dict[str, dict[str, float]]:
+    """A judgements file (the oracles' or the critic's) as clip id -> scores per dimension."""
+    return {r["id"]: r["scores"] for r in read_jsonl(path, ("id", "scores"))}
+
+def training_candidates_by_condition(root: Path, fields: tuple[str, ...]) -> list[list[dict]]:
+    """The training candidates' records (id, condition and `fields`), grouped by condition."""
+    groups = {}
+    for c in read_jsonl(root / "candidates" / "train" / "candidates.jsonl", ("id", "condition", *fields)):
+        groups.setdefault(c["condition"], []).append(c)
+    return list(groups.values())
+
+def oracle_results(config: dict, root: Path, pipe, rows: dict, heldout: int | None = None) -> dict[str, list[dict]]:
+    """Each row (experts, mix) animates the first `heldout` held-out conditions once per evaluation seed; the oracles
+    score every video against the condition's true clip."""
+    frames, d = config["world"]["frames"], pipe.defaults
+    results = {name: [] for name in rows}
+    for condition in conditions(root, "heldout")[:heldout]:
+        clip = true_clip(condition["seed"], frames)
+        image = load_image(root / "conditions" / condition["image"])
+        for seed in config["evaluate"]["seeds"]:
+            options = SamplerOptions(steps=config["evaluate"]["steps"], cfg=d["cfg"], audio_cfg=d["audio_cfg"], shift=d["shift"],
+                                     seed=int(seed))
+            for name, (chosen, mix) in rows.items():
+                video = pipe.animate(image, clip.audio, DEFAULT_PROMPT, options=options, num_frames=frames, fps=FPS,
+                                     experts=chosen, gate=mix).frames.numpy()
+                s = score_clip(video, clip.audio, FPS, clip.portrait, clip.frames)
+                results[name].append({"condition": condition["id"], "seed": int(seed), **s.by_dimension()})
+    return results
