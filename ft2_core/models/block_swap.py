@@ -5,6 +5,10 @@ the CPU, pinned when CUDA is there. Each is copied to the device just before it 
 on a side stream while the current one computes, and dropped from the device after it ran: the device
 holds the other blocks plus two swapped ones. The numbers are those of the resident model (on a CPU the
 copies are no-ops, and the same code runs).
+
+In training the blocks visit twice: in the forward, and again in reverse order in the backward, where each is
+recomputed (models.block_recompute). Tensors that require gradients (LoRA experts and gates being trained) never
+swap: they stay on the device with their gradients and optimizer state.
 """
 from __future__ import annotations
 
@@ -28,8 +32,12 @@ class BlockSwap:
     def parts(self, index: int) -> list[nn.Module]:
         return [self.model.transformer.blocks[index], self.model.adapter.blocks[index]]
 
+    def frozen_tensors(self, index: int) -> list[torch.Tensor]:
+        """What visits for block `index`: its parameters and buffers, except those being trained."""
+        return [t for part in self.parts(index) for t in (*part.parameters(), *part.buffers()) if not t.requires_grad]
+
     def swapped_tensors(self) -> set[int]:
-        return {id(t) for i in self.swapped for part in self.parts(i) for t in (*part.parameters(), *part.buffers())}
+        return {id(t) for i in self.swapped for t in self.frozen_tensors(i)}
 
     def place(self, device) -> None:
         """Move everything but the swapped blocks to `device` (they stay on the CPU between visits). A forward that
@@ -44,17 +52,17 @@ class BlockSwap:
 
     def _bring(self, index: int, device: torch.device) -> None:
         moved = []
-        for part in self.parts(index):
-            for tensor in (*part.parameters(), *part.buffers()):
-                home = tensor.data
-                if device.type == "cuda" and not home.is_pinned():
-                    home = tensor.data = home.pin_memory()
-                tensor.data = home.to(device, non_blocking=True)
-                moved.append((tensor, home))
+        for tensor in self.frozen_tensors(index):
+            home = tensor.data
+            if device.type == "cuda" and not home.is_pinned():
+                home = tensor.data = home.pin_memory()
+            tensor.data = home.to(device, non_blocking=True)
+            moved.append((tensor, home))
         self.visiting[index] = moved
 
-    def before(self, index: int, device) -> None:
-        """Block `index` is about to run on `device`: make sure it is there, and start copying the next swapped one."""
+    def before(self, index: int, device, following: int | None = None) -> None:
+        """Block `index` is about to run on `device`: make sure it is there, and start copying the one that runs next
+        (`following`: index + 1 in a forward, index - 1 in a backward)."""
         if index not in self.swapped:
             return
         device = torch.device(device)
@@ -64,7 +72,7 @@ class BlockSwap:
                 tensor.data.record_stream(torch.cuda.current_stream(device))
         elif index not in self.visiting:
             self._bring(index, device)
-        following = index + 1
+        following = index + 1 if following is None else following
         if following in self.swapped and following not in self.visiting:
             if device.type == "cuda":
                 self.stream = self.stream or torch.cuda.Stream(device)

@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 from .audio_adapter import AudioAdapter, AudioKeyValue
 from .attention import attention_kernel
 from .audio_windows import AudioWindows
+from .block_recompute import RecomputedBlock
 from ..errors import InputError
 from .fused_lora import set_block_gate
 
@@ -140,6 +141,7 @@ class FantasyTalkingModel(nn.Module):
         self.adapter = adapter
         self.prediction = prediction
         self.gradient_checkpointing = False
+        self.offload_checkpoints = False  # training: keep each block's checkpointed input on the CPU (block_recompute)
         self.ffn_chunk_tokens = 0  # see feed_forward
         self.block_swap = None  # a BlockSwap when some blocks wait on the CPU (see swap_blocks)
         self.attention = "sdpa"  # the attention kernel (models.attention); flash / sage when installed
@@ -177,9 +179,6 @@ class FantasyTalkingModel(nn.Module):
         audio_scale: float | torch.Tensor = 1.0,
     ) -> torch.Tensor:
         """latents [B,C,F,H,W] + I2V condition [B,C',F,H,W] at `timestep` [B] (0..1000) -> velocity [B,C,F,H,W]."""
-        if self.block_swap is not None and torch.is_grad_enabled():
-            raise InputError("block swap is for sampling: blocks leave the device after they run, so gradients "
-                             "cannot flow through them (turn it off for training)")
         t = self.transformer
         x = torch.cat([latents, condition], dim=1)
         batch, _, frames, height, width = x.shape
@@ -209,18 +208,27 @@ class FantasyTalkingModel(nn.Module):
         return ((latents.float() - (reference.float() + out.float())) / sigma).to(out.dtype)
 
     def _blocks(self, hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale, gates):
-        """Every block in turn (with block swap visits and gradient checkpointing when set)."""
-        t = self.transformer
+        """Every block in turn. Training with block swap or offloaded checkpoints recomputes each block in the backward
+        (models.block_recompute); plain gradient checkpointing uses torch's; sampling visits swapped blocks."""
+        t, swap, training = self.transformer, self.block_swap, torch.is_grad_enabled()
         for index, (block, kv) in enumerate(zip(t.blocks, self.adapter.blocks)):
             layer_gate = None if gates is None else gates[:, index]
-            args = (block, kv, hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale, layer_gate,
-                    self.ffn_chunk_tokens)
-            if self.block_swap is not None:
-                self.block_swap.before(index, hidden.device)
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                hidden = checkpoint(block_forward, *args, use_reentrant=False)
+            context = (text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale)
+
+            def run(hidden, layer_gate, block=block, kv=kv, context=context):
+                return block_forward(block, kv, hidden, *context, layer_gate, self.ffn_chunk_tokens)
+
+            if training and (swap is not None or self.offload_checkpoints):
+                device = hidden.device
+                hidden = RecomputedBlock.apply(
+                    run, lambda forward, i=index: swap and swap.before(i, device, i + 1 if forward else i - 1),
+                    lambda i=index: swap and swap.after(i), self.offload_checkpoints, hidden, layer_gate)
+            elif training and self.gradient_checkpointing:
+                hidden = checkpoint(run, hidden, layer_gate, use_reentrant=False)
             else:
-                hidden = block_forward(*args)
-            if self.block_swap is not None:
-                self.block_swap.after(index)
+                if swap is not None:
+                    swap.before(index, hidden.device)
+                hidden = run(hidden, layer_gate)
+                if swap is not None:
+                    swap.after(index)
         return hidden

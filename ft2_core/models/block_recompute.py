@@ -1,0 +1,72 @@
+"""Training through one block at a time with its activations recomputed in the backward, so that neither the
+block's frozen weights nor its activations have to stay on the device between the forward and the backward.
+
+The forward runs the block without keeping its graph and saves only the block's input hidden states (on the
+CPU when `offload` is set). The backward brings the input back, lets a swapped block visit the device again
+(the blocks come back in reverse order, the one before prefetched), recomputes the block with gradients and
+back-propagates through it: trainable LoRA and gate parameters accumulate their gradients exactly as without
+recomputation, and never move (block swap leaves tensors that require gradients where they are).
+
+Autocast is re-entered in the backward as it was in the forward, so a bf16 run recomputes in bf16.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+class RecomputedBlock(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, run: Callable, visit: Callable, leave: Callable, offload: bool, hidden: torch.Tensor,
+                gate: torch.Tensor | None):
+        ctx.run, ctx.visit, ctx.leave = run, visit, leave
+        ctx.device = hidden.device
+        ctx.autocast = {kind: (torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind)) for kind in ("cpu", "cuda")}
+        saved = hidden.detach()
+        if offload:
+            saved = saved.to("cpu", non_blocking=True)
+            if hidden.device.type == "cuda":
+                saved = saved.pin_memory()
+        ctx.hidden, ctx.hidden_requires_grad = saved, hidden.requires_grad
+        ctx.save_for_backward(gate)
+        visit(forward=True)
+        try:
+            with torch.no_grad():
+                return run(hidden, gate)
+        finally:
+            leave()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (gate,) = ctx.saved_tensors
+        hidden = ctx.hidden.to(ctx.device, non_blocking=True).requires_grad_(ctx.hidden_requires_grad)
+        gate = None if gate is None else gate.detach().requires_grad_(gate.requires_grad)
+        ctx.visit(forward=False)
+        try:
+            with torch.enable_grad(), _autocast_as(ctx.autocast):
+                out = ctx.run(hidden, gate)
+            # into every leaf that requires them: the block's trainable parameters (accumulated in .grad, as without
+            # recomputation) and the two inputs above
+            torch.autograd.backward(out, grad_output)
+        finally:
+            ctx.leave()
+        return (None, None, None, None, hidden.grad if ctx.hidden_requires_grad else None,
+                None if gate is None or not gate.requires_grad else gate.grad)
+
+
+class _autocast_as:
+    """Re-enter the autocast state a forward ran under (per device type)."""
+
+    def __init__(self, state: dict):
+        self.contexts = [torch.autocast(kind, dtype=dtype, enabled=enabled) for kind, (enabled, dtype) in state.items()
+                         if enabled]
+
+    def __enter__(self):
+        for context in self.contexts:
+            context.__enter__()
+
+    def __exit__(self, *exc):
+        for context in reversed(self.contexts):
+            context.__exit__(*exc)
+        return False
