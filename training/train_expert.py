@@ -63,7 +63,7 @@ def train(config: dict) -> Path:
     lora = fresh_lora(
         model, int(expert_config["rank"]), float(expert_config["alpha"]), expert_config["targets"], train.get("seed", 0)
     )
-    attach_experts(model, [Expert(dimension, lora)])
+    attach_experts(model, [Expert(dimension, lora)], dtype=torch.float32)  # trained in fp32 over any base
     model.expert_gate = StaticMix([1.0])
     fused = fused_modules(model)
     parameters = {}

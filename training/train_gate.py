@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ft2_core.dimensions import DIMENSION_NAMES
 from ft2_core.errors import InputError
 from ft2_core.tlpo.experts import Expert, attach_experts
@@ -50,7 +52,7 @@ def train(config: dict) -> Path:
     data = synthetic_data(config)
     model, paths = model_from_config(config)
     model.requires_grad_(False)
-    attach_experts(model, [Expert(name, load_lora(resolve(expert_files[name]))) for name in names])
+    attach_experts(model, [Expert(name, load_lora(resolve(expert_files[name]))) for name in names], dtype=torch.float32)
     gate = TimestepLayerGate(model.num_layers, len(names), int(gate_config.get("embed_dim", 256)), tuple(names),
                              float(gate_config.get("min_period", 0.0)))
     model.expert_gate = gate

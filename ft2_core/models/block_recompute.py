@@ -4,8 +4,9 @@ block's frozen weights nor its activations have to stay on the device between th
 The forward runs the block without keeping its graph and saves only the block's input hidden states (on the
 CPU when `offload` is set). The backward brings the input back, lets a swapped block visit the device again
 (the blocks come back in reverse order, the one before prefetched), recomputes the block with gradients and
-back-propagates through it: trainable LoRA and gate parameters accumulate their gradients exactly as without
-recomputation, and never move (block swap leaves tensors that require gradients where they are).
+back-propagates through it. The block's trainable parameters (LoRA experts) are inputs of the function, so their
+gradients leave it as any input's do (distributed wrappers see them as usual); they never move (block swap leaves
+tensors that require gradients where they are).
 
 Autocast is re-entered in the backward as it was in the forward, so a bf16 run recomputes in bf16.
 """
@@ -19,7 +20,7 @@ import torch
 class RecomputedBlock(torch.autograd.Function):
     @staticmethod
     def forward(ctx, run: Callable, visit: Callable, leave: Callable, offload: bool, hidden: torch.Tensor,
-                gate: torch.Tensor | None):
+                gate: torch.Tensor | None, *trainable: torch.Tensor):
         ctx.run, ctx.visit, ctx.leave = run, visit, leave
         ctx.device = hidden.device
         ctx.autocast = {kind: (torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind)) for kind in ("cpu", "cuda")}
@@ -29,7 +30,7 @@ class RecomputedBlock(torch.autograd.Function):
             if hidden.device.type == "cuda":
                 saved = saved.pin_memory()
         ctx.hidden, ctx.hidden_requires_grad = saved, hidden.requires_grad
-        ctx.save_for_backward(gate)
+        ctx.save_for_backward(gate, *trainable)
         visit(forward=True)
         try:
             with torch.no_grad():
@@ -39,20 +40,22 @@ class RecomputedBlock(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        (gate,) = ctx.saved_tensors
+        gate, *trainable = ctx.saved_tensors
         hidden = ctx.hidden.to(ctx.device, non_blocking=True).requires_grad_(ctx.hidden_requires_grad)
         gate = None if gate is None else gate.detach().requires_grad_(gate.requires_grad)
+        inputs = [hidden, gate, *trainable]
+        wanted = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
         ctx.visit(forward=False)
         try:
             with torch.enable_grad(), _autocast_as(ctx.autocast):
                 out = ctx.run(hidden, gate)
-            # into every leaf that requires them: the block's trainable parameters (accumulated in .grad, as without
-            # recomputation) and the two inputs above
-            torch.autograd.backward(out, grad_output)
+            grads = torch.autograd.grad(out, [inputs[i] for i in wanted], grad_output, allow_unused=True)
         finally:
             ctx.leave()
-        return (None, None, None, None, hidden.grad if ctx.hidden_requires_grad else None,
-                None if gate is None or not gate.requires_grad else gate.grad)
+        result = [None] * len(inputs)
+        for i, grad in zip(wanted, grads):
+            result[i] = grad
+        return (None, None, None, None, *result)
 
 
 class _autocast_as:

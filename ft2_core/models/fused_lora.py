@@ -25,10 +25,11 @@ class FusedLoRALinear(nn.Module):
     the experts are off and this is exactly the base Linear: that is the Flow-DPO reference.
     """
 
-    def __init__(self, base: nn.Linear, downs, ups, scales, expert_ids, num_experts: int):
+    def __init__(self, base: nn.Linear, downs, ups, scales, expert_ids, num_experts: int, dtype: torch.dtype | None = None):
+        """`dtype`: the experts' own (fp32 for training under autocast); default the base's compute dtype."""
         super().__init__()
         self.base = base
-        dtype = compute_dtype_of(base)  # an fp8-stored base computes in its compute dtype
+        dtype = dtype or compute_dtype_of(base)  # an fp8-stored base computes in its compute dtype
         self.down = nn.Parameter(torch.cat(downs).to(dtype), requires_grad=False)  # [R, d_in]
         self.up = nn.Parameter(torch.cat(ups, dim=1).to(dtype), requires_grad=False)  # [d_out, R]
         self.register_buffer("column_scale", torch.cat(scales), persistent=False)  # s_k per rank column

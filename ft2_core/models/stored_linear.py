@@ -45,3 +45,23 @@ def copy_dense_weight(linear: nn.Module, out: torch.Tensor) -> torch.Tensor:
     out.copy_(linear.weight)
     scale = getattr(linear, "scale_weight", None)
     return out if scale is None else out.mul_(scale.to(out.dtype))
+
+
+FP8_MAX = torch.finfo(torch.float8_e4m3fn).max
+
+
+def store_blocks_as_fp8(transformer: nn.Module, compute_dtype: torch.dtype) -> int:
+    """Turn every Linear inside the DiT's blocks into a StoredLinear holding float8_e4m3fn weights with a per-tensor
+    scale (ComfyUI's fp8_scaled layout): one byte per weight instead of two, each layer computing in
+    `compute_dtype`. For a bf16 file or a diffusers folder loaded for training. Returns the Linears converted."""
+    converted = 0
+    for block in transformer.blocks:
+        for name, module in list(block.named_modules()):
+            if type(module) is not nn.Linear:
+                continue
+            weight = module.weight.detach().float()
+            scale = (weight.abs().max() / FP8_MAX).clamp(min=torch.finfo(torch.float32).tiny)
+            stored = StoredLinear((weight / scale).to(torch.float8_e4m3fn), module.bias, scale, compute_dtype)
+            block.set_submodule(name, stored.to(module.weight.device))
+            converted += 1
+    return converted

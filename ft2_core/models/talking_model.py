@@ -220,9 +220,10 @@ class FantasyTalkingModel(nn.Module):
 
             if training and (swap is not None or self.offload_checkpoints):
                 device = hidden.device
+                trainable = [p for part in (block, kv) for p in part.parameters() if p.requires_grad]
                 hidden = RecomputedBlock.apply(
                     run, lambda forward, i=index: swap and swap.before(i, device, i + 1 if forward else i - 1),
-                    lambda i=index: swap and swap.after(i), self.offload_checkpoints, hidden, layer_gate)
+                    lambda i=index: swap and swap.after(i), self.offload_checkpoints, hidden, layer_gate, *trainable)
             elif training and self.gradient_checkpointing:
                 hidden = checkpoint(run, hidden, layer_gate, use_reentrant=False)
             else:

@@ -24,8 +24,9 @@ class Expert:
     strength: float = 1.0
 
 
-def attach_experts(model, experts: list[Expert]) -> None:
-    """Wrap every Linear that any expert targets; each expert is checked against the model first."""
+def attach_experts(model, experts: list[Expert], dtype: torch.dtype | None = None) -> None:
+    """Wrap every Linear that any expert targets; each expert is checked against the model first. The experts are held
+    in `dtype` (default: the base's compute dtype; trainers keep them fp32 over a bf16 or fp8 base)."""
     if not experts:
         raise InputError("attach_experts needs at least one expert")
     linears = block_linears(model.transformer)
@@ -46,7 +47,7 @@ def attach_experts(model, experts: list[Expert]) -> None:
             scales.append(torch.full((module.rank,), expert.strength * expert.lora.scale(target)))
             ids.append(torch.full((module.rank,), k, dtype=torch.long))
         base = linears[target]
-        fused = FusedLoRALinear(base, downs, ups, scales, ids, len(experts)).to(base.weight.device)
+        fused = FusedLoRALinear(base, downs, ups, scales, ids, len(experts), dtype).to(base.weight.device)
         index, original = target.split(".", 2)[1:]
         set_submodule(model.transformer.blocks[int(index)], _TO_DIFFUSERS[original], fused)
     model.expert_names = tuple(e.name for e in experts)

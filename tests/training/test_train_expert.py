@@ -91,3 +91,27 @@ def test_bf16_autocast_and_gradient_checkpointing_run(tmp_path, toy_data):
     log = metrics(output)
     assert len(log) == 3 and all(torch.isfinite(torch.tensor(m["loss"])) for m in log)
     assert load_lora(output / "expert_quality.safetensors").metadata["ft2.dimension"] == "quality"
+
+
+def test_memory_options_train_the_same_expert(tmp_path, toy_data):
+    """Both tiny blocks swapped, checkpoints on the CPU, one pair per forward and one policy row at a time: the same
+    expert as the plain batched run (the same data, noise and exact gradient; float32 sums in another order)."""
+    plain, lean = tmp_path / "plain", tmp_path / "lean"
+    assert train_expert.main(["--config", str(expert_config(tmp_path, toy_data, plain, steps=6))]) == 0
+    options = dict(blocks_to_swap=2, offload_checkpoints=True, micro_batch_size=1, rows_at_a_time=True)
+    assert train_expert.main(["--config", str(expert_config(tmp_path, toy_data, lean, steps=6, **options))]) == 0
+    a, b = load_file(plain / "expert_lipsync.safetensors"), load_file(lean / "expert_lipsync.safetensors")
+    assert a.keys() == b.keys() and any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)  # it did train
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-5, msg=key)
+    plain_log, lean_log = metrics(plain), metrics(lean)
+    assert [round(m["loss"], 4) for m in lean_log] == [round(m["loss"], 4) for m in plain_log]
+
+
+def test_a_bf16_base_needs_bf16_autocast(tmp_path, toy_data, capsys):
+    config = write_config(tmp_path / "bf16.toml", {
+        "model": {"folder": "", "dtype": "bf16"}, "expert": {"rank": 4},
+        "data": {"cache": str(toy_data["cache"]), "pairs": [str(toy_data["split"]["lipsync"][0])]},
+        "train": {"output": str(tmp_path / "bf16"), "steps": 2}})
+    assert train_expert.main(["--config", str(config)]) == 2
+    assert 'set train.mixed_precision = "bf16"' in capsys.readouterr().err

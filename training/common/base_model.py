@@ -4,14 +4,30 @@ from __future__ import annotations
 import torch
 
 from ft2_core.builtin_models import model_folder
+from ft2_core.errors import InputError
 from ft2_core.model_paths import ModelPaths
+from ft2_core.models.stored_linear import store_blocks_as_fp8
 from ft2_core.pipeline import load_talking_model
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
-def model_from_config(config: dict, dtype=torch.float32):
-    """The DiT + adapter from a model folder (or a built-in one by name), the built-in tiny model when none is given."""
+
+def check_precision(config: dict) -> None:
+    """A bf16 base computes under bf16 autocast, where the fp32 experts and gate meet it."""
+    if config["model"].get("dtype", "fp32") != "fp32" and config["train"].get("mixed_precision", "no") != "bf16":
+        raise InputError(f'model.dtype = "{config["model"]["dtype"]}" trains under autocast: set train.mixed_precision = "bf16"')
+
+
+def model_from_config(config: dict):
+    """The DiT + adapter from a model folder (or a built-in one by name), the built-in tiny model when none is given,
+    in the config's dtype; with `weights = "fp8"` the blocks' Linears are stored as fp8 (never an fp32 copy of the
+    base unless dtype says fp32)."""
     model = config["model"]
+    check_precision(config)
     folder = model_folder(model["folder"] or "tiny", model["cache_dir"] or None)
     paths = ModelPaths.from_folder(folder, transformer=model["dit"] or None, audio_adapter=model["adapter"] or None)
+    dtype = DTYPES[model.get("dtype", "fp32")]
     talking = load_talking_model(paths.transformer, paths.audio_adapter, dtype, model["dit_config"] or None, paths.prediction)
+    if model.get("weights") == "fp8":
+        store_blocks_as_fp8(talking.transformer, dtype)
     return talking, paths

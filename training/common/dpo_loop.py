@@ -11,7 +11,7 @@ import torch
 from ft2_core.dimensions import DIMENSION_NAMES
 from ft2_core.errors import InputError
 from ft2_core.io.jsonl import append_jsonl
-from ft2_core.tlpo.flow_dpo import dpo_step
+from ft2_core.tlpo.flow_dpo import DPOOutput, dpo_step, dpo_step_by_rows
 from ft2_core.tlpo.preference_data import LatentCache, PairDataset, collate_pairs, read_pairs
 
 from .checkpoints import end_of_step, resume
@@ -64,11 +64,15 @@ def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], da
     steps, batch_size, seed, beta = train["steps"], train["batch_size"], train.get("seed", 0), float(train["beta"])
     rank, local = accelerator.process_index, local_batch_size(batch_size, accelerator)
     sigma_range = (train.get("sigma_min", 0.0), train.get("sigma_max", 1.0))
-    model.gradient_checkpointing = bool(train.get("gradient_checkpointing", False))
+    micro = train.get("micro_batch_size", 0) or local
+    if local % micro:
+        raise InputError(f"train.micro_batch_size {micro} must divide each process's {local} pairs per step")
+    set_memory_options(model, train, accelerator)
     optimizer = torch.optim.AdamW(parameters.values(), lr=float(train["lr"]), weight_decay=float(train.get("weight_decay", 0.0)))
     start = resume(config, output, parameters, optimizer, accelerator)
     metrics_file = output / "metrics.jsonl"
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model.place(accelerator.device)  # swapped blocks stay on the CPU; the rest, the experts and the gate go to the device
+    model, optimizer = accelerator.prepare(model, optimizer, device_placement=[False, True])
     inner = accelerator.unwrap_model(model)
     bar = tqdm(total=steps, initial=start, desc="Flow-DPO", mininterval=2.0, disable=not accelerator.is_main_process)
     with StopRequests() as stop:
@@ -80,9 +84,8 @@ def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], da
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             with torch.no_grad():
                 batch["audio"] = inner.adapter.windows(batch["audio_features"], batch["num_frames"])
-            with accelerator.autocast():
-                out = dpo_step(model, batch, sigma.to(device), noise.to(device), beta, float(train.get("winner_penalty", 0.0)))
-            accelerator.backward(out.loss)
+            penalty, rows = float(train.get("winner_penalty", 0.0)), bool(train.get("rows_at_a_time", False))
+            out = accumulated_step(model, batch, sigma.to(device), noise.to(device), beta, penalty, micro, rows, accelerator)
             if train.get("max_grad_norm"):
                 accelerator.clip_grad_norm_(list(parameters.values()), float(train["max_grad_norm"]))
             optimizer.step()
@@ -101,6 +104,41 @@ def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], da
     result = save_result(output) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     return result
+
+
+def set_memory_options(model, train: dict, accelerator) -> None:
+    """Checkpointing, offloaded checkpoints and block swap from the [train] section."""
+    model.gradient_checkpointing = bool(train.get("gradient_checkpointing", False))
+    model.offload_checkpoints = bool(train.get("offload_checkpoints", False))
+    if train.get("blocks_to_swap", 0):
+        if accelerator.num_processes > 1:
+            raise InputError("train.blocks_to_swap is for one process (DDP keeps a whole model on each device); "
+                             "with several GPUs use train.strategy = \"fsdp\" instead")
+        model.swap_blocks(int(train["blocks_to_swap"]))
+
+
+def accumulated_step(model, batch: dict, sigma: torch.Tensor, noise: torch.Tensor, beta: float, winner_penalty: float,
+                     micro: int, rows: bool, accelerator) -> DPOOutput:
+    """One optimizer step's gradient over the local batch: `micro` pairs per forward (their gradients accumulate, each
+    weighted by its share of the batch), batched or one policy row at a time; the same loss, margins and gradient as
+    one batched step (tests/ft2_core/tlpo/test_flow_dpo.py)."""
+    local = sigma.shape[0]
+    outputs = []
+    for start in range(0, local, micro):
+        part = slice(start, start + micro)
+        chunk = {k: v.select(torch.arange(start, min(start + micro, local), device=sigma.device)) if k == "audio"
+                 else v[part] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == local else v for k, v in batch.items()}
+        share = chunk["winner"].shape[0] / local
+        with accelerator.autocast():
+            if rows:
+                out = dpo_step_by_rows(model, chunk, sigma[part], noise[part], beta, winner_penalty, accelerator.backward, share)
+            else:
+                out = dpo_step(model, chunk, sigma[part], noise[part], beta, winner_penalty)
+        if not rows:
+            accelerator.backward(out.loss * share)
+        outputs.append((out, share))
+    loss = sum(out.loss.detach() * share for out, share in outputs)
+    return DPOOutput(loss, torch.cat([out.reward_margin for out, _ in outputs]), torch.cat([out.sigma for out, _ in outputs]))
 
 
 @torch.no_grad()

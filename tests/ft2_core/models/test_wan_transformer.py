@@ -170,3 +170,26 @@ def test_scale_without_a_weight_is_named(tmp_path, reference):
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     with pytest.raises(InputError, match="tensors missing|has no weight"):
         load_transformer_file(path, TINY_CONFIG)
+
+
+def test_a_bf16_or_fp32_model_stored_as_fp8_at_load_equals_the_fp8_scaled_file(tmp_path, reference):
+    """store_blocks_as_fp8 (training from a bf16 file or a diffusers folder) gives the layout and the numbers of
+    ComfyUI's fp8_scaled file of the same weights, written here by a plain independent conversion."""
+    import copy
+
+    from ft2_core.models.stored_linear import StoredLinear, store_blocks_as_fp8
+
+    transformer, inputs, expected = reference
+    converted = copy.deepcopy(transformer)
+    assert store_blocks_as_fp8(converted, torch.float32) == 2 * 12
+    stored = [m for m in converted.modules() if isinstance(m, StoredLinear)]
+    assert len(stored) == 2 * 12 and all(m.weight.dtype == torch.float8_e4m3fn for m in stored)
+    path = tmp_path / "wan_fp8_scaled.safetensors"
+    original = diffusers_to_original(transformer.state_dict())
+    scaled = fp8_scaled(original)  # fp8 block weights and their scales; everything else stays as it was (fp32)
+    state = {k: v if v.dtype == torch.float8_e4m3fn or k.endswith("scale_weight") else original[k] for k, v in scaled.items()}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    from_file, _ = load_transformer_file(path, TINY_CONFIG)
+    torch.testing.assert_close(forward(converted, inputs), forward(from_file, inputs), rtol=1e-5, atol=1e-5)
+    error = (forward(converted, inputs) - expected).abs().max() / expected.abs().max()
+    assert 0 < error < 0.1
