@@ -43,3 +43,31 @@ def test_visiting_peak_is_the_largest_stage_and_resident_the_sum():
     block_fp8 = 400e6 * 1 + 1e6 * 2
     assert swapped["dit"] == (20 + 2) * block_fp8 + 200e6 * 2 + 800e6 * 2
     assert swapped["peak"] < visiting["peak"] < resident["peak"] and resident["peak"] > 40 * GIB
+
+
+def test_training_plan_adds_weights_trained_state_and_the_rows_in_flight():
+    from bench.train_memory_plan import HIDDEN_BYTES, OPTIMIZER_BYTES, net_and_peak, train_plan
+
+    sizes = {"blocks": 40, "block_linear": 400e6, "block_other": 1e6, "dit_rest": 200e6, "adapter": 800e6, "experts": 600e6}
+    per_token = {"saved": 300e3, "backward": 30e3}
+    tokens = 21 * 30 * 52  # 81 frames at 480p
+    plain = train_plan(sizes, per_token, "expert", "480p", "bf16", 0, False, False, False)
+    block_bf16 = 400e6 * 2 + 1e6 * 2 + 800e6 / 40 * 2
+    assert plain["weights"] == 40 * block_bf16 + 200e6 * 2
+    assert plain["parameters"] == 600e6 / 3 * 16 / 32 * OPTIMIZER_BYTES  # one rank-16 expert, fp32 + grad + AdamW
+    assert plain["activations"] == 2 * tokens * 300e3 * 40 + 2 * tokens * 30e3  # winner and loser, every block
+    lean = train_plan(sizes, per_token, "expert", "480p", "fp8", 30, True, True, True)
+    block_fp8 = 400e6 * 1 + 1e6 * 2 + 800e6 / 40 * 2
+    assert lean["weights"] == (10 + 2) * block_fp8 + 200e6 * 2  # 10 resident, 2 staged
+    assert lean["activations"] == tokens * (300e3 + 30e3)  # one row, one block's worth
+    checkpointed = train_plan(sizes, per_token, "expert", "480p", "fp8", 30, True, False, True)
+    assert checkpointed["activations"] == tokens * HIDDEN_BYTES * 40 + tokens * (300e3 + 30e3)
+    assert lean["peak"] < checkpointed["peak"] < plain["peak"]
+
+    def work():
+        kept.append(torch.empty(1024, 1024))  # 4 MiB kept
+        scratch = torch.empty(2048, 1024)  # 8 MiB, gone at the end
+        del scratch
+
+    kept = []
+    assert net_and_peak(work) == (4 * 2**20, 12 * 2**20)

@@ -10,6 +10,9 @@ from ft2_core.tlpo.preference_data import read_pairs, write_pairs
 from training.fixtures.synthetic_pairs import make_synthetic_cache
 
 TRAIN_CONDITIONS = 24  # of 32: the rest are held out
+# the tiny model fits whole batches: the trainer tests run them (the defaults' row-at-a-time path is tested to give
+# the same expert in test_train_expert.py)
+WHOLE_BATCHES = {"micro_batch_size": 0, "rows_at_a_time": False, "gradient_checkpointing": False}
 
 
 @pytest.fixture(scope="session")

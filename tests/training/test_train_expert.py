@@ -11,7 +11,7 @@ from ft2_core.tlpo.gate import StaticMix
 from ft2_core.tlpo.lora_formats import load_lora
 from ft2_core.tlpo.preference_data import LatentCache, PairDataset, read_pairs
 from tests.conftest import REPO
-from tests.training.conftest import metrics, write_config
+from tests.training.conftest import WHOLE_BATCHES, metrics, write_config
 from training import train_expert
 from training.common.dpo_loop import preference_accuracy
 
@@ -22,7 +22,7 @@ def expert_config(tmp_path, toy_data, output, dimension="lipsync", **train):
         "expert": {"dimension": dimension, "rank": 4, "alpha": 4.0},
         "data": {"cache": str(toy_data["cache"]), "pairs": [str(toy_data["split"][dimension][0])]},
         "train": {"output": str(output), "steps": 40, "batch_size": 4, "lr": 3e-3, "beta": 500.0, "seed": 1,
-                  "checkpoint_every": 20, **train},
+                  "checkpoint_every": 20, **WHOLE_BATCHES, **train},
     })
 
 

@@ -8,7 +8,7 @@ from ft2_core.tlpo.gate import StaticMix, load_gate
 from ft2_core.tlpo.lora_formats import LoraModule, LoraWeights, load_lora, save_expert
 from ft2_core.tlpo.preference_data import LatentCache, PairDataset, collate_pairs, read_pairs
 from tests.conftest import REPO
-from tests.training.conftest import metrics, write_config
+from tests.training.conftest import WHOLE_BATCHES, metrics, write_config
 from training import train_expert, train_gate
 
 
@@ -64,6 +64,7 @@ def test_gate_learns_which_expert_helps_at_which_noise(tmp_path, toy_data, tiny_
                 "beta": 500.0,
                 "seed": 0,
                 "checkpoint_every": 1000,
+                **WHOLE_BATCHES,
             },
         },
     )

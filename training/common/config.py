@@ -155,9 +155,10 @@ def load_config(argv, schema: Schema) -> dict:
 MODEL = {
     "folder": Option(str, ""), "cache_dir": Option(str, ""), "dit": Option(str, ""), "adapter": Option(str, ""),
     "dit_config": Option(str, ""),
-    # the frozen base: its compute dtype (bf16 needs train.mixed_precision = "bf16"), and its block weights as the
-    # file stores them (an fp8 file stays fp8) or stored as fp8 at load (from a bf16 file or a diffusers folder)
-    "dtype": Option(str, "fp32", choices=("fp32", "bf16")), "weights": Option(str, "as stored", choices=("as stored", "fp8")),
+    # the frozen base: its compute dtype (auto: bf16 on a GPU, fp32 on a CPU; bf16 trains under bf16 autocast), and its
+    # block weights as the file stores them (an fp8 file stays fp8) or stored as fp8 at load (a bf16 file or a folder)
+    "dtype": Option(str, "auto", choices=("auto", "fp32", "bf16")),
+    "weights": Option(str, "as stored", choices=("as stored", "fp8")),
 }
 DPO_TRAIN = {
     "output": Option(str), "steps": Option(int, 1000, minimum=1), "batch_size": Option(int, 4, minimum=1),
@@ -166,15 +167,16 @@ DPO_TRAIN = {
     "checkpoint_every": Option(int, 100, minimum=1), "resume": Option(bool, True),
     "sigma_min": Option(float, 0.0, minimum=0, maximum=1), "sigma_max": Option(float, 1.0, minimum=0, maximum=1),
     "shift": Option(float, 1.0, above=0), "weight_decay": Option(float, 0.0, minimum=0),
-    "max_grad_norm": Option(float, 0.0, minimum=0), "gradient_checkpointing": Option(bool, False),
-    "mixed_precision": Option(str, "no", choices=("no", "bf16", "fp16")), "strategy": Option(str, "ddp", choices=("ddp", "fsdp")),
+    "max_grad_norm": Option(float, 0.0, minimum=0), "gradient_checkpointing": Option(bool, True),
+    "mixed_precision": Option(str, "auto", choices=("auto", "no", "bf16", "fp16")),  # auto: bf16 on a GPU, none on a CPU
+    "strategy": Option(str, "ddp", choices=("ddp", "fsdp")),
     "cpu": Option(bool, False),
     # memory: frozen blocks kept on the CPU (they visit the device in the forward and again in the backward), each
     # block's checkpointed input kept on the CPU, pairs per forward (0: the whole local batch; several micro-batches
     # accumulate their gradients into one step) and policy rows one at a time (the exact DPO gradient, one row's
     # activations)
     "blocks_to_swap": Option(int, 0, minimum=0), "offload_checkpoints": Option(bool, False),
-    "micro_batch_size": Option(int, 0, minimum=0), "rows_at_a_time": Option(bool, False),
+    "micro_batch_size": Option(int, 1, minimum=0), "rows_at_a_time": Option(bool, True),
 }
 TOY_DATA = {
     "synthetic": Option(bool, False), "cache": Option(str, ""), "conditions": Option(int, 32, minimum=1),

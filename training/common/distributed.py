@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ft2_core.errors import InputError
+from training.common.base_model import mixed_precision
 
 
 def local_batch_size(batch_size: int, accelerator) -> int:
@@ -29,7 +30,7 @@ def make_accelerator(config: dict):
         # frozen DiT weights and trainable LoRA/gate parameters share modules: keep original params
         plugins["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True, auto_wrap_policy="transformer_based_wrap",
                                                                 transformer_cls_names_to_wrap=["WanTransformerBlock"])
-    accelerator = Accelerator(mixed_precision=train.get("mixed_precision", "no"), cpu=train.get("cpu", False),
+    accelerator = Accelerator(mixed_precision=mixed_precision(config), cpu=train.get("cpu", False),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)], **plugins)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:

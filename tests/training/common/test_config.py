@@ -36,7 +36,7 @@ def problems(schema, argv):
     ('expert.dimension="smell"', "expert.dimension must be one of 'motion', 'lipsync', 'quality', 'pooled', got 'smell'"),
     ("train.stpes=5", "unknown config key train.stpes; did you mean train.steps?"),
     ("expert.ranq=4", "unknown config key expert.ranq; did you mean expert.rank?"),
-    ('train.mixed_precision="fp8"', "train.mixed_precision must be one of 'no', 'bf16', 'fp16', got 'fp8'"),
+    ('train.mixed_precision="fp8"', "train.mixed_precision must be one of 'auto', 'no', 'bf16', 'fp16', got 'fp8'"),
 ])
 def test_each_bad_value_is_one_sentence(tmp_path, override, expected):
     found = problems(train_expert.SCHEMA, ["--config", str(expert_toml(tmp_path)), "--set", override])
@@ -91,3 +91,18 @@ def test_shipped_miniature_configs_pass_their_script_s_checks(name, script):
     config = load_config(["--config", str(REPO / "training" / "miniature" / "configs" / name)], module.SCHEMA)
     if script == "ablate_tlpo":
         assert module.check_variants(config["ablate"]["variants"])
+
+
+@pytest.mark.parametrize("name, script", [("wan14b_expert_24gb.toml", train_expert), ("wan14b_gate_24gb.toml", train_gate)])
+def test_real_scale_configs_pass_their_script_s_checks_and_name_the_plan_s_24gb_row(name, script):
+    """The 14B configs are not run here (no weights, no GPU): their keys and values are checked, and their memory
+    settings are the ones the training plan fits in 24 GB at 480p."""
+    config = load_config(["--config", str(REPO / "training" / "configs" / name)], script.SCHEMA)
+    train, model = config["train"], config["model"]
+    assert (model["dtype"], model["weights"], train["mixed_precision"]) == ("bf16", "fp8", "bf16")
+    assert train["gradient_checkpointing"] and train["offload_checkpoints"] and train["rows_at_a_time"]
+    plan = (REPO / "bench" / "results" / "train_memory_plan.md").read_text()
+    step = "expert" if script is train_expert else "gate"
+    row = f"| {step} | 480p | fp8 | {train['blocks_to_swap']} | yes | yes | 1 |"
+    peak = float(next(line for line in plan.splitlines() if line.startswith(row)).rstrip(" |").rsplit("|", 1)[1])
+    assert peak <= 24 * 0.95

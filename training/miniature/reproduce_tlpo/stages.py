@@ -32,6 +32,9 @@ from training.miniature.reproduce_tlpo.report import critic_table
 from training.miniature.reproduce_tlpo.schema import EXPERTS, video_settings, world_seed
 from training.miniature.reproduce_tlpo.world_data import conditions, oracle_judgements, oracle_results, true_clip
 
+# the miniature model fits whole batches: no recomputation, no rows one at a time (the same gradient, faster)
+WHOLE_BATCHES = {"micro_batch_size": 0, "rows_at_a_time": False, "gradient_checkpointing": False}
+
 
 class ChainStopped(Exception):
     def __init__(self, code: int, what: str):
@@ -298,6 +301,7 @@ def train_one_expert(config: dict, root: Path, name: str, pairs: list[str], outp
                 "winner_penalty": e["winner_penalty"],
                 "seed": config["run"]["seed"],
                 "checkpoint_every": max(1, e["steps"] // 3),
+                **WHOLE_BATCHES,
                 "sigma_max": e["sigma_max"],
             },
         },
@@ -347,6 +351,7 @@ def stage_gate(config: dict, root: Path) -> dict:
                 "winner_penalty": g["winner_penalty"],
                 "seed": config["run"]["seed"],
                 "checkpoint_every": max(1, g["steps"] // 3),
+                **WHOLE_BATCHES,
             },
         },
     )
