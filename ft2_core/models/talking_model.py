@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from diffusers import WanTransformer3DModel
+from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -114,6 +115,17 @@ def block_forward(block, kv, hidden, text, image, modulation, rotary, audio, aud
     return hidden
 
 
+class AudioWanBlock(WanTransformerBlock):
+    """Wan's block, whose forward is FantasyTalking's (`block_forward`, with the audio cross-attention) when given the
+    block's audio k/v, and diffusers' own otherwise. The model calls each block as a module, so module hooks run
+    around it: FSDP gathers a sharded block's weights there."""
+
+    def forward(self, *args, audio_kv: AudioKeyValue | None = None, **kwargs):
+        if audio_kv is None:
+            return super().forward(*args, **kwargs)
+        return block_forward(self, audio_kv, *args, **kwargs)
+
+
 PREDICTIONS = ("velocity", "sample_from_reference")
 SIGMA_FLOOR = 0.02  # x0 -> velocity divides by sigma; the sampler never goes below ~0.1
 
@@ -137,6 +149,9 @@ class FantasyTalkingModel(nn.Module):
             )
         if prediction not in PREDICTIONS:
             raise InputError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        for block in transformer.blocks:  # the same block and weights, called with the audio (see AudioWanBlock)
+            if type(block) is WanTransformerBlock:
+                block.__class__ = AudioWanBlock
         self.transformer = transformer
         self.adapter = adapter
         self.prediction = prediction
@@ -216,7 +231,7 @@ class FantasyTalkingModel(nn.Module):
             context = (text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale)
 
             def run(hidden, layer_gate, block=block, kv=kv, context=context):
-                return block_forward(block, kv, hidden, *context, layer_gate, self.ffn_chunk_tokens)
+                return block(hidden, *context, layer_gate, self.ffn_chunk_tokens, audio_kv=kv)
 
             if training and (swap is not None or self.offload_checkpoints):
                 device = hidden.device

@@ -1,4 +1,5 @@
-"""One process or many through accelerate (DDP, or FSDP for large models), and the checks that they agree."""
+"""One process or many through accelerate (DDP; FSDP is refused until sharded saves are gathered), and the checks
+that they agree."""
 from __future__ import annotations
 
 import json
@@ -23,15 +24,13 @@ def make_accelerator(config: dict):
     from accelerate.utils import DistributedDataParallelKwargs
 
     train = config["train"]
-    plugins = {}
     if train.get("strategy", "ddp") == "fsdp":
-        from accelerate import FullyShardedDataParallelPlugin
-
-        # frozen DiT weights and trainable LoRA/gate parameters share modules: keep original params
-        plugins["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True, auto_wrap_policy="transformer_based_wrap",
-                                                                transformer_cls_names_to_wrap=["WanTransformerBlock"])
+        # blocks are called as modules now (AudioWanBlock), but sharded checkpoints and expert files are not gathered
+        # yet, and accelerate runs FSDP on GPUs only, so no CPU test can check it: refused rather than half right
+        raise InputError('train.strategy = "fsdp" is not supported yet (sharded weights are not gathered for checkpoints '
+                         'and expert files); use "ddp", with train.blocks_to_swap and rows_at_a_time for memory')
     accelerator = Accelerator(mixed_precision=mixed_precision(config), cpu=train.get("cpu", False),
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)], **plugins)
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
         raise InputError(f"{launched} processes were launched but accelerate runs {accelerator.num_processes}: "

@@ -113,7 +113,7 @@ def set_memory_options(model, train: dict, accelerator) -> None:
     if train.get("blocks_to_swap", 0):
         if accelerator.num_processes > 1:
             raise InputError("train.blocks_to_swap is for one process (DDP keeps a whole model on each device); "
-                             "with several GPUs use train.strategy = \"fsdp\" instead")
+                             "with several GPUs use rows_at_a_time and offload_checkpoints instead")
         model.swap_blocks(int(train["blocks_to_swap"]))
 
 

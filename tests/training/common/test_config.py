@@ -106,3 +106,13 @@ def test_real_scale_configs_pass_their_script_s_checks_and_name_the_plan_s_24gb_
     row = f"| {step} | 480p | fp8 | {train['blocks_to_swap']} | yes | yes | 1 |"
     peak = float(next(line for line in plan.splitlines() if line.startswith(row)).rstrip(" |").rsplit("|", 1)[1])
     assert peak <= 24 * 0.95
+
+
+def test_fsdp_is_refused_in_one_sentence_until_it_is_real(tmp_path, toy_data, capsys):
+    config = write_config(tmp_path / "fsdp.toml", {
+        "model": {"folder": ""}, "expert": {"rank": 4},
+        "data": {"cache": str(toy_data["cache"]), "pairs": [str(toy_data["split"]["lipsync"][0])]},
+        "train": {"output": str(tmp_path / "fsdp"), "steps": 2, "strategy": "fsdp"}})
+    assert train_expert.main(["--config", str(config)]) == 2
+    assert 'train.strategy = "fsdp" is not supported yet' in capsys.readouterr().err
+    assert not (tmp_path / "fsdp").exists()
