@@ -12,6 +12,7 @@ Autocast is re-entered in the backward as it was in the forward, so a bf16 run r
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Callable
 
 import torch
@@ -23,7 +24,8 @@ class RecomputedBlock(torch.autograd.Function):
                 gate: torch.Tensor | None, *trainable: torch.Tensor):
         ctx.run, ctx.visit, ctx.leave = run, visit, leave
         ctx.device = hidden.device
-        ctx.autocast = {kind: (torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind)) for kind in ("cpu", "cuda")}
+        kinds = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+        ctx.autocast = {kind: (torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind)) for kind in kinds}
         saved = hidden.detach()
         if offload:
             saved = saved.to("cpu", non_blocking=True)
@@ -47,7 +49,7 @@ class RecomputedBlock(torch.autograd.Function):
         wanted = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
         ctx.visit(forward=False)
         try:
-            with torch.enable_grad(), _autocast_as(ctx.autocast):
+            with torch.enable_grad(), restored_autocast(ctx.autocast):
                 out = ctx.run(hidden, gate)
             grads = torch.autograd.grad(out, [inputs[i] for i in wanted], grad_output, allow_unused=True)
         finally:
@@ -58,18 +60,9 @@ class RecomputedBlock(torch.autograd.Function):
         return (None, None, None, None, *result)
 
 
-class _autocast_as:
-    """Re-enter the autocast state a forward ran under (per device type)."""
-
-    def __init__(self, state: dict):
-        self.contexts = [torch.autocast(kind, dtype=dtype, enabled=enabled) for kind, (enabled, dtype) in state.items()
-                         if enabled]
-
-    def __enter__(self):
-        for context in self.contexts:
-            context.__enter__()
-
-    def __exit__(self, *exc):
-        for context in reversed(self.contexts):
-            context.__exit__(*exc)
-        return False
+def restored_autocast(state: dict) -> ExitStack:
+    """The autocast state a forward ran under, per device type, entered again (on or off as it was)."""
+    stack = ExitStack()
+    for kind, (enabled, dtype) in state.items():
+        stack.enter_context(torch.autocast(kind, dtype=dtype, enabled=enabled))
+    return stack
