@@ -64,6 +64,33 @@ def inputs(model, frames: int, height: int, width: int, device, dtype, rows: int
                 image=torch.randn(rows, 257, config.image_dim, generator=g).to(device, dtype), audio=audio)
 
 
+def trainable_expert(model, rank: int, up_scale: float = 0.0, seed: int = 3, dtype=torch.float32) -> list[torch.Tensor]:
+    """One rank-`rank` expert (fp32 by default) on the usual targets, on at weight 1 (B = 0 unless `up_scale`); its
+    tensors are the ones trained."""
+    from ft2_core.models.fused_lora import FusedLoRALinear, block_linears
+    from ft2_core.tlpo.experts import Expert, attach_experts
+    from ft2_core.tlpo.gate import StaticMix
+    from ft2_core.tlpo.lora_formats import EXPERT_TARGETS, LoraModule, LoraWeights
+
+    g = torch.Generator().manual_seed(seed)
+    modules = {name: LoraModule(torch.randn(rank, m.in_features, generator=g) * 0.01,
+                                torch.randn(m.out_features, rank, generator=g) * up_scale, float(rank))
+               for name, m in block_linears(model.transformer).items() if name.split(".", 2)[2] in EXPERT_TARGETS}
+    attach_experts(model, [Expert("lipsync", LoraWeights(modules, "bench"))], dtype=dtype)
+    model.expert_gate = StaticMix([1.0])
+    trained = [p for m in model.modules() if isinstance(m, FusedLoRALinear) for p in (m.down, m.up)]
+    for parameter in trained:
+        parameter.requires_grad_(True)
+    return trained
+
+
+def pair_batch(model, frames: int, height: int, width: int, device, dtype, pairs: int = 1) -> dict:
+    """A preference batch of random pairs with the model's input shapes (as collate_pairs gives, audio windowed)."""
+    pair = inputs(model, frames, height, width, device, dtype, rows=pairs)
+    return {"winner": pair["latents"], "loser": torch.randn_like(pair["latents"]), "condition": pair["condition"],
+            "text": pair["text"], "image": pair["image"], "audio": pair["audio"]}
+
+
 def measure(device, what, run, steps: int) -> tuple[float, float]:
     """Seconds per step and the measured peak (GiB; NaN without CUDA) of `steps` calls of run()."""
     if device.type == "cuda":
@@ -83,11 +110,7 @@ def measure(device, what, run, steps: int) -> tuple[float, float]:
 def check(steps: int, dpo_steps: int, device: torch.device, tiny_folder=None) -> dict:
     """Sampling steps and DPO expert steps; returns their seconds and peaks, the last DPO loss and the share of trained
     tensors that changed. Without CUDA: the tiny model (from `tiny_folder`, default its cache)."""
-    from ft2_core.models.fused_lora import FusedLoRALinear, block_linears
-    from ft2_core.tlpo.experts import Expert, attach_experts
     from ft2_core.tlpo.flow_dpo import dpo_step_by_rows
-    from ft2_core.tlpo.gate import StaticMix
-    from ft2_core.tlpo.lora_formats import EXPERT_TARGETS, LoraModule, LoraWeights
 
     real = device.type == "cuda"
     model, (frames, height, width) = real_model(device) if real else tiny_model(tiny_folder)
@@ -98,22 +121,13 @@ def check(steps: int, dpo_steps: int, device: torch.device, tiny_folder=None) ->
     with torch.no_grad():
         results["sampling"] = measure(device, "sampling (one row, fp8 base)",
                                       lambda: model(**sample, timestep=torch.tensor([500.0], device=device)), steps)
-    g = torch.Generator().manual_seed(3)
-    modules = {name: LoraModule(torch.randn(16, m.in_features, generator=g) * 0.01, torch.zeros(m.out_features, 16), 16.0)
-               for name, m in block_linears(model.transformer).items() if name.split(".", 2)[2] in EXPERT_TARGETS}
-    attach_experts(model, [Expert("lipsync", LoraWeights(modules, "gpu_check"))], dtype=torch.float32)
-    model.expert_gate = StaticMix([1.0])
-    trained = [p for m in model.modules() if isinstance(m, FusedLoRALinear) for p in (m.down, m.up)]
-    for parameter in trained:
-        parameter.requires_grad_(True)
+    trained = trainable_expert(model, 16)
     model.offload_checkpoints = DPO_SETTINGS["offload_checkpoints"]
     model.swap_blocks(min(DPO_SETTINGS["blocks_to_swap"], model.num_layers))
     model.place(device)
     optimizer = torch.optim.AdamW(trained, lr=1e-4)
     before = [p.detach().clone() for p in trained]
-    pair = inputs(model, frames, height, width, device, dtype)
-    batch = {"winner": pair["latents"], "loser": torch.randn_like(pair["latents"]), "condition": pair["condition"],
-             "text": pair["text"], "image": pair["image"], "audio": pair["audio"]}
+    batch = pair_batch(model, frames, height, width, device, dtype)
     losses = []
 
     def dpo():

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from pathlib import Path
 
 import torch
+
+from ft2_core.io.atomic import write_text_atomic
 
 GIB = 2**30
 FRAMES = 81
@@ -41,8 +42,8 @@ TILE = 256  # tiled decode: output tile side in pixels (plus 32 px of overlap ea
 FFN_CHUNK = 8192  # tokens per feed-forward chunk in the plan
 
 
-def live_peak(fn) -> int:
-    """Peak bytes allocated (live) during fn, from the profiler's allocation events in time order."""
+def net_and_peak(fn) -> tuple[int, int]:
+    """(bytes still allocated when fn returns, peak bytes live during it), from the profiler's allocation events."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -52,7 +53,12 @@ def live_peak(fn) -> int:
     for event in events:
         live += event.cpu_memory_usage
         peak = max(peak, live)
-    return peak
+    return live, peak
+
+
+def live_peak(fn) -> int:
+    """Peak bytes allocated (live) during fn."""
+    return net_and_peak(fn)[1]
 
 
 def dit_bytes_per_token(ffn_chunk: int) -> float:
@@ -238,9 +244,7 @@ def main(argv=None) -> int:
         "at most 95% of it (the CUDA context and the allocator's fragmentation take the rest).",
     ]
     text = "\n".join(lines) + "\n"
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_text_atomic(args.out, text)
     print(text)
     return 0
 

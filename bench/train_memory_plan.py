@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from pathlib import Path
 
 import torch
 
-from bench.memory_plan import CARDS, GIB, RESOLUTIONS, module_sizes, video_tokens
-from ft2_core.tlpo.lora_formats import EXPERT_TARGETS
+from bench.memory_plan import CARDS, GIB, RESOLUTIONS, module_sizes, net_and_peak, video_tokens
+from ft2_core.io.atomic import write_text_atomic
 
 EXPERT_RANK = 16
 SWAP_STAGING = 2  # blocks on the device while swapping: the running one and the one being prefetched
@@ -35,43 +34,18 @@ OPTIMIZER_BYTES = 4 * 4  # an fp32 trained parameter, its gradient and AdamW's t
 SWAPS = (0, 20, 30, 36, 39)
 
 
-def net_and_peak(fn) -> tuple[int, int]:
-    """(bytes still allocated when fn returns, peak bytes live during it), from the profiler's allocation events."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.events() if e.cpu_parent is None), key=lambda e: e.time_range.start)
-    live = peak = 0
-    for event in events:
-        live += event.cpu_memory_usage
-        peak = max(peak, live)
-    return live, peak
-
-
 def training_bytes_per_token() -> dict[str, float]:
     """Saved and backward bytes per video token per row of one 14B-wide block with a trained rank-16 expert."""
+    from bench.gpu_check import trainable_expert
     from ft2_core.models.audio_adapter import AudioAdapter
-    from ft2_core.models.fused_lora import FusedLoRALinear, block_linears
     from ft2_core.models.talking_model import FantasyTalkingModel
     from ft2_core.models.wan_transformer import build_transformer, shipped_configs
-    from ft2_core.tlpo.experts import Expert, attach_experts
-    from ft2_core.tlpo.gate import StaticMix
-    from ft2_core.tlpo.lora_formats import LoraModule, LoraWeights
 
     config = {**shipped_configs()["wan2.1-i2v-14b-720p"]["transformer"], "num_layers": 1}
     torch.manual_seed(0)
     model = FantasyTalkingModel(build_transformer(config), AudioAdapter(1, 5120, 768, 2048)).to(torch.bfloat16)
     model.requires_grad_(False)
-    modules = {name: LoraModule(torch.randn(EXPERT_RANK, m.in_features) * 0.01, torch.zeros(m.out_features, EXPERT_RANK),
-                                EXPERT_RANK) for name, m in block_linears(model.transformer).items()
-               if name.split(".", 2)[2] in EXPERT_TARGETS}
-    attach_experts(model, [Expert("lipsync", LoraWeights(modules, "bench"))])
-    model.expert_gate = StaticMix([1.0])
-    for module in model.modules():
-        if isinstance(module, FusedLoRALinear):
-            module.down.requires_grad_(True)
-            module.up.requires_grad_(True)
+    trainable_expert(model, EXPERT_RANK, dtype=torch.bfloat16)
     costs = {}
     for frames in (1, 3):  # 16x16 patches per latent frame: 256 and 768 tokens
         inputs = dict(latents=torch.randn(1, 16, frames, 32, 32, dtype=torch.bfloat16),
@@ -173,9 +147,7 @@ def main(argv=None) -> int:
               "fragmentation take the rest). The trained parameters' optimizer state is in 'trained'; the CPU holds the "
               "swapped blocks (pinned) and, with inputs on the CPU, 10 KiB per token per row per block."]
     text = "\n".join(lines) + "\n"
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_text_atomic(args.out, text)
     print(text)
     return 0
 

@@ -41,11 +41,7 @@ def step_seconds(model, trained, batch, mode: dict, steps: int) -> float:
 
 
 def main(argv=None) -> int:
-    from bench.gpu_check import inputs, tiny_model
-    from ft2_core.models.fused_lora import FusedLoRALinear, block_linears
-    from ft2_core.tlpo.experts import Expert, attach_experts
-    from ft2_core.tlpo.gate import StaticMix
-    from ft2_core.tlpo.lora_formats import EXPERT_TARGETS, LoraModule, LoraWeights
+    from bench.gpu_check import pair_batch, tiny_model, trainable_expert
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -53,16 +49,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     model, (frames, height, width) = tiny_model()
-    modules = {name: LoraModule(torch.randn(8, m.in_features) * 0.1, torch.randn(m.out_features, 8) * 0.1, 8.0)
-               for name, m in block_linears(model.transformer).items() if name.split(".", 2)[2] in EXPERT_TARGETS}
-    attach_experts(model, [Expert("lipsync", LoraWeights(modules, "bench"))], dtype=torch.float32)
-    model.expert_gate = StaticMix([1.0])
-    trained = [p for m in model.modules() if isinstance(m, FusedLoRALinear) for p in (m.down, m.up)]
-    for parameter in trained:
-        parameter.requires_grad_(True)
-    pair = inputs(model, frames, height, width, "cpu", torch.float32, rows=2)
-    batch = {"winner": pair["latents"], "loser": torch.randn_like(pair["latents"]), "condition": pair["condition"],
-             "text": pair["text"], "image": pair["image"], "audio": pair["audio"]}
+    trained = trainable_expert(model, 8, up_scale=0.1)
+    batch = pair_batch(model, frames, height, width, "cpu", torch.float32, pairs=2)
     times = {name: [] for name in MODES}
     for _ in range(args.rounds):
         for name, mode in MODES.items():

@@ -46,7 +46,8 @@ def test_visiting_peak_is_the_largest_stage_and_resident_the_sum():
 
 
 def test_training_plan_adds_weights_trained_state_and_the_rows_in_flight():
-    from bench.train_memory_plan import HIDDEN_BYTES, OPTIMIZER_BYTES, net_and_peak, train_plan
+    from bench.memory_plan import net_and_peak
+    from bench.train_memory_plan import HIDDEN_BYTES, OPTIMIZER_BYTES, train_plan
 
     sizes = {"blocks": 40, "block_linear": 400e6, "block_other": 1e6, "dit_rest": 200e6, "adapter": 800e6, "experts": 600e6}
     per_token = {"saved": 300e3, "backward": 30e3}
