@@ -116,3 +116,10 @@ def test_fsdp_is_refused_in_one_sentence_until_it_is_real(tmp_path, toy_data, ca
     assert train_expert.main(["--config", str(config)]) == 2
     assert 'train.strategy = "fsdp" is not supported yet' in capsys.readouterr().err
     assert not (tmp_path / "fsdp").exists()
+
+
+def test_the_8_gpu_launch_file_is_one_accelerate_reads():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(REPO / "training" / "configs" / "accelerate_8gpu.yaml"))
+    assert (config.distributed_type.value, config.num_processes, config.mixed_precision) == ("MULTI_GPU", 8, "bf16")
