@@ -26,7 +26,7 @@ from ft2_core.io.jsonl import append_jsonl, read_jsonl
 from ft2_core.io.video_io import read_video
 from ft2_core.scoring.critic import TalkingCritic, VideoSettings
 from ft2_core.tiny import tiny_critic_dir
-from training.common.checkpoints import end_of_step, resume
+from training.common.checkpoints import end_of_step, resume, run_settings
 from training.common.config import Option, resolve
 from training.common.data_order import global_batch
 from training.common.distributed import local_batch_size, make_accelerator
@@ -51,6 +51,7 @@ SCHEMA = {
     },
     "train": {
         "output": Option(str),
+        "allow_changes": Option(list, []),  # settings a resumed run may change (see training.common.checkpoints)
         "steps": Option(int, 500, minimum=1),
         "batch_size": Option(int, 8, minimum=1),
         "pair_batch_size": Option(int, 4, minimum=1),
@@ -244,6 +245,7 @@ def train(config: dict) -> Path:
                 optimizer,
                 bar,
                 accelerator,
+                run_settings(config),
             )
     bar.close()
     accelerator.wait_for_everyone()

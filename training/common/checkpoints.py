@@ -16,6 +16,46 @@ from .interrupts import StopRequests
 
 log = logging.getLogger("ft2.train")
 KEEP_CHECKPOINTS = 2
+# Settings a resumed run may change: where and how long it runs, and how it uses memory (the same gradients).
+SAFE_TO_CHANGE = {f"train.{key}" for key in (
+    "output", "steps", "checkpoint_every", "eval_every", "resume", "allow_changes", "export", "micro_batch_size",
+    "rows_at_a_time", "gradient_checkpointing", "offload_checkpoints", "blocks_to_swap", "strategy", "cpu")}
+
+
+def run_settings(config: dict) -> dict:
+    """What defines a run, as dotted keys: every config value except those SAFE_TO_CHANGE (recorded in checkpoints)."""
+    flat = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if key.startswith("_"):
+                continue
+            if isinstance(value, dict) and prefix == "":
+                walk(value, f"{key}.")
+            elif f"{prefix}{key}" not in SAFE_TO_CHANGE:
+                flat[f"{prefix}{key}"] = value
+
+    walk(config, "")
+    return flat
+
+
+def check_same_run(path: Path, step: int, recorded: dict | None, config: dict) -> None:
+    """A checkpoint resumes only the run it belongs to: one sentence naming what differs, unless the user allows it."""
+    steps = config["train"].get("steps")
+    if steps is not None and step > steps:
+        raise InputError(f"checkpoint {path} is at step {step}, past train.steps = {steps}: raise train.steps, or use "
+                         "another train.output")
+    if recorded is None:
+        log.warning("checkpoint %s does not record its settings (made by an older version): resuming it as it is", path)
+        return
+    current, allowed = run_settings(config), set(config["train"].get("allow_changes", []))
+    differing = [key for key in sorted(set(recorded) | set(current))
+                 if recorded.get(key) != current.get(key) and key not in allowed]
+    if differing:
+        changes = "; ".join(f"{key}: {recorded.get(key)!r} there, {current.get(key)!r} here" for key in differing)
+        raise InputError(f"checkpoint {path} belongs to a run with other settings ({changes}): use another train.output, "
+                         "set train.resume = false to start afresh, or list those keys in train.allow_changes to "
+                         "continue with them")
 
 
 class DamagedCheckpoint(Exception):
@@ -27,35 +67,36 @@ def checkpoints(output: Path) -> list[Path]:
     return sorted(output.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
 
 
-def save_checkpoint(output: Path, step: int, states: dict[str, dict[str, torch.Tensor]], optimizer) -> Path:
-    """Write `states` (file stem -> tensors), the optimizer and the step into a temporary folder, then rename:
-    a crash never leaves a half checkpoint. Keeps the newest KEEP_CHECKPOINTS."""
+def save_checkpoint(output: Path, step: int, states: dict[str, dict[str, torch.Tensor]], optimizer,
+                    settings: dict | None = None) -> Path:
+    """Write `states` (file stem -> tensors), the optimizer, the step and the run's settings into a temporary folder,
+    then rename: a crash never leaves a half checkpoint. Keeps the newest KEEP_CHECKPOINTS."""
     target = output / f"checkpoint-{step:07d}"
     with staged_folder(target) as staging:  # replaces a damaged folder of this step, left by an earlier run
         for stem, tensors in states.items():
             save_safetensors({k: v.detach().float().cpu().clone() for k, v in tensors.items()}, staging / f"{stem}.safetensors")
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-        (staging / "state.json").write_text(json.dumps({"step": step, "files": sorted(states)}))
+        (staging / "state.json").write_text(json.dumps({"step": step, "files": sorted(states), "settings": settings}))
     for old in checkpoints(output)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
     return target
 
 
-def read_checkpoint(path: Path) -> tuple[int, dict[str, dict[str, torch.Tensor]], dict]:
-    """(step, states, optimizer state) of a checkpoint, verified: every file present and loadable."""
+def read_checkpoint(path: Path) -> tuple[int, dict[str, dict[str, torch.Tensor]], dict, dict | None]:
+    """(step, states, optimizer state, settings) of a checkpoint, verified: every file present and loadable."""
     try:
         state = json.loads((path / "state.json").read_text())
-        step, stems = int(state["step"]), state.get("files", ["trainable"])
+        step, stems, settings = int(state["step"]), state.get("files", ["trainable"]), state.get("settings")
         states = {stem: load_state_dict(path / f"{stem}.safetensors", f"checkpoint {path.name}") for stem in stems}
         optimizer = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, __import__("pickle").UnpicklingError) as err:
         raise DamagedCheckpoint(f"{type(err).__name__}: {err}".splitlines()[0][:200]) from None
     if not isinstance(optimizer, dict) or "state" not in optimizer:
         raise DamagedCheckpoint("optimizer.pt holds no optimizer state")
-    return step, states, optimizer
+    return step, states, optimizer, settings
 
 
-def last_good_checkpoint(output: Path) -> tuple[Path, int, dict, dict] | None:
+def last_good_checkpoint(output: Path) -> tuple[Path, int, dict, dict, dict | None] | None:
     """The newest checkpoint that reads back whole; damaged newer ones are reported and skipped."""
     for path in reversed(checkpoints(output)):
         try:
@@ -103,7 +144,8 @@ def restore(output: Path, config: dict, targets: dict[str, dict[str, torch.nn.Pa
         if main_process:
             trim_metrics(output / "metrics.jsonl", 0)
         return 0
-    path, step, states, optimizer_state = found
+    path, step, states, optimizer_state, settings = found
+    check_same_run(path, step, settings, config)
     if set(states) != set(targets) or any(set(states[k]) != set(targets[k]) for k in targets):
         raise InputError(f"checkpoint {path} does not match this run's trainable parameters; use another train.output")
     with torch.no_grad():
@@ -123,14 +165,14 @@ def resume(config: dict, output: Path, parameters: dict[str, torch.nn.Parameter]
 
 
 def end_of_step(stop: "StopRequests", output: Path, done: int, steps: int, every: int, states: dict, optimizer, bar,
-                accelerator=None) -> None:
+                accelerator=None, settings: dict | None = None) -> None:
     """Checkpoint on schedule, at the last step, or when asked to stop; then stop if asked (all processes agree)."""
     stopping = stop.requested(accelerator)
     if done % every == 0 or done == steps or stopping:
         if accelerator is not None:
             accelerator.wait_for_everyone()
         if accelerator is None or accelerator.is_main_process:
-            save_checkpoint(output, done, states, optimizer)
+            save_checkpoint(output, done, states, optimizer, settings)
     if stopping:
         bar.close()
         stop.check(f"after step {done} (checkpoint saved in {output})")

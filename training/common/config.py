@@ -165,6 +165,7 @@ DPO_TRAIN = {
     "lr": Option(float, 1e-4, above=0), "beta": Option(float, 5000.0, above=0),
     "winner_penalty": Option(float, 0.0, minimum=0), "seed": Option(int, 0, minimum=0),
     "checkpoint_every": Option(int, 100, minimum=1), "resume": Option(bool, True),
+    "allow_changes": Option(list, []),  # settings a resumed run may change (see training.common.checkpoints)
     "sigma_min": Option(float, 0.0, minimum=0, maximum=1), "sigma_max": Option(float, 1.0, minimum=0, maximum=1),
     "shift": Option(float, 1.0, above=0), "weight_decay": Option(float, 0.0, minimum=0),
     "max_grad_norm": Option(float, 0.0, minimum=0), "gradient_checkpointing": Option(bool, True),

@@ -14,7 +14,7 @@ from ft2_core.io.jsonl import append_jsonl
 from ft2_core.tlpo.flow_dpo import DPOOutput, dpo_step, dpo_step_by_rows
 from ft2_core.tlpo.preference_data import LatentCache, PairDataset, collate_pairs, read_pairs
 
-from .checkpoints import end_of_step, resume
+from .checkpoints import end_of_step, resume, run_settings
 from .config import resolve
 from .data_order import global_batch, mix_seed, pair_noise
 from .distributed import check_ranks_agree, local_batch_size
@@ -98,7 +98,7 @@ def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], da
                 bar.set_postfix(loss=f"{metrics.loss:.4f}", acc=f"{metrics.accuracy:.2f}", margin=f"{metrics.margin:.3f}")
                 append_jsonl(metrics_file, {"step": step + 1, **metrics.as_dict()})
             end_of_step(stop, output, step + 1, steps, train.get("checkpoint_every", 100), {"trainable": parameters}, optimizer,
-                        bar, accelerator)
+                        bar, accelerator, run_settings(config))
     bar.close()
     check_ranks_agree(accelerator, parameters, output, steps)
     result = save_result(output) if accelerator.is_main_process else None

@@ -18,7 +18,7 @@ SCHEMA = {
               "weight_decay": Option(float, 0.01, minimum=0), "ema": Option(float, 0.995, minimum=0, maximum=1),
               "audio_dropout": Option(float, 0.15, minimum=0, maximum=1), "pool": Option(int, 256, minimum=1),
               "refresh": Option(int, 1, minimum=0), "seed": Option(int, 0, minimum=0),
-              "checkpoint_every": Option(int, 100, minimum=1)},
+              "checkpoint_every": Option(int, 100, minimum=1), "allow_changes": Option(list, [])},
 }
 
 

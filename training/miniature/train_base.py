@@ -30,7 +30,7 @@ from ft2_core.models.audio_adapter import ours_to_upstream
 from ft2_core.models.audio_windows import check_frame_count
 from ft2_core.models.talking_model import FantasyTalkingModel
 from ft2_core.tlpo.flow_dpo import flow_matching_loss
-from training.common.checkpoints import end_of_step, restore
+from training.common.checkpoints import end_of_step, restore, run_settings
 from training.common.config import resolve
 from training.common.data_order import mix_seed
 from training.common.interrupts import StopRequests
@@ -176,6 +176,7 @@ def train(config: dict) -> Path:
                 {"model": model.state_dict(), "ema": ema.state_dict()},
                 optimizer,
                 bar,
+                settings=run_settings(config),
             )
     bar.close()
     produced_by = {

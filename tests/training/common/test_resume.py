@@ -198,3 +198,25 @@ def test_ctrl_c_in_candidate_generation_keeps_finished_videos(tmp_path, tiny_dir
     assert not list((out / "videos").glob(".*.tmp*"))
     finished = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert finished.returncode == 0 and len(manifest.read_text().splitlines()) == 6
+
+
+def test_a_run_resumes_only_the_run_it_belongs_to(tmp_path, toy_data, capsys):
+    """Another dimension, another lr or fewer steps than the checkpoint reached are refused in one sentence naming
+    what differs; train.allow_changes lets a listed setting change, and more steps continue the same run."""
+    out = tmp_path / "run"
+
+    def train(dimension="lipsync", **settings):
+        config = expert_config(tmp_path, toy_data, out, dimension, checkpoint_every=2, **settings)
+        return train_expert.main(["--config", str(config)])
+
+    assert train(steps=4) == 0
+    capsys.readouterr()
+    assert train("motion", steps=4) == 2
+    assert "expert.dimension: 'lipsync' there, 'motion' here" in capsys.readouterr().err
+    assert not (out / "expert_motion.safetensors").exists()
+    assert train(steps=4, lr=1e-2) == 2
+    assert "train.lr: 0.003 there, 0.01 here" in capsys.readouterr().err
+    assert train(steps=3) == 2
+    assert "is at step 4, past train.steps = 3" in capsys.readouterr().err
+    assert train(steps=6, lr=1e-2, allow_changes=["train.lr"]) == 0
+    assert [m["step"] for m in metrics(out)] == list(range(1, 7))
