@@ -1,37 +1,11 @@
 """The frozen DiT + audio adapter that experts and gates train on, from a config's [model] section."""
 from __future__ import annotations
 
-import torch
-
 from ft2_core.builtin_models import model_folder
-from ft2_core.errors import InputError
 from ft2_core.model_paths import ModelPaths
 from ft2_core.models.stored_linear import store_blocks_as_fp8
 from ft2_core.pipeline import load_talking_model
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def on_gpu(config: dict) -> bool:
-    return torch.cuda.is_available() and not config["train"].get("cpu", False)
-
-
-def base_dtype(config: dict) -> str:
-    """The base's dtype: as set, or "auto": bf16 on a GPU (never an fp32 copy of a 14B base), fp32 on a CPU."""
-    dtype = config["model"].get("dtype", "fp32")
-    return ("bf16" if on_gpu(config) else "fp32") if dtype == "auto" else dtype
-
-
-def mixed_precision(config: dict) -> str:
-    """accelerate's mixed precision: as set, or "auto": bf16 on a GPU, none on a CPU."""
-    mixed = config["train"].get("mixed_precision", "no")
-    return ("bf16" if on_gpu(config) else "no") if mixed == "auto" else mixed
-
-
-def check_precision(config: dict) -> None:
-    """A bf16 base computes under bf16 autocast, where the fp32 experts and gate meet it."""
-    if base_dtype(config) != "fp32" and mixed_precision(config) != "bf16":
-        raise InputError(f'model.dtype = "{base_dtype(config)}" trains under autocast: set train.mixed_precision = "bf16"')
+from training.common.precision import DTYPES, base_dtype, check_precision
 
 
 def model_from_config(config: dict):

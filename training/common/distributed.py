@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ft2_core.errors import InputError
-from training.common.base_model import mixed_precision
+from training.common.precision import mixed_precision
 
 
 def local_batch_size(batch_size: int, accelerator) -> int:
