@@ -40,6 +40,12 @@ EXPERT_RANK, EXPERTS = 32, 3
 SWAP_STAGING = 2  # blocks on the device while swapping: the running one and the one being prefetched
 TILE = 256  # tiled decode: output tile side in pixels (plus 32 px of overlap each side)
 FFN_CHUNK = 8192  # tokens per feed-forward chunk in the plan
+USABLE_SHARE = 0.95  # of a card's memory: the CUDA context and the allocator's fragmentation take the rest
+
+
+def fits(peak_bytes: float, card_gb: int) -> bool:
+    """Whether a planned peak fits a card of `card_gb` GB (both plans use this rule)."""
+    return peak_bytes <= card_gb * GIB * USABLE_SHARE
 
 
 def net_and_peak(fn) -> tuple[int, int]:
@@ -207,7 +213,7 @@ def main(argv=None) -> int:
     for card in CARDS:
         cells = []
         for resolution in RESOLUTIONS:
-            fitting = [(key, r) for key, r in rows if key[0] == resolution and not key[6] and r["peak"] <= card * GIB * 0.95]
+            fitting = [(key, r) for key, r in rows if key[0] == resolution and not key[6] and fits(r["peak"], card)]
             if not fitting:
                 cells.append("does not fit")
                 continue

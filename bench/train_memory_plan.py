@@ -24,7 +24,7 @@ import itertools
 
 import torch
 
-from bench.memory_plan import CARDS, GIB, RESOLUTIONS, module_sizes, net_and_peak, video_tokens
+from bench.memory_plan import CARDS, GIB, RESOLUTIONS, fits, module_sizes, net_and_peak, video_tokens
 from ft2_core.io.atomic import write_text_atomic
 
 EXPERT_RANK = 16
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     for card in CARDS:
         cells = []
         for step, resolution in itertools.product(("expert", "gate"), RESOLUTIONS):
-            fitting = [(k, r) for k, r in results.items() if k[:2] == (step, resolution) and r["peak"] <= card * GIB * 0.95]
+            fitting = [(k, r) for k, r in results.items() if k[:2] == (step, resolution) and fits(r["peak"], card)]
             if not fitting:
                 cells.append("does not fit")
                 continue
