@@ -5,13 +5,15 @@ from ..ft2_core.sampling.options import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT,
 from . import comfy_services as comfy
 from .node_helpers import CATEGORY, DTYPES, audio_input, comfy_audio, run_on_device, says_what_to_install, torch_dtype
 from .sampling_widgets import (
-    FRAME_CAP,
+    AUTOMATIC,
     LOADER_MEMORY_INPUTS,
     MEMORY_INPUTS,
     OPTIONAL_TLPO_INPUTS,
     SAMPLER_INPUTS,
     WINDOWS,
     fps_input,
+    frame_count_input,
+    frames_or_automatic,
     long_video_inputs,
     sampler_options,
 )
@@ -81,33 +83,63 @@ class FT2Animate:
             "max_side": ("INT", {"default": 0, "min": 0, "max": 1280, "step": 16,
                                  "tooltip": "Longest video side in pixels, sides rounded to multiples of 16; "
                                             "0 uses the model's recommendation (512 for Wan2.1, 128 for the tiny demo)."}),
-            "num_frames": ("INT", {"default": 0, "min": 0, "max": FRAME_CAP, "step": 4,
-                                   "tooltip": "Frames to generate (4k+1); 0 follows the whole audio (or max_seconds of it)."}),
+            "num_frames": frame_count_input(AUTOMATIC, "Frames to generate (4k+1: 5, 9, ..., 81, ...); 1 follows the whole "
+                                                       "audio (or max_seconds of it)."),
             "fps": fps_input(f"Video frame rate ({UPSTREAM_FPS:g} upstream)."),
             **SAMPLER_INPUTS,
             "max_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.5,
                                       "tooltip": "Animate only the first seconds of the audio; 0 animates all of it."}),
-            **long_video_inputs(0, "Frames per window (4k+1); 0 uses the model's trained length (81 for Wan2.1, "
-                                   "33 for the miniature model)."),
+            **long_video_inputs(AUTOMATIC, "Frames per window (4k+1); 1 uses the model's trained length (81 for Wan2.1, "
+                                           "33 for the miniature model)."),
             **MEMORY_INPUTS,
         }, "optional": OPTIONAL_TLPO_INPUTS}
 
     @says_what_to_install
-    def animate(self, pipeline, image, audio, prompt, negative_prompt, max_side, num_frames, fps, experts=(), gate=None,
-                max_seconds=0.0, long_method=WINDOWS.method, window_frames=0, overlap_frames=WINDOWS.overlap_frames, loras=(),
-                **kwargs):
+    def animate(
+        self,
+        pipeline,
+        image,
+        audio,
+        prompt,
+        negative_prompt,
+        max_side,
+        num_frames,
+        fps,
+        experts=(),
+        gate=None,
+        max_seconds=0.0,
+        long_method=WINDOWS.method,
+        window_frames=AUTOMATIC,
+        overlap_frames=WINDOWS.overlap_frames,
+        loras=(),
+        **kwargs,
+    ):
         from ..ft2_core.io.audio import fit_to_duration
 
         options = sampler_options(kwargs)
-        windows = pipeline.window_options(long_method, window_frames or None, overlap_frames)
+        windows = pipeline.window_options(long_method, frames_or_automatic(window_frames), overlap_frames)
         clip = audio_input(audio)
         negative = negative_prompt.strip() or DEFAULT_NEGATIVE_PROMPT
         cheap_decode = None if hasattr(pipeline.vae, "model") else pipeline.vae.decode  # the pixel latent decodes instantly
-        result = run_on_device([pipeline], lambda device: pipeline.animate(
-            image[0], clip, prompt, negative, options, num_frames=num_frames or None, fps=fps, max_side=max_side or None,
-            progress=comfy.run_progress(cheap_decode), experts=experts, gate=gate, windows=windows,
-            max_seconds=max_seconds or None, loras=loras,
-        ))
+        result = run_on_device(
+            [pipeline],
+            lambda device: pipeline.animate(
+                image[0],
+                clip,
+                prompt,
+                negative,
+                options,
+                num_frames=frames_or_automatic(num_frames),
+                fps=fps,
+                max_side=max_side or None,
+                progress=comfy.run_progress(cheap_decode),
+                experts=experts,
+                gate=gate,
+                windows=windows,
+                max_seconds=max_seconds or None,
+                loras=loras,
+            ),
+        )
         track = fit_to_duration(result.audio, result.frames.shape[0] / result.fps)
         return (result.frames.cpu().float(), comfy_audio(track))
 

@@ -40,7 +40,7 @@ def register_folders() -> None:
             fp.folder_names_and_paths[name] = ([os.path.join(fp.models_dir, name)], set(extensions))
 
 
-EXAMPLE_INPUTS = Path(__file__).resolve().parents[1] / "workflows" / "inputs"
+EXAMPLE_INPUTS = Path(__file__).resolve().parents[1] / "example_workflows" / "inputs"
 
 
 def install_example_inputs() -> list[Path]:

@@ -7,13 +7,15 @@ from ..ft2_core.sampling.options import UPSTREAM_FPS, WindowOptions
 from . import comfy_services as comfy
 from .node_helpers import CATEGORY, DTYPES, audio_input, comfy_audio, run_on_device, says_what_to_install, torch_dtype
 from .sampling_widgets import (
-    FRAME_CAP,
+    AUTOMATIC,
     LOADER_MEMORY_INPUTS,
     MEMORY_INPUTS,
     OPTIONAL_TLPO_INPUTS,
     SAMPLER_INPUTS,
     WINDOWS,
     fps_input,
+    frame_count_input,
+    frames_or_automatic,
     long_video_inputs,
     sampler_options,
 )
@@ -135,15 +137,8 @@ class FT2AudioEmbeds:
                 "wav2vec": ("FT2_WAV2VEC", {"tooltip": "From FT2 Load wav2vec2."}),
                 "audio": ("AUDIO", {"tooltip": "The speech; any rate and channel count."}),
                 "fps": fps_input(f"Video frame rate ({UPSTREAM_FPS:g} upstream)."),
-                "num_frames": (
-                    "INT",
-                    {
-                        "default": 0,
-                        "min": 0,
-                        "max": FRAME_CAP,
-                        "step": 4,
-                        "tooltip": "Frames to generate (4k+1); 0 follows the whole audio (or max_seconds of it).",
-                    },
+                "num_frames": frame_count_input(
+                    AUTOMATIC, "Frames to generate (4k+1: 5, 9, ..., 81, ...); 1 follows the whole audio (or max_seconds of it)."
                 ),
                 "max_seconds": (
                     "FLOAT",
@@ -164,7 +159,7 @@ class FT2AudioEmbeds:
         from ..ft2_core.pipeline import plan_frames
 
         clip = audio_input(audio)
-        num_frames = plan_frames(clip, fps, num_frames or None, max_seconds or None)
+        num_frames = plan_frames(clip, fps, frames_or_automatic(num_frames), max_seconds or None)
 
         def work(device):  # the weights visit the device for this call only (ft2_core.placement)
             wav2vec.device = device
@@ -201,6 +196,7 @@ class FT2Sampler:
                 **long_video_inputs(
                     WINDOWS.window_frames,
                     f"Frames per window (4k+1): the model's trained length, {WINDOWS.window_frames} for Wan2.1.",
+                    minimum_window=5,
                 ),
                 **MEMORY_INPUTS,
             },

@@ -7,7 +7,19 @@ from ..ft2_core.sampling.options import METHODS, UPSTREAM_FPS, SamplerOptions, W
 
 SAMPLER = SamplerOptions()
 WINDOWS = WindowOptions()
-FRAME_CAP = 100_000  # num_frames widgets: any length the audio asks for
+FRAME_CAP = 100_001  # num_frames widgets: any length the audio asks for (4k+1, so the frontend's snapping keeps it)
+AUTOMATIC = 1  # a frame widget at its minimum, 1, means "automatic": too short to be a video, and the frontend's snap of 0
+
+
+def frame_count_input(default: int, tooltip: str, minimum: int = AUTOMATIC, maximum: int = FRAME_CAP) -> tuple:
+    """An INT widget that holds only 4k+1 values in ComfyUI's frontend: it snaps typed values and arrow steps to
+    min + k*step, so min must itself be 4k+1 (1 for "automatic", else at least 5)."""
+    return ("INT", {"default": default, "min": minimum, "max": maximum, "step": 4, "tooltip": tooltip})
+
+
+def frames_or_automatic(value: int) -> int | None:
+    """A frame widget's value, None where it asks for the automatic choice."""
+    return None if value == AUTOMATIC else value
 
 SAMPLER_INPUTS = {
     "steps": ("INT", {"default": SAMPLER.steps, "min": 1, "max": 200, "tooltip": f"Denoising steps ({SAMPLER.steps} upstream)."}),
@@ -100,7 +112,7 @@ MEMORY_INPUTS = {
         {
             "default": SAMPLER.ffn_chunk_tokens,
             "min": 0,
-            "max": 1_000_000,
+            "max": 1024 * 1024,  # a multiple of the step: the frontend snaps to it
             "step": 1024,
             "tooltip": (
                 "Run each block's feed-forward on this many tokens at a time (0: all at once): bounds its wide hidden layer, "
@@ -153,7 +165,7 @@ def fps_input(tooltip: str, maximum: float = 60.0) -> tuple:
     return ("FLOAT", {"default": UPSTREAM_FPS, "min": 1.0, "max": maximum, "step": 1.0, "tooltip": tooltip})
 
 
-def long_video_inputs(default_window: int, window_tooltip: str) -> dict:
+def long_video_inputs(default_window: int, window_tooltip: str, minimum_window: int = AUTOMATIC) -> dict:
     """How audio longer than the model's trained length is animated (ft2_core.sampling.long_video), as widgets."""
     return {
         "long_method": (
@@ -167,7 +179,7 @@ def long_video_inputs(default_window: int, window_tooltip: str) -> dict:
                 ),
             },
         ),
-        "window_frames": ("INT", {"default": default_window, "min": 0, "max": 1001, "step": 4, "tooltip": window_tooltip}),
+        "window_frames": frame_count_input(default_window, window_tooltip, minimum_window, maximum=1001),
         "overlap_frames": (
             "INT",
             {

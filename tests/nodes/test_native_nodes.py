@@ -15,7 +15,7 @@ def test_native_path_matches_all_in_one(ft2, tiny_pipeline):
 
     (model,) = nodes["FT2ModelLoader"]().load("tiny_wan_i2v.safetensors", "tiny_fantasytalking.safetensors", "fp32")
     (wav2vec,) = nodes["FT2Wav2VecLoader"]().load("tiny-wav2vec2")
-    embeds, fitted, num_frames = nodes["FT2AudioEmbeds"]().encode(wav2vec, audio, 23.0, 0)
+    embeds, fitted, num_frames = nodes["FT2AudioEmbeds"]().encode(wav2vec, audio, 23.0, ft2.nodes.sampling_widgets.AUTOMATIC)
     assert num_frames == 17  # 0.6 s * 23 = 13.8 -> 12 + 5
     clip_out = ClipVisionOutputStandIn()
     clip_out["penultimate_hidden_states"] = tiny_pipeline.image_encoder.encode(image)
@@ -52,12 +52,12 @@ def test_bad_inputs_name_the_problem(ft2, models_dir, tiny_pipeline):
     (wav2vec,) = nodes["FT2Wav2VecLoader"]().load("tiny-wav2vec2")
     silent = {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}
     with pytest.raises(ValueError, match="audio input: the clip is silent"):
-        nodes["FT2AudioEmbeds"]().encode(wav2vec, silent, 23.0, 0)
+        nodes["FT2AudioEmbeds"]().encode(wav2vec, silent, 23.0, ft2.nodes.sampling_widgets.AUTOMATIC)
     blip = {"waveform": torch.full((1, 1, 100), 0.5), "sample_rate": 16000}
     with pytest.raises(ValueError, match="audio input: 0.006 s is too short"):
-        nodes["FT2AudioEmbeds"]().encode(wav2vec, blip, 23.0, 0)
+        nodes["FT2AudioEmbeds"]().encode(wav2vec, blip, 23.0, ft2.nodes.sampling_widgets.AUTOMATIC)
 
-    embeds, _, _ = nodes["FT2AudioEmbeds"]().encode(wav2vec, comfy_audio(0.3), 23.0, 0)
+    embeds, _, _ = nodes["FT2AudioEmbeds"]().encode(wav2vec, comfy_audio(0.3), 23.0, ft2.nodes.sampling_widgets.AUTOMATIC)
     clip_out = ClipVisionOutputStandIn()
     clip_out["penultimate_hidden_states"] = torch.zeros(1, 257, 32)
     (model,) = nodes["FT2ModelLoader"]().load("tiny_wan_i2v.safetensors", "tiny_fantasytalking.safetensors", "auto")
@@ -75,7 +75,7 @@ def test_long_audio_through_both_sampler_nodes(ft2, tiny_pipeline, method):
     audio = comfy_audio(2.0, rate=16000, channels=1)
     long = dict(long_method=method, window_frames=9, overlap_frames=4)
     (wav2vec,) = nodes["FT2Wav2VecLoader"]().load("tiny-wav2vec2")
-    embeds, fitted, num_frames = nodes["FT2AudioEmbeds"]().encode(wav2vec, audio, 23.0, 0)
+    embeds, fitted, num_frames = nodes["FT2AudioEmbeds"]().encode(wav2vec, audio, 23.0, ft2.nodes.sampling_widgets.AUTOMATIC)
     assert num_frames == 49 and fitted["waveform"].shape[-1] == round(49 / 23 * 16000)
     (model,) = nodes["FT2ModelLoader"]().load("tiny_wan_i2v.safetensors", "tiny_fantasytalking.safetensors", "fp32")
     clip_out = ClipVisionOutputStandIn()
@@ -88,10 +88,30 @@ def test_long_audio_through_both_sampler_nodes(ft2, tiny_pipeline, method):
 
     (pipeline,) = nodes["FT2PipelineLoader"]().load("(built-in tiny demo model)", "fp32")
     frames, track = nodes["FT2Animate"]().animate(
-        pipeline, image[None], audio, "a person talks", "", 64, 0, 23.0, **SAMPLER, max_seconds=0.0, **long
+        pipeline,
+        image[None],
+        audio,
+        "a person talks",
+        "",
+        64,
+        ft2.nodes.sampling_widgets.AUTOMATIC,
+        23.0,
+        **SAMPLER,
+        max_seconds=0.0,
+        **long,
     )
     assert frames.shape == (49, 64, 64, 3) and track["waveform"].shape[-1] == round(49 / 23 * 16000)
     capped, _ = nodes["FT2Animate"]().animate(
-        pipeline, image[None], audio, "a person talks", "", 64, 0, 23.0, **SAMPLER, max_seconds=1.0, **long
+        pipeline,
+        image[None],
+        audio,
+        "a person talks",
+        "",
+        64,
+        ft2.nodes.sampling_widgets.AUTOMATIC,
+        23.0,
+        **SAMPLER,
+        max_seconds=1.0,
+        **long,
     )
     assert capped.shape[0] == 25

@@ -1,4 +1,6 @@
 """Every node follows ComfyUI's V1 API and this project's conventions."""
+import math
+
 import pytest
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
@@ -67,3 +69,59 @@ def test_model_folders_are_registered_with_extensions(ft2):
 
     paths, extensions = folder_paths.folder_names_and_paths["ft2_models"]
     assert paths[0].endswith("ft2_models") and ".json" in extensions
+
+
+def frontend_int(options: dict, value: float) -> int:
+    """The value ComfyUI's frontend (1.35.9) stores in an INT widget, typed or stepped with the arrows: NumberWidget
+    clamps to [min, max], then useIntWidget's onValueChange rounds to min % step + k * step (JavaScript's % and
+    Math.round)."""
+    step, low, high = options.get("step", 1), options.get("min", 0), options.get("max", 2048)
+    value = min(max(value, low), high)
+    if step == 1:
+        return round(value)
+    offset = math.fmod(low, step)
+    return int(math.floor((value - offset) / step + 0.5) * step + offset)
+
+
+def int_widgets(ft2):
+    for node_id, cls in all_nodes(ft2):
+        spec = cls.INPUT_TYPES()
+        for section in ("required", "optional"):
+            for name, (kind, options) in spec.get(section, {}).items():
+                if kind == "INT":
+                    yield node_id, name, options
+
+
+def test_the_frontend_keeps_every_int_default_and_bound(ft2):
+    for node_id, name, options in int_widgets(ft2):
+        for kept in (options["default"], options["min"], options["max"]):
+            assert frontend_int(options, kept) == kept, f"{node_id}.{name}: the frontend turns {kept} into another value"
+
+
+def test_frame_widgets_hold_exactly_the_valid_frame_counts(ft2):
+    """Typed or stepped, a frame widget holds 4k+1 counts (or 1, "automatic"); overlaps hold what windows accept."""
+    from ft2_core.models.audio_windows import check_frame_count
+    from ft2_core.sampling.options import WindowOptions
+
+    automatic = ft2.nodes.sampling_widgets.AUTOMATIC
+    seen = set()
+    for node_id, name, options in int_widgets(ft2):
+        if not name.endswith("frames"):
+            continue
+        seen.add(name)
+        typed = [*range(-5, 400), options["max"] - 3, options["max"] + 7]
+        stepped, value = [], options["default"]
+        for direction in (1, -1):
+            for _ in range(60):
+                value = frontend_int(options, value + direction * options["step"])
+                stepped.append(value)
+        stored = {frontend_int(options, v) for v in typed} | set(stepped)
+        for value in stored:
+            if name == "overlap_frames":
+                WindowOptions("sliding", 1001, value).validate()  # below window_frames - 1: checked when both are known
+            elif value != automatic or options["min"] != automatic:
+                check_frame_count(value, f"{node_id}.{name}")
+        if name != "overlap_frames":
+            assert {frontend_int(options, v) for v in (5, 33, 81, 121)} == {5, 33, 81, 121}, f"{node_id}.{name}"
+            assert frontend_int(options, 80) == 81 and frontend_int(options, 34) == 33, f"{node_id}.{name}"
+    assert seen == {"num_frames", "window_frames", "overlap_frames"}

@@ -7,12 +7,14 @@ import pytest
 from tests.nodes.conftest import REPO
 
 OBJECT_INFO = REPO / "tests" / "data" / "comfyui_object_info_v0.8.0.json"  # GET /object_info of a real ComfyUI v0.8.0
-WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
+INPUTS = REPO / "example_workflows" / "inputs"
 WIDGET_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 UPLOAD_EXTRA_WIDGETS = {"image_upload": 1, "audio_upload": 2, "video_upload": 1}  # added by the frontend
 FRONTEND_NODES = {"Note": {"input": {"required": {"text": ("STRING", {"multiline": True})}}, "output": []}}  # not in /object_info
 TITLE_HEIGHT = 30  # the frontend draws a node's title bar above its position
 VIEW = (80, 110, 1400, 800)  # left, top, right, bottom of a laptop's canvas not covered by the frontend's bars
+DETAIL_SCALE = 0.65  # the frontend draws nodes as blank boxes below 8 px text (LiteGraph.Canvas.MinFontSizeForLOD): 8/14 = 0.57
 
 
 @pytest.fixture()
@@ -111,17 +113,20 @@ def validate(workflow, definitions):
         assert target["inputs"][dst_slot]["link"] == link_id and link_id in source["outputs"][src_slot]["links"]
 
 
-def test_there_are_workflows_and_no_example_workflows_folder():
-    assert {p.name for p in WORKFLOWS} >= {
-        "fantasytalking_quick_start.json",
-        "fantasytalking_wan21_native.json",
-        "fantasytalking2_tlpo_experts.json",
-        "fantasytalking2_critic_score.json",
-    }
-    assert not (REPO / "example_workflows").exists()
+def test_templates_are_titled_ordered_and_have_thumbnails():
+    """ComfyUI 0.8.0 lists a custom node's templates from example_workflows/ by file name (the title; the description is
+    the name with - and _ as spaces) with `<name>.jpg` as the thumbnail: readable names, numbered, the quick start first."""
+    from PIL import Image
+
+    names = [p.stem for p in WORKFLOWS]
+    assert names[0] == "1 Quick start - animate a portrait" and len(names) == 5
+    assert [int(name.split(" ", 1)[0]) for name in names] == list(range(1, len(names) + 1))
+    assert not (REPO / "workflows").exists()  # one folder, so the template browser lists each graph once
+    for path in WORKFLOWS:
+        with Image.open(path.with_suffix(".jpg")) as thumbnail:
+            assert thumbnail.format == "JPEG" and min(thumbnail.size) >= 128, path.name
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_is_valid(definitions, path):
     validate(json.loads(path.read_text()), definitions)
 
@@ -153,6 +158,7 @@ def test_layout_no_overlap_and_opens_in_view(path):
             bx0, by0, bx1, by1 = placed[b]
             assert ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0, f"nodes {a} and {b} overlap"
     ds = workflow["extra"]["ds"]
+    assert ds["scale"] >= DETAIL_SCALE, f"saved at zoom {ds['scale']}: the frontend draws its nodes as blank boxes"
     left, top = min(b[0] for b in placed.values()), min(b[1] for b in placed.values())
     right, bottom = max(b[2] for b in placed.values()), max(b[3] for b in placed.values())
     screen = (
@@ -170,7 +176,7 @@ def test_note_names_model_files_and_inputs_ship(path):
     assert notes and "models/" in notes[0]
     for node in workflow["nodes"]:
         if node["type"] in ("LoadImage", "LoadAudio"):
-            assert (REPO / "workflows" / "inputs" / node["widgets_values"][0]).is_file()
+            assert (INPUTS / node["widgets_values"][0]).is_file()
 
 
 def test_example_inputs_reach_comfyuis_input_folder(ft2, tmp_path, monkeypatch):
@@ -184,13 +190,13 @@ def test_example_inputs_reach_comfyuis_input_folder(ft2, tmp_path, monkeypatch):
     monkeypatch.setattr(comfy_services, "folder_paths", lambda: FolderPaths)
     (tmp_path / "ft2_speech.wav").write_bytes(b"the user's own file")
     copied = comfy_services.install_example_inputs()
-    assert (tmp_path / "ft2_portrait.png").read_bytes() == (REPO / "workflows" / "inputs" / "ft2_portrait.png").read_bytes()
+    assert (tmp_path / "ft2_portrait.png").read_bytes() == (INPUTS / "ft2_portrait.png").read_bytes()
     assert (tmp_path / "ft2_speech.wav").read_bytes() == b"the user's own file"  # never overwritten
     assert [p.name for p in copied] == ["ft2_portrait.png", "ft2_speech_long.wav"]
 
 
 def test_native_workflow_uses_recommended_settings():
-    workflow = json.loads((REPO / "workflows" / "fantasytalking_wan21_native.json").read_text())
+    workflow = json.loads((REPO / "example_workflows" / "5 Wan2.1 native loaders.json").read_text())
     by_type = {n["type"]: n for n in workflow["nodes"]}
     steps, cfg, audio_cfg, _, _, shift = by_type["FT2Sampler"]["widgets_values"][:6]
     assert (steps, cfg, audio_cfg, shift) == (30, 5.0, 5.0, 5.0)
@@ -198,7 +204,7 @@ def test_native_workflow_uses_recommended_settings():
 
 
 def test_validator_catches_mistakes(definitions):
-    good = json.loads((REPO / "workflows" / "fantasytalking_quick_start.json").read_text())
+    good = json.loads((REPO / "example_workflows" / "1 Quick start - animate a portrait.json").read_text())
     mistakes = {
         "unknown type": lambda w: w["nodes"][0].update(type="FT2Nope"),
         "widget values": lambda w: w["nodes"][3]["widgets_values"].pop(),
