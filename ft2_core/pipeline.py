@@ -10,7 +10,7 @@ import torch
 
 from .checks import finite_number
 from .errors import InputError
-from .io.audio import Audio, clip_for_video, frame_count
+from .io.audio import WAV2VEC_RATE, Audio, clip_for_video, frame_count
 from .io.image import fit_image
 from .model_paths import SAMPLER_DEFAULTS, UPSTREAM_DEFAULTS, ModelPaths
 from .models.attention import check_backend
@@ -22,7 +22,7 @@ from .models.talking_model import FantasyTalkingModel
 from .models.wan_transformer import load_transformer_file, load_transformer_folder
 from .models.wav2vec import Wav2VecEncoder
 from .placement import visiting
-from .progress import RunProgress, counting_calls
+from .progress import RunProgress, checked_between_layers, counting_calls
 from .sampling.long_video import FrameCodec, sample_long
 from .sampling.options import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, SamplerOptions, WindowOptions
 from .sampling.sampler import Conditioning
@@ -30,11 +30,20 @@ from .tlpo.experts import Expert, experts_attached
 
 log = logging.getLogger(__name__)
 
-ENCODER_STAGES = 4  # text, CLIP image, VAE (first frame), wav2vec2: one progress unit each
-def plan_frames(audio: Audio, fps: float, num_frames: int | None, max_seconds: float | None = None) -> int:
-    """The given frame count, or enough frames for the whole audio (or its first `max_seconds`)."""
+IMAGE_STAGES = 3  # text, CLIP image, VAE (first frame): one progress unit each; wav2vec2 counts its chunks
+def plan_frames(audio: Audio, fps: float, num_frames: int | None, max_seconds: float | None = None,
+                window_frames: int = WindowOptions.window_frames) -> int:
+    """The given frame count, or enough frames for the whole audio (or its first `max_seconds`). A count beyond the
+    audio plus one window is refused: what it adds is silence, and it is far more likely a typing slip."""
     if num_frames is not None:
         check_frame_count(num_frames)
+        audio_frames = frame_count(audio.duration, fps)
+        if num_frames > audio_frames + window_frames:
+            raise InputError(
+                f"num_frames {num_frames} ({num_frames / fps:.1f} s at {fps:g} fps) is far beyond the audio "
+                f"({audio.duration:.1f} s, {audio_frames} frames): at most the audio plus one window "
+                f"({audio_frames + window_frames} frames); leave it automatic to follow the audio"
+            )
         return num_frames
     duration = audio.duration
     if max_seconds is not None:
@@ -134,10 +143,16 @@ class FantasyTalkingPipeline:
         )
         return [module for module in parts if module is not None]
 
-    def audio_features(self, audio: Audio, num_frames: int, fps: float) -> torch.Tensor:
-        """wav2vec2 features of the audio that plays during `num_frames` frames (the whole video in one pass,
-        so a long video's windows hear exactly what one long window would)."""
-        return self.wav2vec.encode(clip_for_video(audio, num_frames, fps))
+    def audio_features(self, audio: Audio, num_frames: int, fps: float, progress: RunProgress | None = None) -> torch.Tensor:
+        """wav2vec2 features of the audio that plays during `num_frames` frames, for the whole video at once (in
+        chunks of 30 s when longer), so a long video's windows hear what one long window would."""
+        progress = progress or RunProgress()
+        with progress.watching(self.wav2vec.model):
+            return self.wav2vec.encode(clip_for_video(audio, num_frames, fps), on_chunk=progress.advance)
+
+    def audio_chunks(self, num_frames: int, fps: float) -> int:
+        """How many wav2vec2 passes `audio_features` makes for a video of `num_frames` frames."""
+        return len(self.wav2vec.chunks(round(num_frames / fps * WAV2VEC_RATE)))
 
     def sampler_options(self, **given) -> SamplerOptions:
         """SamplerOptions from what is given (None: not given), else this model's recommendation, else upstream's."""
@@ -181,13 +196,13 @@ class FantasyTalkingPipeline:
 
         `experts` (TLPO LoRA experts) are mixed by `gate` (a trained gate, a static or scheduled mix;
         default: weight 1 each) for this call only; `loras` (any other Wan LoRA) apply at their strength. `progress`
-        counts every stage (4 encoders, windows x steps, one unit per decoded latent frame) and is where a cancel is
-        honoured.
+        counts every stage (3 image and text encoders, each 30 s of audio, windows x steps, each decoded latent frame);
+        a cancel is honoured between units and before every layer of the model that is running.
         """
         fps = self.defaults["fps"] if fps is None else finite_number(fps, "fps", above=0.0)
         options = options or self.sampler_options()
-        num_frames = plan_frames(audio, fps, num_frames, max_seconds)
         windows = (windows or self.window_options()).validate()
+        num_frames = plan_frames(audio, fps, num_frames, max_seconds, windows.window_frames)
         image = fit_image(image, max_side or self.defaults["max_side"])
         plan = windows.windows(num_frames)
         log.info(
@@ -201,17 +216,20 @@ class FantasyTalkingPipeline:
         )
         progress = progress or RunProgress()
         latent_frames = latent_frame_count(num_frames)
-        progress.plan(ENCODER_STAGES + options.steps * len(plan) + latent_frames)
+        audio_chunks = self.audio_chunks(num_frames, fps)
+        progress.plan(IMAGE_STAGES + audio_chunks + options.steps * len(plan) + latent_frames)
         progress.interrupt_point()
-        positive, negative = self.encode_text(prompt, negative_prompt)
+        with progress.watching(getattr(self.text_encoder, "model", None)):
+            positive, negative = self.encode_text(prompt, negative_prompt)
         progress.advance()
-        clip = self.image_encoder.encode(image) if self.image_encoder is not None else None
+        with progress.watching(getattr(self.image_encoder, "model", None)):
+            clip = self.image_encoder.encode(image) if self.image_encoder is not None else None
         progress.advance()
         first = windows.first_window_frames(num_frames)
-        condition = encode_i2v_condition(self.vae.encode, image, first)
+        with progress.watching(getattr(self.vae, "model", None)):
+            condition = encode_i2v_condition(self.vae.encode, image, first)
         progress.advance()
-        features = self.audio_features(audio, num_frames, fps)
-        progress.advance()
+        features = self.audio_features(audio, num_frames, fps, progress)
         with visiting(self.model, self.device):
             latents = generate_latents(
                 self.model,
@@ -226,7 +244,7 @@ class FantasyTalkingPipeline:
                 check_interrupt=progress.interrupt_point,
             )
         decoder = getattr(getattr(self.vae, "model", None), "decoder", None)  # a Wan VAE decodes latent frame by frame
-        with counting_calls(decoder, progress):
+        with counting_calls(decoder, progress), progress.watching(getattr(self.vae, "model", None)):
             frames = self.vae.decode(latents)
         if decoder is None:
             progress.advance(latent_frames)
@@ -290,7 +308,7 @@ def generate_latents(
     cond = Conditioning(video.condition, video.positive, video.negative, video.image, audio.to("cpu"))
     latent_channels = model.transformer.config.out_channels
     gate = mix.gate.to(device) if mix.gate is not None else None
-    with experts_attached(model, list(mix.experts), gate, list(mix.loras)):
+    with experts_attached(model, list(mix.experts), gate, list(mix.loras)), checked_between_layers([model], check_interrupt):
         return sample_long(
             model, cond, options, windows, video.num_frames, latent_channels, device, dtype, on_step, check_interrupt, codec
         )

@@ -2,7 +2,8 @@
 
 A front end (a tqdm bar, ComfyUI's progress bar) gives `report`; ComfyUI gives `check_interrupt`,
 which raises when the user cancels. Every unit of work calls `advance`, so a cancel is honoured
-between any two units, during decoding too.
+between any two units; inside one long call (an encoder, a VAE pass, a sampling step) `watching`
+honours it before each of the model's layers too.
 """
 from __future__ import annotations
 
@@ -32,6 +33,43 @@ class RunProgress:
     def interrupt_point(self) -> None:
         if self.check_interrupt is not None:
             self.check_interrupt()
+
+    def watching(self, *modules: torch.nn.Module | None):
+        """Honour a cancel before each layer of `modules` (None is skipped) while the block runs."""
+        return checked_between_layers(modules, self.check_interrupt)
+
+
+def layers(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated layers of `module`: the composite elements of its outermost ModuleLists (DiT blocks, encoder layers,
+    VAE stages), in order. Lists inside a layer are part of it; lists of single operations are not layers."""
+    found, claimed = [], []
+    for name, child in module.named_modules():
+        if isinstance(child, torch.nn.ModuleList) and not any(name.startswith(prefix) for prefix in claimed):
+            for index, layer in enumerate(child):
+                if next(layer.children(), None) is not None:
+                    found.append(layer)
+                    claimed.append(f"{name}.{index}." if name else f"{index}.")
+    return found
+
+
+@contextmanager
+def checked_between_layers(modules, check_interrupt: Callable[[], None] | None):
+    """Call `check_interrupt` (it raises to cancel) before every layer of `modules` runs, for as long as the block lasts:
+    a cancel inside one long forward pass waits for one layer, not the whole pass."""
+    if check_interrupt is None:
+        yield
+        return
+    handles = [
+        layer.register_forward_pre_hook(lambda *_: check_interrupt())
+        for module in modules
+        if module is not None
+        for layer in layers(module)
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextmanager

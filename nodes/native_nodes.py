@@ -157,13 +157,19 @@ class FT2AudioEmbeds:
     def encode(self, wav2vec, audio, fps, num_frames, max_seconds=0.0):
         from ..ft2_core.io.audio import clip_for_video, fit_to_duration
         from ..ft2_core.pipeline import plan_frames
+        from ..ft2_core.progress import RunProgress
 
         clip = audio_input(audio)
         num_frames = plan_frames(clip, fps, frames_or_automatic(num_frames), max_seconds or None)
 
+        samples = clip_for_video(clip, num_frames, fps)
+        progress = comfy.run_progress() or RunProgress(check_interrupt=comfy.interrupt_check())
+        progress.plan(len(wav2vec.chunks(len(samples))))
+
         def work(device):  # the weights visit the device for this call only (ft2_core.placement)
             wav2vec.device = device
-            return wav2vec.encode(clip_for_video(clip, num_frames, fps)).cpu()
+            with progress.watching(wav2vec.model):
+                return wav2vec.encode(samples, on_chunk=progress.advance).cpu()
 
         features = run_on_device([], work)
         embeds = {"features": features, "num_frames": num_frames, "fps": fps}
@@ -225,13 +231,17 @@ class FT2Sampler:
         from ..ft2_core.models.conditioning import encode_i2v_condition, pad_text_embeddings
         from ..ft2_core.models.latent_format import denormalize
         from ..ft2_core.pipeline import EncodedVideo, ExpertMix, generate_latents
+        from ..ft2_core.progress import RunProgress
 
         options = sampler_options(kwargs)
         windows = WindowOptions(long_method, window_frames, overlap_frames).validate()
         image = require_multiple_of_16(start_image[:1], "start_image")
         num_frames = audio_embeds["num_frames"]
         codec = ComfyVAECodec(vae)
-        condition = encode_i2v_condition(codec.encode, image, windows.first_window_frames(num_frames))
+        progress = comfy.run_progress() or RunProgress(check_interrupt=comfy.interrupt_check())
+        progress.plan(options.steps * len(windows.windows(num_frames)))
+        with progress.watching(getattr(vae, "first_stage_model", None)):  # ComfyUI's VAE: cancel between its layers
+            condition = encode_i2v_condition(codec.encode, image, windows.first_window_frames(num_frames))
         config = model.transformer.config
         positive_text = pad_text_embeddings(positive[0][0], "positive conditioning", config.text_dim)
         negative_text = pad_text_embeddings(negative[0][0], "negative conditioning", config.text_dim)
@@ -244,23 +254,20 @@ class FT2Sampler:
         video = EncodedVideo(condition, positive_text, negative_text, clip, audio_embeds["features"], num_frames)
         dtype = next(model.transformer.parameters()).dtype
 
-        progress = comfy.run_progress()
-        if progress is not None:
-            progress.plan(options.steps * len(windows.windows(num_frames)))
-
         def work(device):
-            return generate_latents(
-                model,
-                video,
-                options,
-                windows,
-                ExpertMix(experts, gate, loras),
-                device=device,
-                dtype=dtype,
-                codec=codec,
-                on_step=progress and (lambda info: progress.advance(preview=info.denoised)),
-                check_interrupt=progress and progress.interrupt_point,
-            )
+            with progress.watching(getattr(vae, "first_stage_model", None)):  # continuation re-encodes window ends
+                return generate_latents(
+                    model,
+                    video,
+                    options,
+                    windows,
+                    ExpertMix(experts, gate, loras),
+                    device=device,
+                    dtype=dtype,
+                    codec=codec,
+                    on_step=lambda info: progress.advance(preview=info.denoised),
+                    check_interrupt=progress.interrupt_point,
+                )
 
         latents = run_on_device([model], work)
         return ({"samples": denormalize(latents)},)

@@ -9,7 +9,7 @@ from ft2_core.errors import InputError
 from ft2_core.io.audio import Audio
 from ft2_core.model_paths import ModelPaths
 from ft2_core.pipeline import FantasyTalkingPipeline
-from ft2_core.sampling.options import SamplerOptions
+from ft2_core.sampling.options import SamplerOptions, WindowOptions
 
 
 def test_animate_gives_frames_for_the_audio(tiny_pipeline):
@@ -71,3 +71,46 @@ def test_progress_covers_the_whole_run_and_cancel_works_during_decode(tiny_pipel
         tiny_pipeline.animate(demo_portrait(), demo_speech(0.5), options=SamplerOptions(steps=3), max_side=64, num_frames=9,
                               progress=progress)
     assert progress.done == 8  # stopped inside the VAE decode, not after it
+
+
+STAGES = {  # each stage of a run -> the module doing its work
+    "text encoder": lambda pipe: pipe.text_encoder.model,
+    "image encoder": lambda pipe: pipe.image_encoder.model,
+    "VAE encode": lambda pipe: pipe.vae.model.encoder,
+    "wav2vec2": lambda pipe: pipe.wav2vec.model,
+    "sampling step": lambda pipe: pipe.model.transformer,
+    "VAE decode": lambda pipe: pipe.vae.model.decoder,
+}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_cancel_is_honoured_inside_every_stage(tiny_pipeline, stage):
+    """A cancel that arrives once a stage has begun stops it before its next layer, not at its end."""
+    from ft2_core.progress import RunProgress, layers
+
+    class Cancelled(Exception):
+        pass
+
+    stage_layers = layers(STAGES[stage](tiny_pipeline))
+    ran = []
+    handles = [layer.register_forward_hook(lambda *_: ran.append(1)) for layer in stage_layers]
+
+    def cancel_once_the_stage_has_begun():
+        if ran:
+            raise Cancelled
+
+    try:
+        with pytest.raises(Cancelled):
+            tiny_pipeline.animate(demo_portrait(), demo_speech(0.5), options=SamplerOptions(steps=2), max_side=64,
+                                  num_frames=9, progress=RunProgress(check_interrupt=cancel_once_the_stage_has_begun))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(ran) == 1 < len(stage_layers)
+
+
+def test_frame_counts_far_beyond_the_audio_are_refused(tiny_pipeline):
+    speech = demo_speech(1.0)  # 25 frames at 23 fps (23, rounded up to 4k+1)
+    with pytest.raises(InputError, match=r"num_frames 121 .* far beyond the audio \(1.0 s, 25 frames\): at most .* 106 frames"):
+        tiny_pipeline.animate(demo_portrait(), speech, options=SamplerOptions(steps=1), num_frames=121, fps=23,
+                              windows=WindowOptions("sliding", 81, 16))

@@ -127,6 +127,7 @@ def test_templates_are_titled_ordered_and_have_thumbnails():
             assert thumbnail.format == "JPEG" and min(thumbnail.size) >= 128, path.name
 
 
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_is_valid(definitions, path):
     validate(json.loads(path.read_text()), definitions)
 
