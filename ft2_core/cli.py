@@ -130,7 +130,7 @@ def run_animate(args) -> Path:
     windows = pipe.window_options(args.long_method, args.window_frames, args.overlap_frames)
     experts, gate = experts_from_args(args, pipe.model.num_layers)
     loras = [
-        Expert(f"lora{index}", load_lora(path), strength)
+        Expert(f"lora{index}", load_lora(path, f"--lora {path}"), strength, f"--lora {path}")
         for index, (path, strength) in enumerate(map(file_and_strength, args.lora))
     ]
     bar = tqdm(desc="animating", unit="unit")

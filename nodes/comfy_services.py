@@ -65,9 +65,9 @@ def install_example_inputs() -> list[Path]:
     return copied
 
 
-def list_files(folder: str, suffixes: tuple[str, ...], key_marker: str | None = None) -> list[str]:
-    """Files in a ComfyUI model folder that fit: one of `suffixes` and, for safetensors, a tensor
-    name containing `key_marker` (read from the header only, cached by size and mtime)."""
+def list_files(folder: str, suffixes: tuple[str, ...], keys_fit=None) -> list[str]:
+    """Files in a ComfyUI model folder that fit: one of `suffixes` and, for safetensors, tensor names that
+    `keys_fit(keys)` accepts (read from the header only, cached by size and mtime; an unreadable header never fits)."""
     fp = folder_paths()
     if fp is None:
         return []
@@ -75,12 +75,24 @@ def list_files(folder: str, suffixes: tuple[str, ...], key_marker: str | None = 
     for name in fp.get_filename_list(folder):
         if not name.lower().endswith(suffixes):
             continue
-        if key_marker is not None and name.lower().endswith(".safetensors"):
+        if keys_fit is not None and name.lower().endswith(".safetensors"):
             keys = safetensors_keys(fp.get_full_path(folder, name))
-            if keys is not None and not any(key_marker in key for key in keys):
+            if keys is None or not keys_fit(keys):
                 continue
         names.append(name)
     return sorted(names)
+
+
+def containing(marker: str):
+    """A `keys_fit` for list_files: some tensor name contains `marker`."""
+    return lambda keys: any(marker in key for key in keys)
+
+
+def wan_loras() -> list[str]:
+    """The Wan2.1 LoRA files in models/loras (other models' LoRAs and unreadable files are left out)."""
+    from ..ft2_core.tlpo.lora_formats import is_wan_lora
+
+    return list_files("loras", (".safetensors",), is_wan_lora)
 
 
 def safetensors_keys(path: str) -> list[str] | None:

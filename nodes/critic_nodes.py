@@ -26,7 +26,7 @@ class FT2CriticLoader:
             "critic_base": ([PROXIES, MINIATURE_CRITIC, TINY_CRITIC] + comfy.list_model_dirs("ft2_critics", "config.json"),
                             {"tooltip": "A Qwen2.5-Omni thinker folder, the built-in critics (miniature world only), or proxy "
                                         "metrics."}),
-            "critic_lora": ([NO_LORA] + comfy.list_files("ft2_critics", (".safetensors",), "lora_"),
+            "critic_lora": ([NO_LORA] + comfy.list_files("ft2_critics", (".safetensors",), comfy.containing("lora_")),
                             {"tooltip": "The critic LoRA from python -m training.train_critic (ignored for proxies)."}),
         }}
 

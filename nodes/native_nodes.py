@@ -58,11 +58,11 @@ class FT2ModelLoader:
         return {
             "required": {
                 "dit_name": (
-                    comfy.list_files("diffusion_models", comfy.DIT_SUFFIXES, "patch_embedding."),
+                    comfy.list_files("diffusion_models", comfy.DIT_SUFFIXES, comfy.containing("patch_embedding.")),
                     {"tooltip": "wan2.1_i2v_720p_14B_*.safetensors (or 480p)."},
                 ),
                 "adapter_name": (
-                    comfy.list_files("diffusion_models", comfy.ADAPTER_SUFFIXES, "proj_model."),
+                    comfy.list_files("diffusion_models", comfy.ADAPTER_SUFFIXES, comfy.containing("proj_model.")),
                     {"tooltip": "fantasytalking_model.ckpt or its .safetensors conversion."},
                 ),
                 "dtype": (DTYPES, {"default": "auto", "tooltip": "Compute precision."}),

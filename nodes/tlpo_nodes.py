@@ -18,7 +18,7 @@ class FT2LoadExperts:
 
     @classmethod
     def INPUT_TYPES(cls):
-        loras = [NONE] + comfy.list_files("loras", (".safetensors",), "lora_")
+        loras = [NONE] + comfy.wan_loras()
         inputs = {}
         for name in DIMENSION_NAMES:
             inputs[f"{name}_lora_name"] = (loras, {"default": NONE, "tooltip": f"The {LABELS[name]} expert, or none."})
@@ -34,8 +34,9 @@ class FT2LoadExperts:
         experts = []
         for name in DIMENSION_NAMES:
             if kwargs[f"{name}_lora_name"] != NONE:
-                path = comfy.resolve_file("loras", kwargs[f"{name}_lora_name"], f"{name} expert")
-                experts.append(Expert(name, load_lora(path), kwargs[f"{name}_strength"]))
+                source = f"FT2 Load Experts {name}_lora_name {kwargs[f'{name}_lora_name']!r}"
+                path = comfy.resolve_file("loras", kwargs[f"{name}_lora_name"], source)
+                experts.append(Expert(name, load_lora(path, source), kwargs[f"{name}_strength"], source))
         if not experts:
             raise ValueError("FT2 Load Experts: choose at least one expert file")
         return (experts,)
@@ -54,7 +55,7 @@ class FT2LoadLora:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "lora_name": (comfy.list_files("loras", (".safetensors",), "lora_"), {"tooltip": "A Wan2.1 LoRA file."}),
+                "lora_name": (comfy.wan_loras(), {"tooltip": "A Wan2.1 LoRA file (files of other models are not listed)."}),
                 "strength": (
                     "FLOAT",
                     {"default": 1.0, "min": -2.0, "max": 3.0, "step": 0.05, "tooltip": "Multiplies the LoRA's update."},
@@ -68,8 +69,9 @@ class FT2LoadLora:
         from ..ft2_core.tlpo.experts import Expert
         from ..ft2_core.tlpo.lora_formats import load_lora
 
-        path = comfy.resolve_file("loras", lora_name, "LoRA")
-        lora = Expert(f"lora{len(loras)}", load_lora(path), strength)
+        source = f"FT2 Load LoRA lora_name {lora_name!r}"
+        path = comfy.resolve_file("loras", lora_name, source)
+        lora = Expert(f"lora{len(loras)}", load_lora(path, source), strength, source)
         return (list(loras) + [lora],)
 
 

@@ -22,6 +22,11 @@ class Expert:
     name: str  # e.g. motion / lipsync / quality
     lora: LoraWeights
     strength: float = 1.0
+    source: str = ""  # where the file came from, for errors: a node and its input, or a command-line option
+
+    @property
+    def described(self) -> str:
+        return self.source or f"expert {self.name}"
 
 
 def attach_experts(model, experts: list[Expert], dtype: torch.dtype | None = None) -> None:
@@ -34,7 +39,7 @@ def attach_experts(model, experts: list[Expert], dtype: torch.dtype | None = Non
         raise InputError("experts are already attached to this model; detach them first")
     shapes = {name: (m.out_features, m.in_features) for name, m in linears.items()}
     for expert in experts:
-        check_lora_fits(expert.lora, shapes, f"expert {expert.name}")
+        check_lora_fits(expert.lora, shapes, expert.described)
     targets = sorted({t for expert in experts for t in expert.lora.modules})
     for target in targets:
         downs, ups, scales, ids = [], [], [], []

@@ -136,8 +136,19 @@ def parse_lora_state(state: dict[str, torch.Tensor], what: str, metadata: dict |
     raise InputError(f"{what}: no Wan2.1 LoRA keys found (first keys: {', '.join(sorted(state)[:3])})")
 
 
-def load_lora(path: str | os.PathLike) -> LoraWeights:
-    what = f"LoRA {Path(path).name}"
+def is_wan_lora(keys) -> bool:
+    """Whether tensor names (a safetensors header is enough) are a Wan2.1 block LoRA in a layout parse_lora_state reads."""
+    keys = list(keys)
+    for fmt, pattern in _PATTERNS:
+        matches = [pattern.match(key) for key in keys]
+        if any(matches):
+            return all(match is not None and _module_name(fmt, match.group(2)) is not None for match in matches)
+    return False
+
+
+def load_lora(path: str | os.PathLike, what: str | None = None) -> LoraWeights:
+    """A Wan2.1 LoRA in any known layout; errors name `what` (default: the file)."""
+    what = what or f"LoRA {Path(path).name}"
     state = load_state_dict(path, what)
     finite_tensors(state, what)
     return parse_lora_state(state, what, read_metadata(path, what))

@@ -111,6 +111,7 @@ def test_cancel_is_honoured_inside_every_stage(tiny_pipeline, stage):
 
 def test_frame_counts_far_beyond_the_audio_are_refused(tiny_pipeline):
     speech = demo_speech(1.0)  # 25 frames at 23 fps (23, rounded up to 4k+1)
-    with pytest.raises(InputError, match=r"num_frames 121 .* far beyond the audio \(1.0 s, 25 frames\): at most .*\(106 frames\)"):
+    refusal = r"num_frames 121 .* far beyond the audio \(1.0 s, 25 frames\): at most .*\(106 frames\)"
+    with pytest.raises(InputError, match=refusal):
         tiny_pipeline.animate(demo_portrait(), speech, options=SamplerOptions(steps=1), num_frames=121, fps=23,
                               windows=WindowOptions("sliding", 81, 16))

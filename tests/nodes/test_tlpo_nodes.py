@@ -76,7 +76,8 @@ def test_expert_for_another_model_is_refused_when_sampling(ft2, models_dir, tiny
             quality_strength=1.0,
         )[0]
         (pipeline,) = nodes["FT2PipelineLoader"]().load("(built-in tiny demo model)", "fp32")
-        with pytest.raises(ValueError, match="expert motion: blocks.0.ffn.0 is 64x48 but the model's layer is 64x32"):
+        refusal = "FT2 Load Experts motion_lora_name 'wide.safetensors': blocks.0.ffn.0 is 64x48 but the model's layer is 64x32"
+        with pytest.raises(ValueError, match=refusal):
             nodes["FT2Animate"]().animate(
                 pipeline, demo_portrait()[None], comfy_audio(0.3), "t", "", 64, 5, 23.0, experts=experts, **SAMPLER
             )
@@ -151,3 +152,36 @@ def test_other_lora_beside_the_experts_matches_the_library(ft2, models_dir, tiny
         ],
     )
     torch.testing.assert_close(with_loras, library.frames, rtol=1e-4, atol=1e-4)
+
+
+def test_lora_pickers_list_only_wan_loras(ft2, models_dir):
+    from safetensors.torch import save_file
+
+    folder = models_dir / "loras"
+    sdxl = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(2, 8)}
+    save_file(sdxl, folder / "sdxl_style.safetensors")
+    (folder / "truncated.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    try:
+        wan = sorted(p.name for p in folder.glob("tiny_*.safetensors"))
+        nodes = ft2.NODE_CLASS_MAPPINGS
+        assert nodes["FT2LoadLora"].INPUT_TYPES()["required"]["lora_name"][0] == wan
+        assert nodes["FT2LoadExperts"].INPUT_TYPES()["required"]["motion_lora_name"][0] == ["none", *wan]
+    finally:
+        (folder / "sdxl_style.safetensors").unlink()
+        (folder / "truncated.safetensors").unlink()
+
+
+def test_a_lora_that_does_not_fit_is_named_by_its_node_and_input(ft2, models_dir):
+    from ft2_core.tlpo.lora_formats import LoraModule, LoraWeights, save_expert
+
+    wide = LoraWeights({"blocks.0.ffn.0": LoraModule(torch.zeros(2, 48), torch.zeros(64, 2), 2.0)}, "test")
+    path = save_expert(wide, models_dir / "loras" / "wide.safetensors", "motion", "other")
+    try:
+        nodes = ft2.NODE_CLASS_MAPPINGS
+        (loras,) = nodes["FT2LoadLora"]().load("wide.safetensors", 1.0)
+        (pipeline,) = nodes["FT2PipelineLoader"]().load("(built-in tiny demo model)", "fp32")
+        with pytest.raises(ValueError, match="FT2 Load LoRA lora_name 'wide.safetensors': blocks.0.ffn.0 is 64x48"):
+            args = (pipeline, demo_portrait()[None], comfy_audio(0.3), "t", "", 64, 5, 23.0)
+            nodes["FT2Animate"]().animate(*args, loras=loras, **SAMPLER)
+    finally:
+        path.unlink()
