@@ -1,5 +1,6 @@
 """Recognising Wan2.1 LoRA files from their tensor names."""
 
+
 def test_is_wan_lora_reads_names_only():
     from ft2_core.tlpo.lora_formats import is_wan_lora
 
