@@ -140,6 +140,7 @@ class FT2Animate:
                 loras=loras,
             ),
         )
+        comfy.show_first_frame(frames=result.frames)
         track = fit_to_duration(result.audio, result.frames.shape[0] / result.fps)
         return (result.frames.cpu().float(), comfy_audio(track))
 

@@ -244,3 +244,28 @@ def latent_previewer(decode_preview=None):
     if previewer is None:
         return None
     return lambda latents: previewer.decode_latent_to_preview_image("JPEG", latents.to(torch_device()))
+
+
+def show_first_frame(frames=None, latents=None) -> None:
+    """After a run, put the finished video's first frame under the node in place of the last step preview (ComfyUI
+    keeps showing the newest one): decoded `frames` [T, H, W, 3] in 0..1, or Wan2.1 `latents` [1, z, F, h, w] through
+    ComfyUI's previewer. Nothing outside ComfyUI or when previews are off."""
+    try:
+        import comfy.utils
+        import latent_preview
+        from comfy.cli_args import LatentPreviewMethod, args
+    except ImportError:
+        return
+    if args.preview_method == LatentPreviewMethod.NoPreviews:
+        return
+    if frames is not None:
+        from PIL import Image
+
+        first = Image.fromarray((frames[0].clamp(0, 1) * 255).byte().cpu().numpy())
+        picture = ("JPEG", first, latent_preview.MAX_PREVIEW_RESOLUTION)
+    else:
+        previewer = latent_previewer()
+        if previewer is None:
+            return
+        picture = previewer(latents[:, :, :1])
+    comfy.utils.ProgressBar(1).update_absolute(1, 1, picture)

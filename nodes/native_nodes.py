@@ -270,6 +270,7 @@ class FT2Sampler:
                 )
 
         latents = run_on_device([model], work)
+        comfy.show_first_frame(latents=latents)
         return ({"samples": denormalize(latents)},)
 
 
