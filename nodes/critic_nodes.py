@@ -78,8 +78,13 @@ class FT2CriticScore:
 
     @says_what_to_install
     def score(self, critic, frames, audio, fps):
+        from ..ft2_core.scoring.proxy_metrics import ProxyScorer
+
         scores = critic.score_clip(frames.cpu(), fps, audio_input(audio), "video")
-        text = "  ".join(f"{name}: {'unknown' if value is None else f'{value:.3f}'}" for name, value in scores.items())
+        no_landmarker = isinstance(critic, ProxyScorer) and critic.masker is None
+        unknown = ("unknown: needs models/mediapipe/face_landmarker.task (see the README's install section)" if no_landmarker
+                   else "unknown: no face found in every frame")
+        text = "  ".join(f"{name}: {unknown if value is None else f'{value:.3f}'}" for name, value in scores.items())
         values = tuple(float("nan") if scores[d] is None else float(scores[d]) for d in DIMENSION_NAMES)
         return {"ui": {"text": [text]}, "result": (*values, text)}
 

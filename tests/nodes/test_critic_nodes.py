@@ -37,7 +37,7 @@ def test_proxies_score_without_weights(ft2, video):
     frames, audio = video
     motion, lipsync, quality, summary = nodes["FT2CriticScore"]().score(proxies, frames, audio, 23.0)["result"]
     assert 0 <= motion <= 1 and 0 <= quality <= 1
-    assert math.isnan(lipsync) and "lipsync: unknown" in summary  # no face_landmarker.task in this models folder
+    assert math.isnan(lipsync) and "lipsync: unknown: needs models/mediapipe/face_landmarker.task" in summary  # none here
 
 
 def test_mismatched_fps_is_named(ft2, video):
