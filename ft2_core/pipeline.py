@@ -31,6 +31,8 @@ from .tlpo.experts import Expert, experts_attached
 log = logging.getLogger(__name__)
 
 IMAGE_STAGES = 3  # text, CLIP image, VAE (first frame): one progress unit each; wav2vec2 counts its chunks
+
+
 def plan_frames(audio: Audio, fps: float, num_frames: int | None, max_seconds: float | None = None,
                 window_frames: int = WindowOptions.window_frames) -> int:
     """The given frame count, or enough frames for the whole audio (or its first `max_seconds`). A count beyond the
@@ -49,6 +51,13 @@ def plan_frames(audio: Audio, fps: float, num_frames: int | None, max_seconds: f
     if max_seconds is not None:
         duration = min(duration, finite_number(max_seconds, "max_seconds", above=0.0))
     return frame_count(duration, fps)
+
+
+def encode_speech(wav2vec: Wav2VecEncoder, samples_16k, progress: RunProgress) -> torch.Tensor:
+    """wav2vec2 features of 16 kHz samples: one progress unit per pass of up to 30 s, a cancel honoured before every
+    layer."""
+    with progress.watching(wav2vec.model):
+        return wav2vec.encode(samples_16k, on_chunk=progress.advance)
 
 
 def load_talking_model(transformer: str | os.PathLike, audio_adapter: str | os.PathLike, dtype=torch.float32,
@@ -146,13 +155,11 @@ class FantasyTalkingPipeline:
     def audio_features(self, audio: Audio, num_frames: int, fps: float, progress: RunProgress | None = None) -> torch.Tensor:
         """wav2vec2 features of the audio that plays during `num_frames` frames, for the whole video at once (in
         chunks of 30 s when longer), so a long video's windows hear what one long window would."""
-        progress = progress or RunProgress()
-        with progress.watching(self.wav2vec.model):
-            return self.wav2vec.encode(clip_for_video(audio, num_frames, fps), on_chunk=progress.advance)
+        return encode_speech(self.wav2vec, clip_for_video(audio, num_frames, fps), progress or RunProgress())
 
     def audio_chunks(self, num_frames: int, fps: float) -> int:
         """How many wav2vec2 passes `audio_features` makes for a video of `num_frames` frames."""
-        return len(self.wav2vec.chunks(round(num_frames / fps * WAV2VEC_RATE)))
+        return len(self.wav2vec.chunks(int(num_frames / fps * WAV2VEC_RATE)))  # clip_for_video's sample count
 
     def sampler_options(self, **given) -> SamplerOptions:
         """SamplerOptions from what is given (None: not given), else this model's recommendation, else upstream's."""

@@ -199,14 +199,15 @@ def interrupt_check():
 
 
 def run_progress(decode_preview=None):
-    """A RunProgress on ComfyUI's bar (None outside ComfyUI): cancel is honoured at every unit, and step
+    """A RunProgress on ComfyUI's bar (a silent one outside ComfyUI): cancel is honoured at every unit, and step
     previews follow ComfyUI's preview setting (off with --preview-method none). Wan2.1 latents use ComfyUI's
     own Wan2.1 previewer; `decode_preview(latents) -> frames [T, H, W, 3]` serves other latent spaces."""
+    from ..ft2_core.progress import RunProgress
+
     try:
         import comfy.utils
     except ImportError:
-        return None
-    from ..ft2_core.progress import RunProgress
+        return RunProgress(check_interrupt=interrupt_check())
 
     previewer = latent_previewer(decode_preview)
     bar = None

@@ -156,20 +156,17 @@ class FT2AudioEmbeds:
     @says_what_to_install
     def encode(self, wav2vec, audio, fps, num_frames, max_seconds=0.0):
         from ..ft2_core.io.audio import clip_for_video, fit_to_duration
-        from ..ft2_core.pipeline import plan_frames
-        from ..ft2_core.progress import RunProgress
+        from ..ft2_core.pipeline import encode_speech, plan_frames
 
         clip = audio_input(audio)
         num_frames = plan_frames(clip, fps, frames_or_automatic(num_frames), max_seconds or None)
-
         samples = clip_for_video(clip, num_frames, fps)
-        progress = comfy.run_progress() or RunProgress(check_interrupt=comfy.interrupt_check())
+        progress = comfy.run_progress()
         progress.plan(len(wav2vec.chunks(len(samples))))
 
         def work(device):  # the weights visit the device for this call only (ft2_core.placement)
             wav2vec.device = device
-            with progress.watching(wav2vec.model):
-                return wav2vec.encode(samples, on_chunk=progress.advance).cpu()
+            return encode_speech(wav2vec, samples, progress).cpu()
 
         features = run_on_device([], work)
         embeds = {"features": features, "num_frames": num_frames, "fps": fps}
@@ -231,14 +228,13 @@ class FT2Sampler:
         from ..ft2_core.models.conditioning import encode_i2v_condition, pad_text_embeddings
         from ..ft2_core.models.latent_format import denormalize
         from ..ft2_core.pipeline import EncodedVideo, ExpertMix, generate_latents
-        from ..ft2_core.progress import RunProgress
 
         options = sampler_options(kwargs)
         windows = WindowOptions(long_method, window_frames, overlap_frames).validate()
         image = require_multiple_of_16(start_image[:1], "start_image")
         num_frames = audio_embeds["num_frames"]
         codec = ComfyVAECodec(vae)
-        progress = comfy.run_progress() or RunProgress(check_interrupt=comfy.interrupt_check())
+        progress = comfy.run_progress()
         progress.plan(options.steps * len(windows.windows(num_frames)))
         with progress.watching(getattr(vae, "first_stage_model", None)):  # ComfyUI's VAE: cancel between its layers
             condition = encode_i2v_condition(codec.encode, image, windows.first_window_frames(num_frames))

@@ -71,3 +71,6 @@ class FakeModelManagement:
 
     def soft_empty_cache(self):
         self.calls.append(("soft_empty_cache",))
+
+    def throw_exception_if_processing_interrupted(self):
+        """ComfyUI's cancel check: raises only after the user cancels, which these tests never do."""
