@@ -40,16 +40,15 @@ class RunProgress:
 
 
 def layers(module: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated layers of `module`: the composite elements of its outermost ModuleLists (DiT blocks, encoder layers,
-    VAE stages), in order. Lists inside a layer are part of it; lists of single operations are not layers."""
-    found, claimed = [], []
-    for name, child in module.named_modules():
-        if isinstance(child, torch.nn.ModuleList) and not any(name.startswith(prefix) for prefix in claimed):
-            for index, layer in enumerate(child):
-                if next(layer.children(), None) is not None:
-                    found.append(layer)
-                    claimed.append(f"{name}.{index}." if name else f"{index}.")
-    return found
+    """The repeated layers of `module`, in order: every composite element of its ModuleLists (DiT blocks, encoder
+    layers, VAE stages and the residual blocks inside them). Lists of single operations hold no layers."""
+    return [
+        layer
+        for child in module.modules()
+        if isinstance(child, torch.nn.ModuleList)
+        for layer in child
+        if next(layer.children(), None) is not None
+    ]
 
 
 @contextmanager

@@ -9,11 +9,14 @@ class Cancelled(Exception):
     pass
 
 
-def test_layers_are_the_outermost_repeated_blocks(tiny_pipeline):
+def test_layers_are_the_repeated_blocks_and_what_they_repeat(tiny_pipeline):
     text = tiny_pipeline.text_encoder.model
-    assert layers(text) == list(text.encoder.block)
+    inner = [sublayer for block in text.encoder.block for sublayer in block.layer]
+    assert layers(text) == [*text.encoder.block, *inner]
     wav2vec = tiny_pipeline.wav2vec.model
-    assert layers(wav2vec) == [*wav2vec.feature_extractor.conv_layers, *wav2vec.encoder.layers]
+    assert set(layers(wav2vec)) >= {*wav2vec.feature_extractor.conv_layers, *wav2vec.encoder.layers}
+    vae = tiny_pipeline.vae.model
+    assert set(layers(vae)) >= {*vae.decoder.up_blocks, *vae.decoder.up_blocks[0].resnets}
     transformer_blocks = set(tiny_pipeline.model.transformer.blocks)
     assert transformer_blocks <= set(layers(tiny_pipeline.model))
     assert not any(isinstance(layer, torch.nn.Linear) for layer in layers(tiny_pipeline.model))  # single ops are not layers
