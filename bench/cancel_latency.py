@@ -2,7 +2,7 @@
 example graphs' settings on the built-in models (CPU, this machine). A cancel is honoured at the next check, so this
 is the worst-case delay from the cancel button to the run stopping, less ComfyUI's own overhead.
 
-    python -m bench.cancel_latency [--threads N]
+    python -m bench.cancel_latency [--threads N] [--case NAME]
 """
 from __future__ import annotations
 
@@ -62,12 +62,15 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--case", default="", help="run only the cases whose name contains this")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     portrait = load_image(EXAMPLE_INPUTS / "ft2_portrait.png")
     speech = {"short": load_audio(EXAMPLE_INPUTS / "ft2_speech.wav"), "long": load_audio(EXAMPLE_INPUTS / "ft2_speech_long.wav")}
     print(f"longest wait for a cancel check, seconds ({args.threads} CPU threads)")
     for case, (model, audio, max_side, steps) in CASES.items():
+        if args.case not in case:
+            continue
         pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(model_folder(model)))
         waits = longest_waits(pipe, portrait, speech[audio], max_side, steps)
         print(f"{case}: " + ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in waits.items()))

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .checks import finite_number
-from .errors import InputError
+from .errors import InputError, WriteError
 from .models.attention import BACKENDS
 from .sampling.flow import SCHEDULERS
 from .sampling.options import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, METHODS, WindowOptions
@@ -100,6 +100,7 @@ def run_animate(args) -> Path:
     from .builtin_models import model_folder
     from .checks import output_file, torch_device
     from .demo_inputs import demo_portrait, demo_speech
+    from .io.atomic import remove_temporaries
     from .io.audio import load_audio
     from .io.image import load_image
     from .io.video_io import write_mp4
@@ -109,7 +110,9 @@ def run_animate(args) -> Path:
     from .tlpo.experts import Expert
     from .tlpo.lora_formats import load_lora
 
-    output_file(args.out, (".mp4",), "--out")
+    out = output_file(args.out, (".mp4",), "--out")
+    for stale in remove_temporaries(out.parent):
+        log.info("removed %s, left by an interrupted run", stale)
     device = torch_device(args.device)
     if args.fps is not None:
         finite_number(args.fps, "--fps", above=0.0)
@@ -223,5 +226,8 @@ def main(argv=None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     log.info("wrote %s in %.1f s", out, time.perf_counter() - started)
     return 0

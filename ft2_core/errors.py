@@ -3,3 +3,8 @@
 
 class InputError(ValueError):
     """A user-supplied file, tensor or option is unusable; the message names it and what was expected."""
+
+
+class WriteError(OSError):
+    """An output could not be written whole (a full disk, a killed encoder); the message names the file. Nothing is
+    left under its name."""

@@ -40,15 +40,19 @@ class RunProgress:
 
 
 def layers(module: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated layers of `module`, in order: every composite element of its ModuleLists (DiT blocks, encoder
-    layers, VAE stages and the residual blocks inside them). Lists of single operations hold no layers."""
-    return [
+    """The units of work of `module` worth a cancel check before them, in order: every composite element of its
+    ModuleLists (DiT blocks, encoder layers, VAE stages and the residual blocks inside them) and every convolution (a
+    VAE's layers at full resolution take seconds each on a CPU). Lists of single operations hold no layers."""
+    repeated = [
         layer
         for child in module.modules()
         if isinstance(child, torch.nn.ModuleList)
         for layer in child
         if next(layer.children(), None) is not None
     ]
+    seen = set(repeated)
+    convolutions = [child for child in module.modules() if isinstance(child, torch.nn.modules.conv._ConvNd)]
+    return repeated + [conv for conv in convolutions if conv not in seen]
 
 
 @contextmanager

@@ -1,40 +1,71 @@
-"""Writes that never leave a half-written file or folder: write to a temporary sibling, then rename."""
+"""Writes that never leave a half-written file or folder: write to a temporary sibling, then rename.
+
+Every temporary name carries this process's marker (`.NAME.ft2-PID.RANDOM`), so clean-up removes only what an ft2
+process made and then lost (a killed run: its process is gone), never a file of anyone else's or of a run still going.
+"""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+TEMPORARY = re.compile(r"^\..+\.ft2-(?P<pid>\d+)\.[^./]+(\.tmp[^/]*)?$")  # .NAME.ft2-PID.RANDOM[.tmpSUFFIX]
+
+
+def run_marker() -> str:
+    return f"ft2-{os.getpid()}"
+
 
 def atomic_path(target: str | os.PathLike) -> Path:
     """A temporary sibling of `target` with the same suffix (tools pick formats by it); see `commit_atomic`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.{run_marker()}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     os.close(handle)
     return Path(tmp)
 
 
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files `atomic_path` made in `folder` that a killed process never renamed."""
+    """Delete the temporary files and staging folders that ft2 processes made in `folder` and died before renaming
+    (their process is gone). Files without the marker, and those of live processes, are never touched; a symlink is
+    removed as a link, never followed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
     removed = []
-    for stale in Path(folder).glob(".*.tmp*"):  # the names atomic_path gives: .NAME.RANDOM.tmpSUFFIX
-        if stale.is_file():
-            stale.unlink(missing_ok=True)
-            removed.append(stale)
+    for entry in folder.iterdir():
+        found = TEMPORARY.match(entry.name)
+        if found is None or process_alive(int(found["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
     return removed
 
 
 @contextmanager
 def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
-    """A temporary sibling folder (`.NAME-RANDOM`) to write a whole folder into. When the block ends without an error
+    """A temporary sibling folder (`.NAME.ft2-PID.RANDOM`) to write a whole folder into. When the block ends without an error
     it takes `target`'s place (an older `target` is removed); otherwise it is deleted: never half a folder."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{run_marker()}.", dir=target.parent))
     try:
         yield staging
         old = target.with_name(f".{target.name}.old")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, WriteError
 from ..io.audio import Audio, fit_to_duration
 from .atomic import atomic_path, commit_atomic
 
@@ -20,6 +20,9 @@ def to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
     if array.ndim != 4 or array.shape[-1] != 3 or array.shape[0] == 0:
         raise InputError(f"frames must be [frames>0, height, width, 3], got shape {array.shape}")
     if array.dtype != np.uint8:
+        bad = int(np.size(array) - np.isfinite(array).sum())
+        if bad:
+            raise InputError(f"frames hold {bad} NaN or infinite values (the model produced no picture); nothing was written")
         array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
     return np.ascontiguousarray(array)
 
@@ -39,23 +42,39 @@ def write_mp4(path: str | os.PathLike, frames, fps: float, audio: Audio | None =
     tmp_video = atomic_path(target)
     tmp_audio = atomic_path(target.with_suffix(".wav")) if audio is not None else None
     try:
-        if audio is not None:
-            track = fit_to_duration(audio, count / fps)
-            soundfile.write(str(tmp_audio), track.waveform.T, track.sample_rate, subtype="PCM_16")
-        writer = imageio_ffmpeg.write_frames(
-            str(tmp_video), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=8, ffmpeg_log_level="error",
-            macro_block_size=2, audio_path=None if tmp_audio is None else str(tmp_audio),
-            audio_codec=None if tmp_audio is None else "aac",
-        )
-        writer.send(None)
-        for frame in pixels:
-            writer.send(frame)
-        writer.close()
+        try:
+            if audio is not None:
+                track = fit_to_duration(audio, count / fps)
+                soundfile.write(str(tmp_audio), track.waveform.T, track.sample_rate, subtype="PCM_16")
+            writer = imageio_ffmpeg.write_frames(
+                str(tmp_video), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=8,
+                ffmpeg_log_level="error", macro_block_size=2, audio_path=None if tmp_audio is None else str(tmp_audio),
+                audio_codec=None if tmp_audio is None else "aac",
+            )
+            writer.send(None)
+            for frame in pixels:
+                writer.send(frame)
+            writer.close()
+        except (OSError, RuntimeError) as err:  # soundfile's errors are RuntimeErrors
+            raise WriteError(f"{target}: writing failed ({err}); is the disk full? Nothing was saved") from None
+        written = frames_in(tmp_video)
+        if written != count:
+            raise WriteError(f"{target}: ffmpeg wrote {written} of {count} frames (is the disk full?); nothing was saved")
         return commit_atomic(tmp_video, target)
     finally:
         tmp_video.unlink(missing_ok=True)
         if tmp_audio is not None:
             tmp_audio.unlink(missing_ok=True)
+
+
+def frames_in(path: Path) -> int:
+    """How many frames ffmpeg can read back from a video file (0 when it cannot read it at all)."""
+    import imageio_ffmpeg
+
+    try:
+        return imageio_ffmpeg.count_frames_and_secs(str(path))[0]
+    except (RuntimeError, OSError):
+        return 0
 
 
 def probe_mp4(path: str | os.PathLike) -> dict:

@@ -99,3 +99,33 @@ def test_animate_with_another_lora_at_fixed_strength(tmp_path, tiny_dir, tiny_mo
     assert main(base + ["--out", str(tmp_path / "l.mp4"), "--lora", f"{style}:0.7"]) == 0
     assert probe_mp4(tmp_path / "l.mp4")["frames"] == 5
     assert main(base + ["--out", str(tmp_path / "n.mp4"), "--lora", f"{style}:nan"]) == 2
+
+
+CLI_ON_A_FULL_DISK = """
+import resource, signal, sys
+from ft2_core.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_and_a_killed_run_leave_no_video_and_no_litter(tmp_path, tiny_dir):
+    """A killed run's temporaries are cleaned by the next run into the folder (only ft2's, only a dead process's);
+    a write that runs out of room ends in one sentence, exit 1, and leaves nothing under the video's name."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / f".o.mp4.ft2-{gone.pid}.k3j2.tmp.mp4").write_bytes(b"half")
+    (tmp_path / ".theirs.tmp.mp4").write_bytes(b"someone else's")
+    args = ["animate", "--out", str(tmp_path / "o.mp4"), "--model-dir", str(tiny_dir), "--steps", "1", "--max-side", "128",
+            "--frames", "41"]
+    repo = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", CLI_ON_A_FULL_DISK, *args], capture_output=True, text=True, cwd=repo)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {tmp_path / 'o.mp4'}: ") and "is the disk full? Nothing was saved" in last
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".theirs.tmp.mp4"]

@@ -106,7 +106,7 @@ def test_cancel_is_honoured_inside_every_stage(tiny_pipeline, stage):
     finally:
         for handle in handles:
             handle.remove()
-    assert len(ran) == 1 < len(stage_layers)
+    assert len(ran) <= 2 < len(stage_layers)  # stopped after its first layer (and the one holding it, if nested)
 
 
 def test_frame_counts_far_beyond_the_audio_are_refused(tiny_pipeline):

@@ -9,7 +9,7 @@ class Cancelled(Exception):
     pass
 
 
-def test_layers_are_the_repeated_blocks_and_what_they_repeat(tiny_pipeline):
+def test_layers_are_the_repeated_blocks_what_they_repeat_and_convolutions(tiny_pipeline):
     text = tiny_pipeline.text_encoder.model
     inner = [sublayer for block in text.encoder.block for sublayer in block.layer]
     assert layers(text) == [*text.encoder.block, *inner]
@@ -17,6 +17,8 @@ def test_layers_are_the_repeated_blocks_and_what_they_repeat(tiny_pipeline):
     assert set(layers(wav2vec)) >= {*wav2vec.feature_extractor.conv_layers, *wav2vec.encoder.layers}
     vae = tiny_pipeline.vae.model
     assert set(layers(vae)) >= {*vae.decoder.up_blocks, *vae.decoder.up_blocks[0].resnets}
+    convolutions = [m for m in vae.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convolutions and set(convolutions) <= set(layers(vae))  # each takes seconds at full resolution on a CPU
     transformer_blocks = set(tiny_pipeline.model.transformer.blocks)
     assert transformer_blocks <= set(layers(tiny_pipeline.model))
     assert not any(isinstance(layer, torch.nn.Linear) for layer in layers(tiny_pipeline.model))  # single ops are not layers

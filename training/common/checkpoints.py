@@ -108,10 +108,8 @@ def last_good_checkpoint(output: Path) -> tuple[Path, int, dict, dict, dict | No
 
 def remove_stale_files(output: Path) -> None:
     """Staging folders and temporary files that a killed run left behind (never a finished file)."""
-    for stale in output.glob(".checkpoint-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in remove_temporaries(output):
         log.warning("removed %s, left by an interrupted run", stale)
-    remove_temporaries(output)
 
 
 def trim_metrics(path: Path, step: int) -> None:

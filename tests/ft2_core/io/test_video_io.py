@@ -30,3 +30,43 @@ def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(InputError, match="frames must be"):
         write_mp4(tmp_path / "bad.mp4", torch.rand(0, 64, 48, 3), 23)
     assert list(tmp_path.iterdir()) == []
+
+
+FULL_DISK = """
+import resource, signal, sys
+import numpy as np
+from ft2_core.errors import WriteError
+from ft2_core.io.video_io import write_mp4
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (30000, 30000))
+frames = np.random.default_rng(0).integers(0, 255, (40, 128, 128, 3), dtype=np.uint8)
+try:
+    write_mp4(sys.argv[1], frames, 23.0)
+except WriteError as err:
+    print(err)
+    sys.exit(3)
+"""
+
+
+def test_a_write_that_runs_out_of_room_leaves_the_previous_file(tmp_path):
+    """ffmpeg under a 30 kB file-size limit (a full disk, for this test) writes a truncated MP4: it is refused, the
+    previous video stays, and no temporary file remains."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    target = tmp_path / "out.mp4"
+    previous = write_mp4(target, torch.rand(5, 32, 32, 3), 23).read_bytes()
+    repo = Path(__file__).resolve().parents[3]
+    run = subprocess.run([sys.executable, "-c", FULL_DISK, str(target)], capture_output=True, text=True, cwd=repo)
+    assert run.returncode == 3, run.stderr
+    assert "ffmpeg wrote 0 of 40 frames (is the disk full?); nothing was saved" in run.stdout
+    assert target.read_bytes() == previous and sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_non_finite_frames_are_never_written(tmp_path):
+    frames = torch.rand(5, 32, 32, 3)
+    frames[2, 0, 0, 1] = float("nan")
+    with pytest.raises(InputError, match="frames hold 1 NaN or infinite values"):
+        write_mp4(tmp_path / "black.mp4", frames, 23)
+    assert list(tmp_path.iterdir()) == []

@@ -72,13 +72,16 @@ def test_cut_metrics_line_and_leftovers_of_a_killed_run(tmp_path, toy_data, stra
     assert train_expert.main(argv(tmp_path, toy_data, out, steps=4)) == 0
     with open(out / "metrics.jsonl", "a") as handle:
         handle.write('{"step": 5, "loss": 0.6')  # killed in the middle of a line
-    (out / ".checkpoint-abc123").mkdir()
-    (out / ".checkpoint-abc123" / "trainable.safetensors").write_bytes(b"half")
-    (out / ".expert_motion.safetensors.x1y2.tmp.safetensors").write_bytes(b"half")
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()  # a process that is gone, as a killed run's is
+    (out / f".checkpoint-0000005.ft2-{killed.pid}.abc123").mkdir()
+    (out / f".checkpoint-0000005.ft2-{killed.pid}.abc123" / "trainable.safetensors").write_bytes(b"half")
+    (out / f".expert_motion.safetensors.ft2-{killed.pid}.x1y2.tmp.safetensors").write_bytes(b"half")
+    (out / ".notes.tmp.txt").write_text("someone else's")  # no ft2 marker: never ours to delete
     caplog.set_level("WARNING")
     assert train_expert.main(argv(tmp_path, toy_data, out)) == 0
     assert "cut or corrupt; dropped" in caplog.text
-    assert not list(out.glob(".checkpoint-*")) and not list(out.glob(".*.tmp*"))
+    assert sorted(p.name for p in out.glob(".*")) == [".notes.tmp.txt"]
     assert [m["step"] for m in metrics(out)] == list(range(1, STEPS + 1))
     assert same_weights(out, straight)
 
