@@ -316,6 +316,10 @@ def generate_latents(
     latent_channels = model.transformer.config.out_channels
     gate = mix.gate.to(device) if mix.gate is not None else None
     with experts_attached(model, list(mix.experts), gate, list(mix.loras)), checked_between_layers([model], check_interrupt):
-        return sample_long(
+        latents = sample_long(
             model, cond, options, windows, video.num_frames, latent_channels, device, dtype, on_step, check_interrupt, codec
         )
+    if not torch.isfinite(latents).all():
+        raise InputError("sampling produced NaN or infinite values: a weight, LoRA strength or guidance scale is out of range "
+                         "(or a model file is damaged); nothing was made")
+    return latents

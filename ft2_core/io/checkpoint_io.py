@@ -117,7 +117,12 @@ def flatten_tensor_dict(tree, what: str, prefix: str = "") -> dict[str, torch.Te
 
 
 def save_safetensors(state: dict[str, torch.Tensor], target: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """Write safetensors to a temporary name, then rename: a crash never leaves a half-written file."""
+    """Write safetensors to a temporary name, then rename: a crash never leaves a half-written file. Tensors holding
+    NaN or infinite values (a diverged training step) are refused: such a file would only give black videos."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor.detach().float()).all():
+            raise InputError(f"refusing to write {target}: tensor {key} holds NaN or infinite values (training diverged: "
+                             "lower the learning rate, or resume from an earlier checkpoint)")
     tmp = atomic_path(target)
     try:
         save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)

@@ -10,6 +10,7 @@ from diffusers import WanTransformer3DModel
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
 from ..io.checkpoint_io import load_state_dict, require_file
+from ..checks import finite_tensors
 from ..errors import InputError
 from .stored_linear import FP8_DTYPES, StoredLinear
 from .wan_keys import is_original_layout, original_to_diffusers, strip_original_prefix
@@ -79,6 +80,7 @@ def load_transformer_file(
     if is_original_layout(state):
         state = original_to_diffusers(state, what)
     scales = {key[: -len(".scale_weight")]: state.pop(key) for key in list(state) if key.endswith(".scale_weight")}
+    finite_tensors({f"{key}.scale_weight": scale for key, scale in scales.items()}, what)  # one number each: cheap
     if "patch_embedding.weight" not in state:
         raise InputError(f"{what}: no patch_embedding.weight; this is not a Wan2.1 DiT checkpoint")
     model_config = read_model_config(config) if config is not None else config_matching(state, what)

@@ -134,6 +134,8 @@ def parse_schedule(text: str, num_experts: int) -> tuple[list[float], list[list[
             raise InputError(f"schedule line {number + 1}: expected 't: w1, w2, ...', got {line!r}") from None
         if len(row) != num_experts:
             raise InputError(f"schedule line {number + 1}: {len(row)} weights for {num_experts} experts")
+        if not all(math.isfinite(value) for value in (points[-1], *row)):
+            raise InputError(f"schedule line {number + 1}: {line!r} holds a NaN or infinite number")
         if not 0 <= points[-1] <= 1000:
             raise InputError(f"schedule line {number + 1}: timestep {points[-1]} is outside 0..1000")
         weights.append(row)

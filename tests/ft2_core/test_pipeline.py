@@ -115,3 +115,14 @@ def test_frame_counts_far_beyond_the_audio_are_refused(tiny_pipeline):
     with pytest.raises(InputError, match=refusal):
         tiny_pipeline.animate(demo_portrait(), speech, options=SamplerOptions(steps=1), num_frames=121, fps=23,
                               windows=WindowOptions("sliding", 81, 16))
+
+
+def test_a_video_that_came_out_nan_is_refused(tiny_pipeline):
+    """A finite but absurd LoRA strength overflows the sampler: one sentence instead of a black video."""
+    from ft2_core.tlpo.experts import Expert
+    from tests.ft2_core.tlpo.test_experts import random_lora
+
+    huge = Expert("lora0", random_lora(tiny_pipeline.model, rank=2, alpha=2.0, seed=1), strength=1e30, source="--lora huge.safetensors")
+    with pytest.raises(InputError, match="sampling produced NaN or infinite values"):
+        tiny_pipeline.animate(demo_portrait(), demo_speech(0.3), options=SamplerOptions(steps=2), max_side=64, num_frames=5,
+                              loras=[huge])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ft2_core.checks import finite_tensors
 from ft2_core.errors import InputError
 from ft2_core.io.atomic import remove_temporaries, staged_folder, write_text_atomic
 from ft2_core.io.checkpoint_io import load_state_dict, save_safetensors
@@ -88,6 +89,8 @@ def read_checkpoint(path: Path) -> tuple[int, dict[str, dict[str, torch.Tensor]]
         state = json.loads((path / "state.json").read_text())
         step, stems, settings = int(state["step"]), state.get("files", ["trainable"]), state.get("settings")
         states = {stem: load_state_dict(path / f"{stem}.safetensors", f"checkpoint {path.name}") for stem in stems}
+        for stem, tensors in states.items():  # NaN weights (a diverged step saved by an older version) are damage too
+            finite_tensors(tensors, f"{stem}.safetensors")
         optimizer = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, __import__("pickle").UnpicklingError) as err:
         raise DamagedCheckpoint(f"{type(err).__name__}: {err}".splitlines()[0][:200]) from None

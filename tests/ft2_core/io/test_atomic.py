@@ -44,3 +44,4 @@ def test_clean_up_removes_only_what_dead_ft2_processes_left(tmp_path):
     assert sorted(p.name for p in removed) == sorted([left.name, staging.name, f".link.ft2-{gone.pid}.zz"])
     assert mine.exists() and all(path.exists() for path in foreign)
     assert (outside / "keep.txt").read_text() == "outside"  # a link is removed as a link, never followed
+

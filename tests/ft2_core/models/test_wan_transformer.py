@@ -193,3 +193,13 @@ def test_a_bf16_or_fp32_model_stored_as_fp8_at_load_equals_the_fp8_scaled_file(t
     torch.testing.assert_close(forward(converted, inputs), forward(from_file, inputs), rtol=1e-5, atol=1e-5)
     error = (forward(converted, inputs) - expected).abs().max() / expected.abs().max()
     assert 0 < error < 0.1
+
+
+def test_a_nan_fp8_scale_is_refused_at_load(tmp_path, reference):
+    transformer, _, _ = reference
+    state = fp8_scaled(diffusers_to_original(transformer.state_dict()))
+    state["blocks.0.self_attn.q.scale_weight"] = torch.full((1,), float("nan"))
+    path = tmp_path / "nan_scale.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    with pytest.raises(InputError, match="scale_weight contains NaN or infinite values; the file is damaged"):
+        load_transformer_file(path, TINY_CONFIG)

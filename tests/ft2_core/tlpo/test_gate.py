@@ -84,3 +84,11 @@ def test_static_and_scheduled_mixes():
         parse_schedule("0: 1, 0", 3)
     with pytest.raises(InputError, match="outside 0..1000"):
         parse_schedule("1200: 1, 0, 0", 3)
+
+
+@pytest.mark.parametrize("line", ["500: nan, 1, 1", "500: 1, inf, 1"])
+def test_a_schedule_with_non_finite_weights_is_refused(line):
+    from ft2_core.tlpo.gate import parse_schedule
+
+    with pytest.raises(InputError, match="holds a NaN or infinite number"):
+        parse_schedule(f"0: 1, 1, 1\n{line}", 3)

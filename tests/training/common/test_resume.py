@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from tests.conftest import REPO
 from tests.training.conftest import metrics
@@ -45,7 +45,7 @@ def test_same_tensors_same_bytes(tmp_path, toy_data, straight):
     assert hashlib.sha256(again).hexdigest() == hashlib.sha256(straight[1]).hexdigest()
 
 
-@pytest.mark.parametrize("damage", ["garbage optimizer", "no state.json", "truncated weights", "empty folder"])
+@pytest.mark.parametrize("damage", ["garbage optimizer", "no state.json", "truncated weights", "empty folder", "NaN weights"])
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, toy_data, straight, caplog, damage):
     out = tmp_path / "out"
     assert train_expert.main(argv(tmp_path, toy_data, out, steps=8)) == 0
@@ -54,6 +54,11 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, toy_data
         (newest / "optimizer.pt").write_bytes(b"not a pickle at all")
     elif damage == "no state.json":
         (newest / "state.json").unlink()
+    elif damage == "NaN weights":  # a diverged step, as written by a version that saved it
+        weights = load_file(newest / "trainable.safetensors")
+        first = sorted(weights)[0]
+        weights[first] = torch.full_like(weights[first], float("nan"))
+        save_file(weights, str(newest / "trainable.safetensors"))
     elif damage == "truncated weights":
         data = (newest / "trainable.safetensors").read_bytes()
         (newest / "trainable.safetensors").write_bytes(data[: len(data) // 2])
