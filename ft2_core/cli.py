@@ -9,11 +9,10 @@ from pathlib import Path
 
 import torch
 
-from .checks import finite_number
 from .errors import InputError, WriteError
 from .models.attention import BACKENDS
 from .sampling.flow import SCHEDULERS
-from .sampling.options import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, METHODS, WindowOptions
+from .sampling.options import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, METHODS, WindowOptions, within
 
 log = logging.getLogger("ft2_core")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -114,13 +113,12 @@ def run_animate(args) -> Path:
     for stale in remove_temporaries(out.parent):
         log.info("removed %s, left by an interrupted run", stale)
     device = torch_device(args.device)
-    if args.fps is not None:
-        finite_number(args.fps, "--fps", above=0.0)
     image = load_image(args.image) if args.image else demo_portrait()  # inputs first: fail before loading models
     audio = load_audio(args.audio) if args.audio else demo_speech()
     paths = ModelPaths.from_folder(model_folder(args.model_dir, args.cache_dir), transformer=args.dit,
                                    audio_adapter=args.adapter, wav2vec=args.wav2vec)
     paths.transformer_config = args.dit_config
+    check_limits(args, audio, paths.defaults)
     dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     pipe = FantasyTalkingPipeline.from_paths(paths, args.device, dtype, keep_stored_weights=not args.upcast_weights,
                                              vae_tile=args.vae_tile or None, blocks_to_swap=args.blocks_to_swap,
@@ -167,10 +165,27 @@ def file_and_strength(spec: str) -> tuple[str, float]:
     head, colon, tail = spec.rpartition(":")
     if colon:
         try:
-            return head, finite_number(float(tail), f"strength in {spec!r}")
-        except ValueError:
-            pass
+            strength = float(tail)
+        except ValueError:  # not a number: part of the path
+            return spec, 1.0
+        return head, within(strength, "strength", f"the strength in {spec!r}")
     return spec, 1.0
+
+
+def check_limits(args, audio, defaults: dict) -> None:
+    """Every number given on the command line against the limits the nodes' widgets have, before any model loads."""
+    from .pipeline import plan_frames
+
+    for name in ("steps", "cfg", "audio_cfg", "shift", "audio_scale", "fps", "max_side", "max_seconds", "window_frames",
+                 "overlap_frames"):
+        if getattr(args, name) is not None:
+            within(getattr(args, name), name, "--" + name.replace("_", "-"))
+    for spec in [*args.lora, *(spec.partition("=")[2] for spec in args.expert)]:
+        file_and_strength(spec)
+    if args.frames is not None:
+        within(args.frames, "num_frames", "--frames")
+        fps = args.fps or defaults["fps"]
+        plan_frames(audio, fps, args.frames, args.max_seconds, args.window_frames or defaults["window_frames"])
 
 
 def experts_from_args(args, num_layers: int):
@@ -185,7 +200,7 @@ def experts_from_args(args, num_layers: int):
         if not sep or not name:
             raise InputError(f"--expert must look like NAME=FILE[:STRENGTH], got {spec!r}")
         path, strength = file_and_strength(rest)
-        experts.append(Expert(name, load_lora(path), strength))
+        experts.append(Expert(name, load_lora(path, f"--expert {spec}"), strength, f"--expert {spec}"))
     if args.gate and args.schedule:
         raise InputError("give --gate or --schedule, not both")
     if (args.gate or args.schedule) and not experts:

@@ -1,7 +1,7 @@
 """The all-in-one path: one folder holds every part of a FantasyTalking model; one node animates a portrait."""
 from __future__ import annotations
 
-from ..ft2_core.sampling.options import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, UPSTREAM_FPS
+from ..ft2_core.sampling.options import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, LIMITS, UPSTREAM_FPS
 from . import comfy_services as comfy
 from .node_helpers import CATEGORY, DTYPES, audio_input, comfy_audio, run_on_device, says_what_to_install, torch_dtype
 from .sampling_widgets import (
@@ -80,14 +80,14 @@ class FT2Animate:
             "prompt": ("STRING", {"default": DEFAULT_PROMPT, "multiline": True, "tooltip": "What the video shows."}),
             "negative_prompt": ("STRING", {"default": "", "multiline": True,
                                            "tooltip": "What to avoid; empty uses Wan's standard negative prompt."}),
-            "max_side": ("INT", {"default": 0, "min": 0, "max": 1280, "step": 16,
+            "max_side": ("INT", {"default": 0, "min": 0, "max": LIMITS["max_side"][1], "step": 16,
                                  "tooltip": "Longest video side in pixels, sides rounded to multiples of 16; "
                                             "0 uses the model's recommendation (512 for Wan2.1, 128 for the tiny demo)."}),
             "num_frames": frame_count_input(AUTOMATIC, "Frames to generate (4k+1: 5, 9, ..., 81, ...); 1 follows the whole "
                                                        "audio (or max_seconds of it)."),
             "fps": fps_input(f"Video frame rate ({UPSTREAM_FPS:g} upstream)."),
             **SAMPLER_INPUTS,
-            "max_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.5,
+            "max_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": LIMITS["max_seconds"][1], "step": 0.5,
                                       "tooltip": "Animate only the first seconds of the audio; 0 animates all of it."}),
             **long_video_inputs(AUTOMATIC, "Frames per window (4k+1); 1 uses the model's trained length (81 for Wan2.1, "
                                            "33 for the miniature model)."),

@@ -3,7 +3,7 @@ and VAE nodes for the rest, and one sampler (the same as the all-in-one path's) 
 from __future__ import annotations
 
 from ..ft2_core.errors import InputError
-from ..ft2_core.sampling.options import UPSTREAM_FPS, WindowOptions
+from ..ft2_core.sampling.options import LIMITS, UPSTREAM_FPS, WindowOptions
 from . import comfy_services as comfy
 from .node_helpers import CATEGORY, DTYPES, audio_input, comfy_audio, run_on_device, says_what_to_install, torch_dtype
 from .sampling_widgets import (
@@ -145,7 +145,7 @@ class FT2AudioEmbeds:
                     {
                         "default": 0.0,
                         "min": 0.0,
-                        "max": 3600.0,
+                        "max": LIMITS["max_seconds"][1],
                         "step": 0.5,
                         "tooltip": "Use only the first seconds of the audio; 0 uses all of it.",
                     },

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from ..ft2_core.models.attention import BACKENDS
 from ..ft2_core.sampling.flow import SCHEDULERS
-from ..ft2_core.sampling.options import METHODS, UPSTREAM_FPS, SamplerOptions, WindowOptions
+from ..ft2_core.sampling.options import FRAME_CAP, LIMITS, METHODS, UPSTREAM_FPS, SamplerOptions, WindowOptions
 
 SAMPLER = SamplerOptions()
 WINDOWS = WindowOptions()
-FRAME_CAP = 100_001  # num_frames widgets: any length the audio asks for (4k+1, so the frontend's snapping keeps it)
 AUTOMATIC = 1  # a frame widget at its minimum, 1, means "automatic": too short to be a video, and the frontend's snap of 0
 
 
@@ -22,13 +21,14 @@ def frames_or_automatic(value: int) -> int | None:
     return None if value == AUTOMATIC else value
 
 SAMPLER_INPUTS = {
-    "steps": ("INT", {"default": SAMPLER.steps, "min": 1, "max": 200, "tooltip": f"Denoising steps ({SAMPLER.steps} upstream)."}),
+    "steps": ("INT", {"default": SAMPLER.steps, "min": LIMITS["steps"][0], "max": LIMITS["steps"][1],
+                      "tooltip": f"Denoising steps ({SAMPLER.steps} upstream)."}),
     "cfg": (
         "FLOAT",
         {
             "default": SAMPLER.cfg,
-            "min": 0.0,
-            "max": 20.0,
+            "min": LIMITS["cfg"][0],
+            "max": LIMITS["cfg"][1],
             "step": 0.1,
             "tooltip": f"Prompt guidance scale ({SAMPLER.cfg:g} upstream).",
         },
@@ -37,8 +37,8 @@ SAMPLER_INPUTS = {
         "FLOAT",
         {
             "default": SAMPLER.audio_cfg,
-            "min": 0.0,
-            "max": 20.0,
+            "min": LIMITS["audio_cfg"][0],
+            "max": LIMITS["audio_cfg"][1],
             "step": 0.1,
             "tooltip": "Audio guidance scale: higher follows the speech more closely (3-7 works well).",
         },
@@ -67,8 +67,8 @@ SAMPLER_INPUTS = {
         "FLOAT",
         {
             "default": SAMPLER.shift,
-            "min": 0.1,
-            "max": 20.0,
+            "min": LIMITS["shift"][0],
+            "max": LIMITS["shift"][1],
             "step": 0.1,
             "tooltip": f"Flow-matching sigma shift ({SAMPLER.shift:g} upstream).",
         },
@@ -88,8 +88,8 @@ SAMPLER_INPUTS = {
         "FLOAT",
         {
             "default": SAMPLER.audio_scale,
-            "min": 0.0,
-            "max": 3.0,
+            "min": LIMITS["audio_scale"][0],
+            "max": LIMITS["audio_scale"][1],
             "step": 0.05,
             "tooltip": "Strength of the audio cross-attention inside the model.",
         },
@@ -161,8 +161,8 @@ OPTIONAL_TLPO_INPUTS = {
 }
 
 
-def fps_input(tooltip: str, maximum: float = 60.0) -> tuple:
-    return ("FLOAT", {"default": UPSTREAM_FPS, "min": 1.0, "max": maximum, "step": 1.0, "tooltip": tooltip})
+def fps_input(tooltip: str, maximum: float = LIMITS["fps"][1]) -> tuple:
+    return ("FLOAT", {"default": UPSTREAM_FPS, "min": LIMITS["fps"][0], "max": maximum, "step": 1.0, "tooltip": tooltip})
 
 
 def long_video_inputs(default_window: int, window_tooltip: str, minimum_window: int = AUTOMATIC) -> dict:
@@ -179,13 +179,13 @@ def long_video_inputs(default_window: int, window_tooltip: str, minimum_window: 
                 ),
             },
         ),
-        "window_frames": frame_count_input(default_window, window_tooltip, minimum_window, maximum=1001),
+        "window_frames": frame_count_input(default_window, window_tooltip, minimum_window, maximum=LIMITS["window_frames"][1]),
         "overlap_frames": (
             "INT",
             {
                 "default": WINDOWS.overlap_frames,
-                "min": 4,
-                "max": 160,
+                "min": LIMITS["overlap_frames"][0],
+                "max": LIMITS["overlap_frames"][1],
                 "step": 4,
                 "tooltip": "Frames shared by neighbouring windows (multiple of 4; continuation: "
                 "the next window starts from the last overlap - 3 frames).",

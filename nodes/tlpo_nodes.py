@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..ft2_core.dimensions import DIMENSION_NAMES, LABELS
+from ..ft2_core.sampling.options import LIMITS
 from . import comfy_services as comfy
 from .node_helpers import CATEGORY, says_what_to_install
 
@@ -22,7 +23,8 @@ class FT2LoadExperts:
         inputs = {}
         for name in DIMENSION_NAMES:
             inputs[f"{name}_lora_name"] = (loras, {"default": NONE, "tooltip": f"The {LABELS[name]} expert, or none."})
-            inputs[f"{name}_strength"] = ("FLOAT", {"default": 1.0, "min": -2.0, "max": 3.0, "step": 0.05,
+            low, high = LIMITS["strength"]
+            inputs[f"{name}_strength"] = ("FLOAT", {"default": 1.0, "min": low, "max": high, "step": 0.05,
                                                    "tooltip": f"Multiplies the {LABELS[name]} expert's update."})
         return {"required": inputs}
 
@@ -58,7 +60,8 @@ class FT2LoadLora:
                 "lora_name": (comfy.wan_loras(), {"tooltip": "A Wan2.1 LoRA file (files of other models are not listed)."}),
                 "strength": (
                     "FLOAT",
-                    {"default": 1.0, "min": -2.0, "max": 3.0, "step": 0.05, "tooltip": "Multiplies the LoRA's update."},
+                    {"default": 1.0, "min": LIMITS["strength"][0], "max": LIMITS["strength"][1], "step": 0.05,
+                     "tooltip": "Multiplies the LoRA's update."},
                 ),
             },
             "optional": {"loras": ("FT2_LORAS", {"tooltip": "LoRAs loaded before this one (optional)."})},

@@ -13,6 +13,34 @@ from ..models.audio_windows import check_frame_count, latent_frame_count
 from ..models.conditioning import VAE_TIME_STRIDE
 from .flow import SCHEDULERS
 
+FRAME_CAP = 100_001  # the longest video one request may ask for (4k+1)
+# What a user may set: the CLI checks these before loading a model, the nodes' widgets take them as min and max.
+LIMITS = {
+    "steps": (1, 200),
+    "cfg": (0.0, 20.0),
+    "audio_cfg": (0.0, 20.0),
+    "shift": (0.1, 20.0),
+    "audio_scale": (0.0, 3.0),
+    "fps": (1.0, 60.0),
+    "max_side": (16, 1280),
+    "num_frames": (5, FRAME_CAP),
+    "window_frames": (5, 1001),
+    "overlap_frames": (4, 160),
+    "max_seconds": (0.0, 3600.0),
+    "strength": (-2.0, 3.0),
+}
+
+
+def within(value, name: str, what: str | None = None) -> float:
+    """`value` if it is a finite number inside LIMITS[name]; one sentence naming `what` (default: name) otherwise."""
+    low, high = LIMITS[name]
+    what = what or name
+    value = finite_number(value, what)
+    if not low <= value <= high:
+        raise InputError(f"{what} must be between {low:g} and {high:g}, got {value:g}")
+    return value
+
+
 UPSTREAM_FPS = 23.0
 UPSTREAM_MAX_SIDE = 512  # longest image edge; sides are multiples of 16
 METHODS = ("sliding", "continuation", "single")
@@ -41,19 +69,17 @@ class SamplerOptions:
     ffn_chunk_tokens: int = 0  # run each block's feed-forward on this many tokens at a time (0: all at once)
 
     def validate(self) -> "SamplerOptions":
-        for name in ("cfg", "audio_cfg", "audio_scale"):
-            finite_number(getattr(self, name), name, minimum=0.0)
-        finite_number(self.shift, "shift", above=0.0)
+        for name in ("cfg", "audio_cfg", "audio_scale", "shift"):
+            within(getattr(self, name), name)
         if isinstance(self.steps, bool) or not isinstance(self.steps, int):
             raise InputError(f"steps must be a whole number, got {self.steps!r}")
+        within(self.steps, "steps")
         if self.scheduler not in SCHEDULERS:
             raise InputError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
         if not 0.0 <= self.audio_cfg_start <= self.audio_cfg_end <= 1.0:
             raise InputError(
                 f"audio guidance range must satisfy 0 <= start <= end <= 1, got {self.audio_cfg_start}..{self.audio_cfg_end}"
             )
-        if self.steps < 1 or self.steps > 1000:
-            raise InputError(f"steps must be between 1 and 1000, got {self.steps}")
         if isinstance(self.ffn_chunk_tokens, bool) or not isinstance(self.ffn_chunk_tokens, int) or self.ffn_chunk_tokens < 0:
             raise InputError(f"ffn_chunk_tokens must be a whole number >= 0 (0: no chunking), got {self.ffn_chunk_tokens!r}")
         return self

@@ -9,7 +9,6 @@ from PIL import Image
 
 from ft2_core.cli import main
 from ft2_core.errors import InputError
-from ft2_core.io.checkpoint_io import save_safetensors
 from training import generate_candidates, preprocess
 
 
@@ -30,16 +29,32 @@ def files_in(folder):
 
 
 @pytest.mark.parametrize("flag, value, expected", [
-    ("--cfg", "nan", "cfg must be a finite number"),
-    ("--audio-cfg", "inf", "audio_cfg must be a finite number"),
-    ("--audio-cfg", "-1", "audio_cfg must be at least 0"),
-    ("--fps", "0", "--fps must be greater than 0"),
-    ("--fps", "-23", "--fps must be greater than 0"),
-    ("--steps", "0", "steps must be between 1 and 1000"),
-    ("--shift", "0", "shift must be greater than 0"),
+    ("--cfg", "nan", "--cfg must be a finite number"),
+    ("--cfg", "1e38", "--cfg must be between 0 and 20, got 1e+38"),
+    ("--audio-cfg", "inf", "--audio-cfg must be a finite number"),
+    ("--audio-cfg", "-1", "--audio-cfg must be between 0 and 20, got -1"),
+    ("--fps", "0", "--fps must be between 1 and 60, got 0"),
+    ("--fps", "0.001", "--fps must be between 1 and 60, got 0.001"),
+    ("--fps", "1e6", "--fps must be between 1 and 60, got 1e+06"),
+    ("--max-side", "8192", "--max-side must be between 16 and 1280, got 8192"),
+    ("--steps", "0", "--steps must be between 1 and 200, got 0"),
+    ("--shift", "0", "--shift must be between 0.1 and 20, got 0"),
+    ("--frames", "400001", "--frames must be between 5 and 100001, got 400001"),
+    ("--frames", "99997", "num_frames 99997 (4347.7 s at 23 fps) is far beyond the audio"),
+    ("--lora", "x.safetensors:1e30", "the strength in 'x.safetensors:1e30' must be between -2 and 3"),
+    ("--expert", "motion=x.safetensors:nan", "the strength in 'x.safetensors:nan' must be a finite number"),
 ])
-def test_sampling_options(tmp_path, tiny_dir, run_cli, flag, value, expected):
-    run_cli(["animate", "--out", str(tmp_path / "o.mp4"), "--model-dir", str(tiny_dir), "--frames", "5", flag, value], expected)
+def test_numbers_beyond_the_nodes_limits_are_refused_before_any_model_loads(
+    tmp_path, tiny_dir, run_cli, monkeypatch, flag, value, expected
+):
+    from ft2_core.pipeline import FantasyTalkingPipeline
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before the command line was checked")
+
+    monkeypatch.setattr(FantasyTalkingPipeline, "from_paths", no_loading)
+    argv = ["animate", "--out", str(tmp_path / "o.mp4"), "--model-dir", str(tiny_dir), flag, value]
+    run_cli(argv if flag == "--frames" else [*argv, "--frames", "5"], expected)
     assert files_in(tmp_path) == []
 
 
@@ -72,6 +87,21 @@ def test_cuda_on_a_machine_without_it(tmp_path, tiny_dir, run_cli):
             "must be a torch device")
 
 
+def poisoned(path):
+    """The weight file with one NaN written in, as a damaged download or a diverged run of another tool leaves it
+    (ours refuse to write one)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata()
+    state = load_file(path)
+    key = sorted(k for k, v in state.items() if v.is_floating_point())[0]
+    state[key].view(-1)[0] = math.nan
+    save_file(state, str(path), metadata=metadata)
+    return path
+
+
 @pytest.mark.parametrize("kind", ["expert", "gate", "adapter"])
 def test_nan_in_weight_files(tmp_path, tiny_dir, tiny_model, run_cli, kind):
     from ft2_core.tlpo.gate import TimestepLayerGate, save_gate
@@ -81,25 +111,15 @@ def test_nan_in_weight_files(tmp_path, tiny_dir, tiny_model, run_cli, kind):
     expert = save_expert(random_lora(tiny_model, 2, 2.0, 0), tmp_path / "e.safetensors", "motion", "ft2-tiny")
     args = ["animate", "--out", str(tmp_path / "o.mp4"), "--model-dir", str(tiny_dir), "--frames", "5", "--steps", "1"]
     if kind == "expert":
-        lora = random_lora(tiny_model, 2, 2.0, 0)
-        first = next(iter(lora.modules.values()))
-        first.up[0, 0] = math.nan
-        bad = save_expert(lora, tmp_path / "bad.safetensors", "motion", "ft2-tiny")
+        bad = poisoned(save_expert(random_lora(tiny_model, 2, 2.0, 0), tmp_path / "bad.safetensors", "motion", "ft2-tiny"))
         run_cli(args + ["--expert", f"motion={bad}"], "contains NaN or infinite values")
     elif kind == "gate":
-        gate = TimestepLayerGate(2, 1, 16, ("motion",))
-        with torch.no_grad():
-            gate.bias[0, 0] = math.inf
-        bad = save_gate(gate, tmp_path / "gate.safetensors")
+        bad = poisoned(save_gate(TimestepLayerGate(2, 1, 16, ("motion",)), tmp_path / "gate.safetensors"))
         run_cli(args + ["--expert", f"motion={expert}", "--gate", str(bad)], "contains NaN or infinite values")
     else:
-        from safetensors.torch import load_file
-
-        state = load_file(tiny_dir / "audio_adapter.safetensors")
-        key = sorted(state)[0]
-        state[key][0] = math.nan
-        bad = save_safetensors(state, tmp_path / "adapter.safetensors")
-        run_cli(args + ["--adapter", str(bad)], "contains NaN or infinite values")
+        bad = tmp_path / "adapter.safetensors"
+        bad.write_bytes((tiny_dir / "audio_adapter.safetensors").read_bytes())
+        run_cli(args + ["--adapter", str(poisoned(bad))], "contains NaN or infinite values")
     assert not (tmp_path / "o.mp4").exists()
 
 

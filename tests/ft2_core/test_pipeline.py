@@ -122,7 +122,8 @@ def test_a_video_that_came_out_nan_is_refused(tiny_pipeline):
     from ft2_core.tlpo.experts import Expert
     from tests.ft2_core.tlpo.test_experts import random_lora
 
-    huge = Expert("lora0", random_lora(tiny_pipeline.model, rank=2, alpha=2.0, seed=1), strength=1e30, source="--lora huge.safetensors")
+    lora = random_lora(tiny_pipeline.model, rank=2, alpha=2.0, seed=1)
+    huge = Expert("lora0", lora, strength=1e30, source="--lora huge.safetensors")
     with pytest.raises(InputError, match="sampling produced NaN or infinite values"):
         tiny_pipeline.animate(demo_portrait(), demo_speech(0.3), options=SamplerOptions(steps=2), max_side=64, num_frames=5,
                               loras=[huge])
