@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 WAV2VEC_RATE = 16000
 SILENCE_PEAK = 1e-4  # below this peak amplitude a clip carries no speech to follow
+CANCELLED = 0.1  # a downmix this much quieter (RMS) than its loudest channel: the channels cancel, not a quiet mix
 MAX_INPUT_SECONDS = 3600
 MIN_INPUT_SECONDS = 0.1  # shorter than a syllable: almost surely a wrong input
 
@@ -80,11 +81,24 @@ def checked_audio(data: np.ndarray, sample_rate, name: str) -> Audio:
     return Audio(np.ascontiguousarray(data, dtype=np.float32), int(sample_rate))
 
 
+def downmix(waveform: np.ndarray) -> np.ndarray:
+    """[channels, T] -> [T]: the channels' average, unless they cancel out (speech in antiphase, a common wiring
+    fault, averages to silence): then the loudest channel alone."""
+    mono = waveform.mean(axis=0)
+    if waveform.shape[0] == 1:
+        return mono
+    loudness = np.sqrt((waveform.astype(np.float64) ** 2).mean(axis=1))
+    if np.sqrt((mono.astype(np.float64) ** 2).mean()) < CANCELLED * loudness.max():
+        log.warning("the audio's channels cancel out when averaged (antiphase); using channel %d alone", loudness.argmax())
+        return waveform[loudness.argmax()]
+    return mono
+
+
 def to_mono_16k(audio: Audio) -> np.ndarray:
-    """Average the channels and resample (polyphase, anti-aliased) to 16 kHz."""
+    """Downmix and resample (polyphase, anti-aliased) to 16 kHz."""
     from scipy.signal import resample_poly
 
-    mono = audio.waveform.mean(axis=0)
+    mono = downmix(audio.waveform)
     if audio.sample_rate == WAV2VEC_RATE:
         return mono
     divisor = gcd(WAV2VEC_RATE, audio.sample_rate)

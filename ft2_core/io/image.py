@@ -13,11 +13,12 @@ SIDE_MULTIPLE = 16  # VAE /8 then 2x2 patches
 MIN_SIDE = 64
 DECODE_MAX_SIDE = 4096  # larger images are shrunk while decoding (the model works at <= 1280)
 MAX_PIXELS = 150_000_000  # beyond this a file is refused before decoding (PIL itself refuses above 179 MP)
+MAX_ASPECT = 4.0  # longest side / shortest: a portrait; beyond, the video's short side would be a few pixels
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
     """An image file -> float [H, W, 3] in 0..1 (ComfyUI's IMAGE layout, without the batch)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
@@ -30,26 +31,40 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
                                  f"give at most {MAX_PIXELS / 1e6:.0f} megapixels")
             img.draft("RGB", (DECODE_MAX_SIDE, DECODE_MAX_SIDE))  # JPEG decodes at 1/2..1/8 scale directly
             img.thumbnail((DECODE_MAX_SIDE, DECODE_MAX_SIDE), Image.LANCZOS, reducing_gap=2.0)
-            rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+            upright = ImageOps.exif_transpose(img)  # a phone's portrait is stored sideways with an orientation tag
+            rgb = np.asarray(upright.convert("RGB"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise InputError(f"image: cannot read {path} as an image ({err})") from None
     return checked_image(torch.from_numpy(rgb), str(path))
 
 
 def checked_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
-    """Accept [H, W, 3] or [1, H, W, 3] float 0..1; reject tiny, odd-channel or non-finite images."""
+    """Accept [H, W, 3] or [1, H, W, 3] float 0..1 (or 8-bit integers, scaled); reject tiny, odd-channel, non-finite,
+    out-of-range (a 0-255 float image would turn white) and extremely wide or tall images."""
     if image.ndim == 4:
         if image.shape[0] != 1:
             raise InputError(f"{name}: expected one image, got a batch of {image.shape[0]}")
         image = image[0]
     if image.ndim != 3 or image.shape[-1] not in (3, 4):
         raise InputError(f"{name}: expected [height, width, 3] RGB, got shape {tuple(image.shape)}")
-    image = image[..., :3].float()
+    image = image[..., :3]
+    if image.dtype == torch.uint8:
+        image = image.float() / 255.0
+    elif not image.is_floating_point():
+        raise InputError(f"{name}: {image.dtype} pixels; expected floats in 0..1 (ComfyUI's IMAGE) or 8-bit integers")
+    image = image.float()
     height, width = image.shape[:2]
     if min(height, width) < MIN_SIDE:
         raise InputError(f"{name}: {width}x{height} is too small; give at least {MIN_SIDE}x{MIN_SIDE} pixels")
+    if max(height, width) > MAX_ASPECT * min(height, width):
+        raise InputError(f"{name}: {width}x{height} is {max(height, width) / min(height, width):.1f} times longer than wide; "
+                         f"crop it to at most {MAX_ASPECT:g}:1 (a portrait)")
     if not torch.isfinite(image).all():
         raise InputError(f"{name}: contains NaN or infinite values")
+    low, high = image.min().item(), image.max().item()
+    if low < -0.5 or high > 1.5:  # beyond rounding overshoot: another value range, not a 0..1 picture
+        raise InputError(f"{name}: values span {low:g}..{high:g}; expected 0..1 (ComfyUI's IMAGE; a 0-255 image must be "
+                         "divided by 255)")
     return image.clamp(0, 1)
 
 

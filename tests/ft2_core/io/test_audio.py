@@ -94,3 +94,14 @@ def test_wav2vec_gives_upstream_token_count(tiny_pipeline):
     # 81 frames at 23 fps -> 56,347 samples -> 175 tokens (~50 per second)
     feats = tiny_pipeline.audio_features(Audio(tone(200, 4.0, 16000), 16000), 81, 23)
     assert feats.shape == (1, 175, tiny_pipeline.model.adapter.audio_in_dim)
+
+
+def test_speech_in_antiphase_survives_the_downmix(caplog):
+    """Averaging L = s and R = -s gives silence; the downmix keeps one channel instead (and says so)."""
+    speech = tone(220, 1.0, 16000)[0] * np.linspace(0, 1, 16000, dtype=np.float32)
+    antiphase = Audio(np.stack([speech, -speech]), 16000)
+    caplog.set_level(logging.WARNING)
+    assert np.allclose(np.abs(to_mono_16k(antiphase)), np.abs(speech))
+    assert "cancel out" in caplog.text
+    in_phase = Audio(np.stack([speech, 0.5 * speech]), 16000)
+    assert np.allclose(to_mono_16k(in_phase), 0.75 * speech)  # an ordinary stereo mix is still averaged

@@ -34,3 +34,31 @@ def test_bad_images_are_named(tmp_path):
         require_multiple_of_16(torch.rand(100, 120, 3))
     with pytest.raises(InputError, match="max_side"):
         fit_image(torch.rand(100, 100, 3), 500)
+
+
+def test_a_phone_portrait_stored_sideways_is_loaded_upright(tmp_path):
+    """Phones store the sensor's landscape pixels with an EXIF orientation tag (6: rotate 90 degrees clockwise)."""
+    upright = np.zeros((120, 80, 3), np.uint8)
+    upright[:20] = (255, 0, 0)  # red at the top of the portrait
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # what the sensor wrote: 120 wide, 80 high
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    image = load_image(tmp_path / "phone.jpg")
+    assert image.shape == (120, 80, 3)
+    assert image[:15, :, 0].mean() > 0.9 and image[40:, :, 0].mean() < 0.1  # red on top again
+
+
+def test_eight_bit_images_are_scaled_and_other_ranges_refused():
+    pixels = torch.randint(0, 256, (64, 64, 3), dtype=torch.uint8)
+    assert torch.allclose(fit_image(pixels, 64), pixels.float() / 255, atol=1e-6)
+    with pytest.raises(InputError, match=r"values span .*\.\.255; expected 0\.\.1 .* divided by 255"):
+        fit_image(pixels.float(), 64)
+    with pytest.raises(InputError, match="int16 pixels"):
+        fit_image(pixels.to(torch.int16), 64)
+
+
+def test_extreme_aspect_ratios_are_refused_with_the_limit():
+    with pytest.raises(InputError, match=r"4096x64 is 64.0 times longer than wide; crop it to at most 4:1"):
+        fit_image(torch.rand(64, 4096, 3), 512)
+    assert fit_image(torch.rand(64, 256, 3), 512).shape == (128, 512, 3)  # 4:1 is still a portrait
