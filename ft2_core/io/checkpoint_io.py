@@ -26,10 +26,16 @@ def require_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def check_safetensors_header(path: Path, what: str) -> dict:
-    """Validate the header and total size of a safetensors file; return its metadata.
+ITEM_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+              "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}  # the safetensors dtypes torch reads
+MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
 
-    A truncated download otherwise fails deep inside the Rust reader with an unhelpful message.
+
+def check_safetensors_header(path: Path, what: str) -> dict:
+    """Validate the header of a safetensors file against its size before any tensor is read; return its metadata.
+
+    A truncated download or a damaged header otherwise fails deep inside the Rust reader with an unhelpful message,
+    or allocates what the header claims before noticing it is not there.
     """
     size = path.stat().st_size
     with open(path, "rb") as handle:
@@ -37,18 +43,47 @@ def check_safetensors_header(path: Path, what: str) -> dict:
         if len(head) < 8:
             raise InputError(f"{what}: {path} is not a safetensors file (only {size} bytes)")
         (header_len,) = struct.unpack("<Q", head)
-        if header_len > size - 8:
+        if header_len > min(size - 8, MAX_HEADER_BYTES):
             raise InputError(f"{what}: {path} is truncated or not a safetensors file (header says {header_len} bytes)")
         try:
             header = json.loads(handle.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise InputError(f"{what}: {path} has a corrupt safetensors header ({err})") from None
-    data_end = max((info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"), default=0)
-    if 8 + header_len + data_end > size:
+    damaged = f"{what}: {path} has a damaged safetensors header:"
+    if not isinstance(header, dict):
+        raise InputError(f"{damaged} a JSON {type(header).__name__}, expected an object of tensors")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise InputError(f"{damaged} __metadata__ must map names to strings")
+    spans = []
+    for key, info in header.items():
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+            raise InputError(f"{damaged} tensor {key} needs dtype, shape and data_offsets")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype not in ITEM_BYTES:
+            raise InputError(f"{damaged} tensor {key} has unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+            raise InputError(f"{damaged} tensor {key} has shape {shape!r}, expected a list of sizes")
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(n, int) and not isinstance(n, bool)
+                                                                          for n in offsets) or not 0 <= offsets[0] <= offsets[1]):
+            raise InputError(f"{damaged} tensor {key} has data_offsets {offsets!r}, expected [begin, end] with begin <= end")
+        elements = 1
+        for n in shape:
+            elements *= n
+        if elements * ITEM_BYTES[dtype] != offsets[1] - offsets[0]:
+            raise InputError(f"{damaged} tensor {key} of shape {shape} ({dtype}) needs {elements * ITEM_BYTES[dtype]} bytes, "
+                             f"its offsets give {offsets[1] - offsets[0]}")
+        spans.append((offsets[0], offsets[1], key))
+    position = 0
+    for begin, end, key in sorted(spans):
+        if begin != position:
+            raise InputError(f"{damaged} tensor {key} starts at byte {begin}, expected {position} (overlapping or gapped data)")
+        position = end
+    if 8 + header_len + position > size:
         raise InputError(
-            f"{what}: {path} is truncated: it needs {8 + header_len + data_end} bytes but has {size}; download it again"
+            f"{what}: {path} is truncated: it needs {8 + header_len + position} bytes but has {size}; download it again"
         )
-    return header.get("__metadata__") or {}
+    return metadata
 
 
 def read_metadata(path: str | os.PathLike, what: str = "weights file") -> dict:

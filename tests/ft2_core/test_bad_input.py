@@ -127,7 +127,7 @@ def test_huge_image_is_shrunk_while_decoding(tmp_path):
     from ft2_core.io.image import DECODE_MAX_SIDE, load_image
 
     path = tmp_path / "big.png"
-    Image.new("RGB", (9000, 300), (120, 80, 60)).save(path)
+    Image.new("RGB", (9000, 6000), (120, 80, 60)).save(path)
     image = load_image(path)
     assert max(image.shape[:2]) <= DECODE_MAX_SIDE and image.dtype == torch.float32
 
