@@ -4,7 +4,8 @@ guidance, through the ft2_core pipeline. Resumable: finished videos are kept and
     python -m training.generate_candidates --conditions conditions.jsonl --out data/candidates --samples 4
 
 conditions.jsonl lines: {"id": "c001", "image": "face.png", "audio": "speech.wav", "prompt": "..."}.
-Writes OUT/videos/<id>_<k>.mp4 and OUT/candidates.jsonl ({"id", "video", "condition", "seed", "cfg", "audio_cfg"}).
+Writes OUT/videos/<id>_<k>.mp4 and OUT/candidates.jsonl ({"id", "video", "condition", "seed", "cfg", "audio_cfg",
+"settings"}); a rerun keeps what it would make the same way and refuses a folder made with other settings.
 """
 from __future__ import annotations
 
@@ -28,11 +29,32 @@ from ft2_core.models.audio_windows import check_frame_count
 from ft2_core.pipeline import FantasyTalkingPipeline
 from ft2_core.sampling.options import DEFAULT_PROMPT, SamplerOptions
 from training.common.interrupts import Stopped, StopRequests
+from training.common.locks import folder_lock
 
 log = logging.getLogger("ft2.candidates")
 
 
-def generate(conditions: list[dict], base: Path, out: Path, pipe: FantasyTalkingPipeline, args, stop: StopRequests) -> int:
+def candidate_settings(args, k: int) -> dict:
+    """What makes candidate k of a condition besides the run's settings: its own seed and guidance."""
+    return {"seed": args.seed + 1000 * k, "cfg": args.cfg[k % len(args.cfg)],
+            "audio_cfg": args.audio_cfg[k % len(args.audio_cfg)]}
+
+
+def check_made_alike(done: list[dict], settings: dict, args, out: Path) -> None:
+    """Finished candidates are kept on a rerun only if this run would make them the same way."""
+    for record in done:
+        k = int(record["id"].rpartition("_")[2])
+        expected = {**settings, **candidate_settings(args, k)}
+        made = {**record.get("settings", {}), **{key: record.get(key) for key in ("seed", "cfg", "audio_cfg")}}
+        differing = sorted(key for key in expected if made.get(key) != expected[key])
+        if differing:
+            changes = ", ".join(f"{key} {made.get(key)!r} (now {expected[key]!r})" for key in differing)
+            raise InputError(f"{out} holds {record['id']}, made with {changes}: use another --out for these settings, or "
+                             "delete the folder to start over")
+
+
+def generate(conditions: list[dict], base: Path, out: Path, pipe: FantasyTalkingPipeline, args, settings: dict,
+             stop: StopRequests) -> int:
     """Every missing candidate of every condition; one manifest line per finished video (a crash loses none)."""
     manifest = out / "candidates.jsonl"
     done = {r["id"] for r in read_jsonl(manifest, ("id",), "candidates manifest")} if manifest.is_file() else set()
@@ -45,14 +67,14 @@ def generate(conditions: list[dict], base: Path, out: Path, pipe: FantasyTalking
             candidate = f"{condition['id']}_{k}"
             if candidate in done:
                 continue
-            options = SamplerOptions(steps=args.steps or pipe.defaults["steps"], cfg=args.cfg[k % len(args.cfg)],
-                                     audio_cfg=args.audio_cfg[k % len(args.audio_cfg)], shift=pipe.defaults["shift"],
-                                     seed=args.seed + 1000 * k)
+            own = candidate_settings(args, k)
+            options = SamplerOptions(steps=settings["steps"], cfg=own["cfg"], audio_cfg=own["audio_cfg"],
+                                     shift=pipe.defaults["shift"], seed=own["seed"])
             result = pipe.animate(image, audio, condition.get("prompt", DEFAULT_PROMPT), options=options,
                                   num_frames=args.frames, fps=args.fps, max_side=args.max_side)
             video = write_mp4(out / "videos" / f"{candidate}.mp4", result.frames, result.fps, result.audio)
             append_jsonl(manifest, {"id": candidate, "video": str(video.relative_to(out)), "condition": condition["id"],
-                                    "seed": options.seed, "cfg": options.cfg, "audio_cfg": options.audio_cfg})
+                                    **own, "settings": settings})
             made += 1
             stop.check(f"after {len(done) + made} videos (kept in {out})")
     return made
@@ -88,12 +110,23 @@ def main(argv=None) -> int:
         torch_device(args.device)
         conditions_path, out = Path(args.conditions), Path(args.out)
         conditions = read_jsonl(conditions_path, ("id", "image", "audio"), "conditions file")
+        seen = set()
         for condition in conditions:
             safe_name(condition["id"], f"{conditions_path.name}: condition id")
-        pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(model_folder(args.model_dir or "tiny", None)),
-                                                 args.device, keep_on_device=True)  # many videos: load once
-        with StopRequests() as stop:
-            made = generate(conditions, conditions_path.parent, out, pipe, args, stop)
+            if condition["id"] in seen:
+                raise InputError(f"{conditions_path.name}: condition id {condition['id']!r} appears twice; ids name the "
+                                 "videos, so each must be unique")
+            seen.add(condition["id"])
+        paths = ModelPaths.from_folder(model_folder(args.model_dir or "tiny", None))
+        settings = {"model": args.model_dir or "tiny", "steps": args.steps or paths.defaults["steps"], "frames": args.frames,
+                    "fps": args.fps, "max_side": args.max_side}
+        with folder_lock(out, "--out"):
+            manifest = out / "candidates.jsonl"
+            if manifest.is_file():
+                check_made_alike(read_jsonl(manifest, ("id",), "candidates manifest"), settings, args, out)
+            pipe = FantasyTalkingPipeline.from_paths(paths, args.device, keep_on_device=True)  # many videos: load once
+            with StopRequests() as stop:
+                made = generate(conditions, conditions_path.parent, out, pipe, args, settings, stop)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

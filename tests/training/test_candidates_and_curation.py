@@ -112,3 +112,32 @@ def test_curation_takes_judgements_from_a_scores_file(candidates, tmp_path, caps
         curate_pairs.main(["--candidates", str(candidates / "candidates.jsonl"), "--out", str(out), "--scores", str(scores)]) == 2
     )
     assert "scores['lipsync'] must be" in capsys.readouterr().err
+
+
+def test_a_rerun_with_other_settings_duplicate_ids_or_a_busy_folder_is_refused(candidates, tiny_dir, capsys):
+    import subprocess
+    import sys
+
+    from training.common.locks import LOCK_NAME
+
+    root = candidates.parent
+    argv = ["--conditions", str(root / "conditions.jsonl"), "--out", str(candidates), "--samples", "3",
+            "--model-dir", str(tiny_dir), "--max-side", "64"]
+    before = (candidates / "candidates.jsonl").read_text()
+    assert generate_candidates.main([*argv, "--steps", "3"]) == 2
+    assert "holds c0_0, made with steps 2 (now 3): use another --out" in capsys.readouterr().err
+    twice = root / "twice.jsonl"
+    line = (root / "conditions.jsonl").read_text().splitlines()[0]
+    twice.write_text(f"{line}\n{line}\n")
+    assert generate_candidates.main(["--conditions", str(twice), *argv[2:], "--steps", "2"]) == 2
+    assert "condition id 'c0' appears twice" in capsys.readouterr().err
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (candidates / LOCK_NAME).write_text(str(holder.pid))
+        assert generate_candidates.main([*argv, "--steps", "2"]) == 2
+        assert "is in use by another run" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+        (candidates / LOCK_NAME).unlink()
+    assert (candidates / "candidates.jsonl").read_text() == before

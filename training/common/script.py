@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
 from ft2_core.errors import InputError
 
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, resolve
 from .interrupts import Stopped
+from .locks import folder_lock
 
 log = logging.getLogger("ft2.train")
 
@@ -24,7 +26,12 @@ def run(main: Callable[[dict], Path], schema: dict, argv=None) -> int:
 
 def outcome(main: Callable[[dict], Path], schema: dict, argv) -> int:
     try:
-        result = main(load_config(argv, schema))
+        config = load_config(argv, schema)
+        output = config.get("train", {}).get("output")
+        if output is not None and not output.strip():
+            raise InputError("train.output is empty: name a folder for this run's files (it would be the current folder)")
+        with folder_lock(resolve(output), "train.output") if output and main_rank() else nullcontext():
+            result = main(config)
     except ConfigError as err:
         for problem in err.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -38,6 +45,11 @@ def outcome(main: Callable[[dict], Path], schema: dict, argv) -> int:
     if result is not None:
         log.info("wrote %s", result)
     return 0
+
+
+def main_rank() -> bool:
+    """Whether this is the one process of a launch that owns the output folder (rank 0; a plain run is rank 0)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def exit_distributed(code: int) -> int:
