@@ -29,6 +29,7 @@ from ft2_core.models.conditioning import VAE_SPACE_STRIDE, encode_i2v_condition
 from ft2_core.pipeline import FantasyTalkingPipeline
 from ft2_core.tlpo.preference_data import CacheWriter
 from training.common.interrupts import Stopped, StopRequests
+from training.common.locks import folder_lock
 
 log = logging.getLogger("ft2.preprocess")
 
@@ -40,14 +41,14 @@ def resized(frames: np.ndarray, max_side: int) -> torch.Tensor:
 
 @torch.no_grad()
 def preprocess(clips: list[dict], out: Path, pipe: FantasyTalkingPipeline, num_frames: int | None, fps: float,
-               max_side: int, masker=None, base: Path = Path(".")) -> int:
+               max_side: int, masker=None, base: Path = Path("."), settings: dict | None = None) -> int:
     with StopRequests() as stop:
-        return cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop)
+        return cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop, settings)
 
 
-def cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop: StopRequests) -> int:
+def cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop: StopRequests, settings=None) -> int:
     """Encode every clip not cached yet; after each one, a stop request writes what is done and stops."""
-    writer = CacheWriter(out)
+    writer = CacheWriter(out, settings=settings)
     done = 0
     for clip in clips:
         if stop.signum is not None:
@@ -125,20 +126,29 @@ def main(argv=None) -> int:
         torch_device(args.device)
         clips_path = Path(args.clips)
         clips = read_jsonl(clips_path, ("id", "video", "condition"), "clips manifest")
-        pipe = FantasyTalkingPipeline.from_paths(
-            ModelPaths.from_folder(model_folder(args.model_dir or "tiny", None)), args.device
-        )
-        max_side = args.max_side or pipe.defaults["max_side"]
-        if args.lip_mask == "none":
-            count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, None, clips_path.parent)
-        else:
-            if args.lip_mask == "world":
-                from ft2_core.miniature.oracles import WorldLipMasker as masker_class
+        ids = [clip["id"] for clip in clips]
+        if len(set(ids)) != len(ids):
+            raise InputError(f"{clips_path.name}: clip id {next(i for i in ids if ids.count(i) > 1)!r} appears twice; "
+                             "ids name the cached items, so each must be unique")
+        paths = ModelPaths.from_folder(model_folder(args.model_dir or "tiny", None))
+        max_side = args.max_side or paths.defaults["max_side"]
+        settings = {"model": args.model_dir or "tiny", "frames": args.frames, "fps": args.fps, "max_side": max_side,
+                    "lip_mask": args.lip_mask}
+        with folder_lock(Path(args.out), "--out"):
+            CacheWriter(Path(args.out), settings=settings)  # another model's or setting's cache: refused before loading
+            pipe = FantasyTalkingPipeline.from_paths(paths, args.device)
+            if args.lip_mask == "none":
+                count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, None, clips_path.parent,
+                                   settings)
             else:
-                from ft2_core.scoring.lip_mask import LipMasker as masker_class
+                if args.lip_mask == "world":
+                    from ft2_core.miniature.oracles import WorldLipMasker as masker_class
+                else:
+                    from ft2_core.scoring.lip_mask import LipMasker as masker_class
 
-            with masker_class() if args.lip_mask == "world" else masker_class(args.face_landmarker) as masker:
-                count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, masker, clips_path.parent)
+                with masker_class() if args.lip_mask == "world" else masker_class(args.face_landmarker) as masker:
+                    count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, masker,
+                                       clips_path.parent, settings)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -47,13 +47,22 @@ def write_pairs(path: str | os.PathLike, pairs: list[Pair]) -> Path:
 
 
 class CacheWriter:
-    """Adds items to a cache folder in shards; resumable (items already indexed are kept)."""
+    """Adds items to a cache folder in shards; resumable (items already indexed are kept). `settings` (the model and
+    encoding settings that made the items) are recorded in the index; a cache made with other settings is refused,
+    naming what differs, rather than silently extended with items that do not match."""
 
-    def __init__(self, folder: str | os.PathLike, shard_size: int = 64):
+    def __init__(self, folder: str | os.PathLike, shard_size: int = 64, settings: dict | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         index_path = self.folder / INDEX
-        self.index: dict[str, str] = json.loads(index_path.read_text())["items"] if index_path.is_file() else {}
+        index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+        self.index: dict[str, str] = index.get("items", {})
+        recorded = index.get("settings")
+        if settings is not None and recorded is not None and recorded != settings:
+            differing = sorted(k for k in {*settings, *recorded} if settings.get(k) != recorded.get(k))
+            changes = ", ".join(f"{k} {recorded.get(k)!r} (now {settings.get(k)!r})" for k in differing)
+            raise InputError(f"latent cache {self.folder} was made with {changes}: use another folder for these settings")
+        self.settings = settings if settings is not None else recorded
         self.shard_size = shard_size
         self.pending: dict[str, dict[str, torch.Tensor]] = {}
 
@@ -75,7 +84,8 @@ class CacheWriter:
         save_safetensors(flat, self.folder / shard, metadata={"ft2.kind": "cache"})
         self.index.update({item: shard for item in self.pending})
         self.pending = {}
-        write_text_atomic(self.folder / INDEX, json.dumps({"version": 1, "items": self.index}, indent=0))
+        index = {"version": 1, "items": self.index, **({"settings": self.settings} if self.settings is not None else {})}
+        write_text_atomic(self.folder / INDEX, json.dumps(index, indent=0))
 
     def close(self) -> None:
         self.flush()

@@ -2,6 +2,7 @@ import json
 import logging
 
 import numpy as np
+import torch
 from skimage.data import astronaut
 
 from ft2_core.io.audio import Audio
@@ -45,6 +46,26 @@ def test_preprocess_builds_a_resumable_cache(tmp_path, tiny_dir, caplog):
     assert main(argv) == 0  # nothing to redo
     assert (tmp_path / "cache" / "index.json").read_text() == before
     assert "cached 0 new clips" in caplog.text
+    assert main([*argv[:-1], "64"]) == 2  # other settings into the same cache: refused, nothing changed
+    assert (tmp_path / "cache" / "index.json").read_text() == before
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(json.dumps(clips[0]) + "\n" + json.dumps(clips[0]) + "\n")
+    assert main(["--clips", str(twice), *argv[2:]]) == 2
+
+
+def test_a_cache_of_other_settings_is_named(tmp_path, tiny_dir, capsys):
+    from ft2_core.tlpo.preference_data import CacheWriter
+
+    writer = CacheWriter(tmp_path / "cache", settings={"model": "tiny", "max_side": 128})
+    writer.add("video/v1", {"latents": torch.zeros(2)})
+    writer.close()
+    make_clip(tmp_path / "face.mp4", face=False)
+    (tmp_path / "clips.jsonl").write_text(json.dumps({"id": "v1", "video": "face.mp4", "condition": "c1"}) + "\n")
+    argv = ["--clips", str(tmp_path / "clips.jsonl"), "--out", str(tmp_path / "cache"), "--model-dir", str(tiny_dir),
+            "--max-side", "64", "--lip-mask", "none"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "was made with " in err and "max_side 128 (now 64)" in err and "use another folder" in err
 
 
 def test_clip_without_audio_is_named(tmp_path, tiny_dir, capsys):
