@@ -9,6 +9,18 @@ import torch
 
 from .errors import InputError
 
+MAX_PROMPT_CHARACTERS = 10_000  # Wan reads 512 tokens (about 2,000 characters); beyond this a prompt is a mistake
+
+
+def prompt_text(value, name: str = "prompt") -> str:
+    """A prompt of sane length, checked before tokenizing (a tokenizer holds several bytes per character)."""
+    if not isinstance(value, str):
+        raise InputError(f"{name} must be text, got {type(value).__name__}")
+    if len(value) > MAX_PROMPT_CHARACTERS:
+        raise InputError(f"{name} is {len(value):,} characters; give at most {MAX_PROMPT_CHARACTERS:,} (Wan reads its first "
+                         "512 tokens, about 2,000 characters)")
+    return value
+
 
 def finite_number(value, name: str, minimum: float | None = None, above: float | None = None) -> float:
     """A real, finite number (optionally >= minimum or > above)."""

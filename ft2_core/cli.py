@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .checks import prompt_text
 from .errors import InputError, WriteError
 from .models.attention import BACKENDS
 from .sampling.flow import SCHEDULERS
@@ -180,6 +181,9 @@ def check_limits(args, audio, defaults: dict) -> None:
                  "overlap_frames"):
         if getattr(args, name) is not None:
             within(getattr(args, name), name, "--" + name.replace("_", "-"))
+    prompt_text(args.prompt, "--prompt")
+    if args.negative_prompt is not None:
+        prompt_text(args.negative_prompt, "--negative-prompt")
     for spec in [*args.lora, *(spec.partition("=")[2] for spec in args.expert)]:
         file_and_strength(spec)
     if args.frames is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .checks import finite_number
+from .checks import finite_number, prompt_text
 from .errors import InputError
 from .io.audio import WAV2VEC_RATE, Audio, clip_for_video, frame_count
 from .io.image import fit_image
@@ -177,7 +177,7 @@ class FantasyTalkingPipeline:
     def encode_text(self, prompt: str, negative_prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         if self.text_encoder is None:
             raise InputError("this pipeline has no text encoder: pass precomputed text embeddings")
-        both = self.text_encoder.encode([prompt, negative_prompt])
+        both = self.text_encoder.encode([prompt_text(prompt), prompt_text(negative_prompt, "negative prompt")])
         return both[0:1], both[1:2]
 
     def animate(

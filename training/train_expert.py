@@ -14,21 +14,26 @@ from pathlib import Path
 import torch
 
 from ft2_core.dimensions import DIMENSION_NAMES, POOLED
+from ft2_core.errors import InputError
 from ft2_core.models.fused_lora import FusedLoRALinear
 from ft2_core.tlpo.experts import Expert, attach_experts
 from ft2_core.tlpo.gate import StaticMix
-from ft2_core.tlpo.lora_formats import EXPERT_TARGETS, LoraModule, LoraWeights, save_expert
+from ft2_core.tlpo.lora_formats import EXPERT_TARGETS, LINEAR_TARGETS, LoraModule, LoraWeights, save_expert
 from training.common.base_model import model_from_config
-from training.common.config import DPO_TRAIN, MODEL, TOY_DATA, Option
+from training.common.config import DPO_TRAIN, MAX_ALPHA, MAX_RANK, MODEL, TOY_DATA, Option
 from training.common.distributed import make_accelerator
 from training.common.dpo_loop import pair_dataset, synthetic_data, train_dpo
 from training.common.script import run
 
 SCHEMA = {
     "model": MODEL,
-    "expert": {"dimension": Option(str, "lipsync", choices=(*DIMENSION_NAMES, POOLED)), "rank": Option(int, 16, minimum=1),
-               "alpha": Option(float, 16.0, above=0), "targets": Option(list, list(EXPERT_TARGETS)),
-               "lip_mask": Option(bool, True)},
+    "expert": {
+        "dimension": Option(str, "lipsync", choices=(*DIMENSION_NAMES, POOLED)),
+        "rank": Option(int, 16, minimum=1, maximum=MAX_RANK),
+        "alpha": Option(float, 16.0, above=0, maximum=MAX_ALPHA),
+        "targets": Option(list, list(EXPERT_TARGETS)),
+        "lip_mask": Option(bool, True),
+    },
     "data": {**TOY_DATA, "pairs": Option((list, str), [])},
     "train": DPO_TRAIN,
 }
@@ -42,8 +47,9 @@ def fresh_lora(model, rank: int, alpha: float, targets, seed: int) -> LoraWeight
     modules = {}
     for name, linear in block_linears(model.transformer).items():
         if name.split(".", 2)[2] in targets:
-            modules[name] = LoraModule(torch.randn(rank, linear.in_features, generator=g) / rank,
-                                       torch.zeros(linear.out_features, rank), alpha)
+            modules[name] = LoraModule(
+                torch.randn(rank, linear.in_features, generator=g) / rank, torch.zeros(linear.out_features, rank), alpha
+            )
     return LoraWeights(modules, "ft2")
 
 
@@ -53,9 +59,20 @@ def fused_modules(model) -> dict[str, FusedLoRALinear]:
     return {name: m for name, m in block_linears(model.transformer).items() if isinstance(m, FusedLoRALinear)}
 
 
+def check_targets(targets) -> None:
+    """expert.targets names Wan2.1 block layers (checked before anything loads)."""
+    known = list(LINEAR_TARGETS)
+    if not targets or not all(isinstance(t, str) for t in targets):
+        raise InputError(f"expert.targets must name at least one block layer, e.g. {list(EXPERT_TARGETS)}")
+    unknown = sorted(set(targets) - set(known))
+    if unknown:
+        raise InputError(f"expert.targets: {unknown} are not Wan2.1 block layers; known: {known}")
+
+
 def train(config: dict) -> Path:
     expert_config, train = config["expert"], config["train"]
     dimension = expert_config["dimension"]
+    check_targets(expert_config["targets"])
     accelerator = make_accelerator(config)
     data = synthetic_data(config)
     model, paths = model_from_config(config)

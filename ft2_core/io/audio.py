@@ -18,6 +18,7 @@ WAV2VEC_RATE = 16000
 SILENCE_PEAK = 1e-4  # below this peak amplitude a clip carries no speech to follow
 CANCELLED = 0.1  # a downmix this much quieter (RMS) than its loudest channel: the channels cancel, not a quiet mix
 MAX_INPUT_SECONDS = 3600
+MAX_CHANNELS = 16
 MIN_INPUT_SECONDS = 0.1  # shorter than a syllable: almost surely a wrong input
 
 
@@ -40,6 +41,14 @@ def load_audio(path: str | os.PathLike) -> Audio:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"audio: file not found: {path}")
+    try:
+        info = soundfile.info(str(path))  # from the header: refuse what is too long before decoding any of it
+    except Exception as err:
+        raise InputError(f"audio: cannot decode {path} as WAV, FLAC, MP3 or OGG ({err})") from None
+    if info.samplerate > 0 and info.frames / info.samplerate > MAX_INPUT_SECONDS:
+        raise InputError(f"audio: {path} is {info.frames / info.samplerate:.0f} s long; give at most {MAX_INPUT_SECONDS} s")
+    if info.channels > MAX_CHANNELS:
+        raise InputError(f"audio: {path} has {info.channels} channels; give at most {MAX_CHANNELS}")
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # libsndfile's errors name no input
@@ -66,8 +75,8 @@ def checked_audio(data: np.ndarray, sample_rate, name: str) -> Audio:
         raise InputError(f"{name}: sample rate must be an integer between 1000 and 384000 Hz, got {sample_rate}")
     if data.shape[1] == 0:
         raise InputError(f"{name}: the clip is empty (no samples)")
-    if data.shape[0] > 16:
-        raise InputError(f"{name}: {data.shape[0]} channels; expected [channels, samples] with at most 16 channels")
+    if data.shape[0] > MAX_CHANNELS:
+        raise InputError(f"{name}: {data.shape[0]} channels; expected [channels, samples] with at most {MAX_CHANNELS} channels")
     if data.shape[1] < MIN_INPUT_SECONDS * sample_rate:
         raise InputError(
             f"{name}: {data.shape[1] / sample_rate:.3f} s is too short; give at least {MIN_INPUT_SECONDS} s of speech"

@@ -21,6 +21,7 @@ from ..models.wan_keys import BLOCK_LEVEL
 EXPERT_TARGETS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
                   "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")
 _ORIGINAL_MODULES = {original for original, _ in BLOCK_LEVEL}
+LINEAR_TARGETS = tuple(sorted(m for m in _ORIGINAL_MODULES if "norm" not in m and m != "modulation"))  # a LoRA can adapt
 _DIFFUSERS_TO_ORIGINAL = {diffusers: original for original, diffusers in BLOCK_LEVEL}
 # musubi-tuner flattens dots to underscores; module names in it are the original ones.
 _MUSUBI_MODULES = {original.replace(".", "_"): original for original in _ORIGINAL_MODULES}

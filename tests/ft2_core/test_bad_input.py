@@ -177,3 +177,31 @@ def test_sampler_options_refuse_non_finite_values():
         with pytest.raises(InputError, match=field):
             SamplerOptions(**{field: float("nan")}).validate()
     assert np.isfinite(SamplerOptions().cfg)
+
+
+def test_a_huge_prompt_is_refused_before_tokenizing(tmp_path, tiny_dir, tiny_pipeline, run_cli):
+    from ft2_core.demo_inputs import demo_portrait, demo_speech
+
+    run_cli(["animate", "--out", str(tmp_path / "o.mp4"), "--model-dir", str(tiny_dir), "--prompt", "talk " * 5000],
+            "--prompt is 25,000 characters; give at most 10,000")
+    with pytest.raises(InputError, match="negative prompt is 20,000 characters"):
+        tiny_pipeline.animate(demo_portrait(), demo_speech(0.5), negative_prompt="x" * 20_000, num_frames=5)
+
+
+def test_audio_too_long_or_too_wide_is_refused_from_its_header(tmp_path, monkeypatch):
+    import soundfile
+
+    from ft2_core.io import audio as audio_io
+
+    monkeypatch.setattr(audio_io, "MAX_INPUT_SECONDS", 2)
+    path = tmp_path / "long.flac"
+    soundfile.write(path, np.zeros((3 * 8000, 1), np.float32), 8000)
+    decoded = []
+    monkeypatch.setattr(soundfile, "read", lambda *a, **k: decoded.append(1))  # must not be reached
+    with pytest.raises(InputError, match=r"long.flac is 3 s long; give at most 2 s"):
+        audio_io.load_audio(path)
+    wide = tmp_path / "wide.wav"
+    soundfile.write(wide, np.zeros((800, 17), np.float32), 8000)
+    with pytest.raises(InputError, match="has 17 channels; give at most 16"):
+        audio_io.load_audio(wide)
+    assert decoded == []

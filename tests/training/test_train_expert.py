@@ -3,6 +3,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -115,3 +116,18 @@ def test_a_bf16_base_needs_bf16_autocast(tmp_path, toy_data, capsys):
         "train": {"output": str(tmp_path / "bf16"), "steps": 2}})
     assert train_expert.main(["--config", str(config)]) == 2
     assert 'set train.mixed_precision = "bf16"' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ("expert.rank=100000", "expert.rank must be at most 1024"),
+    ("expert.alpha=1e30", "expert.alpha must be at most 4096"),
+    ("expert.targets=[]", "expert.targets must name at least one block layer"),
+    ('expert.targets=["self_attn.q", "norm3"]', "expert.targets: ['norm3'] are not Wan2.1 block layers"),
+    ("train.lr=1e12", "train.lr must be at most 1"),
+    ("train.seed=9223372036854775808", "train.seed must be at most"),
+])
+def test_config_edge_cases_are_refused_before_training(tmp_path, capsys, setting, expected):
+    code = train_expert.main(["--config", "training/configs/tiny_expert.toml", "--set", f'train.output="{tmp_path / "o"}"',
+                              "--set", setting])
+    assert code == 2 and expected in capsys.readouterr().err
+    assert not (tmp_path / "o" / "metrics.jsonl").exists()

@@ -16,6 +16,9 @@ import tomllib
 from ft2_core.errors import InputError
 
 REQUIRED = object()
+MAX_SEED = 2**63 - 1  # torch's generators take 64-bit seeds
+MAX_RANK = 1024  # a LoRA rank; beyond it the "low-rank" update is as big as the layer (and its memory with it)
+MAX_ALPHA = 4096.0  # with rank >= 1: a scale of at most 4096 per unit of rank
 
 
 def resolve(path: str) -> Path:
@@ -162,8 +165,8 @@ MODEL = {
 }
 DPO_TRAIN = {
     "output": Option(str), "steps": Option(int, 1000, minimum=1), "batch_size": Option(int, 4, minimum=1),
-    "lr": Option(float, 1e-4, above=0), "beta": Option(float, 5000.0, above=0),
-    "winner_penalty": Option(float, 0.0, minimum=0), "seed": Option(int, 0, minimum=0),
+    "lr": Option(float, 1e-4, above=0, maximum=1.0), "beta": Option(float, 5000.0, above=0),
+    "winner_penalty": Option(float, 0.0, minimum=0), "seed": Option(int, 0, minimum=0, maximum=MAX_SEED),
     "checkpoint_every": Option(int, 100, minimum=1), "resume": Option(bool, True),
     "allow_changes": Option(list, []),  # settings a resumed run may change (see training.common.checkpoints)
     "sigma_min": Option(float, 0.0, minimum=0, maximum=1), "sigma_max": Option(float, 1.0, minimum=0, maximum=1),
@@ -181,5 +184,5 @@ DPO_TRAIN = {
 }
 TOY_DATA = {
     "synthetic": Option(bool, False), "cache": Option(str, ""), "conditions": Option(int, 32, minimum=1),
-    "seed": Option(int, 0, minimum=0),
+    "seed": Option(int, 0, minimum=0, maximum=MAX_SEED),
 }
