@@ -224,6 +224,8 @@ class FT2Sampler:
         loras=(),
         **kwargs,
     ):
+        import torch
+
         from ..ft2_core.io.image import require_multiple_of_16
         from ..ft2_core.models.conditioning import encode_i2v_condition, pad_text_embeddings
         from ..ft2_core.models.latent_format import denormalize
@@ -242,6 +244,8 @@ class FT2Sampler:
         positive_text = pad_text_embeddings(positive[0][0], "positive conditioning", config.text_dim)
         negative_text = pad_text_embeddings(negative[0][0], "negative conditioning", config.text_dim)
         clip = clip_vision_output["penultimate_hidden_states"][:1].float()
+        if not torch.isfinite(clip).all():
+            raise InputError("clip_vision_output: contains NaN or infinite values (a damaged CLIP vision model?)")
         if clip.shape[-1] != config.image_dim:
             raise InputError(
                 f"clip_vision_output: {clip.shape[-1]}-wide image features, but this model takes {config.image_dim} "

@@ -156,6 +156,8 @@ def pad_text_embeddings(embeddings: torch.Tensor, name: str = "text embeddings",
     if width is not None and embeddings.shape[2] != width:
         raise InputError(f"{name}: {embeddings.shape[2]}-wide text features, but this model takes {width} "
                          "(Wan2.1 uses umT5-XXL, 4096): encode the prompt with the Wan text encoder (CLIPLoader type wan)")
+    if not torch.isfinite(embeddings).all():
+        raise InputError(f"{name}: contains NaN or infinite values (a damaged text encoder?)")
     tokens = embeddings.shape[1]
     if tokens >= TEXT_LEN:
         return embeddings[:, :TEXT_LEN].float()

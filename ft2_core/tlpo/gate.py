@@ -42,6 +42,8 @@ class TimestepLayerGate(nn.Module):
     def __init__(self, num_layers: int, num_experts: int = 3, embed_dim: int = 256, experts: tuple[str, ...] = (),
                  min_period: float = 0.0):
         super().__init__()
+        if embed_dim < 2 or embed_dim % 2:
+            raise InputError(f"gate: embed_dim must be even and at least 2 (sines and cosines in pairs), got {embed_dim}")
         self.proj = nn.Parameter(torch.zeros(num_layers, num_experts, embed_dim))
         self.bias = nn.Parameter(torch.zeros(num_layers, num_experts))
         if min_period < 0:

@@ -115,3 +115,24 @@ def test_long_audio_through_both_sampler_nodes(ft2, tiny_pipeline, method):
         **long,
     )
     assert capped.shape[0] == 25
+
+
+@pytest.mark.parametrize("broken", ["positive", "clip_vision_output", "start_image"])
+def test_nan_conditioning_is_one_sentence_naming_the_input(ft2, tiny_pipeline, broken):
+    nodes = ft2.NODE_CLASS_MAPPINGS
+    (wav2vec,) = nodes["FT2Wav2VecLoader"]().load("tiny-wav2vec2")
+    embeds, _, _ = nodes["FT2AudioEmbeds"]().encode(wav2vec, comfy_audio(0.3), 23.0, ft2.nodes.sampling_widgets.AUTOMATIC)
+    (model,) = nodes["FT2ModelLoader"]().load("tiny_wan_i2v.safetensors", "tiny_fantasytalking.safetensors", "auto")
+    clip_out = ClipVisionOutputStandIn()
+    clip_out["penultimate_hidden_states"] = torch.zeros(1, 257, 32)
+    text, image = torch.zeros(1, 5, 32), torch.rand(1, 64, 64, 3)
+    features = clip_out["penultimate_hidden_states"]
+    nan = {"positive": text.clone(), "clip_vision_output": features.clone(), "start_image": image.clone()}
+    nan[broken].view(-1)[0] = float("nan")
+    if broken == "clip_vision_output":
+        clip_out["penultimate_hidden_states"] = nan[broken]
+    positive = nan["positive"] if broken == "positive" else text
+    start = nan["start_image"] if broken == "start_image" else image
+    with pytest.raises(ValueError, match=f"{broken}.*contains NaN or infinite values"):
+        nodes["FT2Sampler"]().sample(model, [[positive, {}]], [[text, {}]], clip_out, WanVaeStandIn(tiny_pipeline.vae.model),
+                                     start, embeds, **SAMPLER)

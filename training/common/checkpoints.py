@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -64,8 +65,9 @@ class DamagedCheckpoint(Exception):
 
 
 def checkpoints(output: Path) -> list[Path]:
-    """Finished checkpoint folders, oldest first."""
-    return sorted(output.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
+    """Finished checkpoint folders (checkpoint-STEP), oldest first; other names (a user's checkpoint-x9) are not ours."""
+    found = [p for p in output.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
 def save_checkpoint(output: Path, step: int, states: dict[str, dict[str, torch.Tensor]], optimizer,

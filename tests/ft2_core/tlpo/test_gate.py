@@ -92,3 +92,9 @@ def test_a_schedule_with_non_finite_weights_is_refused(line):
 
     with pytest.raises(InputError, match="holds a NaN or infinite number"):
         parse_schedule(f"0: 1, 1, 1\n{line}", 3)
+
+
+@pytest.mark.parametrize("embed_dim", [3, 0])
+def test_an_odd_or_empty_embedding_is_refused(embed_dim):
+    with pytest.raises(InputError, match=f"embed_dim must be even and at least 2 .*got {embed_dim}"):
+        TimestepLayerGate(2, 3, embed_dim)

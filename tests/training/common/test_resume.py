@@ -228,3 +228,12 @@ def test_a_run_resumes_only_the_run_it_belongs_to(tmp_path, toy_data, capsys):
     assert "is at step 4, past train.steps = 3" in capsys.readouterr().err
     assert train(steps=6, lr=1e-2, allow_changes=["train.lr"]) == 0
     assert [m["step"] for m in metrics(out)] == list(range(1, 7))
+
+
+def test_a_stray_checkpoint_named_folder_is_not_ours(tmp_path):
+    from training.common.checkpoints import checkpoints
+
+    for name in ("checkpoint-0000040", "checkpoint-x9", "checkpoint-0000008", "checkpoint-12b"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "checkpoint-0000100").write_text("a file, not a checkpoint")
+    assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-0000008", "checkpoint-0000040"]
