@@ -117,6 +117,8 @@ def main(argv=None) -> int:
                 raise InputError(f"{conditions_path.name}: condition id {condition['id']!r} appears twice; ids name the "
                                  "videos, so each must be unique")
             seen.add(condition["id"])
+        if (out / "videos").is_symlink():
+            raise InputError(f"{out / 'videos'} is a symbolic link: candidates are written only inside --out {out}")
         paths = ModelPaths.from_folder(model_folder(args.model_dir or "tiny", None))
         settings = {"model": args.model_dir or "tiny", "steps": args.steps or paths.defaults["steps"], "frames": args.frames,
                     "fps": args.fps, "max_side": args.max_side}

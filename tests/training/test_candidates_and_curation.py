@@ -141,3 +141,15 @@ def test_a_rerun_with_other_settings_duplicate_ids_or_a_busy_folder_is_refused(c
         holder.wait()
         (candidates / LOCK_NAME).unlink()
     assert (candidates / "candidates.jsonl").read_text() == before
+
+
+def test_a_videos_folder_that_links_elsewhere_is_refused(tmp_path, candidates, tiny_dir, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "videos").symlink_to(elsewhere)
+    argv = ["--conditions", str(candidates.parent / "conditions.jsonl"), "--out", str(out), "--model-dir", str(tiny_dir)]
+    assert generate_candidates.main(argv) == 2
+    assert "is a symbolic link: candidates are written only inside --out" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []

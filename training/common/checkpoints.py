@@ -60,6 +60,30 @@ def check_same_run(path: Path, step: int, recorded: dict | None, config: dict) -
                          "continue with them")
 
 
+SETTINGS_FILE = "run_settings.json"  # what the run writing into an output folder is, from its first step
+
+
+def claim_folder(output: Path, config: dict) -> None:
+    """Before a run starts from step 0 in `output`: the folder must be new, or hold this same run (killed before its
+    first checkpoint), unless the user set train.resume = false to start over in it. Then record this run in it."""
+    current, path = run_settings(config), output / SETTINGS_FILE
+    if config["train"].get("resume", True):
+        if path.is_file():
+            recorded = json.loads(path.read_text())
+            allowed = set(config["train"].get("allow_changes", []))
+            differing = [key for key in sorted(set(recorded) | set(current))
+                         if recorded.get(key) != current.get(key) and key not in allowed]
+            if differing:
+                raise InputError(f"train.output {output} holds a run with other settings ({', '.join(differing)}): use "
+                                 "another folder, or set train.resume = false to start over in it")
+        else:
+            theirs = sorted(p.name for p in output.iterdir() if not p.name.startswith(".")) if output.is_dir() else []
+            if theirs:
+                raise InputError(f"train.output {output} holds files this run did not make ({', '.join(theirs[:3])}): "
+                                 "use another folder, or set train.resume = false to start over in it")
+    write_text_atomic(path, json.dumps(current, indent=1, sort_keys=True, default=str))
+
+
 class DamagedCheckpoint(Exception):
     """A checkpoint folder that cannot be read back whole."""
 
@@ -145,6 +169,7 @@ def restore(output: Path, config: dict, targets: dict[str, dict[str, torch.nn.Pa
     found = last_good_checkpoint(output) if config["train"].get("resume", True) else None
     if found is None:  # starting over: log lines of a run killed before its first checkpoint go too
         if main_process:
+            claim_folder(output, config)
             trim_metrics(output / "metrics.jsonl", 0)
         return 0
     path, step, states, optimizer_state, settings = found

@@ -22,8 +22,10 @@ def owner(lock: Path) -> int | None:
 
 @contextmanager
 def folder_lock(folder: str | os.PathLike, what: str):
-    """Hold `folder` for this process while the block runs; another live run holding it is one sentence naming it."""
+    """Hold `folder` for this process while the block runs; another live run holding it is one sentence naming it. A
+    folder made for the run and left empty is removed again."""
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
     mine = folder / f".ft2.lock.{os.getpid()}"
@@ -48,3 +50,5 @@ def folder_lock(folder: str | os.PathLike, what: str):
     finally:
         if owner(lock) == os.getpid():
             lock.unlink(missing_ok=True)
+        if created and not any(folder.iterdir()):  # a run refused before writing anything leaves no empty folder
+            folder.rmdir()

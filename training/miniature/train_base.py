@@ -131,15 +131,15 @@ def train(config: dict) -> Path:
     check_frame_count(frames, "world.frames")
     output = resolve(train["output"])
     output.mkdir(parents=True, exist_ok=True)
-    frozen = output / "frozen"
-    if not (frozen / "vae" / "config.json").is_file():
-        save_frozen_parts(frozen)
-    encoders = WorldEncoders.from_folder(frozen)
     model = build_model(config, seed).train()
     ema = build_model(config, seed).requires_grad_(False)
     ema.load_state_dict(model.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"])
     start = restore(output, config, {"model": dict(model.state_dict()), "ema": dict(ema.state_dict())}, optimizer)
+    frozen = output / "frozen"  # written once the folder is known to be this run's
+    if not (frozen / "vae" / "config.json").is_file():
+        save_frozen_parts(frozen)
+    encoders = WorldEncoders.from_folder(frozen)
     warmup = max(1, train["warmup"])
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])

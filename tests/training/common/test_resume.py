@@ -93,12 +93,29 @@ def test_cut_metrics_line_and_leftovers_of_a_killed_run(tmp_path, toy_data, stra
 
 def test_killed_before_its_first_checkpoint_starts_over_with_a_clean_log(tmp_path, toy_data, straight):
     """Steps 1-2 logged, then killed before checkpoint 4: the rerun starts at step 1 and logs each step once."""
+    from training.common.checkpoints import SETTINGS_FILE, run_settings
+    from training.common.config import load_config
+
     out = tmp_path / "out"
     out.mkdir()
+    config = load_config(argv(tmp_path, toy_data, out), train_expert.SCHEMA)
+    (out / SETTINGS_FILE).write_text(json.dumps(run_settings(config)))  # written at the killed run's start
     (out / "metrics.jsonl").write_text('{"step": 1, "loss": 0.7}\n{"step": 2, "loss": 0.69}\n')
     assert train_expert.main(argv(tmp_path, toy_data, out)) == 0
     assert [m["step"] for m in metrics(out)] == list(range(1, STEPS + 1))
     assert same_weights(out, straight)
+
+
+def test_a_folder_of_another_run_is_refused_unless_starting_over(tmp_path, toy_data, straight, capsys):
+    """No checkpoint to resume, but the folder holds someone's files or another run's settings: refused, untouched."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')  # a log this run did not write
+    assert train_expert.main(argv(tmp_path, toy_data, out)) == 2
+    assert "holds files this run did not make (metrics.jsonl)" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text() == '{"step": 1, "loss": 0.5}\n'
+    assert train_expert.main([*argv(tmp_path, toy_data, out), "--set", "train.resume=false"]) == 0
+    assert same_weights(out, straight)  # asked to start over: the run owns the folder
 
 
 def train_process(config_argv):
