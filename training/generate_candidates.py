@@ -18,7 +18,7 @@ import torch
 
 from ft2_core.builtin_models import model_folder
 from ft2_core.checks import finite_number, safe_name, torch_device
-from ft2_core.errors import InputError
+from ft2_core.errors import InputError, WriteError
 from ft2_core.io.atomic import remove_temporaries
 from ft2_core.io.audio import load_audio
 from ft2_core.io.image import load_image
@@ -132,6 +132,9 @@ def main(argv=None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except Stopped as stopped:
         print(stopped, file=sys.stderr)
         return 128 + stopped.signum

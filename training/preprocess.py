@@ -19,7 +19,7 @@ import torch
 
 from ft2_core.builtin_models import model_folder
 from ft2_core.checks import torch_device
-from ft2_core.errors import InputError
+from ft2_core.errors import InputError, WriteError
 from ft2_core.io.image import fit_image, load_image
 from ft2_core.io.jsonl import read_jsonl
 from ft2_core.io.video_io import read_video
@@ -152,6 +152,9 @@ def main(argv=None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except Stopped as stopped:
         print(stopped, file=sys.stderr)
         return 128 + stopped.signum

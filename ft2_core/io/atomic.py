@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from ..errors import WriteError
+
 TEMPORARY = re.compile(r"^\..+\.ft2-(?P<pid>\d+)\.[^./]+(\.tmp[^/]*)?$")  # .NAME.ft2-PID.RANDOM[.tmpSUFFIX]
 
 
@@ -60,6 +62,21 @@ def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
 
 
 @contextmanager
+def writing(target: str | os.PathLike):
+    """Failures of a write (a full disk, a file-size limit: OSError, or the RuntimeError and SafetensorError that
+    torch's and safetensors' writers raise for them) become one WriteError naming `target`."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as err:
+        if isinstance(err, WriteError):
+            raise
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise WriteError(f"{target}: writing failed ({reason}); is the disk full? Nothing was saved") from None
+
+
+@contextmanager
 def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
     """A temporary sibling folder (`.NAME.ft2-PID.RANDOM`) to write a whole folder into. When the block ends without an error
     it takes `target`'s place (an older `target` is removed); otherwise it is deleted: never half a folder."""
@@ -67,7 +84,8 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{run_marker()}.", dir=target.parent))
     try:
-        yield staging
+        with writing(target):
+            yield staging
         old = target.with_name(f".{target.name}.old")
         if target.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -91,7 +109,8 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
     """A text file written whole or not at all (a crash leaves the previous file, or nothing)."""
     tmp = atomic_path(target)
     try:
-        tmp.write_text(text)
+        with writing(target):
+            tmp.write_text(text)
         return commit_atomic(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import InputError
-from .atomic import atomic_path, commit_atomic
+from .atomic import atomic_path, commit_atomic, writing
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -160,7 +160,8 @@ def save_safetensors(state: dict[str, torch.Tensor], target: str | os.PathLike, 
                              "lower the learning rate, or resume from an earlier checkpoint)")
     tmp = atomic_path(target)
     try:
-        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+        with writing(target):
+            save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
         canonical_header(tmp)
         return commit_atomic(tmp, target)
     finally:

@@ -167,5 +167,6 @@ def synthetic_data(config: dict) -> dict | None:
     root = cache.parent
     manifests = {d: root / f"pairs_{d}.jsonl" for d in DIMENSION_NAMES}
     if not (cache / "index.json").is_file() or not all(p.is_file() for p in manifests.values()):
-        manifests = make_synthetic_cache(root, int(config["data"].get("conditions", 32)), int(config["data"].get("seed", 0)))
+        manifests = make_synthetic_cache(root, int(config["data"].get("conditions", 32)), int(config["data"].get("seed", 0)),
+                                         cache)
     return manifests

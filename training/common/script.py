@@ -9,7 +9,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
-from ft2_core.errors import InputError
+from ft2_core.errors import InputError, WriteError
 
 from .config import ConfigError, load_config, resolve
 from .interrupts import Stopped
@@ -42,6 +42,9 @@ def outcome(main: Callable[[dict], Path], schema: dict, argv) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     if result is not None:
         log.info("wrote %s", result)
     return 0

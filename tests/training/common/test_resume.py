@@ -254,3 +254,25 @@ def test_a_stray_checkpoint_named_folder_is_not_ours(tmp_path):
         (tmp_path / name).mkdir()
     (tmp_path / "checkpoint-0000100").write_text("a file, not a checkpoint")
     assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-0000008", "checkpoint-0000040"]
+
+
+TRAIN_ON_A_FULL_DISK = """
+import resource, signal, sys
+from training import train_expert
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (60000, 60000))  # the optimizer state of a checkpoint is about 78 kB
+sys.exit(train_expert.main(sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_stops_training_with_one_sentence_and_no_half_checkpoint(tmp_path, toy_data, straight):
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-c", TRAIN_ON_A_FULL_DISK, *argv(tmp_path, toy_data, out)], capture_output=True,
+                         text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    errors = [line[line.index("error: "):] for line in run.stderr.splitlines() if "error: " in line]  # after the bar
+    assert len(errors) == 1 and errors[0].startswith(f"error: {out / 'checkpoint-0000004'}: writing failed (")
+    assert "is the disk full?" in errors[0]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "run_settings.json"]  # no half checkpoint, no temps
+    assert train_expert.main(argv(tmp_path, toy_data, out)) == 0  # room again: the same run starts over and finishes
+    assert same_weights(out, straight)
