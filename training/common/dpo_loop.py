@@ -75,7 +75,7 @@ def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], da
     model, optimizer = accelerator.prepare(model, optimizer, device_placement=[False, True])
     inner = accelerator.unwrap_model(model)
     bar = tqdm(total=steps, initial=start, desc="Flow-DPO", mininterval=2.0, disable=not accelerator.is_main_process)
-    with StopRequests() as stop:
+    with StopRequests() as stop, bar:  # the bar's line ends even when a step fails, so an error starts a line of its own
         for step in range(start, steps):
             indices = global_batch(step, len(dataset), batch_size, seed)[rank * local:(rank + 1) * local]
             batch = collate_pairs([dataset[i] for i in indices])
@@ -99,7 +99,6 @@ def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], da
                 append_jsonl(metrics_file, {"step": step + 1, **metrics.as_dict()})
             end_of_step(stop, output, step + 1, steps, train.get("checkpoint_every", 100), {"trainable": parameters}, optimizer,
                         bar, accelerator, run_settings(config))
-    bar.close()
     check_ranks_agree(accelerator, parameters, output, steps)
     result = save_result(output) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
