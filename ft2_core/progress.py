@@ -39,6 +39,9 @@ class RunProgress:
         return checked_between_layers(modules, self.check_interrupt)
 
 
+CONVOLUTIONS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)  # diffusers' and ComfyUI's VAE convolutions subclass these
+
+
 def layers(module: torch.nn.Module) -> list[torch.nn.Module]:
     """The units of work of `module` worth a cancel check before them, in order: every composite element of its
     ModuleLists (DiT blocks, encoder layers, VAE stages and the residual blocks inside them) and every convolution (a
@@ -51,7 +54,7 @@ def layers(module: torch.nn.Module) -> list[torch.nn.Module]:
         if next(layer.children(), None) is not None
     ]
     seen = set(repeated)
-    convolutions = [child for child in module.modules() if isinstance(child, torch.nn.modules.conv._ConvNd)]
+    convolutions = [child for child in module.modules() if isinstance(child, CONVOLUTIONS)]
     return repeated + [conv for conv in convolutions if conv not in seen]
 
 
