@@ -1,6 +1,7 @@
 """Whole folders are written beside their target and renamed into place."""
 import pytest
 
+from ft2_core.errors import WriteError
 from ft2_core.io.atomic import staged_folder
 
 
@@ -8,10 +9,14 @@ def test_a_staged_folder_replaces_its_target_only_when_the_block_finishes(tmp_pa
     target = tmp_path / "thinker"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(WriteError, match="thinker: writing failed \\(file write failed\\); is the disk full"):
         with staged_folder(target) as staging:
             (staging / "half.txt").write_text("half")
-            raise RuntimeError("crash while writing")
+            raise RuntimeError("file write failed")  # what torch.save raises when the disk fills
+    with pytest.raises(KeyError):  # anything else passes through as it is
+        with staged_folder(target) as staging:
+            (staging / "half.txt").write_text("half")
+            raise KeyError("not a write error")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thinker"]  # no staging folder left behind
     assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
     with staged_folder(target) as staging:
