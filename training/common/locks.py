@@ -26,10 +26,13 @@ def folder_lock(folder: str | os.PathLike, what: str):
     folder made for the run and left empty is removed again."""
     folder = Path(folder)
     created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
     mine = folder / f".ft2.lock.{os.getpid()}"
-    mine.write_text(str(os.getpid()))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        mine.write_text(str(os.getpid()))
+    except OSError as err:
+        raise InputError(f"{what} {folder}: cannot write there ({err.strerror or err})") from None
     try:
         for _ in range(2):
             try:

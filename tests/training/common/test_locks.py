@@ -38,3 +38,11 @@ def test_a_training_into_a_folder_in_use_or_into_no_folder_exits_2(tmp_path, cap
         holder.wait()
     assert train_expert.main([*config, "--set", 'train.output=""']) == 2
     assert "train.output is empty" in capsys.readouterr().err
+
+
+def test_a_folder_that_cannot_be_made_is_one_sentence(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(InputError, match=f"train.output {blocker / 'out'}: cannot write there"):
+        with folder_lock(blocker / "out", "train.output"):
+            pass
