@@ -32,7 +32,18 @@ MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
 
 
 def check_safetensors_header(path: Path, what: str) -> dict:
-    """Validate the header of a safetensors file against its size before any tensor is read; return its metadata.
+    """The metadata of a safetensors file whose header and size were validated (see safetensors_header)."""
+    return safetensors_header(path, what)[0]
+
+
+def safetensors_shapes(path: str | os.PathLike, what: str) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a validated safetensors header, before any tensor data is read."""
+    return safetensors_header(require_file(path, what), what)[1]
+
+
+def safetensors_header(path: Path, what: str) -> tuple[dict, dict[str, tuple[int, ...]]]:
+    """Validate the header of a safetensors file against its size before any tensor is read; return its metadata and
+    the shape of each tensor.
 
     A truncated download or a damaged header otherwise fails deep inside the Rust reader with an unhelpful message,
     or allocates what the header claims before noticing it is not there.
@@ -83,7 +94,7 @@ def check_safetensors_header(path: Path, what: str) -> dict:
         raise InputError(
             f"{what}: {path} is truncated: it needs {8 + header_len + position} bytes but has {size}; download it again"
         )
-    return metadata
+    return metadata, {key: tuple(info["shape"]) for key, info in header.items()}
 
 
 def read_metadata(path: str | os.PathLike, what: str = "weights file") -> dict:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .audio_windows import UPSTREAM_EXPAND, AudioWindows, split_windows
-from ..io.checkpoint_io import load_state_dict, save_safetensors
+from ..io.checkpoint_io import SAFETENSORS_SUFFIXES, load_state_dict, safetensors_shapes, save_safetensors
 from ..checks import finite_tensors, output_file
 from ..errors import InputError
 
@@ -84,33 +84,45 @@ def ours_to_upstream(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_audio_adapter(path: str | os.PathLike, num_layers: int, model_dim: int, dtype=torch.float32) -> AudioAdapter:
-    """Load `fantasytalking_model.ckpt` or its safetensors conversion, checked against the DiT's shape."""
+    """Load `fantasytalking_model.ckpt` or its safetensors conversion, checked against the DiT's shape (a safetensors
+    file from its header, before any tensor is read)."""
     what = "FantasyTalking audio adapter"
+    if Path(path).suffix in SAFETENSORS_SUFFIXES:
+        fitting_adapter(upstream_to_ours(safetensors_shapes(path, what), what), num_layers, model_dim, path)
     state = upstream_to_ours(load_state_dict(path, what, dtype=dtype), what)
     finite_tensors(state, f"{what} {Path(path).name}")
-    proj = state.get("proj_model.proj.weight")
-    if proj is None:
-        raise InputError(f"{what}: {path} has no proj_model.proj.weight; is it a FantasyTalking adapter file?")
-    audio_proj_dim, audio_in_dim = proj.shape
-    adapter = AudioAdapter(num_layers, model_dim, audio_in_dim, audio_proj_dim)
-    expected = adapter.state_dict()
-    missing = sorted(set(expected) - set(state), key=_natural)
+    adapter = fitting_adapter({key: tuple(tensor.shape) for key, tensor in state.items()}, num_layers, model_dim, path)
+    adapter.load_state_dict(state)
+    return adapter.to(dtype)
+
+
+def fitting_adapter(shapes: dict[str, tuple[int, ...]], num_layers: int, model_dim: int, path) -> AudioAdapter:
+    """An empty AudioAdapter of the file's widths, once every tensor's shape fits a `num_layers`-block DiT of width
+    `model_dim`; one sentence naming the first that does not."""
+    what = "FantasyTalking audio adapter"
+    proj = shapes.get("proj_model.proj.weight")
+    if proj is None or len(proj) != 2:
+        raise InputError(f"{what}: {path} has no 2-D proj_model.proj.weight; is it a FantasyTalking adapter file?")
+    audio_proj_dim, audio_in_dim = proj
+    with torch.device("meta"):  # shapes only: nothing is allocated for a file that may not fit
+        expected = {key: tuple(tensor.shape) for key, tensor in
+                    AudioAdapter(num_layers, model_dim, audio_in_dim, audio_proj_dim).state_dict().items()}
+    missing = sorted(set(expected) - set(shapes), key=_natural)
     if missing:
         raise InputError(
             f"{what}: {path} lacks {len(missing)} tensors for a {num_layers}-layer DiT (first: {missing[0]}); "
             "it was made for a model with fewer layers"
         )
-    extra = sorted(set(state) - set(expected), key=_natural)
+    extra = sorted(set(shapes) - set(expected), key=_natural)
     if extra:
         raise InputError(f"{what}: {path} has tensors beyond the DiT's {num_layers} layers (first: {extra[0]})")
-    for key, tensor in state.items():
-        if tensor.shape != expected[key].shape:
+    for key, shape in shapes.items():
+        if tuple(shape) != expected[key]:
             raise InputError(
-                f"{what}: {key} has shape {tuple(tensor.shape)} but this DiT (width {model_dim}) needs "
-                f"{tuple(expected[key].shape)}; the adapter was made for another model"
+                f"{what}: {key} has shape {tuple(shape)} but this DiT (width {model_dim}) needs "
+                f"{expected[key]}; the adapter was made for another model"
             )
-    adapter.load_state_dict(state)
-    return adapter.to(dtype)
+    return AudioAdapter(num_layers, model_dim, audio_in_dim, audio_proj_dim)
 
 
 def _natural(key: str):

@@ -73,3 +73,22 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"proj_model": {"x": torch.nn.Linear(2, 2)}}, path)  # a module object, not tensors
     with pytest.raises(InputError, match="weights-only"):
         load_audio_adapter(path, 2, 32)
+
+
+def test_a_safetensors_adapter_that_does_not_fit_is_refused_before_its_data_is_read(tmp_path, adapter, monkeypatch):
+    from safetensors.torch import save_file
+
+    from ft2_core.models import audio_adapter
+
+    state = ours_to_upstream(adapter.state_dict())
+    key = next(k for k in state if k.endswith("k_proj.weight"))
+    state[key] = torch.zeros(4194304, 1)  # a damaged or foreign shape
+    path = tmp_path / "a.safetensors"
+    save_file(state, str(path))
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("tensor data was read before the shapes were checked")
+
+    monkeypatch.setattr(audio_adapter, "load_state_dict", no_reading)
+    with pytest.raises(InputError, match=r"k_proj.weight has shape \(4194304, 1\) but this DiT \(width 32\) needs \(32, 20\)"):
+        load_audio_adapter(path, 2, 32)
