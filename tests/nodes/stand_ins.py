@@ -27,6 +27,17 @@ class ClipVisionOutputStandIn:
     def __setitem__(self, key, value):
         setattr(self, key, value)
 
+def native_sampler_inputs(ft2):
+    """FT2 Sampler's model, audio embeds (0.3 s of demo speech) and zero CLIP-vision features, from the tiny files."""
+    nodes = ft2.NODE_CLASS_MAPPINGS
+    (wav2vec,) = nodes["FT2Wav2VecLoader"]().load("tiny-wav2vec2")
+    embeds, _, _ = nodes["FT2AudioEmbeds"]().encode(wav2vec, comfy_audio(0.3), 23.0, ft2.nodes.sampling_widgets.AUTOMATIC)
+    (model,) = nodes["FT2ModelLoader"]().load("tiny_wan_i2v.safetensors", "tiny_fantasytalking.safetensors", "auto")
+    clip_out = ClipVisionOutputStandIn()
+    clip_out["penultimate_hidden_states"] = torch.zeros(1, 257, 32)
+    return model, embeds, clip_out
+
+
 class WanVaeStandIn:
     """ComfyUI's VAE interface for Wan: encode(pixels [T, H, W, 3] in 0..1) -> raw latents [1, 16, F, h, w]."""
 

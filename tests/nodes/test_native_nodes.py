@@ -5,7 +5,14 @@ import torch
 
 from ft2_core.demo_inputs import demo_portrait
 from ft2_core.io.image import fit_image
-from tests.nodes.stand_ins import SAMPLER, ClipVisionOutputStandIn, WanVaeStandIn, comfy_audio, comfy_conditioning
+from tests.nodes.stand_ins import (
+    SAMPLER,
+    ClipVisionOutputStandIn,
+    WanVaeStandIn,
+    comfy_audio,
+    comfy_conditioning,
+    native_sampler_inputs,
+)
 
 
 def test_native_path_matches_all_in_one(ft2, tiny_pipeline):
@@ -87,52 +94,20 @@ def test_long_audio_through_both_sampler_nodes(ft2, tiny_pipeline, method):
     assert first["samples"].shape[2] == 13 and torch.equal(first["samples"], again["samples"])
 
     (pipeline,) = nodes["FT2PipelineLoader"]().load("(built-in tiny demo model)", "fp32")
-    frames, track = nodes["FT2Animate"]().animate(
-        pipeline,
-        image[None],
-        audio,
-        "a person talks",
-        "",
-        64,
-        ft2.nodes.sampling_widgets.AUTOMATIC,
-        23.0,
-        **SAMPLER,
-        max_seconds=0.0,
-        **long,
-    )
+    args = (pipeline, image[None], audio, "a person talks", "", 64, ft2.nodes.sampling_widgets.AUTOMATIC, 23.0)
+    frames, track = nodes["FT2Animate"]().animate(*args, **SAMPLER, max_seconds=0.0, **long)
     assert frames.shape == (49, 64, 64, 3) and track["waveform"].shape[-1] == round(49 / 23 * 16000)
-    capped, _ = nodes["FT2Animate"]().animate(
-        pipeline,
-        image[None],
-        audio,
-        "a person talks",
-        "",
-        64,
-        ft2.nodes.sampling_widgets.AUTOMATIC,
-        23.0,
-        **SAMPLER,
-        max_seconds=1.0,
-        **long,
-    )
+    capped, _ = nodes["FT2Animate"]().animate(*args, **SAMPLER, max_seconds=1.0, **long)
     assert capped.shape[0] == 25
 
 
 @pytest.mark.parametrize("broken", ["positive", "clip_vision_output", "start_image"])
 def test_nan_conditioning_is_one_sentence_naming_the_input(ft2, tiny_pipeline, broken):
-    nodes = ft2.NODE_CLASS_MAPPINGS
-    (wav2vec,) = nodes["FT2Wav2VecLoader"]().load("tiny-wav2vec2")
-    embeds, _, _ = nodes["FT2AudioEmbeds"]().encode(wav2vec, comfy_audio(0.3), 23.0, ft2.nodes.sampling_widgets.AUTOMATIC)
-    (model,) = nodes["FT2ModelLoader"]().load("tiny_wan_i2v.safetensors", "tiny_fantasytalking.safetensors", "auto")
-    clip_out = ClipVisionOutputStandIn()
-    clip_out["penultimate_hidden_states"] = torch.zeros(1, 257, 32)
-    text, image = torch.zeros(1, 5, 32), torch.rand(1, 64, 64, 3)
-    features = clip_out["penultimate_hidden_states"]
-    nan = {"positive": text.clone(), "clip_vision_output": features.clone(), "start_image": image.clone()}
-    nan[broken].view(-1)[0] = float("nan")
-    if broken == "clip_vision_output":
-        clip_out["penultimate_hidden_states"] = nan[broken]
-    positive = nan["positive"] if broken == "positive" else text
-    start = nan["start_image"] if broken == "start_image" else image
+    model, embeds, clip_out = native_sampler_inputs(ft2)
+    inputs = {"positive": torch.zeros(1, 5, 32), "clip_vision_output": clip_out["penultimate_hidden_states"],
+              "start_image": torch.rand(1, 64, 64, 3)}
+    inputs[broken].view(-1)[0] = float("nan")
     with pytest.raises(ValueError, match=f"{broken}.*contains NaN or infinite values"):
-        nodes["FT2Sampler"]().sample(model, [[positive, {}]], [[text, {}]], clip_out, WanVaeStandIn(tiny_pipeline.vae.model),
-                                     start, embeds, **SAMPLER)
+        ft2.NODE_CLASS_MAPPINGS["FT2Sampler"]().sample(
+            model, [[inputs["positive"], {}]], [[torch.zeros(1, 5, 32), {}]], clip_out,
+            WanVaeStandIn(tiny_pipeline.vae.model), inputs["start_image"], embeds, **SAMPLER)

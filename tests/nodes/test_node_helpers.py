@@ -3,17 +3,13 @@ import pytest
 import torch
 
 from ft2_core.demo_inputs import demo_portrait
-from tests.nodes.stand_ins import SAMPLER, ClipVisionOutputStandIn, WanVaeStandIn, comfy_audio
+from tests.nodes.stand_ins import SAMPLER, WanVaeStandIn, comfy_audio, native_sampler_inputs
 
 
 def test_errors_read_cleanly_in_comfyui(ft2, tiny_pipeline):
     """ComfyUI shows an exception's module path: ours must be plain ValueErrors, and widths must be named."""
     nodes = ft2.NODE_CLASS_MAPPINGS
-    (wav2vec,) = nodes["FT2Wav2VecLoader"]().load("tiny-wav2vec2")
-    embeds, _, _ = nodes["FT2AudioEmbeds"]().encode(wav2vec, comfy_audio(0.3), 23.0, ft2.nodes.sampling_widgets.AUTOMATIC)
-    (model,) = nodes["FT2ModelLoader"]().load("tiny_wan_i2v.safetensors", "tiny_fantasytalking.safetensors", "auto")
-    clip_out = ClipVisionOutputStandIn()
-    clip_out["penultimate_hidden_states"] = torch.zeros(1, 257, 32)
+    model, embeds, clip_out = native_sampler_inputs(ft2)
     umt5 = [[torch.zeros(1, 7, 4096), {}]]  # native umT5-XXL features into a model of text width 32
     with pytest.raises(ValueError) as caught:
         nodes["FT2Sampler"]().sample(
