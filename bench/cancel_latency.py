@@ -31,6 +31,7 @@ def stage_of(done: int, chunks: int, steps: int) -> str:
 
 
 def longest_waits(pipe, portrait, speech, max_side, steps) -> dict[str, float]:
+    from ft2_core.io.audio import clip_for_video
     from ft2_core.progress import RunProgress
 
     windows = pipe.window_options()
@@ -40,7 +41,7 @@ def longest_waits(pipe, portrait, speech, max_side, steps) -> dict[str, float]:
     started = time.perf_counter()
     animation = pipe.animate(portrait, speech, options=options, max_side=max_side, windows=windows, progress=progress)
     num_frames = animation.frames.shape[0]
-    chunks = pipe.audio_chunks(num_frames, animation.fps)
+    chunks = len(pipe.wav2vec.chunks(len(clip_for_video(speech, num_frames, animation.fps))))
     steps = options.steps * len(windows.windows(num_frames))
     waits: dict[str, float] = {}
     previous = started

@@ -10,7 +10,7 @@ import torch
 
 from .checks import finite_number, prompt_text
 from .errors import InputError
-from .io.audio import WAV2VEC_RATE, Audio, clip_for_video, frame_count
+from .io.audio import Audio, clip_for_video, frame_count
 from .io.image import fit_image
 from .model_paths import SAMPLER_DEFAULTS, UPSTREAM_DEFAULTS, ModelPaths
 from .models.attention import check_backend
@@ -152,14 +152,10 @@ class FantasyTalkingPipeline:
         )
         return [module for module in parts if module is not None]
 
-    def audio_features(self, audio: Audio, num_frames: int, fps: float, progress: RunProgress | None = None) -> torch.Tensor:
+    def audio_features(self, audio: Audio, num_frames: int, fps: float) -> torch.Tensor:
         """wav2vec2 features of the audio that plays during `num_frames` frames, for the whole video at once (in
         chunks of 30 s when longer), so a long video's windows hear what one long window would."""
-        return encode_speech(self.wav2vec, clip_for_video(audio, num_frames, fps), progress or RunProgress())
-
-    def audio_chunks(self, num_frames: int, fps: float) -> int:
-        """How many wav2vec2 passes `audio_features` makes for a video of `num_frames` frames."""
-        return len(self.wav2vec.chunks(int(num_frames / fps * WAV2VEC_RATE)))  # clip_for_video's sample count
+        return encode_speech(self.wav2vec, clip_for_video(audio, num_frames, fps), RunProgress())
 
     def sampler_options(self, **given) -> SamplerOptions:
         """SamplerOptions from what is given (None: not given), else this model's recommendation, else upstream's."""
@@ -223,8 +219,8 @@ class FantasyTalkingPipeline:
         )
         progress = progress or RunProgress()
         latent_frames = latent_frame_count(num_frames)
-        audio_chunks = self.audio_chunks(num_frames, fps)
-        progress.plan(IMAGE_STAGES + audio_chunks + options.steps * len(plan) + latent_frames)
+        speech = clip_for_video(audio, num_frames, fps)
+        progress.plan(IMAGE_STAGES + len(self.wav2vec.chunks(len(speech))) + options.steps * len(plan) + latent_frames)
         progress.interrupt_point()
         with progress.watching(getattr(self.text_encoder, "model", None)):
             positive, negative = self.encode_text(prompt, negative_prompt)
@@ -236,7 +232,7 @@ class FantasyTalkingPipeline:
         with progress.watching(getattr(self.vae, "model", None)):
             condition = encode_i2v_condition(self.vae.encode, image, first)
         progress.advance()
-        features = self.audio_features(audio, num_frames, fps, progress)
+        features = encode_speech(self.wav2vec, speech, progress)
         with visiting(self.model, self.device):
             latents = generate_latents(
                 self.model,

@@ -27,7 +27,7 @@ from ft2_core.model_paths import ModelPaths
 from ft2_core.models.audio_windows import check_frame_count
 from ft2_core.models.conditioning import VAE_SPACE_STRIDE, encode_i2v_condition
 from ft2_core.pipeline import FantasyTalkingPipeline
-from ft2_core.tlpo.preference_data import CacheWriter
+from ft2_core.tlpo.preference_data import CacheWriter, cache_settings, check_cache_settings
 from training.common.interrupts import Stopped, StopRequests
 from training.common.locks import folder_lock
 
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
         settings = {"model": args.model_dir or "tiny", "frames": args.frames, "fps": args.fps, "max_side": max_side,
                     "lip_mask": args.lip_mask}
         with folder_lock(Path(args.out), "--out"):
-            CacheWriter(Path(args.out), settings=settings)  # another model's or setting's cache: refused before loading
+            check_cache_settings(args.out, cache_settings(args.out), settings)  # refused before the model loads
             pipe = FantasyTalkingPipeline.from_paths(paths, args.device)
             if args.lip_mask == "none":
                 count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, None, clips_path.parent,

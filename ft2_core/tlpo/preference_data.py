@@ -46,6 +46,21 @@ def write_pairs(path: str | os.PathLike, pairs: list[Pair]) -> Path:
     return write_text_atomic(path, "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs))
 
 
+def cache_settings(folder: str | os.PathLike) -> dict | None:
+    """The settings a cache folder's index records (None: no index, or made before settings were recorded)."""
+    index_path = Path(folder) / INDEX
+    return json.loads(index_path.read_text()).get("settings") if index_path.is_file() else None
+
+
+def check_cache_settings(folder, recorded: dict | None, settings: dict | None) -> None:
+    """Refuse to add items made with `settings` to a cache recorded as made with others, naming what differs."""
+    if settings is None or recorded is None or recorded == settings:
+        return
+    differing = sorted(k for k in {*settings, *recorded} if settings.get(k) != recorded.get(k))
+    changes = ", ".join(f"{k} {recorded.get(k)!r} (now {settings.get(k)!r})" for k in differing)
+    raise InputError(f"latent cache {folder} was made with {changes}: use another folder for these settings")
+
+
 class CacheWriter:
     """Adds items to a cache folder in shards; resumable (items already indexed are kept). `settings` (the model and
     encoding settings that made the items) are recorded in the index; a cache made with other settings is refused,
@@ -57,12 +72,8 @@ class CacheWriter:
         index_path = self.folder / INDEX
         index = json.loads(index_path.read_text()) if index_path.is_file() else {}
         self.index: dict[str, str] = index.get("items", {})
-        recorded = index.get("settings")
-        if settings is not None and recorded is not None and recorded != settings:
-            differing = sorted(k for k in {*settings, *recorded} if settings.get(k) != recorded.get(k))
-            changes = ", ".join(f"{k} {recorded.get(k)!r} (now {settings.get(k)!r})" for k in differing)
-            raise InputError(f"latent cache {self.folder} was made with {changes}: use another folder for these settings")
-        self.settings = settings if settings is not None else recorded
+        check_cache_settings(self.folder, index.get("settings"), settings)
+        self.settings = settings if settings is not None else index.get("settings")
         self.shard_size = shard_size
         self.pending: dict[str, dict[str, torch.Tensor]] = {}
 

@@ -41,6 +41,12 @@ def run_settings(config: dict) -> dict:
     return flat
 
 
+def settings_differing(recorded: dict, config: dict) -> list[str]:
+    """The keys whose recorded value differs from this run's settings, less those train.allow_changes lets change."""
+    current, allowed = run_settings(config), set(config["train"].get("allow_changes", []))
+    return [key for key in sorted(set(recorded) | set(current)) if recorded.get(key) != current.get(key) and key not in allowed]
+
+
 def check_same_run(path: Path, step: int, recorded: dict | None, config: dict) -> None:
     """A checkpoint resumes only the run it belongs to: one sentence naming what differs, unless the user allows it."""
     steps = config["train"].get("steps")
@@ -50,9 +56,8 @@ def check_same_run(path: Path, step: int, recorded: dict | None, config: dict) -
     if recorded is None:
         log.warning("checkpoint %s does not record its settings (made by an older version): resuming it as it is", path)
         return
-    current, allowed = run_settings(config), set(config["train"].get("allow_changes", []))
-    differing = [key for key in sorted(set(recorded) | set(current))
-                 if recorded.get(key) != current.get(key) and key not in allowed]
+    current = run_settings(config)
+    differing = settings_differing(recorded, config)
     if differing:
         changes = "; ".join(f"{key}: {recorded.get(key)!r} there, {current.get(key)!r} here" for key in differing)
         raise InputError(f"checkpoint {path} belongs to a run with other settings ({changes}): use another train.output, "
@@ -69,10 +74,7 @@ def claim_folder(output: Path, config: dict) -> None:
     current, path = run_settings(config), output / SETTINGS_FILE
     if config["train"].get("resume", True):
         if path.is_file():
-            recorded = json.loads(path.read_text())
-            allowed = set(config["train"].get("allow_changes", []))
-            differing = [key for key in sorted(set(recorded) | set(current))
-                         if recorded.get(key) != current.get(key) and key not in allowed]
+            differing = settings_differing(json.loads(path.read_text()), config)
             if differing:
                 raise InputError(f"train.output {output} holds a run with other settings ({', '.join(differing)}): use "
                                  "another folder, or set train.resume = false to start over in it")
