@@ -67,10 +67,15 @@ def trained_parameters(sizes: dict, step: str) -> tuple[float, float]:
     return (one_expert, 0.0) if step == "expert" else (3 * 256 * sizes["blocks"] + 3 * sizes["blocks"], 3 * one_expert)
 
 
+def block_bytes(sizes: dict, weights: str) -> float:
+    """One frozen block with its audio k/v, its Linears in `weights` (bf16 or fp8), the rest bf16."""
+    linear_bytes = 1 if weights == "fp8" else 2
+    return sizes["block_linear"] * linear_bytes + sizes["block_other"] * 2 + sizes["adapter"] / sizes["blocks"] * 2
+
+
 def train_plan(sizes, per_token, step, resolution, weights, swapped, checkpointing, offload, rows_at_a_time) -> dict:
     """Predicted bytes on the device for one DPO step with these settings."""
-    linear_bytes = 1 if weights == "fp8" else 2
-    block = sizes["block_linear"] * linear_bytes + sizes["block_other"] * 2 + sizes["adapter"] / sizes["blocks"] * 2
+    block = block_bytes(sizes, weights)
     resident = sizes["blocks"] - swapped + (SWAP_STAGING if swapped else 0)
     frozen = resident * block + sizes["dit_rest"] * 2
     trained, frozen_experts = trained_parameters(sizes, step)
@@ -86,6 +91,20 @@ def train_plan(sizes, per_token, step, resolution, weights, swapped, checkpointi
         activations = tokens * HIDDEN_BYTES * sizes["blocks"] + one_block
     return {"weights": frozen, "parameters": parameters, "activations": activations,
             "peak": frozen + parameters + activations}
+
+
+FSDP_GATHERED = 2  # whole blocks on a device under FSDP: the one computing and the next, gathered ahead of it
+FSDP_GPUS = (2, 4, 8)
+
+
+def fsdp_plan(sizes, per_token, step, resolution, weights, gpus, checkpointing, rows_at_a_time) -> dict:
+    """Predicted bytes on each device for one DPO step sharded over `gpus` (train.strategy = "fsdp"): every weight and
+    the optimizer state 1/gpus, plus the gathered blocks; activations as on one device (one pair per device)."""
+    alone = train_plan(sizes, per_token, step, resolution, weights, 0, checkpointing, False, rows_at_a_time)
+    frozen = alone["weights"] / gpus + FSDP_GATHERED * block_bytes(sizes, weights)
+    parameters = alone["parameters"] / gpus
+    return {"weights": frozen, "parameters": parameters, "activations": alone["activations"],
+            "peak": frozen + parameters + alone["activations"]}
 
 
 def settings_rows():
@@ -143,6 +162,17 @@ def main(argv=None) -> int:
                 ("checkpointing", checkpointing), ("inputs on CPU", offload), ("rows at a time", rows)) if on]
             cells.append(f"{', '.join(chosen)} ({result['peak'] / GIB:.1f} GiB)")
         lines.append(f"| {card} GB | " + " | ".join(cells) + " |")
+    lines += ["", "## Sharded over several GPUs (train.strategy = \"fsdp\"), per GPU", "",
+              "One pair per GPU per forward; no block swap or inputs on the CPU (FSDP refuses them). The base is kept in "
+              "its file's dtype (a bf16 file as bf16, an fp8 file as fp8).", "",
+              "| step | resolution | base weights | GPUs | checkpointing | rows at a time | weights GiB | trained GiB | "
+              "activations GiB | peak GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for step, resolution, weights, gpus, checkpointing, rows in itertools.product(
+            ("expert", "gate"), RESOLUTIONS, ("bf16", "fp8"), FSDP_GPUS, (False, True), (False, True)):
+        result = fsdp_plan(sizes, per_token, step, resolution, weights, gpus, checkpointing, rows)
+        lines.append(f"| {step} | {resolution} | {weights} | {gpus} | {yes[checkpointing]} | {'1' if rows else '2 (batched)'} | "
+                     f"{result['weights'] / GIB:.1f} | {result['parameters'] / GIB:.2f} | {result['activations'] / GIB:.1f} | "
+                     f"{result['peak'] / GIB:.1f} |")
     lines += ["", "A setting fits a card when its peak is at most 95% of it (the CUDA context and the allocator's "
               "fragmentation take the rest). The trained parameters' optimizer state is in 'trained'; the CPU holds the "
               "swapped blocks (pinned) and, with inputs on the CPU, 10 KiB per token per row per block."]

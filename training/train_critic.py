@@ -62,7 +62,7 @@ SCHEMA = {
         "resume": Option(bool, True),
         "cpu": Option(bool, False),
         "mixed_precision": Option(str, "no", choices=("no", "bf16", "fp16")),
-        "strategy": Option(str, "ddp", choices=("ddp", "fsdp")),
+        "strategy": Option(str, "ddp", choices=("ddp",)),  # FSDP shards the DiT for the DPO trainers only
     },
 }
 ANSWERS = {"yes": 1, "no": 0}
@@ -202,7 +202,7 @@ def train(config: dict) -> Path:
     start = resume(config, output, named, optimizer, accelerator)
     log_path = output / "metrics.jsonl"
     thinker, optimizer = accelerator.prepare(critic.thinker, optimizer)
-    critic.thinker = thinker
+    critic.forward_module = thinker  # the thinker's forward through the DDP wrapper; critic.thinker stays the module
     rank, batch_size, pair_batch = accelerator.process_index, int(train["batch_size"]), int(train["pair_batch_size"])
     local, local_pairs = local_batch_size(batch_size, accelerator), local_batch_size(pair_batch, accelerator)
     bar = tqdm(total=train["steps"], initial=start, desc="critic", mininterval=2.0, disable=not accelerator.is_main_process)
@@ -249,7 +249,7 @@ def train(config: dict) -> Path:
             )
     bar.close()
     accelerator.wait_for_everyone()
-    critic.thinker = accelerator.unwrap_model(thinker)
+    critic.forward_module = critic.thinker
     if not accelerator.is_main_process:
         return None
     if whole:

@@ -98,18 +98,11 @@ def train(config: dict) -> Path:
         use_lip_mask=bool(expert_config.get("lip_mask", True)),
     )
 
-    def save(output: Path) -> Path:
-        trained = LoraWeights(
-            {
-                n: LoraModule(
-                    m.down.detach().float().cpu().clone(), m.up.detach().float().cpu().clone(), float(expert_config["alpha"])
-                )
-                for n, m in fused.items()
-            },
-            "ft2",
-        )
+    def save(output: Path, trained: dict[str, torch.Tensor]) -> Path:
+        alpha = float(expert_config["alpha"])
+        modules = {n: LoraModule(trained[f"{n}.lora_A"], trained[f"{n}.lora_B"], alpha) for n in fused}
         return save_expert(
-            trained,
+            LoraWeights(modules, "ft2"),
             output / f"expert_{dimension}.safetensors",
             dimension,
             str(paths.transformer.name),

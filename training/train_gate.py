@@ -53,15 +53,19 @@ def train(config: dict) -> Path:
     model, paths = model_from_config(config)
     model.requires_grad_(False)
     attach_experts(model, [Expert(name, load_lora(resolve(expert_files[name]))) for name in names], dtype=torch.float32)
-    gate = TimestepLayerGate(model.num_layers, len(names), int(gate_config.get("embed_dim", 256)), tuple(names),
-                             float(gate_config.get("min_period", 0.0)))
-    model.expert_gate = gate
+    def new_gate() -> TimestepLayerGate:
+        return TimestepLayerGate(model.num_layers, len(names), int(gate_config.get("embed_dim", 256)), tuple(names),
+                                 float(gate_config.get("min_period", 0.0)))
+
+    gate = model.expert_gate = new_gate()
     pair_files = [data[n] for n in names] if data else [config["data"]["pairs"][n] for n in names]
     dataset = balanced(pair_dataset(config, pair_files, use_lip_mask=True))
     parameters = {"proj": gate.proj, "bias": gate.bias}
 
-    def save(output: Path) -> Path:
-        return save_gate(gate, output / "gate.safetensors")
+    def save(output: Path, trained: dict[str, torch.Tensor]) -> Path:
+        trained_gate = new_gate()
+        trained_gate.load_state_dict(trained)  # the trained values, gathered whole (the gate itself may be sharded)
+        return save_gate(trained_gate, output / "gate.safetensors")
 
     return train_dpo(config, model, parameters, dataset, save, accelerator)
 

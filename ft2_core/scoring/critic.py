@@ -121,6 +121,9 @@ class TalkingCritic:
     def __init__(self, thinker, tokenizer, feature_extractor, settings: VideoSettings | None = None,
                  questions: dict | None = None):
         self.thinker, self.tokenizer, self.feature_extractor = thinker, tokenizer, feature_extractor
+        # what runs the thinker's forward: the thinker itself, or a distributed wrapper of it while training (DDP
+        # syncs gradients in its forward's hooks); its methods and config are always read from the thinker
+        self.forward_module = thinker
         self.settings = settings or VideoSettings()
         self.questions = questions or dict(QUESTIONS)
         self.yes_id, self.no_id = self._single_token("Yes"), self._single_token("No")
@@ -191,8 +194,8 @@ class TalkingCritic:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.thinker.config.text_config)
-        self.thinker(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
-                     use_cache=True, **media, logits_to_keep=1)
+        self.forward_module(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
+                            use_cache=True, **media, logits_to_keep=1)
         asked = len(dimensions)
         cache.batch_repeat_interleave(asked)
         questions = [self.question_ids(self.questions[d]) for d in dimensions] * len(clips)
@@ -200,8 +203,9 @@ class TalkingCritic:
         start = (positions.amax(dim=(0, 2)) + 1).repeat_interleave(asked)  # text after the media goes on from their last
         text_positions = start[:, None] + torch.arange(suffix.shape[1], device=self.device)
         suffix_positions = text_positions.expand(positions.shape[0], -1, -1)  # text: the same in M-RoPE's t, h and w
-        logits = self.thinker(input_ids=suffix, attention_mask=torch.cat([attention.repeat_interleave(asked, 0), suffix_mask], 1),
-                              position_ids=suffix_positions, past_key_values=cache, use_cache=True).logits
+        mask = torch.cat([attention.repeat_interleave(asked, 0), suffix_mask], 1)
+        logits = self.forward_module(input_ids=suffix, attention_mask=mask, position_ids=suffix_positions, past_key_values=cache,
+                                     use_cache=True).logits
         last = suffix_mask.sum(1) - 1
         return logits[torch.arange(len(questions)), last][:, [self.yes_id, self.no_id]].float()
 
@@ -210,8 +214,8 @@ class TalkingCritic:
         run once per question: the reference `answer_logits` is checked and timed against."""
         rows = [(clip, self.prefix_ids(clip) + self.question_ids(self.questions[d])) for clip in clips for d in dimensions]
         input_ids, attention = self._padded([ids for _, ids in rows], left=True)
-        logits = self.thinker(input_ids=input_ids, attention_mask=attention, **self._media([clip for clip, _ in rows]),
-                              use_cache=False).logits[:, -1]
+        logits = self.forward_module(input_ids=input_ids, attention_mask=attention, **self._media([clip for clip, _ in rows]),
+                                     use_cache=False).logits[:, -1]
         return logits[:, [self.yes_id, self.no_id]].float()
 
     @torch.no_grad()

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from ft2_core.tlpo.preference_data import read_pairs, write_pairs
+from tests.conftest import REPO
 from training.fixtures.synthetic_pairs import make_synthetic_cache
 
 TRAIN_CONDITIONS = 24  # of 32: the rest are held out
@@ -43,3 +47,12 @@ def write_config(path: Path, sections: dict) -> Path:
 
 def metrics(output: Path) -> list[dict]:
     return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+
+
+def launch_two_processes(script: str, config: Path) -> None:
+    """`accelerate launch` of a trainer (`training.train_expert`, ...) on two CPU processes (gloo), as on two GPUs."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", script, "--config", str(config)]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, timeout=600,
+                            cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]

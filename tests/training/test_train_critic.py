@@ -6,7 +6,7 @@ import torch
 from ft2_core.dimensions import DIMENSION_NAMES
 from ft2_core.scoring.critic import TalkingCritic
 from ft2_core.tiny import tiny_critic_dir
-from tests.training.conftest import write_config
+from tests.training.conftest import launch_two_processes, write_config
 from training import train_critic
 from training.fixtures.synthetic_clips import make_labelled_clips
 from training.train_critic import (
@@ -77,6 +77,26 @@ def preferences_from_labels(labels_path, out_path):
              for d in DIMENSION_NAMES for a in records for b in records if a[d] == "Yes" and b[d] == "No"]
     out_path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return out_path
+
+
+def test_two_processes_match_one(tmp_path, tiny_dir):
+    """DDP over two processes (the thinker run through its wrapper, its methods read from the thinker itself) ends
+    with the single-process critic, from labels and preferences at once."""
+    from safetensors.torch import load_file
+
+    train_labels, _ = make_labelled_clips(tmp_path / "clips", clips=16, seed=3, heldout=0.0)
+    pairs = preferences_from_labels(train_labels, tmp_path / "clips" / "pairs_train.jsonl")
+    configs = {name: write_config(tmp_path / f"{name}.toml", {
+        "model": {"folder": str(tiny_critic_dir(tiny_dir.parent))},
+        "data": {"train": str(train_labels), "train_pairs": str(pairs)},
+        "train": {"output": str(tmp_path / name), "steps": 4, "batch_size": 4, "pair_batch_size": 2, "lr": 1e-3},
+    }) for name in ("single", "double")}
+    assert train_critic.main(["--config", str(configs["single"])]) == 0
+    launch_two_processes("training.train_critic", configs["double"])
+    single, double = (load_file(tmp_path / name / "critic_lora.safetensors") for name in ("single", "double"))
+    assert single.keys() == double.keys() and any(single[k].abs().sum() > 0 for k in single if "lora_B" in k)
+    for key in single:
+        torch.testing.assert_close(double[key], single[key], rtol=1e-3, atol=1e-5, msg=key)
 
 
 def test_tiny_critic_learns_to_order_from_preferences_alone(tmp_path, tiny_dir):

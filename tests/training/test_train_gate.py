@@ -8,7 +8,7 @@ from ft2_core.tlpo.gate import StaticMix, load_gate
 from ft2_core.tlpo.lora_formats import LoraModule, LoraWeights, load_lora, save_expert
 from ft2_core.tlpo.preference_data import LatentCache, PairDataset, collate_pairs, read_pairs
 from tests.conftest import REPO
-from tests.training.conftest import WHOLE_BATCHES, metrics, write_config
+from tests.training.conftest import WHOLE_BATCHES, launch_two_processes, metrics, write_config
 from training import train_expert, train_gate
 
 
@@ -77,6 +77,32 @@ def test_gate_learns_which_expert_helps_at_which_noise(tmp_path, toy_data, tiny_
     assert noisy[0] > noisy[1] + 0.1, noisy  # the high-noise expert leads at high t
     assert clean[1] > clean[0] + 0.1, clean  # the low-noise expert leads at low t
     assert metrics(output)[-1]["implicit_accuracy"] > 0.75
+
+
+def test_gate_on_two_fsdp_processes_matches_one(tmp_path, toy_data, tiny_model):
+    """The gate trained with the model sharded over two processes (FSDP, frozen experts sharded with their blocks)
+    equals the single-process gate."""
+    g = torch.Generator().manual_seed(0)
+    experts = {}
+    for seed, dimension in enumerate(("motion", "quality")):
+        lora = train_expert.fresh_lora(tiny_model, 4, 4.0, ("self_attn.q", "ffn.0"), seed)
+        for module in lora.modules.values():
+            module.up = torch.randn(module.up.shape, generator=g) * 0.05
+        experts[dimension] = str(save_expert(lora, tmp_path / f"{dimension}.safetensors", dimension, "ft2-tiny"))
+    outputs = {strategy: tmp_path / strategy for strategy in ("single", "fsdp")}
+    configs = {strategy: write_config(tmp_path / f"{strategy}.toml", {
+        "model": {"folder": ""}, "gate": {"experts": experts, "embed_dim": 8},
+        "data": {"cache": str(toy_data["cache"]),
+                 "pairs": {d: str(toy_data["split"][d][0]) for d in experts}},
+        "train": {"output": str(output), "steps": 6, "batch_size": 4, "lr": 1e-2, "beta": 500.0, "strategy": "fsdp",
+                  **WHOLE_BATCHES},
+    }) for strategy, output in outputs.items()}
+    assert train_gate.main(["--config", str(configs["single"])]) == 0  # one process: FSDP has nothing to shard over
+    launch_two_processes("training.train_gate", configs["fsdp"])
+    single, sharded = (load_gate(out / "gate.safetensors") for out in outputs.values())
+    assert single.proj.abs().sum() > 0  # it did train
+    torch.testing.assert_close(sharded.proj, single.proj, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(sharded.bias, single.bias, rtol=1e-3, atol=1e-5)
 
 
 def test_tiny_configs_run_and_load(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from ft2_core.io.atomic import remove_temporaries, staged_folder, write_text_ato
 from ft2_core.io.checkpoint_io import load_state_dict, save_safetensors
 
 from .interrupts import StopRequests
+from .sharding import like, sharded_optimizer_state, whole, whole_optimizer_state
 
 log = logging.getLogger("ft2.train")
 KEEP_CHECKPOINTS = 2
@@ -96,15 +97,15 @@ def checkpoints(output: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def save_checkpoint(output: Path, step: int, states: dict[str, dict[str, torch.Tensor]], optimizer,
+def save_checkpoint(output: Path, step: int, states: dict[str, dict[str, torch.Tensor]], optimizer_state: dict,
                     settings: dict | None = None) -> Path:
-    """Write `states` (file stem -> tensors), the optimizer, the step and the run's settings into a temporary folder,
-    then rename: a crash never leaves a half checkpoint. Keeps the newest KEEP_CHECKPOINTS."""
+    """Write `states` (file stem -> whole tensors), the optimizer's state, the step and the run's settings into a
+    temporary folder, then rename: a crash never leaves a half checkpoint. Keeps the newest KEEP_CHECKPOINTS."""
     target = output / f"checkpoint-{step:07d}"
     with staged_folder(target) as staging:  # replaces a damaged folder of this step, left by an earlier run
         for stem, tensors in states.items():
             save_safetensors({k: v.detach().float().cpu().clone() for k, v in tensors.items()}, staging / f"{stem}.safetensors")
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        torch.save(optimizer_state, staging / "optimizer.pt")
         (staging / "state.json").write_text(json.dumps({"step": step, "files": sorted(states), "settings": settings}))
     for old in checkpoints(output)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
@@ -181,8 +182,8 @@ def restore(output: Path, config: dict, targets: dict[str, dict[str, torch.nn.Pa
     with torch.no_grad():
         for stem, named in targets.items():
             for name, tensor in named.items():
-                tensor.copy_(states[stem][name].to(tensor.dtype))
-    optimizer.load_state_dict(optimizer_state)
+                tensor.copy_(like(states[stem][name], tensor))
+    optimizer.load_state_dict(sharded_optimizer_state(optimizer_state, optimizer))
     if main_process:
         trim_metrics(output / "metrics.jsonl", step)
     log.info("resuming from %s at step %d", path, step)
@@ -199,10 +200,13 @@ def end_of_step(stop: "StopRequests", output: Path, done: int, steps: int, every
     """Checkpoint on schedule, at the last step, or when asked to stop; then stop if asked (all processes agree)."""
     stopping = stop.requested(accelerator)
     if done % every == 0 or done == steps or stopping:
+        # gathered whole on every process (FSDP shards them; see sharding), then written by the main one
+        states = {stem: {name: whole(t.detach()) for name, t in tensors.items()} for stem, tensors in states.items()}
+        optimizer_state = whole_optimizer_state(optimizer)
         if accelerator is not None:
             accelerator.wait_for_everyone()
         if accelerator is None or accelerator.is_main_process:
-            save_checkpoint(output, done, states, optimizer, settings)
+            save_checkpoint(output, done, states, optimizer_state, settings)
     if stopping:
         bar.close()
         stop.check(f"after step {done} (checkpoint saved in {output})")

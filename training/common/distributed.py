@@ -1,4 +1,4 @@
-"""One process or many through accelerate (DDP; FSDP is refused until sharded saves are gathered), and the checks
+"""One process or many through accelerate (DDP, or FSDP with train.strategy = "fsdp": see sharding), and the check
 that they agree."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 from ft2_core.errors import InputError
 from training.common.precision import mixed_precision
+from training.common.sharding import check_fsdp_options, local_bytes, whole
 
 
 def local_batch_size(batch_size: int, accelerator) -> int:
@@ -24,13 +25,12 @@ def make_accelerator(config: dict):
     from accelerate.utils import DistributedDataParallelKwargs
 
     train = config["train"]
-    if train.get("strategy", "ddp") == "fsdp":
-        # blocks are called as modules now (AudioWanBlock), but sharded checkpoints and expert files are not gathered
-        # yet, and accelerate runs FSDP on GPUs only, so no CPU test can check it: refused rather than half right
-        raise InputError('train.strategy = "fsdp" is not supported yet (sharded weights are not gathered for checkpoints '
-                         'and expert files); use "ddp", with train.blocks_to_swap and rows_at_a_time for memory')
+    check_fsdp_options(train)
     accelerator = Accelerator(mixed_precision=mixed_precision(config), cpu=train.get("cpu", False),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
+    if accelerator.distributed_type.value in ("FSDP", "DEEPSPEED"):
+        raise InputError(f"accelerate is configured for {accelerator.distributed_type.value}; launch with a plain multi-GPU "
+                         'config (training/configs/accelerate_8gpu.yaml) and set train.strategy = "fsdp" to shard the model')
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
         raise InputError(f"{launched} processes were launched but accelerate runs {accelerator.num_processes}: "
@@ -38,13 +38,18 @@ def make_accelerator(config: dict):
     return accelerator
 
 
-def check_ranks_agree(accelerator, parameters: dict, output: Path, steps: int) -> None:
-    """Every process must end with the same weights; record per-rank checksums in run.json."""
-    local = torch.stack([p.detach().double().sum() for p in parameters.values()]).to(accelerator.device)
+def check_ranks_agree(accelerator, model, parameters: dict, output: Path, steps: int) -> None:
+    """Every process must end with the same (whole) weights; record per-rank checksums in run.json, with the bytes of
+    model weights each process holds (all of them under DDP, about 1/N under FSDP)."""
+    local = torch.stack([whole(p.detach()).double().sum() for p in parameters.values()]).to(accelerator.device)
     every = accelerator.gather(local[None]).cpu()  # [world, parameters]
+    held = torch.tensor([float(sum(local_bytes(p) for p in model.parameters()))], device=accelerator.device)
+    held = accelerator.gather(held).cpu()
     if accelerator.is_main_process:
-        (output / "run.json").write_text(json.dumps({"world_size": accelerator.num_processes, "steps": steps,
-                                                     "rank_checksums": every.tolist()}))
+        total = sum(p.numel() * p.element_size() for p in model.parameters())  # a DTensor's numel is the whole tensor's
+        (output / "run.json").write_text(json.dumps({
+            "world_size": accelerator.num_processes, "steps": steps, "rank_checksums": every.tolist(),
+            "parameter_bytes": total, "parameter_bytes_held_per_rank": held.tolist()}))
         spread = float((every - every[0]).abs().max())
         if spread > 1e-6 * max(1.0, float(every.abs().max())):
             raise RuntimeError(f"processes ended with different weights (checksum spread {spread:g})")

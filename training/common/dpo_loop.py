@@ -19,6 +19,7 @@ from .config import resolve
 from .data_order import global_batch, mix_seed, pair_noise
 from .distributed import check_ranks_agree, local_batch_size
 from .interrupts import StopRequests
+from .sharding import shard_model, uses_fsdp, whole_tensors
 
 SIGMA_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -54,8 +55,9 @@ def pair_dataset(config: dict, pair_files: list[str], use_lip_mask: bool) -> Pai
 
 
 def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], dataset: PairDataset,
-              save_result: Callable[[Path], Path], accelerator) -> Path:
-    """Flow-DPO over `dataset`, training `parameters` (named, on `model`); returns what `save_result` wrote."""
+              save_result: Callable[[Path, dict[str, torch.Tensor]], Path], accelerator) -> Path:
+    """Flow-DPO over `dataset`, training `parameters` (named, on `model`); returns what `save_result` wrote from
+    the trained values (the same names, whole float32 tensors on the CPU)."""
     from tqdm import tqdm
 
     train = config["train"]
@@ -68,11 +70,18 @@ def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], da
     if local % micro:
         raise InputError(f"train.micro_batch_size {micro} must divide each process's {local} pairs per step")
     set_memory_options(model, train, accelerator)
+    sharded = uses_fsdp(train) and accelerator.num_processes > 1
+    if sharded:
+        parameters = shard_model(model, accelerator, parameters)
+    else:
+        model.place(accelerator.device)  # swapped blocks stay on the CPU; the rest, the experts and the gate go to the device
     optimizer = torch.optim.AdamW(parameters.values(), lr=float(train["lr"]), weight_decay=float(train.get("weight_decay", 0.0)))
     start = resume(config, output, parameters, optimizer, accelerator)
     metrics_file = output / "metrics.jsonl"
-    model.place(accelerator.device)  # swapped blocks stay on the CPU; the rest, the experts and the gate go to the device
-    model, optimizer = accelerator.prepare(model, optimizer, device_placement=[False, True])
+    if sharded:  # FSDP's hooks do what DDP's wrapper would
+        optimizer = accelerator.prepare(optimizer)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer, device_placement=[False, True])
     inner = accelerator.unwrap_model(model)
     bar = tqdm(total=steps, initial=start, desc="Flow-DPO", mininterval=2.0, disable=not accelerator.is_main_process)
     with StopRequests() as stop, bar:  # the bar's line ends even when a step fails, so an error starts a line of its own
@@ -99,8 +108,9 @@ def train_dpo(config: dict, model, parameters: dict[str, torch.nn.Parameter], da
                 append_jsonl(metrics_file, {"step": step + 1, **metrics.as_dict()})
             end_of_step(stop, output, step + 1, steps, train.get("checkpoint_every", 100), {"trainable": parameters}, optimizer,
                         bar, accelerator, run_settings(config))
-    check_ranks_agree(accelerator, parameters, output, steps)
-    result = save_result(output) if accelerator.is_main_process else None
+    check_ranks_agree(accelerator, inner, parameters, output, steps)
+    trained = whole_tensors(parameters)
+    result = save_result(output, trained) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     return result
 

@@ -108,14 +108,16 @@ def test_real_scale_configs_pass_their_script_s_checks_and_name_the_plan_s_24gb_
     assert peak <= 24 * 0.95
 
 
-def test_fsdp_is_refused_in_one_sentence_until_it_is_real(tmp_path, toy_data, capsys):
-    config = write_config(tmp_path / "fsdp.toml", {
-        "model": {"folder": ""}, "expert": {"rank": 4},
-        "data": {"cache": str(toy_data["cache"]), "pairs": [str(toy_data["split"]["lipsync"][0])]},
-        "train": {"output": str(tmp_path / "fsdp"), "steps": 2, "strategy": "fsdp"}})
-    assert train_expert.main(["--config", str(config)]) == 2
-    assert 'train.strategy = "fsdp" is not supported yet' in capsys.readouterr().err
-    assert not (tmp_path / "fsdp").exists()
+def test_the_8_gpu_fsdp_config_passes_its_checks_and_names_the_plan_s_sharded_row():
+    config = load_config(["--config", str(REPO / "training" / "configs" / "wan14b_expert_8gpu_fsdp.toml")], train_expert.SCHEMA)
+    train, model = config["train"], config["model"]
+    assert (train["strategy"], train["mixed_precision"]) == ("fsdp", "bf16")
+    assert (model["dtype"], model["weights"]) == ("bf16", "as stored")
+    assert train["gradient_checkpointing"] and train["rows_at_a_time"] and train["batch_size"] == 8
+    plan = (REPO / "bench" / "results" / "train_memory_plan.md").read_text()
+    row = "| expert | 480p | bf16 | 8 | yes | 1 |"
+    peak = float(next(line for line in plan.splitlines() if line.startswith(row)).rstrip(" |").rsplit("|", 1)[1])
+    assert peak <= 40 * 0.95  # what its header says: 8 cards of 40 GB or more
 
 
 def test_the_8_gpu_launch_file_is_one_accelerate_reads():
