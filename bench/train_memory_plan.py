@@ -97,10 +97,10 @@ FSDP_GATHERED = 2  # whole blocks on a device under FSDP: the one computing and 
 FSDP_GPUS = (2, 4, 8)
 
 
-def fsdp_plan(sizes, per_token, step, resolution, weights, gpus, checkpointing, rows_at_a_time) -> dict:
+def fsdp_plan(sizes, per_token, step, resolution, weights, gpus, checkpointing, offload, rows_at_a_time) -> dict:
     """Predicted bytes on each device for one DPO step sharded over `gpus` (train.strategy = "fsdp"): every weight and
     the optimizer state 1/gpus, plus the gathered blocks; activations as on one device (one pair per device)."""
-    alone = train_plan(sizes, per_token, step, resolution, weights, 0, checkpointing, False, rows_at_a_time)
+    alone = train_plan(sizes, per_token, step, resolution, weights, 0, checkpointing, offload, rows_at_a_time)
     frozen = alone["weights"] / gpus + FSDP_GATHERED * block_bytes(sizes, weights)
     parameters = alone["parameters"] / gpus
     return {"weights": frozen, "parameters": parameters, "activations": alone["activations"],
@@ -163,16 +163,18 @@ def main(argv=None) -> int:
             cells.append(f"{', '.join(chosen)} ({result['peak'] / GIB:.1f} GiB)")
         lines.append(f"| {card} GB | " + " | ".join(cells) + " |")
     lines += ["", "## Sharded over several GPUs (train.strategy = \"fsdp\"), per GPU", "",
-              "One pair per GPU per forward; no block swap or inputs on the CPU (FSDP refuses them). The base is kept in "
-              "its file's dtype (a bf16 file as bf16, an fp8 file as fp8).", "",
-              "| step | resolution | base weights | GPUs | checkpointing | rows at a time | weights GiB | trained GiB | "
-              "activations GiB | peak GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for step, resolution, weights, gpus, checkpointing, rows in itertools.product(
-            ("expert", "gate"), RESOLUTIONS, ("bf16", "fp8"), FSDP_GPUS, (False, True), (False, True)):
-        result = fsdp_plan(sizes, per_token, step, resolution, weights, gpus, checkpointing, rows)
-        lines.append(f"| {step} | {resolution} | {weights} | {gpus} | {yes[checkpointing]} | {'1' if rows else '2 (batched)'} | "
-                     f"{result['weights'] / GIB:.1f} | {result['parameters'] / GIB:.2f} | {result['activations'] / GIB:.1f} | "
-                     f"{result['peak'] / GIB:.1f} |")
+              "One pair per GPU per forward; no block swap (FSDP refuses it). The base is kept in its file's dtype (a "
+              "bf16 file as bf16, an fp8 file as fp8).", "",
+              "| step | resolution | base weights | GPUs | checkpointing | inputs on CPU | rows at a time | weights GiB | "
+              "trained GiB | activations GiB | peak GiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for step, resolution, weights, gpus, checkpointing, offload, rows in itertools.product(
+            ("expert", "gate"), RESOLUTIONS, ("bf16", "fp8"), FSDP_GPUS, (False, True), (False, True), (False, True)):
+        if offload and not checkpointing:
+            continue
+        result = fsdp_plan(sizes, per_token, step, resolution, weights, gpus, checkpointing, offload, rows)
+        lines.append(f"| {step} | {resolution} | {weights} | {gpus} | {yes[checkpointing]} | {yes[offload]} | "
+                     f"{'1' if rows else '2 (batched)'} | {result['weights'] / GIB:.1f} | {result['parameters'] / GIB:.2f} | "
+                     f"{result['activations'] / GIB:.1f} | {result['peak'] / GIB:.1f} |")
     lines += ["", "A setting fits a card when its peak is at most 95% of it (the CUDA context and the allocator's "
               "fragmentation take the rest). The trained parameters' optimizer state is in 'trained'; the CPU holds the "
               "swapped blocks (pinned) and, with inputs on the CPU, 10 KiB per token per row per block."]

@@ -223,8 +223,10 @@ class FantasyTalkingModel(nn.Module):
         return ((latents.float() - (reference.float() + out.float())) / sigma).to(out.dtype)
 
     def _blocks(self, hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale, gates):
-        """Every block in turn. Training with block swap or offloaded checkpoints recomputes each block in the backward
-        (models.block_recompute); plain gradient checkpointing uses torch's; sampling visits swapped blocks."""
+        """Every block in turn. Training with block swap recomputes each block in the backward (models.block_recompute),
+        its input on the CPU with offloaded checkpoints; gradient checkpointing without swap uses torch's, the input
+        it keeps moved to the CPU with offloaded checkpoints (FSDP gathers the block again through its hooks when it is
+        recomputed); sampling visits swapped blocks."""
         t, swap, training = self.transformer, self.block_swap, torch.is_grad_enabled()
         for index, (block, kv) in enumerate(zip(t.blocks, self.adapter.blocks)):
             layer_gate = None if gates is None else gates[:, index]
@@ -233,12 +235,15 @@ class FantasyTalkingModel(nn.Module):
             def run(hidden, layer_gate, block=block, kv=kv, context=context):
                 return block(hidden, *context, layer_gate, self.ffn_chunk_tokens, audio_kv=kv)
 
-            if training and (swap is not None or self.offload_checkpoints):
+            if training and swap is not None:
                 device = hidden.device
                 trainable = [p for part in (block, kv) for p in part.parameters() if p.requires_grad]
                 hidden = RecomputedBlock.apply(
-                    run, lambda forward, i=index: swap and swap.before(i, device, i + 1 if forward else i - 1),
-                    lambda i=index: swap and swap.after(i), self.offload_checkpoints, hidden, layer_gate, *trainable)
+                    run, lambda forward, i=index: swap.before(i, device, i + 1 if forward else i - 1),
+                    lambda i=index: swap.after(i), self.offload_checkpoints, hidden, layer_gate, *trainable)
+            elif training and self.offload_checkpoints:  # the checkpoint keeps only its CPU input; it returns on recompute
+                hidden = checkpoint(lambda kept, gate, run=run, device=hidden.device: run(kept.to(device), gate),
+                                    hidden.to("cpu"), layer_gate, use_reentrant=False)
             elif training and self.gradient_checkpointing:
                 hidden = checkpoint(run, hidden, layer_gate, use_reentrant=False)
             else:

@@ -62,11 +62,13 @@ def test_resume_continues_exactly(tmp_path, toy_data):
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_match_one(tmp_path, toy_data, strategy):
     """Two processes end with the single-process run's expert, gradients clipped by their global norm. Under FSDP (each
-    block sharded over both) the run also stops at step 4 and resumes from that checkpoint, which holds whole tensors."""
+    block sharded over both) the blocks are checkpointed with their inputs on the CPU, and the run stops at step 4 and
+    resumes from that checkpoint, which holds whole tensors."""
     single, double = tmp_path / "single", tmp_path / "double"
     options = dict(steps=8, checkpoint_every=4, max_grad_norm=0.05)
     assert train_expert.main(["--config", str(expert_config(tmp_path, toy_data, single, **options))]) == 0
     if strategy == "fsdp":
+        options.update(gradient_checkpointing=True, offload_checkpoints=True)
         first_half = expert_config(tmp_path, toy_data, double, strategy=strategy, **{**options, "steps": 4})
         launch_two_processes("training.train_expert", first_half)
         a, b = (load_file(out / "checkpoint-0000004" / "trainable.safetensors") for out in (single, double))

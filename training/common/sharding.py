@@ -23,13 +23,10 @@ def uses_fsdp(train: dict) -> bool:
 
 
 def check_fsdp_options(train: dict) -> None:
-    """Options that move weights or recompute blocks by hand do not mix with FSDP's own gathering (named, before loading)."""
-    if not uses_fsdp(train):
-        return
-    clashing = [key for key in ("blocks_to_swap", "offload_checkpoints") if train.get(key)]
-    if clashing:
-        raise InputError(f'train.strategy = "fsdp" shards the base over the GPUs; {" and ".join(f"train.{k}" for k in clashing)} '
-                         "work on one process only: turn them off (use gradient_checkpointing and rows_at_a_time for memory)")
+    """Block swap moves weights by hand, which does not mix with FSDP's own gathering (named, before loading)."""
+    if uses_fsdp(train) and train.get("blocks_to_swap"):
+        raise InputError('train.strategy = "fsdp" shards the base over the GPUs; train.blocks_to_swap works on one process '
+                         "only: set it to 0 (offload_checkpoints, gradient_checkpointing and rows_at_a_time save memory)")
 
 
 def shard_model(model, accelerator, parameters: dict[str, torch.nn.Parameter]) -> dict[str, torch.nn.Parameter]:

@@ -8,5 +8,5 @@ def test_fsdp_refuses_one_process_memory_options_before_loading(tmp_path, toy_da
         "data": {"cache": str(toy_data["cache"]), "pairs": [str(toy_data["split"]["lipsync"][0])]},
         "train": {"output": str(tmp_path / "fsdp"), "steps": 2, "strategy": "fsdp", "blocks_to_swap": 1}})
     assert train_expert.main(["--config", str(config)]) == 2
-    assert "train.blocks_to_swap work on one process only" in capsys.readouterr().err
+    assert "train.blocks_to_swap works on one process only" in capsys.readouterr().err
     assert not (tmp_path / "fsdp").exists()
