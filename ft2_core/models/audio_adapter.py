@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .audio_windows import UPSTREAM_EXPAND, AudioWindows, split_windows
-from ..io.checkpoint_io import SAFETENSORS_SUFFIXES, load_state_dict, safetensors_shapes, save_safetensors
 from ..checks import finite_tensors, output_file
 from ..errors import InputError
+from ..io.checkpoint_io import SAFETENSORS_SUFFIXES, load_state_dict, safetensors_shapes, save_safetensors
+from .audio_windows import UPSTREAM_EXPAND, AudioWindows, split_windows
 
 # Upstream names: {"proj_model": {...}, "audio_processor": {"blocks.{i}.cross_attn.processor.k_proj.weight"}}.
 _UPSTREAM_KV = re.compile(r"^audio_processor\.blocks\.(\d+)\.cross_attn\.processor\.([kv]_proj\.weight)$")

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .latent_format import denormalize, normalize
 from ..placement import visiting
+from .latent_format import denormalize, normalize
 
 TEXT_LEN = 512  # Wan pads every prompt to 512 tokens; diffusers' I2V attention relies on it
 VAE_TIME_STRIDE = 4

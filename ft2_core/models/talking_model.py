@@ -11,16 +11,16 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from diffusers import WanTransformer3DModel
-from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .audio_adapter import AudioAdapter, AudioKeyValue
+from ..errors import InputError
 from .attention import attention_kernel
+from .audio_adapter import AudioAdapter, AudioKeyValue
 from .audio_windows import AudioWindows
 from .block_recompute import RecomputedBlock
-from ..errors import InputError
 from .fused_lora import set_block_gate
 
 

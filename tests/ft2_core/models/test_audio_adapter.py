@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from ft2_core.models.audio_adapter import AudioAdapter, load_audio_adapter, ours_to_upstream
-from ft2_core.io.checkpoint_io import read_metadata
 from ft2_core.cli import main
 from ft2_core.errors import InputError
+from ft2_core.io.checkpoint_io import read_metadata
+from ft2_core.models.audio_adapter import AudioAdapter, load_audio_adapter, ours_to_upstream
 
 
 def upstream_checkpoint(adapter: AudioAdapter) -> dict:

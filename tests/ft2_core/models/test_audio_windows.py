@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ft2_core.models.audio_windows import latent_frame_count, split_windows, window_ranges
 from ft2_core.errors import InputError
+from ft2_core.models.audio_windows import latent_frame_count, split_windows, window_ranges
 
 
 def plain_windows(tokens, num_frames, expand=4):

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from ft2_core.models.audio_windows import split_windows
 from ft2_core.errors import InputError
+from ft2_core.models.audio_windows import split_windows
 from ft2_core.models.talking_model import FantasyTalkingModel, audio_attention
 from tests.conftest import make_model_inputs
 

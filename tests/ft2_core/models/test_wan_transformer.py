@@ -3,11 +3,10 @@ import torch
 from safetensors.torch import save_file
 
 from ft2_core.errors import InputError
-from ft2_core.tiny import TINY_CONFIG
 from ft2_core.models.wan_keys import diffusers_to_original
 from ft2_core.models.wan_transformer import config_matching, load_transformer_file, load_transformer_folder
+from ft2_core.tiny import TINY_CONFIG
 from tests.conftest import make_model_inputs
-
 
 
 def forward(transformer, inputs):
@@ -104,7 +103,8 @@ def test_wrong_shape_is_named(tmp_path, reference):
 
 def test_shipped_14b_config_is_found_by_shape():
     meta = dict(device="meta")
-    state = {"patch_embedding.weight": torch.empty(5120, 36, 1, 2, 2, **meta), "blocks.39.attn1.to_q.weight": torch.empty(1, **meta)}
+    state = {"patch_embedding.weight": torch.empty(5120, 36, 1, 2, 2, **meta),
+             "blocks.39.attn1.to_q.weight": torch.empty(1, **meta)}
     assert config_matching(state, "x")["transformer"]["num_layers"] == 40
     state["patch_embedding.weight"] = torch.empty(5120, 16, 1, 2, 2, **meta)
     with pytest.raises(InputError, match="T2V"):
@@ -145,8 +145,8 @@ def test_fp8_weights_stay_as_stored_and_match_the_upcast_model(tmp_path, referen
 
     transformer, inputs, expected = reference
     original = diffusers_to_original(transformer.state_dict())
-    state = fp8_scaled(original) if layout == "fp8_scaled" else {k: v.to(torch.float8_e4m3fn) if k.startswith("blocks.") and v.ndim == 2 else v
-                                                                for k, v in original.items()}
+    fp8_blocks = {k: v.to(torch.float8_e4m3fn) if k.startswith("blocks.") and v.ndim == 2 else v for k, v in original.items()}
+    state = fp8_scaled(original) if layout == "fp8_scaled" else fp8_blocks
     path = tmp_path / "wan_fp8.safetensors"
     save_file({"model.diffusion_model." + k: v.contiguous() for k, v in state.items()}, str(path))
     kept, _ = load_transformer_file(path, TINY_CONFIG)
