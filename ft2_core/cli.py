@@ -135,29 +135,28 @@ def run_animate(args) -> Path:
         Expert(f"lora{index}", load_lora(path, f"--lora {path}"), strength, f"--lora {path}")
         for index, (path, strength) in enumerate(map(file_and_strength, args.lora))
     ]
-    bar = tqdm(desc="animating", unit="unit")
 
     def report(done, total, preview):
         bar.total = total
         bar.update(done - bar.n)
 
-    result = pipe.animate(
-        image,
-        audio,
-        args.prompt,
-        args.negative_prompt or DEFAULT_NEGATIVE_PROMPT,
-        options,
-        num_frames=args.frames,
-        fps=args.fps,
-        max_side=args.max_side,
-        progress=RunProgress(report),
-        experts=experts,
-        gate=gate,
-        windows=windows,
-        max_seconds=args.max_seconds,
-        loras=loras,
-    )
-    bar.close()
+    with tqdm(desc="animating", unit="unit") as bar:  # closed (its line ended) before an error is printed too
+        result = pipe.animate(
+            image,
+            audio,
+            args.prompt,
+            args.negative_prompt or DEFAULT_NEGATIVE_PROMPT,
+            options,
+            num_frames=args.frames,
+            fps=args.fps,
+            max_side=args.max_side,
+            progress=RunProgress(report),
+            experts=experts,
+            gate=gate,
+            windows=windows,
+            max_seconds=args.max_seconds,
+            loras=loras,
+        )
     return write_mp4(args.out, result.frames, result.fps, result.audio)
 
 

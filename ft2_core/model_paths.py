@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .errors import InputError
-from .sampling.options import UPSTREAM_FPS, UPSTREAM_MAX_SIDE, SamplerOptions, WindowOptions
+from .sampling.options import METHODS, UPSTREAM_FPS, UPSTREAM_MAX_SIDE, SamplerOptions, WindowOptions, within
 
 MANIFEST = "ft2_model.json"
 SAMPLER_DEFAULTS = ("steps", "cfg", "audio_cfg", "shift")  # the SamplerOptions fields a model may recommend
@@ -19,6 +19,47 @@ UPSTREAM_DEFAULTS = {"max_side": UPSTREAM_MAX_SIDE, "fps": UPSTREAM_FPS, "long_m
                      **{name: getattr(SamplerOptions(), name) for name in SAMPLER_DEFAULTS}}
 ADAPTER_NAMES = ("audio_adapter.safetensors", "fantasytalking_model.safetensors", "fantasytalking_model.ckpt")
 WAV2VEC_NAMES = ("wav2vec2", "wav2vec2-base-960h")
+
+
+MANIFEST_TEXT = ("name", "notice", "transformer", "audio_adapter", "wav2vec", "prediction")  # the manifest's strings
+MANIFEST_FILES = ("transformer", "audio_adapter", "wav2vec")  # paths inside the model folder
+
+
+def read_manifest(folder: Path) -> dict:
+    """A model folder's ft2_model.json (empty when it has none), checked: one sentence naming the file and the key
+    that is not what a manifest holds. Keys it does not use (produced_by, notes) are the model maker's to keep."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        raise InputError(f"{path} must hold a JSON object, got a {type(manifest).__name__}")
+    for key in MANIFEST_TEXT:
+        if key in manifest and not isinstance(manifest[key], str):
+            raise InputError(f"{path}: {key} must be a string, got {manifest[key]!r}")
+    for key in MANIFEST_FILES:
+        if key in manifest and (Path(manifest[key]).is_absolute() or ".." in Path(manifest[key]).parts):
+            raise InputError(f"{path}: {key} must be a path inside the model folder, got {manifest[key]!r}")
+    if "version" in manifest and (isinstance(manifest["version"], bool) or not isinstance(manifest["version"], int)):
+        raise InputError(f"{path}: version must be a whole number, got {manifest['version']!r}")
+    defaults = manifest.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise InputError(f"{path}: defaults must be an object of settings, got {defaults!r}")
+    for key, value in defaults.items():
+        what = f"{path}: defaults.{key}"
+        if key not in UPSTREAM_DEFAULTS:
+            raise InputError(f"{what} is not a setting a model recommends; those are {', '.join(UPSTREAM_DEFAULTS)}")
+        if key == "long_method":
+            if value not in METHODS:
+                raise InputError(f"{what} must be one of {', '.join(METHODS)}, got {value!r}")
+        elif isinstance(UPSTREAM_DEFAULTS[key], int) and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InputError(f"{what} must be a whole number, got {value!r}")
+        else:
+            within(value, key, what)
+    return manifest
 
 
 @dataclass
@@ -44,7 +85,7 @@ class ModelPaths:
         folder = Path(folder)
         if not folder.is_dir():
             raise InputError(f"model folder not found: {folder}")
-        manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {}
+        manifest = read_manifest(folder)
 
         def first(names, what):
             for name in names:

@@ -9,9 +9,9 @@ import torch
 from diffusers import WanTransformer3DModel
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
-from ..io.checkpoint_io import load_state_dict, require_file
-from ..checks import finite_tensors
+from ..checks import all_finite, finite_tensors
 from ..errors import InputError
+from ..io.checkpoint_io import load_state_dict
 from .stored_linear import FP8_DTYPES, StoredLinear
 from .wan_keys import is_original_layout, original_to_diffusers, strip_original_prefix
 
@@ -28,14 +28,54 @@ def shipped_configs() -> dict[str, dict]:
 
 
 def read_model_config(config: str | os.PathLike | dict) -> dict:
-    """A model config from a dict, a shipped name, or a JSON path."""
+    """A model config from a dict, a shipped name, or a JSON path (checked: check_model_config)."""
     if isinstance(config, dict):
         return config
     shipped = shipped_configs()
     if str(config) in shipped:
         return shipped[str(config)]
-    path = require_file(config, "model config")
-    return json.loads(path.read_text())
+    if not Path(config).is_file():
+        raise InputError(f"model config {config}: not a shipped name ({', '.join(shipped)}) nor a JSON file")
+    try:
+        loaded = json.loads(Path(config).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"model config {config} is not valid JSON ({err})") from None
+    return check_model_config(loaded, f"model config {config}")
+
+
+def positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+# WanTransformer3DModel's settings: what each must be (a check, and its words for the error)
+TRANSFORMER_SETTINGS = {
+    **{key: (positive_int, "a positive whole number") for key in (
+        "attention_head_dim", "num_attention_heads", "in_channels", "out_channels", "text_dim", "freq_dim", "ffn_dim",
+        "num_layers", "rope_max_seq_len")},
+    **{key: (lambda v: v is None or positive_int(v), "a positive whole number or null") for key in (
+        "image_dim", "added_kv_proj_dim", "pos_embed_seq_len")},
+    "patch_size": (lambda v: isinstance(v, list) and len(v) == 3 and all(map(positive_int, v)), "three positive whole numbers"),
+    "cross_attn_norm": (lambda v: isinstance(v, bool), "true or false"),
+    "qk_norm": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "eps": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1, "a number between 0 and 1"),
+}
+
+
+def check_model_config(config, what: str) -> dict:
+    """A user's model config: a "transformer" object of WanTransformer3DModel settings, each of the right kind (keys
+    starting with _ are notes); one sentence naming the setting otherwise."""
+    if not isinstance(config, dict) or not isinstance(config.get("transformer"), dict):
+        raise InputError(f'{what} must be a JSON object with a "transformer" object of WanTransformer3DModel settings')
+    for key, value in config["transformer"].items():
+        if key.startswith("_"):
+            continue
+        if key not in TRANSFORMER_SETTINGS:
+            raise InputError(f"{what}: transformer.{key} is not a WanTransformer3DModel setting; those are "
+                             f"{', '.join(TRANSFORMER_SETTINGS)}")
+        valid, kind = TRANSFORMER_SETTINGS[key]
+        if not valid(value):
+            raise InputError(f"{what}: transformer.{key} must be {kind}, got {value!r}")
+    return config
 
 
 def build_transformer(transformer_config: dict, device="cpu") -> WanTransformer3DModel:
@@ -47,7 +87,10 @@ def build_transformer(transformer_config: dict, device="cpu") -> WanTransformer3
 def config_matching(state: dict[str, torch.Tensor], what: str) -> dict:
     """The shipped config whose DiT shapes fit a state dict (diffusers keys)."""
     dim, in_channels = state["patch_embedding.weight"].shape[:2]
-    num_layers = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    indices = {k.split(".")[1] for k in state if k.startswith("blocks.")}
+    if not indices or not all(i.isdigit() for i in indices):
+        raise InputError(f"{what}: no transformer blocks (blocks.0., blocks.1., ...); this is not a whole Wan2.1 DiT")
+    num_layers = 1 + max(map(int, indices))
     for config in shipped_configs().values():
         t = config["transformer"]
         if t["num_attention_heads"] * t["attention_head_dim"] == dim and t["num_layers"] == num_layers:
@@ -91,17 +134,20 @@ def load_transformer_file(
     if unscaled:
         raise InputError(f"{what}: scale_weight for {unscaled[0]}, which has no weight")
     stored = []
-    for key in state:  # one tensor at a time, so the file never exists twice at full size
+    for key in state:  # one tensor at a time, so the file never exists twice at full size; each checked finite as it is
         module, _, param = key.rpartition(".")
         tensor = state[key]
         if (keep_stored and tensor.dtype in FP8_DTYPES and param == "weight" and key.startswith("blocks.")
                 and isinstance(model.get_submodule(module), torch.nn.Linear)):
             stored.append(module)
-            continue
-        tensor = tensor.to(compute_dtype(key, dtype))
-        state[key] = tensor * scales[module].to(tensor.dtype) if param == "weight" and module in scales else tensor
+        else:
+            tensor = tensor.to(compute_dtype(key, dtype))
+            tensor = state[key] = tensor * scales[module].to(tensor.dtype) if param == "weight" and module in scales else tensor
+        if not all_finite(tensor):
+            raise InputError(f"{what}: tensor {key} contains NaN or infinite values (in {tensor.dtype}); the file is damaged")
     for module in stored:  # their tensors stay in `state` and are assigned below like every other
-        model.set_submodule(module, StoredLinear(state[f"{module}.weight"], state.get(f"{module}.bias"), scales.get(module), dtype))
+        stored_linear = StoredLinear(state[f"{module}.weight"], state.get(f"{module}.bias"), scales.get(module), dtype)
+        model.set_submodule(module, stored_linear)
     model.load_state_dict(state, strict=True, assign=True)
     # Non-persistent buffers (rotary tables) are not in the file: compute them for real.
     t = model_config["transformer"]
@@ -135,4 +181,5 @@ def load_transformer_folder(folder: str | os.PathLike, dtype=torch.float32) -> W
     if not (folder / "config.json").is_file():
         raise InputError(f"Wan2.1 DiT folder {folder} has no config.json; expected a diffusers transformer folder")
     model = WanTransformer3DModel.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
+    finite_tensors(dict(model.named_parameters()), f"Wan2.1 DiT folder {folder}")
     return model.eval().requires_grad_(False)

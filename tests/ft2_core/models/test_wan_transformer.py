@@ -203,3 +203,41 @@ def test_a_nan_fp8_scale_is_refused_at_load(tmp_path, reference):
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     with pytest.raises(InputError, match="scale_weight contains NaN or infinite values; the file is damaged"):
         load_transformer_file(path, TINY_CONFIG)
+
+
+@pytest.mark.parametrize("stored", [torch.float32, torch.bfloat16, torch.float8_e4m3fn])
+def test_a_nan_weight_is_refused_at_load_in_every_precision(tmp_path, reference, stored):
+    """A NaN weight would give a black video; fp8 block weights kept as stored are checked from their bits."""
+    transformer, _, _ = reference
+    state = {k: v.to(stored).contiguous() for k, v in diffusers_to_original(transformer.state_dict()).items()}
+    state["blocks.1.ffn.0.weight"][3, 2] = float("nan")
+    save_file(state, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(InputError, match="tensor blocks.1.ffn.net.0.proj.weight contains NaN or infinite values"):
+        load_transformer_file(tmp_path / "nan.safetensors", TINY_CONFIG)
+
+
+def test_a_file_with_no_blocks_is_named(tmp_path, reference):
+    transformer, _, _ = reference
+    state = {k: v for k, v in transformer.state_dict().items() if not k.startswith("blocks.")}
+    save_file(state, str(tmp_path / "headless.safetensors"))
+    with pytest.raises(InputError, match="headless.safetensors: no transformer blocks .*not a whole Wan2.1 DiT"):
+        load_transformer_file(tmp_path / "headless.safetensors")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[1", "is not valid JSON"),
+    ('{"foo": 1}', 'must be a JSON object with a "transformer" object'),
+    ('{"transformer": {"num_layers": "x"}}', "transformer.num_layers must be a positive whole number, got 'x'"),
+    ('{"transformer": {"num_layerz": 2}}', "transformer.num_layerz is not a WanTransformer3DModel setting"),
+    ('{"transformer": {"patch_size": [1, 2]}}', "transformer.patch_size must be three positive whole numbers"),
+    ('{"transformer": {"eps": -1}}', "transformer.eps must be a number between 0 and 1"),
+])
+def test_a_bad_model_config_is_one_sentence_naming_it(tmp_path, reference, text, expected):
+    transformer, _, _ = reference
+    save_file(transformer.state_dict(), str(tmp_path / "dit.safetensors"))
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(InputError) as caught:
+        load_transformer_file(tmp_path / "dit.safetensors", str(tmp_path / "config.json"))
+    assert str(caught.value).startswith(f"model config {tmp_path / 'config.json'}") and expected in str(caught.value)
+    with pytest.raises(InputError, match="model config wan-99b: not a shipped name .*wan2.1-i2v-14b-480p.* nor a JSON file"):
+        load_transformer_file(tmp_path / "dit.safetensors", "wan-99b")
