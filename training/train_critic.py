@@ -27,7 +27,7 @@ from ft2_core.io.video_io import read_video
 from ft2_core.scoring.critic import TalkingCritic, VideoSettings
 from ft2_core.tiny import tiny_critic_dir
 from training.common.checkpoints import end_of_step, resume, run_settings
-from training.common.config import Option, resolve
+from training.common.config import MAX_ALPHA, MAX_RANK, Option, resolve
 from training.common.data_order import global_batch
 from training.common.distributed import local_batch_size, make_accelerator
 from training.common.interrupts import StopRequests
@@ -36,7 +36,7 @@ from training.common.script import run
 
 SCHEMA = {
     "model": {"folder": Option(str, ""), "cache_dir": Option(str, "")},
-    "lora": {"rank": Option(int, 8, minimum=0), "alpha": Option(float, 16.0, above=0)},
+    "lora": {"rank": Option(int, 8, minimum=0, maximum=MAX_RANK), "alpha": Option(float, 16.0, above=0, maximum=MAX_ALPHA)},
     "video": {
         "sample_fps": Option(float, 2.0, above=0),
         "max_frames": Option(int, 32, minimum=2),

@@ -1,6 +1,7 @@
 import json
 import math
 
+import pytest
 import torch
 
 from ft2_core.dimensions import DIMENSION_NAMES
@@ -156,3 +157,16 @@ def test_bad_preferences_and_no_data_are_named(tmp_path, capsys):
     config = write_config(tmp_path / "d.toml", {"data": {}, "train": {"output": str(tmp_path / "o")}})
     assert train_critic.main(["--config", str(config)]) == 2
     assert "give train (Yes/No labels), train_pairs (preferences) or both" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("rank", 100000, "lora.rank must be at most 1024, got 100000"),
+    ("alpha", 1e30, "lora.alpha must be at most"),
+    ("rank", -1, "lora.rank must be at least 0"),
+])
+def test_lora_sizes_beyond_the_limits_are_refused_before_loading(tmp_path, capsys, key, value, expected):
+    config = write_config(tmp_path / "c.toml", {"lora": {key: value}, "data": {"train": str(tmp_path / "labels.jsonl")},
+                                                "train": {"output": str(tmp_path / "o")}})
+    assert train_critic.main(["--config", str(config)]) == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
