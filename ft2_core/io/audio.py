@@ -19,6 +19,8 @@ SILENCE_PEAK = 1e-4  # below this peak amplitude a clip carries no speech to fol
 CANCELLED = 0.1  # a downmix this much quieter (RMS) than its loudest channel: the channels cancel, not a quiet mix
 MAX_INPUT_SECONDS = 3600
 MAX_CHANNELS = 16
+MAX_INPUT_SAMPLES = MAX_INPUT_SECONDS * 48000 * 2  # an hour of 48 kHz stereo: 1.4 GB decoded (float32)
+DECODE_CHUNK_FRAMES = 1 << 18  # frames decoded at a time, so decoding holds little beyond the waveform itself
 MIN_INPUT_SECONDS = 0.1  # shorter than a syllable: almost surely a wrong input
 
 
@@ -49,11 +51,42 @@ def load_audio(path: str | os.PathLike) -> Audio:
         raise InputError(f"audio: {path} is {info.frames / info.samplerate:.0f} s long; give at most {MAX_INPUT_SECONDS} s")
     if info.channels > MAX_CHANNELS:
         raise InputError(f"audio: {path} has {info.channels} channels; give at most {MAX_CHANNELS}")
+    check_sample_rate(info.samplerate, str(path))
+    if info.frames * info.channels > MAX_INPUT_SAMPLES:
+        raise InputError(f"audio: {path} holds {info.frames * info.channels:,} samples ({info.channels} channels at "
+                         f"{info.samplerate} Hz); give at most {MAX_INPUT_SAMPLES:,} (an hour of 48 kHz stereo)")
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        data = decode_in_chunks(path, info.frames, info.channels)
+    except InputError:
+        raise
     except Exception as err:  # libsndfile's errors name no input
         raise InputError(f"audio: cannot decode {path} as WAV, FLAC, MP3 or OGG ({err})") from None
-    return checked_audio(data.T, rate, str(path))
+    return checked_audio(data, info.samplerate, str(path))
+
+
+def decode_in_chunks(path: Path, frames: int, channels: int) -> np.ndarray:
+    """[channels, frames] float32, decoded a chunk at a time straight into place: the waveform plus one chunk,
+    never the whole file twice (an interleaved copy and its transpose). A header that understates the length (some
+    MP3s) grows the array, within MAX_INPUT_SAMPLES; one that overstates it (a cut file) is trimmed."""
+    import soundfile
+
+    data, buffer = np.empty((channels, frames), np.float32), np.empty((DECODE_CHUNK_FRAMES, channels), np.float32)
+    done = 0
+    with soundfile.SoundFile(str(path)) as handle:
+        while len(block := handle.read(DECODE_CHUNK_FRAMES, dtype="float32", always_2d=True, out=buffer)):
+            if done + len(block) > data.shape[1]:
+                if (done + len(block)) * channels > MAX_INPUT_SAMPLES:
+                    raise InputError(f"audio: {path} holds more than {MAX_INPUT_SAMPLES:,} samples (an hour of 48 kHz "
+                                     "stereo)")
+                data = np.concatenate([data[:, :done], np.empty((channels, max(done, len(block))), np.float32)], axis=1)
+            data[:, done:done + len(block)] = block.T
+            done += len(block)
+    return data[:, :done]
+
+
+def check_sample_rate(sample_rate, name: str) -> None:
+    if not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= 384000:
+        raise InputError(f"{name}: sample rate must be an integer between 1000 and 384000 Hz, got {sample_rate}")
 
 
 def audio_from_waveform(waveform, sample_rate: int, name: str = "audio waveform") -> Audio:
@@ -71,8 +104,7 @@ def audio_from_waveform(waveform, sample_rate: int, name: str = "audio waveform"
 
 
 def checked_audio(data: np.ndarray, sample_rate, name: str) -> Audio:
-    if not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= 384000:
-        raise InputError(f"{name}: sample rate must be an integer between 1000 and 384000 Hz, got {sample_rate}")
+    check_sample_rate(sample_rate, name)
     if data.shape[1] == 0:
         raise InputError(f"{name}: the clip is empty (no samples)")
     if data.shape[0] > MAX_CHANNELS:
@@ -83,10 +115,12 @@ def checked_audio(data: np.ndarray, sample_rate, name: str) -> Audio:
         )
     if data.shape[1] > MAX_INPUT_SECONDS * sample_rate:
         raise InputError(f"{name}: {data.shape[1] / sample_rate:.0f} s is too long; give at most {MAX_INPUT_SECONDS} s")
-    if not np.isfinite(data).all():
+    low, high = float(data.min()), float(data.max())  # NaN propagates into both; no copy of the waveform
+    if not (np.isfinite(low) and np.isfinite(high)):
         raise InputError(f"{name}: contains NaN or infinite samples")
-    if np.abs(data).max() < SILENCE_PEAK:
-        raise InputError(f"{name}: the clip is silent (peak {np.abs(data).max():.1e}); give speech to animate")
+    peak = max(-low, high)
+    if peak < SILENCE_PEAK:
+        raise InputError(f"{name}: the clip is silent (peak {peak:.1e}); give speech to animate")
     return Audio(np.ascontiguousarray(data, dtype=np.float32), int(sample_rate))
 
 

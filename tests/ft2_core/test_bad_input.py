@@ -197,11 +197,20 @@ def test_audio_too_long_or_too_wide_is_refused_from_its_header(tmp_path, monkeyp
     path = tmp_path / "long.flac"
     soundfile.write(path, np.zeros((3 * 8000, 1), np.float32), 8000)
     decoded = []
-    monkeypatch.setattr(soundfile, "read", lambda *a, **k: decoded.append(1))  # must not be reached
+    monkeypatch.setattr(audio_io, "decode_in_chunks", lambda *a, **k: decoded.append(1))  # must not be reached
     with pytest.raises(InputError, match=r"long.flac is 3 s long; give at most 2 s"):
         audio_io.load_audio(path)
     wide = tmp_path / "wide.wav"
     soundfile.write(wide, np.zeros((800, 17), np.float32), 8000)
     with pytest.raises(InputError, match="has 17 channels; give at most 16"):
         audio_io.load_audio(wide)
+    monkeypatch.setattr(audio_io, "MAX_INPUT_SAMPLES", 1000)  # duration x channels (x rate) as the header states it
+    dense = tmp_path / "dense.wav"
+    soundfile.write(dense, np.zeros((600, 2), np.float32), 8000)
+    with pytest.raises(InputError, match="dense.wav holds 1,200 samples .2 channels at 8000 Hz.; give at most 1,000"):
+        audio_io.load_audio(dense)
+    slow = tmp_path / "slow.wav"
+    soundfile.write(slow, np.zeros((100, 1), np.float32), 500)
+    with pytest.raises(InputError, match="slow.wav: sample rate must be an integer between 1000 and 384000 Hz, got 500"):
+        audio_io.load_audio(slow)
     assert decoded == []

@@ -105,3 +105,23 @@ def test_speech_in_antiphase_survives_the_downmix(caplog):
     assert "cancel out" in caplog.text
     in_phase = Audio(np.stack([speech, 0.5 * speech]), 16000)
     assert np.allclose(to_mono_16k(in_phase), 0.75 * speech)  # an ordinary stereo mix is still averaged
+
+
+@pytest.mark.parametrize("suffix, fmt", [(".flac", "FLAC"), (".wav", "WAV")])
+def test_decoding_holds_the_waveform_and_one_chunk_not_the_file_twice(tmp_path, suffix, fmt):
+    """20 s of 48 kHz stereo (7.7 MB as float32) decodes to what libsndfile reads whole, with a peak of the waveform
+    plus one chunk (reading it whole, then transposing, held it twice, and the silence check a third time)."""
+    import tracemalloc
+
+    from ft2_core.io.audio import DECODE_CHUNK_FRAMES
+
+    path = tmp_path / f"speech{suffix}"
+    waveform = tone(440, 20.0, 48000, channels=2) * np.linspace(0.1, 1, 20 * 48000, dtype=np.float32)
+    soundfile.write(path, waveform.T, 48000, format=fmt, subtype="PCM_16")
+    tracemalloc.start()
+    audio = load_audio(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    whole, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    assert rate == 48000 and np.array_equal(audio.waveform, whole.T)
+    assert peak <= audio.waveform.nbytes + 1.5 * DECODE_CHUNK_FRAMES * 2 * 4, (peak, audio.waveform.nbytes)
