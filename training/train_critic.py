@@ -206,7 +206,7 @@ def train(config: dict) -> Path:
     rank, batch_size, pair_batch = accelerator.process_index, int(train["batch_size"]), int(train["pair_batch_size"])
     local, local_pairs = local_batch_size(batch_size, accelerator), local_batch_size(pair_batch, accelerator)
     bar = tqdm(total=train["steps"], initial=start, desc="critic", mininterval=2.0, disable=not accelerator.is_main_process)
-    with StopRequests() as stop:
+    with StopRequests() as stop, bar:  # the bar's line ends even when a step fails, so an error starts a line of its own
         for step in range(start, train["steps"]):
             thinker.train()
             loss = torch.zeros((), device=accelerator.device)
@@ -247,7 +247,6 @@ def train(config: dict) -> Path:
                 accelerator,
                 run_settings(config),
             )
-    bar.close()
     accelerator.wait_for_everyone()
     critic.forward_module = critic.thinker
     if not accelerator.is_main_process:

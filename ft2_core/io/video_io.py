@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import subprocess
 from pathlib import Path
 
@@ -60,11 +61,33 @@ def write_mp4(path: str | os.PathLike, frames, fps: float, audio: Audio | None =
         written = frames_in(tmp_video)
         if written != count:
             raise WriteError(f"{target}: ffmpeg wrote {written} of {count} frames (is the disk full?); nothing was saved")
+        if not mp4_boxes_complete(tmp_video):  # a write cut short can still decode every frame (a lost moov tail)
+            raise WriteError(f"{target}: ffmpeg wrote an incomplete file (is the disk full?); nothing was saved")
         return commit_atomic(tmp_video, target)
     finally:
         tmp_video.unlink(missing_ok=True)
         if tmp_audio is not None:
             tmp_audio.unlink(missing_ok=True)
+
+
+def mp4_boxes_complete(path: Path) -> bool:
+    """The file's top-level MP4 boxes (ISO BMFF: 32-bit size and type, or size 1 and a 64-bit size) end exactly at its
+    end, and hold the index (moov) and the data (mdat): a file cut anywhere fails this."""
+    size, position, kinds = path.stat().st_size, 0, set()
+    with open(path, "rb") as handle:
+        while position < size:
+            handle.seek(position)
+            head = handle.read(16)
+            if len(head) < 8:
+                return False
+            length, kind = struct.unpack(">I4s", head[:8])
+            if length == 1 and len(head) == 16:
+                length = struct.unpack(">Q", head[8:16])[0]
+            if length < 8:  # 0 ("to the end of the file") is never written by ffmpeg's mp4 muxer
+                return False
+            kinds.add(kind)
+            position += length
+    return position == size and {b"moov", b"mdat"} <= kinds
 
 
 def frames_in(path: Path) -> int:

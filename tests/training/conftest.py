@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,51 @@ def launch_two_processes(script: str, config: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, timeout=600,
                             cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+SCRIPT_ON_A_FULL_DISK = """
+import importlib, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+sys.exit(importlib.import_module(sys.argv[2]).main(sys.argv[3:]))
+"""
+
+
+def script_env(tiny_dir: Path) -> dict:
+    """The environment a script subprocess runs in: the session's built tiny models (nothing built under a limit)."""
+    return {**os.environ, "FT2_CACHE": str(tiny_dir.parent)}
+
+
+def run_on_a_full_disk(script: str, argv: list[str], file_limit: int, tiny_dir: Path) -> subprocess.CompletedProcess:
+    """`python -m script argv` with no file allowed past `file_limit` bytes (RLIMIT_FSIZE): its first larger write
+    fails as on a full disk."""
+    return subprocess.run([sys.executable, "-c", SCRIPT_ON_A_FULL_DISK, str(file_limit), script, *argv], capture_output=True,
+                          text=True, cwd=REPO, timeout=600, env=script_env(tiny_dir))
+
+
+def assert_stopped_cleanly_on_a_full_disk(run: subprocess.CompletedProcess, out: Path) -> None:
+    """Exit 1 with one sentence naming the file that could not be written, and no temporary file left behind."""
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "is the disk full?" in last, last
+    assert not [p for p in out.rglob("*") if ".ft2-" in p.name]  # temporaries carry the marker; none is left
+
+
+def kill_9_when(script: str, argv: list[str], ready, tiny_dir: Path, timeout: float = 300) -> bool:
+    """Start `python -m script argv` and kill -9 it as soon as `ready()` holds; True when it was killed (False when it
+    finished first)."""
+    process = subprocess.Popen([sys.executable, "-m", script, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               cwd=REPO, env=script_env(tiny_dir))
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and not ready() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed = process.poll() is None
+    if killed:
+        process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    return killed
+
+
+def lines_in(path: Path) -> int:
+    return path.read_text().count("\n") if path.is_file() else 0

@@ -7,6 +7,7 @@ from PIL import Image
 
 from ft2_core.tlpo.curation import pairs_by_dimension
 from ft2_core.tlpo.preference_data import read_pairs
+from tests.training.conftest import assert_stopped_cleanly_on_a_full_disk, kill_9_when, lines_in, run_on_a_full_disk
 from training import curate_pairs, generate_candidates
 
 
@@ -153,3 +154,26 @@ def test_a_videos_folder_that_links_elsewhere_is_refused(tmp_path, candidates, t
     assert generate_candidates.main(argv) == 2
     assert "is a symbolic link: candidates are written only inside --out" in capsys.readouterr().err
     assert list(elsewhere.iterdir()) == []
+
+
+def test_candidates_survive_a_full_disk_and_a_kill_9(candidates, tiny_dir):
+    """A video that cannot be written stops the run in one sentence, with no half video and no manifest line for it; a
+    kill -9 mid-run keeps every finished video: both, rerun, end with the straight run's manifest and videos."""
+    root = candidates.parent
+    straight = (candidates / "candidates.jsonl").read_text()
+    smallest = min(p.stat().st_size for p in (candidates / "videos").iterdir())
+
+    def argv(out):
+        return ["--conditions", str(root / "conditions.jsonl"), "--out", str(out), "--samples", "3",
+                "--model-dir", str(tiny_dir), "--steps", "2", "--max-side", "64"]
+
+    full, killed = root / "full", root / "killed"
+    run = run_on_a_full_disk("training.generate_candidates", argv(full), smallest - 1, tiny_dir)
+    assert_stopped_cleanly_on_a_full_disk(run, full)
+    assert not (full / "candidates.jsonl").is_file() or not (full / "candidates.jsonl").read_text()
+    kill_9_when("training.generate_candidates", argv(killed), lambda: lines_in(killed / "candidates.jsonl") >= 2, tiny_dir)
+    for out in (full, killed):
+        assert generate_candidates.main(argv(out)) == 0
+        assert (out / "candidates.jsonl").read_text() == straight
+        for row in map(json.loads, straight.splitlines()):
+            assert (out / row["video"]).read_bytes() == (candidates / row["video"]).read_bytes()

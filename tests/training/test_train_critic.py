@@ -7,7 +7,14 @@ import torch
 from ft2_core.dimensions import DIMENSION_NAMES
 from ft2_core.scoring.critic import TalkingCritic
 from ft2_core.tiny import tiny_critic_dir
-from tests.training.conftest import launch_two_processes, write_config
+from tests.training.conftest import (
+    assert_stopped_cleanly_on_a_full_disk,
+    kill_9_when,
+    launch_two_processes,
+    lines_in,
+    run_on_a_full_disk,
+    write_config,
+)
 from training import train_critic
 from training.fixtures.synthetic_clips import make_labelled_clips
 from training.train_critic import (
@@ -170,3 +177,25 @@ def test_lora_sizes_beyond_the_limits_are_refused_before_loading(tmp_path, capsy
     assert train_critic.main(["--config", str(config)]) == 2
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_full_disk_and_a_kill_9_end_with_the_uninterrupted_critic(tmp_path, tiny_dir):
+    """A write that fails (the largest checkpoint file, as on a full disk) stops the run in one sentence with nothing
+    half-written; a kill -9 after some steps loses nothing but time: both runs, restarted, end with the straight critic."""
+    train_labels, _ = make_labelled_clips(tmp_path / "clips", clips=16, seed=4, heldout=0.0)
+
+    def argv(out):
+        return ["--config", str(write_config(tmp_path / f"{out.name}.toml", {
+            "model": {"folder": str(tiny_critic_dir(tiny_dir.parent))}, "data": {"train": str(train_labels)},
+            "train": {"output": str(out), "steps": 6, "batch_size": 4, "lr": 1e-3, "checkpoint_every": 2}}))]
+
+    straight, full, killed = tmp_path / "straight", tmp_path / "full", tmp_path / "killed"
+    assert train_critic.main(argv(straight)) == 0
+    largest = max(p.stat().st_size for p in (straight / "checkpoint-0000006").iterdir())
+    assert_stopped_cleanly_on_a_full_disk(run_on_a_full_disk("training.train_critic", argv(full), largest - 1, tiny_dir), full)
+    assert kill_9_when("training.train_critic", argv(killed), lambda: lines_in(killed / "metrics.jsonl") >= 3, tiny_dir)
+    for out in (full, killed):
+        assert train_critic.main(argv(out)) == 0
+        result = out / "critic_lora.safetensors"
+        assert result.read_bytes() == (straight / "critic_lora.safetensors").read_bytes()
+        assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == list(range(1, 7))

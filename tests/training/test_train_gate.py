@@ -1,5 +1,6 @@
 import os
 
+import pytest
 import torch
 
 from ft2_core.tlpo.experts import Expert, attach_experts, detach_experts
@@ -8,7 +9,16 @@ from ft2_core.tlpo.gate import StaticMix, load_gate
 from ft2_core.tlpo.lora_formats import LoraModule, LoraWeights, load_lora, save_expert
 from ft2_core.tlpo.preference_data import LatentCache, PairDataset, collate_pairs, read_pairs
 from tests.conftest import REPO
-from tests.training.conftest import WHOLE_BATCHES, launch_two_processes, metrics, write_config
+from tests.training.conftest import (
+    WHOLE_BATCHES,
+    assert_stopped_cleanly_on_a_full_disk,
+    kill_9_when,
+    launch_two_processes,
+    lines_in,
+    metrics,
+    run_on_a_full_disk,
+    write_config,
+)
 from training import train_expert, train_gate
 
 
@@ -79,30 +89,58 @@ def test_gate_learns_which_expert_helps_at_which_noise(tmp_path, toy_data, tiny_
     assert metrics(output)[-1]["implicit_accuracy"] > 0.75
 
 
-def test_gate_on_two_fsdp_processes_matches_one(tmp_path, toy_data, tiny_model):
-    """The gate trained with the model sharded over two processes (FSDP, frozen experts sharded with their blocks)
-    equals the single-process gate."""
+@pytest.fixture(scope="module")
+def two_experts(tmp_path_factory, tiny_model) -> dict:
+    """Two small random experts (motion, quality) saved as files."""
+    folder = tmp_path_factory.mktemp("experts")
     g = torch.Generator().manual_seed(0)
     experts = {}
     for seed, dimension in enumerate(("motion", "quality")):
         lora = train_expert.fresh_lora(tiny_model, 4, 4.0, ("self_attn.q", "ffn.0"), seed)
         for module in lora.modules.values():
             module.up = torch.randn(module.up.shape, generator=g) * 0.05
-        experts[dimension] = str(save_expert(lora, tmp_path / f"{dimension}.safetensors", dimension, "ft2-tiny"))
-    outputs = {strategy: tmp_path / strategy for strategy in ("single", "fsdp")}
-    configs = {strategy: write_config(tmp_path / f"{strategy}.toml", {
+        experts[dimension] = str(save_expert(lora, folder / f"{dimension}.safetensors", dimension, "ft2-tiny"))
+    return experts
+
+
+def gate_config(path, output, experts, toy_data, **train):
+    return write_config(path, {
         "model": {"folder": ""}, "gate": {"experts": experts, "embed_dim": 8},
-        "data": {"cache": str(toy_data["cache"]),
-                 "pairs": {d: str(toy_data["split"][d][0]) for d in experts}},
-        "train": {"output": str(output), "steps": 6, "batch_size": 4, "lr": 1e-2, "beta": 500.0, "strategy": "fsdp",
-                  **WHOLE_BATCHES},
-    }) for strategy, output in outputs.items()}
+        "data": {"cache": str(toy_data["cache"]), "pairs": {d: str(toy_data["split"][d][0]) for d in experts}},
+        "train": {"output": str(output), "steps": 6, "batch_size": 4, "lr": 1e-2, "beta": 500.0, "checkpoint_every": 2,
+                  **WHOLE_BATCHES, **train},
+    })
+
+
+def test_gate_on_two_fsdp_processes_matches_one(tmp_path, toy_data, two_experts):
+    """The gate trained with the model sharded over two processes (FSDP, frozen experts sharded with their blocks)
+    equals the single-process gate."""
+    outputs = {strategy: tmp_path / strategy for strategy in ("single", "fsdp")}
+    configs = {strategy: gate_config(tmp_path / f"{strategy}.toml", output, two_experts, toy_data, strategy="fsdp")
+               for strategy, output in outputs.items()}
     assert train_gate.main(["--config", str(configs["single"])]) == 0  # one process: FSDP has nothing to shard over
     launch_two_processes("training.train_gate", configs["fsdp"])
     single, sharded = (load_gate(out / "gate.safetensors") for out in outputs.values())
     assert single.proj.abs().sum() > 0  # it did train
     torch.testing.assert_close(sharded.proj, single.proj, rtol=1e-3, atol=1e-5)
     torch.testing.assert_close(sharded.bias, single.bias, rtol=1e-3, atol=1e-5)
+
+
+def test_a_full_disk_and_a_kill_9_end_with_the_uninterrupted_gate(tmp_path, toy_data, two_experts, tiny_dir):
+    """A write that fails (the largest checkpoint file, as on a full disk) stops the run in one sentence with nothing
+    half-written; a kill -9 after some steps loses nothing but time: both runs, restarted, end with the straight gate."""
+    straight = tmp_path / "straight"
+    assert train_gate.main(["--config", str(gate_config(tmp_path / "s.toml", straight, two_experts, toy_data))]) == 0
+    largest = max(p.stat().st_size for p in (straight / "checkpoint-0000006").iterdir())
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    argv = {out: ["--config", str(gate_config(tmp_path / f"{out.name}.toml", out, two_experts, toy_data))]
+            for out in (full, killed)}
+    assert_stopped_cleanly_on_a_full_disk(run_on_a_full_disk("training.train_gate", argv[full], largest - 1, tiny_dir), full)
+    assert kill_9_when("training.train_gate", argv[killed], lambda: lines_in(killed / "metrics.jsonl") >= 3, tiny_dir)
+    for out in (full, killed):
+        assert train_gate.main(argv[out]) == 0
+        assert (out / "gate.safetensors").read_bytes() == (straight / "gate.safetensors").read_bytes()
+        assert [m["step"] for m in metrics(out)] == list(range(1, 7))
 
 
 def test_tiny_configs_run_and_load(tmp_path, monkeypatch):

@@ -70,3 +70,17 @@ def test_non_finite_frames_are_never_written(tmp_path):
     with pytest.raises(InputError, match="frames hold 1 NaN or infinite values"):
         write_mp4(tmp_path / "black.mp4", frames, 23)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cut_mp4_is_told_from_a_whole_one(tmp_path):
+    """A file one byte short can still decode every frame (the end of its index is lost): the boxes tell."""
+    from ft2_core.io.video_io import frames_in, mp4_boxes_complete, write_mp4
+
+    whole = write_mp4(tmp_path / "whole.mp4", np.zeros((9, 32, 32, 3), np.uint8), 23.0)
+    assert mp4_boxes_complete(whole)
+    data = whole.read_bytes()
+    cut, padded = tmp_path / "cut.mp4", tmp_path / "padded.mp4"
+    cut.write_bytes(data[:-1])
+    padded.write_bytes(data + b"junk")
+    assert not mp4_boxes_complete(cut) and not mp4_boxes_complete(padded)
+    assert frames_in(cut) == 9  # why the frame count alone was not enough
