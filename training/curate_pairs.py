@@ -22,7 +22,7 @@ import torch
 
 from ft2_core.checks import torch_device
 from ft2_core.dimensions import DIMENSION_NAMES
-from ft2_core.errors import InputError
+from ft2_core.errors import InputError, WriteError
 from ft2_core.io.jsonl import append_jsonl, read_jsonl
 from ft2_core.io.video_io import read_video
 from ft2_core.scoring.critic import TalkingCritic
@@ -30,6 +30,7 @@ from ft2_core.tiny import tiny_critic_dir
 from ft2_core.tlpo.curation import RULES, pairs_by_dimension
 from ft2_core.tlpo.preference_data import write_pairs
 from training.common.interrupts import Stopped, StopRequests
+from training.common.locks import folder_lock
 
 log = logging.getLogger("ft2.curate")
 
@@ -140,40 +141,54 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     try:
-        if not 0 <= args.margin < 0.5:
-            raise InputError(f"--margin must be in [0, 0.5), got {args.margin}")
-        if args.batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-        if args.max_pairs_per_condition is not None and args.max_pairs_per_condition < 1:
-            raise InputError(f"--max-pairs-per-condition must be at least 1, got {args.max_pairs_per_condition}")
-        torch_device(args.device)
-        candidates = read_candidates(Path(args.candidates))
-        if args.scores and (args.proxy or args.critic_lora or args.critic_base):
-            raise InputError("--scores replaces the critic and the proxies; give it alone")
-        if args.scores:
-            scores = given_scores(Path(args.scores), candidates)
-        elif args.proxy:
-            from ft2_core.scoring.lip_mask import LipMasker
-            from ft2_core.scoring.proxy_metrics import ProxyScorer
-
-            with LipMasker(args.face_landmarker) as masker:
-                scores = score_all(candidates, out / "scores.jsonl", proxy_batch_scorer(ProxyScorer(masker)), args.batch_size)
-        else:
-            critic = TalkingCritic.from_folder(args.critic_base or tiny_critic_dir(), args.critic_lora, args.device)
-            scores = score_all(candidates, out / "scores.jsonl", critic_batch_scorer(critic), args.batch_size)
-        pairs = pairs_by_dimension(
-            scores, {c["id"]: c["condition"] for c in candidates}, args.margin, args.max_pairs_per_condition, args.rule
-        )
+        check_arguments(args)
+        with folder_lock(out, "--out"):  # one run appends to its scores at a time
+            pairs = curate(args, out)
+            for dimension in DIMENSION_NAMES:
+                write_pairs(out / f"pairs_{dimension}.jsonl", pairs[dimension])
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except Stopped as stopped:
         print(stopped, file=sys.stderr)
         return 128 + stopped.signum
-    for dimension in DIMENSION_NAMES:
-        write_pairs(out / f"pairs_{dimension}.jsonl", pairs[dimension])
     print(" ".join(f"{d}={len(pairs[d])}" for d in DIMENSION_NAMES))
     return 0
+
+
+def check_arguments(args) -> None:
+    """What needs no file read, before anything is made."""
+    if not 0 <= args.margin < 0.5:
+        raise InputError(f"--margin must be in [0, 0.5), got {args.margin}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.max_pairs_per_condition is not None and args.max_pairs_per_condition < 1:
+        raise InputError(f"--max-pairs-per-condition must be at least 1, got {args.max_pairs_per_condition}")
+    if args.scores and (args.proxy or args.critic_lora or args.critic_base):
+        raise InputError("--scores replaces the critic and the proxies; give it alone")
+    torch_device(args.device)
+
+
+def curate(args, out: Path) -> dict:
+    """Scores (kept in OUT/scores.jsonl as they come) and the pairs they make, per dimension."""
+    candidates = read_candidates(Path(args.candidates))
+    if args.scores:
+        scores = given_scores(Path(args.scores), candidates)
+    elif args.proxy:
+        from ft2_core.scoring.lip_mask import LipMasker
+        from ft2_core.scoring.proxy_metrics import ProxyScorer
+
+        with LipMasker(args.face_landmarker) as masker:
+            scores = score_all(candidates, out / "scores.jsonl", proxy_batch_scorer(ProxyScorer(masker)), args.batch_size)
+    else:
+        critic = TalkingCritic.from_folder(args.critic_base or tiny_critic_dir(), args.critic_lora, args.device)
+        scores = score_all(candidates, out / "scores.jsonl", critic_batch_scorer(critic), args.batch_size)
+    return pairs_by_dimension(
+        scores, {c["id"]: c["condition"] for c in candidates}, args.margin, args.max_pairs_per_condition, args.rule
+    )
 
 
 if __name__ == "__main__":

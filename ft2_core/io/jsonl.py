@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError
+from .atomic import writing
 
 
 def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = (), what: str = "manifest",
@@ -34,6 +35,13 @@ def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = (), what: st
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one record; a crash can cut at most the line being written."""
-    with Path(path).open("a") as handle:
-        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    """Append one record; a crash (or a full disk: WriteError) can cut at most the line being written, and a line cut
+    earlier is ended first, so it costs only itself (readers of appended logs drop cut lines)."""
+    path = Path(path)
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+    with writing(path), path.open("ab+") as handle:
+        if handle.seek(0, os.SEEK_END):
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                line = b"\n" + line
+        handle.write(line)

@@ -177,3 +177,27 @@ def test_candidates_survive_a_full_disk_and_a_kill_9(candidates, tiny_dir):
         assert (out / "candidates.jsonl").read_text() == straight
         for row in map(json.loads, straight.splitlines()):
             assert (out / row["video"]).read_bytes() == (candidates / row["video"]).read_bytes()
+
+
+def test_curation_survives_a_full_disk_and_a_kill_9(candidates, tmp_path, tiny_dir):
+    """Scores that cannot be appended stop the run in one sentence; a kill -9 mid-scoring keeps every finished score:
+    both, rerun, end with the straight run's scores and pairs."""
+    from ft2_core.tiny import tiny_critic_dir
+
+    def argv(out):
+        return ["--candidates", str(candidates / "candidates.jsonl"), "--out", str(out), "--margin", "0.0",
+                "--critic-base", str(tiny_critic_dir(tiny_dir.parent)), "--batch-size", "1"]
+
+    straight, full, killed = tmp_path / "straight", tmp_path / "full", tmp_path / "killed"
+    assert curate_pairs.main(argv(straight)) == 0
+    line = len((straight / "scores.jsonl").read_text().splitlines()[0]) + 1
+    run = run_on_a_full_disk("training.curate_pairs", argv(full), 2 * line + line // 2, tiny_dir)  # the third line fails
+    assert_stopped_cleanly_on_a_full_disk(run, full)
+    assert kill_9_when("training.curate_pairs", argv(killed), lambda: lines_in(killed / "scores.jsonl") >= 2, tiny_dir)
+    for out in (full, killed):
+        assert curate_pairs.main(argv(out)) == 0
+        assert curate_pairs.read_scores(out / "scores.jsonl") == curate_pairs.read_scores(straight / "scores.jsonl")
+        for dimension in ("motion", "lipsync", "quality"):
+            name = f"pairs_{dimension}.jsonl"
+            assert (out / name).read_text() == (straight / name).read_text()
+

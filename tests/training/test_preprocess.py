@@ -1,5 +1,6 @@
 import json
 import logging
+import time
 
 import numpy as np
 import torch
@@ -8,6 +9,7 @@ from skimage.data import astronaut
 from ft2_core.io.audio import Audio
 from ft2_core.io.video_io import write_mp4
 from ft2_core.tlpo.preference_data import LatentCache
+from tests.training.conftest import assert_stopped_cleanly_on_a_full_disk, kill_9_when, run_on_a_full_disk
 from training.preprocess import main
 
 
@@ -74,3 +76,32 @@ def test_clip_without_audio_is_named(tmp_path, tiny_dir, capsys):
     code = main(["--clips", str(tmp_path / "clips.jsonl"), "--out", str(tmp_path / "cache"), "--model-dir", str(tiny_dir),
                  "--lip-mask", "none", "--max-side", "64"])
     assert code == 2 and "mute.mp4: no audio stream" in capsys.readouterr().err
+
+
+def test_preprocessing_survives_a_full_disk_and_a_kill_9(tmp_path, tiny_dir):
+    """A shard that cannot be written stops the run in one sentence with the index untouched; a kill -9 at any moment
+    keeps what was flushed: both, rerun, end with the straight run's cache."""
+    for c in range(3):
+        make_clip(tmp_path / f"clip{c}.mp4", face=False, seconds=0.3 + 0.1 * c)
+    clips = [{"id": f"v{c}", "video": f"clip{c}.mp4", "condition": f"c{c}"} for c in range(3)]
+    (tmp_path / "clips.jsonl").write_text("".join(json.dumps(c) + "\n" for c in clips))
+
+    def argv(out):
+        return ["--clips", str(tmp_path / "clips.jsonl"), "--out", str(out), "--model-dir", str(tiny_dir), "--max-side", "64",
+                "--lip-mask", "none"]
+
+    straight, full, killed = tmp_path / "straight", tmp_path / "full", tmp_path / "killed"
+    assert main(argv(straight)) == 0
+    smallest = min(p.stat().st_size for p in straight.glob("shard-*.safetensors"))
+    assert_stopped_cleanly_on_a_full_disk(run_on_a_full_disk("training.preprocess", argv(full), smallest - 1, tiny_dir), full)
+    assert not (full / "index.json").exists() and not list(full.glob("shard-*"))
+    started = time.monotonic()
+    kill_9_when("training.preprocess", argv(killed), lambda: time.monotonic() - started > 4.0, tiny_dir)
+    expected = LatentCache(straight)
+    names = [f"video/v{c}" for c in range(3)] + [f"cond/c{c}" for c in range(3)]
+    for out in (full, killed):
+        assert main(argv(out)) == 0
+        cache = LatentCache(out)
+        for name in names:
+            got, want = cache.get(name), expected.get(name)
+            assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), name

@@ -149,7 +149,7 @@ def train(config: dict) -> Path:
     pool.advance_to(start)
     started = time.perf_counter()
     bar = tqdm(total=steps, initial=start, desc="base model", mininterval=2.0)
-    with StopRequests() as stop:
+    with StopRequests() as stop, bar:  # the bar's line ends even when a step fails, so an error starts a line of its own
         for step in range(start, steps):
             pool.advance_to(step)
             loss = step_loss(model, pool.batch(step, batch_size), encoders, step, seed, train["audio_dropout"], frames)
@@ -178,7 +178,6 @@ def train(config: dict) -> Path:
                 bar,
                 settings=run_settings(config),
             )
-    bar.close()
     produced_by = {
         "command": "python -m training.miniature.train_base " + " ".join(sys.argv[1:]),
         "config": config,

@@ -7,7 +7,13 @@ from ft2_core.miniature.model import WorldEncoders
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip
 from ft2_core.model_paths import ModelPaths
 from ft2_core.pipeline import load_talking_model
-from tests.training.conftest import write_config
+from tests.training.conftest import (
+    assert_stopped_cleanly_on_a_full_disk,
+    kill_9_when,
+    lines_in,
+    run_on_a_full_disk,
+    write_config,
+)
 from training.miniature import train_base
 
 SMALL = {"num_layers": 1, "num_attention_heads": 2, "attention_head_dim": 16, "ffn_dim": 64, "added_kv_proj_dim": 32}
@@ -60,3 +66,19 @@ def test_resume_is_exact(trained):
     a = load_file(straight / "model" / "transformer" / "diffusion_pytorch_model.safetensors")
     b = load_file(resumed / "model" / "transformer" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_full_disk_and_a_kill_9_end_with_the_uninterrupted_base(trained, tiny_dir):
+    """A write that fails (the largest checkpoint file, as on a full disk) stops the run in one sentence with nothing
+    half-written; a kill -9 after some steps loses nothing but time: both, restarted, end with the straight model."""
+    tmp_path, straight = trained
+    largest = max(p.stat().st_size for p in (straight / "checkpoint-0000012").iterdir())
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    run = run_on_a_full_disk("training.miniature.train_base", base_config(tmp_path, full, 12), largest - 1, tiny_dir)
+    assert_stopped_cleanly_on_a_full_disk(run, full)
+    assert kill_9_when("training.miniature.train_base", base_config(tmp_path, killed, 12),
+                       lambda: lines_in(killed / "metrics.jsonl") >= 4, tiny_dir)
+    weights = "model/transformer/diffusion_pytorch_model.safetensors"
+    for out in (full, killed):
+        assert train_base.main(base_config(tmp_path, out, 12)) == 0
+        assert (out / weights).read_bytes() == (straight / weights).read_bytes()

@@ -1,0 +1,22 @@
+import json
+
+import pytest
+
+from ft2_core.errors import WriteError
+from ft2_core.io.jsonl import append_jsonl
+
+
+def test_a_line_cut_by_a_crash_costs_only_itself(tmp_path):
+    log = tmp_path / "scores.jsonl"
+    append_jsonl(log, {"id": "a"})
+    with log.open("a") as handle:
+        handle.write('{"id": "b", "sc')  # killed mid-line
+    append_jsonl(log, {"id": "c"})
+    lines = log.read_text().splitlines()
+    assert json.loads(lines[0]) == {"id": "a"} and json.loads(lines[2]) == {"id": "c"} and lines[1] == '{"id": "b", "sc'
+
+
+def test_an_append_that_fails_is_a_write_error_naming_the_file(tmp_path):
+    (tmp_path / "folder.jsonl").mkdir()
+    with pytest.raises(WriteError, match="folder.jsonl: writing failed"):
+        append_jsonl(tmp_path / "folder.jsonl", {"id": "a"})
