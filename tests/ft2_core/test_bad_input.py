@@ -28,6 +28,7 @@ def files_in(folder):
     return sorted(p.name for p in folder.rglob("*") if p.is_file())
 
 
+@pytest.mark.hostile(item=6, ends="refused")
 @pytest.mark.parametrize("flag, value, expected", [
     ("--cfg", "nan", "--cfg must be a finite number"),
     ("--cfg", "1e38", "--cfg must be between 0 and 20, got 1e+38"),
@@ -58,6 +59,7 @@ def test_numbers_beyond_the_nodes_limits_are_refused_before_any_model_loads(
     assert files_in(tmp_path) == []
 
 
+@pytest.mark.hostile(item=10, ends="refused")
 def test_output_path_that_is_a_folder_or_has_the_wrong_suffix(tmp_path, tiny_dir, run_cli):
     (tmp_path / "video.mp4").mkdir()
     run_cli(["animate", "--out", str(tmp_path / "video.mp4"), "--model-dir", str(tiny_dir)], "is a folder")
@@ -67,6 +69,7 @@ def test_output_path_that_is_a_folder_or_has_the_wrong_suffix(tmp_path, tiny_dir
     assert files_in(tmp_path) == []
 
 
+@pytest.mark.hostile(item=10, ends="refused")
 def test_output_folder_that_cannot_be_written(tmp_path, tiny_dir, run_cli):
     """(Root writes into read-only folders, so the unwritable place here is a file standing where a folder should be.)"""
     from ft2_core.checks import output_file
@@ -78,6 +81,7 @@ def test_output_folder_that_cannot_be_written(tmp_path, tiny_dir, run_cli):
     run_cli(["animate", "--out", str(blocker / "o.mp4"), "--model-dir", str(tiny_dir)], "not a writable folder")
 
 
+@pytest.mark.hostile(item=10, ends="refused")
 def test_cuda_on_a_machine_without_it(tmp_path, tiny_dir, run_cli):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -102,6 +106,7 @@ def poisoned(path):
     return path
 
 
+@pytest.mark.hostile(item=4, ends="refused")
 @pytest.mark.parametrize("kind", ["expert", "gate", "adapter"])
 def test_nan_in_weight_files(tmp_path, tiny_dir, tiny_model, run_cli, kind):
     from ft2_core.tlpo.gate import TimestepLayerGate, save_gate
@@ -123,6 +128,7 @@ def test_nan_in_weight_files(tmp_path, tiny_dir, tiny_model, run_cli, kind):
     assert not (tmp_path / "o.mp4").exists()
 
 
+@pytest.mark.hostile(item=5, ends="handled")
 def test_huge_image_is_shrunk_while_decoding(tmp_path):
     from ft2_core.io.image import DECODE_MAX_SIDE, load_image
 
@@ -132,6 +138,7 @@ def test_huge_image_is_shrunk_while_decoding(tmp_path):
     assert max(image.shape[:2]) <= DECODE_MAX_SIDE and image.dtype == torch.float32
 
 
+@pytest.mark.hostile(item=5, ends="refused")
 def test_decompression_bomb_is_refused(tmp_path):
     from ft2_core.io.image import load_image
 
@@ -141,6 +148,7 @@ def test_decompression_bomb_is_refused(tmp_path):
         load_image(path)
 
 
+@pytest.mark.hostile(item=3, ends="refused")
 def test_candidate_ids_cannot_write_outside_the_output(tmp_path, tiny_dir, capsys):
     (tmp_path / "conditions.jsonl").write_text(json.dumps({"id": "../escape", "image": "a.png", "audio": "a.wav"}) + "\n")
     argv = ["--conditions", str(tmp_path / "conditions.jsonl"), "--out", str(tmp_path / "out"), "--model-dir", str(tiny_dir)]
@@ -151,6 +159,7 @@ def test_candidate_ids_cannot_write_outside_the_output(tmp_path, tiny_dir, capsy
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.hostile(item=6, ends="refused")
 @pytest.mark.parametrize("argv, expected", [
     (["--samples", "0"], "--samples must be at least 1"),
     (["--samples", "-3"], "--samples must be at least 1"),
@@ -162,6 +171,7 @@ def test_candidate_options(tmp_path, tiny_dir, capsys, argv, expected):
     assert expected in capsys.readouterr().err
 
 
+@pytest.mark.hostile(item=10, ends="refused")
 @pytest.mark.parametrize("frames", ["-5", "3", "8"])
 def test_preprocess_frame_counts(tmp_path, capsys, frames):
     argv = ["--clips", str(tmp_path / "clips.jsonl"), "--out", str(tmp_path / "cache"), "--frames", frames]
@@ -170,6 +180,7 @@ def test_preprocess_frame_counts(tmp_path, capsys, frames):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.hostile(item=4, ends="refused")
 def test_sampler_options_refuse_non_finite_values():
     from ft2_core.sampling.options import SamplerOptions
 
@@ -179,6 +190,7 @@ def test_sampler_options_refuse_non_finite_values():
     assert np.isfinite(SamplerOptions().cfg)
 
 
+@pytest.mark.hostile(item=5, ends="refused")
 def test_a_huge_prompt_is_refused_before_tokenizing(tmp_path, tiny_dir, tiny_pipeline, run_cli):
     from ft2_core.demo_inputs import demo_portrait, demo_speech
 
@@ -188,6 +200,7 @@ def test_a_huge_prompt_is_refused_before_tokenizing(tmp_path, tiny_dir, tiny_pip
         tiny_pipeline.animate(demo_portrait(), demo_speech(0.5), negative_prompt="x" * 20_000, num_frames=5)
 
 
+@pytest.mark.hostile(item=5, ends="refused")
 def test_audio_too_long_or_too_wide_is_refused_from_its_header(tmp_path, monkeypatch):
     import soundfile
 

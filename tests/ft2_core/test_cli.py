@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import soundfile
 from PIL import Image
 
@@ -110,6 +111,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.hostile(item=2, ends="write error")
 def test_a_full_disk_and_a_killed_run_leave_no_video_and_no_litter(tmp_path, tiny_dir):
     """A killed run's temporaries are cleaned by the next run into the folder (only ft2's, only a dead process's);
     a write that runs out of room ends in one sentence, exit 1, and leaves nothing under the video's name."""

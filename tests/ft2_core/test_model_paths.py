@@ -7,6 +7,7 @@ from ft2_core.errors import InputError
 from ft2_core.model_paths import MANIFEST, ModelPaths, read_manifest
 
 
+@pytest.mark.hostile(item=7, ends="refused")
 @pytest.mark.parametrize("text, expected", [
     ('{"name": 3, "defaults": [1, 2]', "is not valid JSON"),
     ("[1, 2]", "must hold a JSON object, got a list"),

@@ -101,6 +101,7 @@ def test_long_audio_through_both_sampler_nodes(ft2, tiny_pipeline, method):
     assert capped.shape[0] == 25
 
 
+@pytest.mark.hostile(item=4, ends="refused")
 @pytest.mark.parametrize("broken", ["positive", "clip_vision_output", "start_image"])
 def test_nan_conditioning_is_one_sentence_naming_the_input(ft2, tiny_pipeline, broken):
     model, embeds, clip_out = native_sampler_inputs(ft2)

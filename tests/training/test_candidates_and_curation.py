@@ -115,6 +115,7 @@ def test_curation_takes_judgements_from_a_scores_file(candidates, tmp_path, caps
     assert "scores['lipsync'] must be" in capsys.readouterr().err
 
 
+@pytest.mark.hostile(item=8, ends="refused")
 def test_a_rerun_with_other_settings_duplicate_ids_or_a_busy_folder_is_refused(candidates, tiny_dir, capsys):
     import subprocess
     import sys
@@ -144,6 +145,7 @@ def test_a_rerun_with_other_settings_duplicate_ids_or_a_busy_folder_is_refused(c
     assert (candidates / "candidates.jsonl").read_text() == before
 
 
+@pytest.mark.hostile(item=3, ends="refused")
 def test_a_videos_folder_that_links_elsewhere_is_refused(tmp_path, candidates, tiny_dir, capsys):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -156,6 +158,7 @@ def test_a_videos_folder_that_links_elsewhere_is_refused(tmp_path, candidates, t
     assert list(elsewhere.iterdir()) == []
 
 
+@pytest.mark.hostile(item=2, ends="resumes")
 def test_candidates_survive_a_full_disk_and_a_kill_9(candidates, tiny_dir):
     """A video that cannot be written stops the run in one sentence, with no half video and no manifest line for it; a
     kill -9 mid-run keeps every finished video: both, rerun, end with the straight run's manifest and videos."""
@@ -179,6 +182,7 @@ def test_candidates_survive_a_full_disk_and_a_kill_9(candidates, tiny_dir):
             assert (out / row["video"]).read_bytes() == (candidates / row["video"]).read_bytes()
 
 
+@pytest.mark.hostile(item=2, ends="resumes")
 def test_curation_survives_a_full_disk_and_a_kill_9(candidates, tmp_path, tiny_dir):
     """Scores that cannot be appended stop the run in one sentence; a kill -9 mid-scoring keeps every finished score:
     both, rerun, end with the straight run's scores and pairs."""

@@ -3,6 +3,7 @@ import logging
 import time
 
 import numpy as np
+import pytest
 import torch
 from skimage.data import astronaut
 
@@ -55,6 +56,7 @@ def test_preprocess_builds_a_resumable_cache(tmp_path, tiny_dir, caplog):
     assert main(["--clips", str(twice), *argv[2:]]) == 2
 
 
+@pytest.mark.hostile(item=8, ends="refused")
 def test_a_cache_of_other_settings_is_named(tmp_path, tiny_dir, capsys):
     from ft2_core.tlpo.preference_data import CacheWriter
 
@@ -78,6 +80,7 @@ def test_clip_without_audio_is_named(tmp_path, tiny_dir, capsys):
     assert code == 2 and "mute.mp4: no audio stream" in capsys.readouterr().err
 
 
+@pytest.mark.hostile(item=2, ends="resumes")
 def test_preprocessing_survives_a_full_disk_and_a_kill_9(tmp_path, tiny_dir):
     """A shard that cannot be written stops the run in one sentence with the index untouched; a kill -9 at any moment
     keeps what was flushed: both, rerun, end with the straight run's cache."""

@@ -166,6 +166,7 @@ def test_bad_preferences_and_no_data_are_named(tmp_path, capsys):
     assert "give train (Yes/No labels), train_pairs (preferences) or both" in capsys.readouterr().err
 
 
+@pytest.mark.hostile(item=5, ends="refused")
 @pytest.mark.parametrize("key, value, expected", [
     ("rank", 100000, "lora.rank must be at most 1024, got 100000"),
     ("alpha", 1e30, "lora.alpha must be at most"),
@@ -179,6 +180,7 @@ def test_lora_sizes_beyond_the_limits_are_refused_before_loading(tmp_path, capsy
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.hostile(item=2, ends="resumes")
 def test_a_full_disk_and_a_kill_9_end_with_the_uninterrupted_critic(tmp_path, tiny_dir):
     """A write that fails (the largest checkpoint file, as on a full disk) stops the run in one sentence with nothing
     half-written; a kill -9 after some steps loses nothing but time: both runs, restarted, end with the straight critic."""

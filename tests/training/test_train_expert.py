@@ -130,6 +130,7 @@ def test_a_bf16_base_needs_bf16_autocast(tmp_path, toy_data, capsys):
     assert 'set train.mixed_precision = "bf16"' in capsys.readouterr().err
 
 
+@pytest.mark.hostile(item=10, ends="refused")
 @pytest.mark.parametrize("setting, expected", [
     ("expert.rank=100000", "expert.rank must be at most 1024"),
     ("expert.alpha=1e30", "expert.alpha must be at most 4096"),

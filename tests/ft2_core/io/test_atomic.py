@@ -25,6 +25,7 @@ def test_a_staged_folder_replaces_its_target_only_when_the_block_finishes(tmp_pa
     assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
 
 
+@pytest.mark.hostile(item=3, ends="handled")
 def test_clean_up_removes_only_what_dead_ft2_processes_left(tmp_path):
     import subprocess
     import sys

@@ -96,6 +96,7 @@ def test_wav2vec_gives_upstream_token_count(tiny_pipeline):
     assert feats.shape == (1, 175, tiny_pipeline.model.adapter.audio_in_dim)
 
 
+@pytest.mark.hostile(item=9, ends="handled")
 def test_speech_in_antiphase_survives_the_downmix(caplog):
     """Averaging L = s and R = -s gives silence; the downmix keeps one channel instead (and says so)."""
     speech = tone(220, 1.0, 16000)[0] * np.linspace(0, 1, 16000, dtype=np.float32)
@@ -107,6 +108,7 @@ def test_speech_in_antiphase_survives_the_downmix(caplog):
     assert np.allclose(to_mono_16k(in_phase), 0.75 * speech)  # an ordinary stereo mix is still averaged
 
 
+@pytest.mark.hostile(item=5, ends="handled")
 @pytest.mark.parametrize("suffix, fmt", [(".flac", "FLAC"), (".wav", "WAV")])
 def test_decoding_holds_the_waveform_and_one_chunk_not_the_file_twice(tmp_path, suffix, fmt):
     """20 s of 48 kHz stereo (7.7 MB as float32) decodes to what libsndfile reads whole, with a peak of the waveform

@@ -2,6 +2,7 @@
 import pytest
 
 
+@pytest.mark.hostile(item=4, ends="refused")
 def test_a_tensor_file_with_nan_is_never_written(tmp_path):
     import torch
 
@@ -25,6 +26,7 @@ def raw_safetensors(path, header, data=b""):
 GOOD = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "U8", "shape": [4], "data_offsets": [8, 12]}}
 
 
+@pytest.mark.hostile(item=7, ends="refused")
 @pytest.mark.parametrize("header, expected", [
     ([1, 2], "a JSON list, expected an object of tensors"),
     ({"a": {"dtype": "F32", "shape": [2]}}, "tensor a needs dtype, shape and data_offsets"),

@@ -36,6 +36,7 @@ def test_bad_images_are_named(tmp_path):
         fit_image(torch.rand(100, 100, 3), 500)
 
 
+@pytest.mark.hostile(item=9, ends="handled")
 def test_a_phone_portrait_stored_sideways_is_loaded_upright(tmp_path):
     """Phones store the sensor's landscape pixels with an EXIF orientation tag (6: rotate 90 degrees clockwise)."""
     upright = np.zeros((120, 80, 3), np.uint8)
@@ -49,6 +50,7 @@ def test_a_phone_portrait_stored_sideways_is_loaded_upright(tmp_path):
     assert image[:15, :, 0].mean() > 0.9 and image[40:, :, 0].mean() < 0.1  # red on top again
 
 
+@pytest.mark.hostile(item=9, ends="handled")
 def test_eight_bit_images_are_scaled_and_other_ranges_refused():
     pixels = torch.randint(0, 256, (64, 64, 3), dtype=torch.uint8)
     assert torch.allclose(fit_image(pixels, 64), pixels.float() / 255, atol=1e-6)
@@ -58,6 +60,7 @@ def test_eight_bit_images_are_scaled_and_other_ranges_refused():
         fit_image(pixels.to(torch.int16), 64)
 
 
+@pytest.mark.hostile(item=9, ends="refused")
 def test_extreme_aspect_ratios_are_refused_with_the_limit():
     with pytest.raises(InputError, match=r"4096x64 is 64.0 times longer than wide; crop it to at most 4:1"):
         fit_image(torch.rand(64, 4096, 3), 512)

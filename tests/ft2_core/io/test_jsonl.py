@@ -6,6 +6,7 @@ from ft2_core.errors import WriteError
 from ft2_core.io.jsonl import append_jsonl
 
 
+@pytest.mark.hostile(item=2, ends="handled")
 def test_a_line_cut_by_a_crash_costs_only_itself(tmp_path):
     log = tmp_path / "scores.jsonl"
     append_jsonl(log, {"id": "a"})
@@ -16,6 +17,7 @@ def test_a_line_cut_by_a_crash_costs_only_itself(tmp_path):
     assert json.loads(lines[0]) == {"id": "a"} and json.loads(lines[2]) == {"id": "c"} and lines[1] == '{"id": "b", "sc'
 
 
+@pytest.mark.hostile(item=2, ends="write error")
 def test_an_append_that_fails_is_a_write_error_naming_the_file(tmp_path):
     (tmp_path / "folder.jsonl").mkdir()
     with pytest.raises(WriteError, match="folder.jsonl: writing failed"):

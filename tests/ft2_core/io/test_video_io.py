@@ -24,6 +24,7 @@ def test_mp4_has_frames_fps_and_audio_of_video_length(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the private mode of a temporary file
 
 
+@pytest.mark.hostile(item=2, ends="write error")
 def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(InputError, match="even sides"):
         write_mp4(tmp_path / "bad.mp4", torch.rand(3, 63, 48, 3), 23)
@@ -48,6 +49,7 @@ except WriteError as err:
 """
 
 
+@pytest.mark.hostile(item=2, ends="write error")
 def test_a_write_that_runs_out_of_room_leaves_the_previous_file(tmp_path):
     """ffmpeg under a 30 kB file-size limit (a full disk, for this test) writes a truncated MP4: it is refused, the
     previous video stays, and no temporary file remains."""
@@ -64,6 +66,7 @@ def test_a_write_that_runs_out_of_room_leaves_the_previous_file(tmp_path):
     assert target.read_bytes() == previous and sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
 
 
+@pytest.mark.hostile(item=4, ends="refused")
 def test_non_finite_frames_are_never_written(tmp_path):
     frames = torch.rand(5, 32, 32, 3)
     frames[2, 0, 0, 1] = float("nan")
@@ -72,6 +75,7 @@ def test_non_finite_frames_are_never_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.hostile(item=2, ends="write error")
 def test_a_cut_mp4_is_told_from_a_whole_one(tmp_path):
     """A file one byte short can still decode every frame (the end of its index is lost): the boxes tell."""
     from ft2_core.io.video_io import frames_in, mp4_boxes_complete, write_mp4

@@ -68,6 +68,7 @@ def test_unrelated_checkpoint_is_refused(tmp_path):
         load_audio_adapter(path, 2, 32)
 
 
+@pytest.mark.hostile(item=7, ends="refused")
 def test_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.ckpt"
     torch.save({"proj_model": {"x": torch.nn.Linear(2, 2)}}, path)  # a module object, not tensors
@@ -75,6 +76,7 @@ def test_pickled_code_is_refused(tmp_path):
         load_audio_adapter(path, 2, 32)
 
 
+@pytest.mark.hostile(item=5, ends="refused")
 def test_a_safetensors_adapter_that_does_not_fit_is_refused_before_its_data_is_read(tmp_path, adapter, monkeypatch):
     from safetensors.torch import save_file
 

@@ -63,6 +63,7 @@ def test_diffusers_folder_loads(tmp_path, reference):
     torch.testing.assert_close(forward(loaded, inputs), expected)
 
 
+@pytest.mark.hostile(item=7, ends="refused")
 def test_truncated_file_is_named(tmp_path, reference):
     transformer, _, _ = reference
     path = tmp_path / "wan.safetensors"
@@ -195,6 +196,7 @@ def test_a_bf16_or_fp32_model_stored_as_fp8_at_load_equals_the_fp8_scaled_file(t
     assert 0 < error < 0.1
 
 
+@pytest.mark.hostile(item=4, ends="refused")
 def test_a_nan_fp8_scale_is_refused_at_load(tmp_path, reference):
     transformer, _, _ = reference
     state = fp8_scaled(diffusers_to_original(transformer.state_dict()))
@@ -205,6 +207,7 @@ def test_a_nan_fp8_scale_is_refused_at_load(tmp_path, reference):
         load_transformer_file(path, TINY_CONFIG)
 
 
+@pytest.mark.hostile(item=4, ends="refused")
 @pytest.mark.parametrize("stored", [torch.float32, torch.bfloat16, torch.float8_e4m3fn])
 def test_a_nan_weight_is_refused_at_load_in_every_precision(tmp_path, reference, stored):
     """A NaN weight would give a black video; fp8 block weights kept as stored are checked from their bits."""
@@ -216,6 +219,7 @@ def test_a_nan_weight_is_refused_at_load_in_every_precision(tmp_path, reference,
         load_transformer_file(tmp_path / "nan.safetensors", TINY_CONFIG)
 
 
+@pytest.mark.hostile(item=7, ends="refused")
 def test_a_file_with_no_blocks_is_named(tmp_path, reference):
     transformer, _, _ = reference
     state = {k: v for k, v in transformer.state_dict().items() if not k.startswith("blocks.")}
@@ -224,6 +228,7 @@ def test_a_file_with_no_blocks_is_named(tmp_path, reference):
         load_transformer_file(tmp_path / "headless.safetensors")
 
 
+@pytest.mark.hostile(item=7, ends="refused")
 @pytest.mark.parametrize("text, expected", [
     ("[1", "is not valid JSON"),
     ('{"foo": 1}', 'must be a JSON object with a "transformer" object'),

@@ -86,6 +86,7 @@ def test_static_and_scheduled_mixes():
         parse_schedule("1200: 1, 0, 0", 3)
 
 
+@pytest.mark.hostile(item=4, ends="refused")
 @pytest.mark.parametrize("line", ["500: nan, 1, 1", "500: 1, inf, 1"])
 def test_a_schedule_with_non_finite_weights_is_refused(line):
     from ft2_core.tlpo.gate import parse_schedule
@@ -94,6 +95,7 @@ def test_a_schedule_with_non_finite_weights_is_refused(line):
         parse_schedule(f"0: 1, 1, 1\n{line}", 3)
 
 
+@pytest.mark.hostile(item=10, ends="refused")
 @pytest.mark.parametrize("embed_dim", [3, 0])
 def test_an_odd_or_empty_embedding_is_refused(embed_dim):
     with pytest.raises(InputError, match=f"embed_dim must be even and at least 2 .*got {embed_dim}"):

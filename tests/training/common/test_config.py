@@ -24,6 +24,7 @@ def problems(schema, argv):
     return caught.value.problems
 
 
+@pytest.mark.hostile(item=10, ends="refused")
 @pytest.mark.parametrize("override, expected", [
     ("train.steps=-5", "train.steps must be at least 1, got -5"),
     ("train.steps=0", "train.steps must be at least 1, got 0"),
@@ -50,6 +51,7 @@ def test_missing_required_key_and_all_problems_at_once(tmp_path):
     assert any("train.output is required" in p for p in found)
 
 
+@pytest.mark.hostile(item=7, ends="refused")
 def test_invalid_toml_is_named(tmp_path, capsys):
     path = tmp_path / "bad.toml"
     path.write_text("[train\nsteps = 3\n")

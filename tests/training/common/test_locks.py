@@ -9,6 +9,7 @@ from ft2_core.errors import InputError
 from training.common.locks import LOCK_NAME, folder_lock
 
 
+@pytest.mark.hostile(item=8, ends="refused")
 def test_a_second_run_into_the_folder_is_refused_and_the_lock_goes_with_the_run(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -24,6 +25,7 @@ def test_a_second_run_into_the_folder_is_refused_and_the_lock_goes_with_the_run(
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # released, and no helper file left
 
 
+@pytest.mark.hostile(item=8, ends="refused")
 def test_a_training_into_a_folder_in_use_or_into_no_folder_exits_2(tmp_path, capsys):
     from training import train_expert
 
@@ -40,6 +42,7 @@ def test_a_training_into_a_folder_in_use_or_into_no_folder_exits_2(tmp_path, cap
     assert "train.output is empty" in capsys.readouterr().err
 
 
+@pytest.mark.hostile(item=8, ends="refused")
 def test_a_folder_that_cannot_be_made_is_one_sentence(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should be")

@@ -45,6 +45,7 @@ def test_same_tensors_same_bytes(tmp_path, toy_data, straight):
     assert hashlib.sha256(again).hexdigest() == hashlib.sha256(straight[1]).hexdigest()
 
 
+@pytest.mark.hostile(item=4, ends="handled")
 @pytest.mark.parametrize("damage", ["garbage optimizer", "no state.json", "truncated weights", "empty folder", "NaN weights"])
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, toy_data, straight, caplog, damage):
     out = tmp_path / "out"
@@ -72,6 +73,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, toy_data
     assert [m["step"] for m in metrics(out)] == list(range(1, STEPS + 1))
 
 
+@pytest.mark.hostile(item=2, ends="handled")
 def test_cut_metrics_line_and_leftovers_of_a_killed_run(tmp_path, toy_data, straight, caplog):
     out = tmp_path / "out"
     assert train_expert.main(argv(tmp_path, toy_data, out, steps=4)) == 0
@@ -91,6 +93,7 @@ def test_cut_metrics_line_and_leftovers_of_a_killed_run(tmp_path, toy_data, stra
     assert same_weights(out, straight)
 
 
+@pytest.mark.hostile(item=2, ends="resumes")
 def test_killed_before_its_first_checkpoint_starts_over_with_a_clean_log(tmp_path, toy_data, straight):
     """Steps 1-2 logged, then killed before checkpoint 4: the rerun starts at step 1 and logs each step once."""
     from training.common.checkpoints import SETTINGS_FILE, run_settings
@@ -106,6 +109,7 @@ def test_killed_before_its_first_checkpoint_starts_over_with_a_clean_log(tmp_pat
     assert same_weights(out, straight)
 
 
+@pytest.mark.hostile(item=3, ends="refused")
 def test_a_folder_of_another_run_is_refused_unless_starting_over(tmp_path, toy_data, straight, capsys):
     """No checkpoint to resume, but the folder holds someone's files or another run's settings: refused, untouched."""
     out = tmp_path / "out"
@@ -134,6 +138,7 @@ def wait_for_step(out, step, process, timeout=240):
         time.sleep(0.05)
 
 
+@pytest.mark.hostile(item=2, ends="resumes")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_and_sigterm_stop_cleanly_and_resume(tmp_path, toy_data, straight, signum):
     out = tmp_path / "out"
@@ -156,6 +161,7 @@ def logged_steps(out):
     return log.read_text().count("\n") if log.is_file() else 0
 
 
+@pytest.mark.hostile(item=2, ends="resumes")
 def test_kill_9_at_random_moments_always_ends_identical(tmp_path, toy_data, straight):
     """A handful of seeds: kill -9 at a random moment, restart, until the run finishes.
 
@@ -190,6 +196,7 @@ def test_kill_9_at_random_moments_always_ends_identical(tmp_path, toy_data, stra
     (tmp_path / "kill_loop.json").write_text(json.dumps(outcomes))
 
 
+@pytest.mark.hostile(item=2, ends="resumes")
 def test_ctrl_c_in_candidate_generation_keeps_finished_videos(tmp_path, tiny_dir):
     import numpy as np
     import soundfile
@@ -225,6 +232,7 @@ def test_ctrl_c_in_candidate_generation_keeps_finished_videos(tmp_path, tiny_dir
     assert finished.returncode == 0 and len(manifest.read_text().splitlines()) == 6
 
 
+@pytest.mark.hostile(item=1, ends="refused")
 def test_a_run_resumes_only_the_run_it_belongs_to(tmp_path, toy_data, capsys):
     """Another dimension, another lr or fewer steps than the checkpoint reached are refused in one sentence naming
     what differs; train.allow_changes lets a listed setting change, and more steps continue the same run."""
@@ -247,6 +255,7 @@ def test_a_run_resumes_only_the_run_it_belongs_to(tmp_path, toy_data, capsys):
     assert [m["step"] for m in metrics(out)] == list(range(1, 7))
 
 
+@pytest.mark.hostile(item=10, ends="handled")
 def test_a_stray_checkpoint_named_folder_is_not_ours(tmp_path):
     from training.common.checkpoints import checkpoints
 
@@ -265,6 +274,7 @@ sys.exit(train_expert.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.hostile(item=2, ends="write error")
 def test_a_full_disk_stops_training_with_one_sentence_and_no_half_checkpoint(tmp_path, toy_data, straight):
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-c", TRAIN_ON_A_FULL_DISK, *argv(tmp_path, toy_data, out)], capture_output=True,

@@ -1,7 +1,10 @@
+import pytest
+
 from tests.training.conftest import write_config
 from training import train_expert
 
 
+@pytest.mark.hostile(item=10, ends="refused")
 def test_fsdp_refuses_one_process_memory_options_before_loading(tmp_path, toy_data, capsys):
     config = write_config(tmp_path / "fsdp.toml", {
         "model": {"folder": ""}, "expert": {"rank": 4},

@@ -68,6 +68,7 @@ def test_resume_is_exact(trained):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.hostile(item=2, ends="resumes")
 def test_a_full_disk_and_a_kill_9_end_with_the_uninterrupted_base(trained, tiny_dir):
     """A write that fails (the largest checkpoint file, as on a full disk) stops the run in one sentence with nothing
     half-written; a kill -9 after some steps loses nothing but time: both, restarted, end with the straight model."""
