@@ -5,6 +5,7 @@ the down matrix A [r, d_in], the up matrix B [d_out, r] and alpha (None when the
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from ..dimensions import DIMENSION_NAMES, POOLED
 from ..errors import InputError
 from ..io.checkpoint_io import load_state_dict, read_metadata, save_safetensors
 from ..models.wan_keys import BLOCK_LEVEL
+
+MAX_LORA_RANK = 1024  # beyond it the "low-rank" update is as big as a 14B layer (and its memory with it)
+MAX_LORA_ALPHA = 4096.0  # with rank >= 1, a scale of at most 4096 per unit of rank; more only swamps the layer
 
 EXPERT_TARGETS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
                   "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")
@@ -131,7 +135,12 @@ def parse_lora_state(state: dict[str, torch.Tensor], what: str, metadata: dict |
             down, up = found["down"].float(), found["up"].float()
             if down.ndim != 2 or up.ndim != 2 or down.shape[0] != up.shape[1]:
                 raise InputError(f"{what}: {target} down {tuple(down.shape)} and up {tuple(up.shape)} ranks do not match")
+            if down.shape[0] > MAX_LORA_RANK:
+                raise InputError(f"{what}: {target} has rank {down.shape[0]}; expected at most {MAX_LORA_RANK}")
             alpha = float(found["alpha"]) if "alpha" in found else None
+            if alpha is not None and not (math.isfinite(alpha) and abs(alpha) <= MAX_LORA_ALPHA):
+                raise InputError(f"{what}: {target} has alpha {alpha:g}; expected a finite value of at most {MAX_LORA_ALPHA:g} "
+                                 "(its update would swamp the layer)")
             modules[target] = LoraModule(down, up, alpha)
         return LoraWeights(modules, fmt, metadata or {}, default_alpha=1.0 if fmt == "musubi-tuner" else None)
     raise InputError(f"{what}: no Wan2.1 LoRA keys found (first keys: {', '.join(sorted(state)[:3])})")

@@ -14,11 +14,11 @@ from typing import Any
 import tomllib
 
 from ft2_core.errors import InputError
+from ft2_core.tlpo.lora_formats import MAX_LORA_ALPHA, MAX_LORA_RANK
 
 REQUIRED = object()
 MAX_SEED = 2**63 - 1  # torch's generators take 64-bit seeds
-MAX_RANK = 1024  # a LoRA rank; beyond it the "low-rank" update is as big as the layer (and its memory with it)
-MAX_ALPHA = 4096.0  # with rank >= 1: a scale of at most 4096 per unit of rank
+MAX_RANK, MAX_ALPHA = MAX_LORA_RANK, MAX_LORA_ALPHA  # what a LoRA file may hold is what a config may ask for
 
 
 def resolve(path: str) -> Path:
