@@ -13,6 +13,19 @@ from ft2_core.tiny import tiny_model_dir
 REPO = Path(__file__).resolve().parents[1]
 
 
+def in_the_map_of(path, tensor: torch.Tensor) -> bool:
+    """Whether `tensor`'s bytes lie in this process's memory map of the file `path` (from /proc/self/maps): the
+    system's cached pages of the file, shared by every process that maps it, not a copy of this process's own."""
+    start, end = tensor.data_ptr(), tensor.data_ptr() + tensor.nbytes
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        if len(fields) >= 6 and fields[5] == str(path):
+            low, high = (int(x, 16) for x in fields[0].split("-"))
+            if low <= start and end <= high:
+                return True
+    return False
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     return tiny_model_dir(tmp_path_factory.mktemp("ft2cache"))

@@ -1,6 +1,8 @@
 """Weight files: written whole, and never with NaN in them."""
 import pytest
 
+from tests.conftest import in_the_map_of
+
 
 @pytest.mark.hostile(item=4, ends="refused")
 def test_a_tensor_file_with_nan_is_never_written(tmp_path):
@@ -55,17 +57,6 @@ def test_a_well_formed_header_still_loads(tmp_path):
     assert state["a"].shape == (2,) and state["b"].shape == (4,)
 
 
-def mapped_ranges(path) -> list[tuple[int, int]]:
-    """Address ranges of this process that map `path` (from /proc/self/maps)."""
-    ranges = []
-    for line in open("/proc/self/maps"):
-        fields = line.split()
-        if len(fields) >= 6 and fields[5] == str(path):
-            low, high = (int(x, 16) for x in fields[0].split("-"))
-            ranges.append((low, high))
-    return ranges
-
-
 def test_a_safetensors_file_read_in_its_own_dtype_is_the_page_cache_not_a_private_copy(tmp_path):
     """safetensors maps the file: tensors kept in the file's dtype live in the map of the file (the system's cached
     pages of it, one copy for every process that reads it; FSDP ranks load the base so), while a cast is a copy."""
@@ -77,11 +68,6 @@ def test_a_safetensors_file_read_in_its_own_dtype_is_the_page_cache_not_a_privat
     path = tmp_path / "w.safetensors"
     save_file({f"w{i}": torch.ones(256, 1024) * i for i in range(4)}, path)
     kept, cast = load_state_dict(path), load_state_dict(path, dtype=torch.bfloat16)
-    ranges = mapped_ranges(path)
-
-    def in_the_file_map(tensor):
-        return any(low <= tensor.data_ptr() and tensor.data_ptr() + tensor.nbytes <= high for low, high in ranges)
-
-    assert ranges and all(in_the_file_map(t) for t in kept.values())
-    assert not any(in_the_file_map(t) for t in cast.values())
+    assert all(in_the_map_of(path, t) for t in kept.values())
+    assert not any(in_the_map_of(path, t) for t in cast.values())
     assert all(torch.equal(kept[f"w{i}"], torch.ones(256, 1024) * i) for i in range(4))

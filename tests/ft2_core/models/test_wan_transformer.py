@@ -6,7 +6,7 @@ from ft2_core.errors import InputError
 from ft2_core.models.wan_keys import diffusers_to_original
 from ft2_core.models.wan_transformer import config_matching, load_transformer_file, load_transformer_folder
 from ft2_core.tiny import TINY_CONFIG
-from tests.conftest import make_model_inputs
+from tests.conftest import in_the_map_of, make_model_inputs
 
 
 def forward(transformer, inputs):
@@ -246,3 +246,19 @@ def test_a_bad_model_config_is_one_sentence_naming_it(tmp_path, reference, text,
     assert str(caught.value).startswith(f"model config {tmp_path / 'config.json'}") and expected in str(caught.value)
     with pytest.raises(InputError, match="model config wan-99b: not a shipped name .*wan2.1-i2v-14b-480p.* nor a JSON file"):
         load_transformer_file(tmp_path / "dit.safetensors", "wan-99b")
+
+
+def test_a_base_loaded_in_its_stored_dtype_stays_in_the_file_map(tmp_path, reference):
+    """A single file or a diffusers folder loaded in the dtype it is stored in keeps its weights in the file's memory
+    map, so processes loading one base (FSDP ranks) share one copy of it in host memory; a cast makes a copy."""
+    transformer, _, _ = reference
+    save_file({k: v.contiguous() for k, v in transformer.state_dict().items()}, str(tmp_path / "dit.safetensors"))
+    transformer.save_pretrained(tmp_path / "folder", safe_serialization=True)
+    single, _ = load_transformer_file(tmp_path / "dit.safetensors", TINY_CONFIG)
+    folder = load_transformer_folder(tmp_path / "folder")
+    shard = next((tmp_path / "folder").glob("*.safetensors"))
+    assert all(in_the_map_of(tmp_path / "dit.safetensors", p) for p in single.parameters())
+    assert all(in_the_map_of(shard, p) for p in folder.parameters())
+    cast, _ = load_transformer_file(tmp_path / "dit.safetensors", TINY_CONFIG, dtype=torch.bfloat16)
+    converted = [p for p in cast.parameters() if p.dtype == torch.bfloat16]  # norms and modulation stay fp32
+    assert converted and not any(in_the_map_of(tmp_path / "dit.safetensors", p) for p in converted)
