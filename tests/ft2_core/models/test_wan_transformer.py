@@ -212,7 +212,7 @@ def test_a_nan_fp8_scale_is_refused_at_load(tmp_path, reference):
 def test_a_nan_weight_is_refused_at_load_in_every_precision(tmp_path, reference, stored):
     """A NaN weight would give a black video; fp8 block weights kept as stored are checked from their bits."""
     transformer, _, _ = reference
-    state = {k: v.to(stored).contiguous() for k, v in diffusers_to_original(transformer.state_dict()).items()}
+    state = {k: v.to(stored).clone() for k, v in diffusers_to_original(transformer.state_dict()).items()}  # not the model's
     state["blocks.1.ffn.0.weight"][3, 2] = float("nan")
     save_file(state, str(tmp_path / "nan.safetensors"))
     with pytest.raises(InputError, match="tensor blocks.1.ffn.net.0.proj.weight contains NaN or infinite values"):
