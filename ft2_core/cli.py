@@ -36,8 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--dit-config", help="config for a single-file DiT: a shipped name or JSON (default: by shape)")
     models.add_argument("--adapter", help="override: fantasytalking_model.ckpt or its .safetensors conversion")
     models.add_argument("--wav2vec", help="override: wav2vec2 folder (e.g. wav2vec2-base-960h)")
-    models.add_argument("--upcast-weights", action="store_true",
-                        help="upcast an fp8 DiT file's weights to the compute dtype on load (default: they stay fp8)")
     models.add_argument("--cache-dir", help="where the tiny model is built (default: $FT2_CACHE or ~/.cache/ft2)")
     sampling = animate.add_argument_group("sampling (default: the model's recommended values)")
     sampling.add_argument("--steps", type=int)
@@ -53,20 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--max-seconds", type=float, help="animate only the first seconds of the audio")
     sampling.add_argument("--fps", type=float)
     sampling.add_argument("--max-side", type=int, help="longest image edge in pixels (multiple of 16)")
-    sampling.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    sampling.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default: bf16 on GPU, fp32 on CPU")
-
-    memory = animate.add_argument_group("memory (same video, less activation memory)")
-    memory.add_argument("--sequential-rows", action="store_true",
-                        help="run the guidance predictions one after another instead of as one batch")
-    memory.add_argument("--ffn-chunk-tokens", type=int,
-                        help="run each block's feed-forward on this many tokens at a time (0: all at once)")
-    memory.add_argument("--blocks-to-swap", type=int, default=0,
-                        help="keep this many DiT blocks on the CPU, each visiting the GPU just before it runs (0: none)")
-    memory.add_argument("--attention", choices=tuple(BACKENDS), default="sdpa",
-                        help="attention kernel: PyTorch SDPA, or flash-attention / SageAttention when installed")
-    memory.add_argument("--vae-tile", type=int, default=0,
-                        help="encode/decode in overlapping tiles of this many pixels, e.g. 256 (0: whole frames)")
+    add_memory_options(animate)
     long = animate.add_argument_group("long audio (videos longer than the model's trained length run in windows of it)")
     long.add_argument("--long-method", choices=METHODS,
                       help="sliding: overlapping windows fused at every step; continuation: each window starts from the "
@@ -94,6 +79,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_memory_options(parser: argparse.ArgumentParser) -> None:
+    """Device, precision and memory options: the CLI's, shared with training.generate_candidates."""
+    memory = parser.add_argument_group("device and memory (the same video with less memory)")
+    memory.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    memory.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default: bf16 on GPU, fp32 on CPU")
+    memory.add_argument("--upcast-weights", action="store_true",
+                        help="upcast an fp8 DiT file's weights to the compute dtype on load (default: they stay fp8)")
+    memory.add_argument("--keep-on-device", action="store_true",
+                        help="load every model onto the device once (default: each visits it for its own stage)")
+    memory.add_argument("--sequential-rows", action="store_true",
+                        help="run the guidance predictions one after another instead of as one batch")
+    memory.add_argument("--ffn-chunk-tokens", type=int,
+                        help="run each block's feed-forward on this many tokens at a time (0: all at once)")
+    memory.add_argument("--blocks-to-swap", type=int, default=0,
+                        help="keep this many DiT blocks on the CPU, each visiting the GPU just before it runs (0: none)")
+    memory.add_argument("--attention", choices=tuple(BACKENDS), default="sdpa",
+                        help="attention kernel: PyTorch SDPA, or flash-attention / SageAttention when installed")
+    memory.add_argument("--vae-tile", type=int, default=0,
+                        help="encode/decode in overlapping tiles of this many pixels, e.g. 256 (0: whole frames)")
+
+
+def pipeline_from_args(paths, args):
+    """The pipeline the memory options ask for (see add_memory_options)."""
+    from .checks import torch_device
+    from .pipeline import FantasyTalkingPipeline
+
+    device = torch_device(args.device)
+    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    return FantasyTalkingPipeline.from_paths(paths, args.device, dtype, keep_on_device=args.keep_on_device,
+                                             keep_stored_weights=not args.upcast_weights, vae_tile=args.vae_tile or None,
+                                             blocks_to_swap=args.blocks_to_swap, attention=args.attention)
+
+
 def run_animate(args) -> Path:
     from tqdm import tqdm
 
@@ -105,7 +123,6 @@ def run_animate(args) -> Path:
     from .io.image import load_image
     from .io.video_io import write_mp4
     from .model_paths import ModelPaths
-    from .pipeline import FantasyTalkingPipeline
     from .progress import RunProgress
     from .tlpo.experts import Expert
     from .tlpo.lora_formats import load_lora
@@ -113,17 +130,14 @@ def run_animate(args) -> Path:
     out = output_file(args.out, (".mp4",), "--out")
     for stale in remove_temporaries(out.parent):
         log.info("removed %s, left by an interrupted run", stale)
-    device = torch_device(args.device)
+    torch_device(args.device)  # a missing CUDA is named before any input is read
     image = load_image(args.image) if args.image else demo_portrait()  # inputs first: fail before loading models
     audio = load_audio(args.audio) if args.audio else demo_speech()
     paths = ModelPaths.from_folder(model_folder(args.model_dir, args.cache_dir), transformer=args.dit,
                                    audio_adapter=args.adapter, wav2vec=args.wav2vec)
     paths.transformer_config = args.dit_config
     check_limits(args, audio, paths.defaults)
-    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    pipe = FantasyTalkingPipeline.from_paths(paths, args.device, dtype, keep_stored_weights=not args.upcast_weights,
-                                             vae_tile=args.vae_tile or None, blocks_to_swap=args.blocks_to_swap,
-                                             attention=args.attention)
+    pipe = pipeline_from_args(paths, args)
     options = pipe.sampler_options(
         steps=args.steps, cfg=args.cfg, audio_cfg=args.audio_cfg, shift=args.shift, audio_cfg_start=args.audio_cfg_start,
         audio_cfg_end=args.audio_cfg_end, scheduler=args.scheduler, seed=args.seed, audio_scale=args.audio_scale,

@@ -1,7 +1,8 @@
 """Sample candidate videos for Talking-NSQ: N per (portrait, speech, prompt), each with its own seed and
 guidance, through the ft2_core pipeline. Resumable: finished videos are kept and skipped.
 
-    python -m training.generate_candidates --conditions conditions.jsonl --out data/candidates --samples 4
+    python -m training.generate_candidates --conditions conditions.jsonl --out data/candidates --samples 4 \
+        [--model-dir DIR] [the CLI's device and memory options: --dtype bf16 --blocks-to-swap 20 --sequential-rows ...]
 
 conditions.jsonl lines: {"id": "c001", "image": "face.png", "audio": "speech.wav", "prompt": "..."}.
 Writes OUT/videos/<id>_<k>.mp4 and OUT/candidates.jsonl ({"id", "video", "condition", "seed", "cfg", "audio_cfg",
@@ -14,10 +15,9 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
 from ft2_core.builtin_models import model_folder
 from ft2_core.checks import finite_number, safe_name, torch_device
+from ft2_core.cli import add_memory_options, pipeline_from_args
 from ft2_core.errors import InputError, WriteError
 from ft2_core.io.atomic import remove_temporaries
 from ft2_core.io.audio import load_audio
@@ -69,7 +69,8 @@ def generate(conditions: list[dict], base: Path, out: Path, pipe: FantasyTalking
                 continue
             own = candidate_settings(args, k)
             options = SamplerOptions(steps=settings["steps"], cfg=own["cfg"], audio_cfg=own["audio_cfg"],
-                                     shift=pipe.defaults["shift"], seed=own["seed"])
+                                     shift=pipe.defaults["shift"], seed=own["seed"], sequential_rows=args.sequential_rows,
+                                     ffn_chunk_tokens=args.ffn_chunk_tokens or 0)
             result = pipe.animate(image, audio, condition.get("prompt", DEFAULT_PROMPT), options=options,
                                   num_frames=args.frames, fps=args.fps, max_side=args.max_side)
             video = write_mp4(out / "videos" / f"{candidate}.mp4", result.frames, result.fps, result.audio)
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     parser.add_argument("--fps", type=float, help="default: the model's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-side", type=int)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_memory_options(parser)  # the CLI's: dtype, fp8 kept, block swap, rows one at a time, attention kernel, ...
     args = parser.parse_args(argv)
     try:
         if args.samples < 1:
@@ -120,13 +121,14 @@ def main(argv=None) -> int:
         if (out / "videos").is_symlink():
             raise InputError(f"{out / 'videos'} is a symbolic link: candidates are written only inside --out {out}")
         paths = ModelPaths.from_folder(model_folder(args.model_dir or "tiny", None))
+        dtype = args.dtype or ("bf16" if torch_device(args.device).type == "cuda" else "fp32")  # what pipeline_from_args picks
         settings = {"model": args.model_dir or "tiny", "steps": args.steps or paths.defaults["steps"], "frames": args.frames,
-                    "fps": args.fps, "max_side": args.max_side}
+                    "fps": args.fps, "max_side": args.max_side, "dtype": dtype}
         with folder_lock(out, "--out"):
             manifest = out / "candidates.jsonl"
             if manifest.is_file():
                 check_made_alike(read_jsonl(manifest, ("id",), "candidates manifest"), settings, args, out)
-            pipe = FantasyTalkingPipeline.from_paths(paths, args.device, keep_on_device=True)  # many videos: load once
+            pipe = pipeline_from_args(paths, args)
             with StopRequests() as stop:
                 made = generate(conditions, conditions_path.parent, out, pipe, args, settings, stop)
     except InputError as err:

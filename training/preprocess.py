@@ -46,9 +46,22 @@ def preprocess(clips: list[dict], out: Path, pipe: FantasyTalkingPipeline, num_f
         return cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop, settings)
 
 
+FLUSH_SECONDS = 60.0  # cached clips are written at least this often: a crash loses at most a minute of encoding
+
+
 def cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop: StopRequests, settings=None) -> int:
     """Encode every clip not cached yet; after each one, a stop request writes what is done and stops."""
-    writer = CacheWriter(out, settings=settings)
+    from tqdm import tqdm
+
+    writer = CacheWriter(out, settings=settings, flush_seconds=FLUSH_SECONDS)
+    with tqdm(clips, desc="caching", unit="clip", mininterval=2.0) as bar:  # its line ends before an error too
+        done = cache_each(bar, writer, out, pipe, num_frames, fps, max_side, masker, base, stop)
+    writer.close()
+    return done
+
+
+def cache_each(clips, writer, out, pipe, num_frames, fps, max_side, masker, base, stop: StopRequests) -> int:
+    """The clips' latents, lip masks and conditions into `writer`; returns how many were new."""
     done = 0
     for clip in clips:
         if stop.signum is not None:
@@ -97,7 +110,6 @@ def cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop:
                 },
             )
         done += 1
-    writer.close()
     return done
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -66,7 +67,10 @@ class CacheWriter:
     encoding settings that made the items) are recorded in the index; a cache made with other settings is refused,
     naming what differs, rather than silently extended with items that do not match."""
 
-    def __init__(self, folder: str | os.PathLike, shard_size: int = 64, settings: dict | None = None):
+    def __init__(self, folder: str | os.PathLike, shard_size: int = 64, settings: dict | None = None,
+                 flush_seconds: float | None = None):
+        """`flush_seconds`: also write what is pending once that long has passed since the last write, so a crash
+        loses at most that much work however slowly items come."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         index_path = self.folder / INDEX
@@ -74,15 +78,17 @@ class CacheWriter:
         self.index: dict[str, str] = index.get("items", {})
         check_cache_settings(self.folder, index.get("settings"), settings)
         self.settings = settings if settings is not None else index.get("settings")
-        self.shard_size = shard_size
+        self.shard_size, self.flush_seconds = shard_size, flush_seconds
         self.pending: dict[str, dict[str, torch.Tensor]] = {}
+        self.flushed_at = time.monotonic()
 
     def __contains__(self, item: str) -> bool:
         return item in self.index or item in self.pending
 
     def add(self, item: str, tensors: dict[str, torch.Tensor]) -> None:
         self.pending[item] = tensors
-        if len(self.pending) >= self.shard_size:
+        overdue = self.flush_seconds is not None and time.monotonic() - self.flushed_at >= self.flush_seconds
+        if len(self.pending) >= self.shard_size or overdue:
             self.flush()
 
     def flush(self) -> None:
@@ -97,6 +103,7 @@ class CacheWriter:
         self.pending = {}
         index = {"version": 1, "items": self.index, **({"settings": self.settings} if self.settings is not None else {})}
         write_text_atomic(self.folder / INDEX, json.dumps(index, indent=0))
+        self.flushed_at = time.monotonic()
 
     def close(self) -> None:
         self.flush()

@@ -205,3 +205,25 @@ def test_curation_survives_a_full_disk_and_a_kill_9(candidates, tmp_path, tiny_d
             name = f"pairs_{dimension}.jsonl"
             assert (out / name).read_text() == (straight / name).read_text()
 
+
+
+def test_candidates_take_the_cli_s_memory_options(candidates, tiny_dir, monkeypatch):
+    """The CLI's memory options reach the pipeline and the sampler (their outputs equal the plain run's: tested in
+    tests/ft2_core); the dtype is recorded with the other settings, so a rerun in another dtype is refused."""
+    from ft2_core.pipeline import FantasyTalkingPipeline
+
+    seen = []
+    animate = FantasyTalkingPipeline.animate
+
+    def spy(self, *args, options=None, **kwargs):
+        seen.append((self.model.block_swap is not None, options.sequential_rows, options.ffn_chunk_tokens))
+        return animate(self, *args, options=options, **kwargs)
+
+    monkeypatch.setattr(FantasyTalkingPipeline, "animate", spy)
+    root = candidates.parent
+    argv = ["--conditions", str(root / "conditions.jsonl"), "--out", str(root / "lean"), "--samples", "1",
+            "--model-dir", str(tiny_dir), "--steps", "2", "--max-side", "64"]
+    lean = ["--sequential-rows", "--blocks-to-swap", "1", "--ffn-chunk-tokens", "16", "--attention", "sdpa"]
+    assert generate_candidates.main([*argv, *lean]) == 0
+    assert seen == [(True, True, 16), (True, True, 16)]  # both conditions, swapped, rows one at a time, chunked FFN
+    assert generate_candidates.main([*argv, "--dtype", "bf16"]) == 2

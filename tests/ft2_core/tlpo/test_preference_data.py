@@ -61,3 +61,17 @@ def test_dataset_masks_and_collate(tmp_path):
         collate_pairs([data[1], data[2]])
     with pytest.raises(InputError, match="missing from the cache"):
         PairDataset(cache, [Pair("c", "w", "nope", "motion")])
+
+
+def test_a_slow_cache_is_written_on_time_not_only_when_a_shard_fills(tmp_path, monkeypatch):
+    """Items that come slowly (a real clip takes seconds to encode) are on disk within flush_seconds of the last write."""
+    import time
+
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    writer = CacheWriter(tmp_path / "cache", shard_size=64, flush_seconds=60)
+    writer.add("video/a", {"latents": torch.zeros(2)})
+    assert not (tmp_path / "cache" / "index.json").exists()  # 0 s since the last write: pending
+    clock[0] += 61
+    writer.add("video/b", {"latents": torch.ones(2)})  # a minute on: both written, as a crash now would lose them
+    assert set(LatentCache(tmp_path / "cache").index) == {"video/a", "video/b"}
