@@ -240,7 +240,10 @@ class TalkingCritic:
         self.thinker.requires_grad_(False)
         inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS, lora_dropout=0.0), self.thinker)
         self.lora = {"rank": rank, "alpha": alpha}
-        return [p for n, p in self.thinker.named_parameters() if "lora_" in n]
+        trained = [p for n, p in self.thinker.named_parameters() if "lora_" in n]
+        for parameter in trained:  # fp32 over any thinker dtype: AdamW's small steps survive (peft casts the input)
+            parameter.data = parameter.data.float()
+        return trained
 
     def save_thinker(self, folder: str | os.PathLike) -> Path:
         """The whole thinker as a folder `from_folder` reads (weights, tokenizer, features, video settings): a base

@@ -201,3 +201,33 @@ def test_a_full_disk_and_a_kill_9_end_with_the_uninterrupted_critic(tmp_path, ti
         result = out / "critic_lora.safetensors"
         assert result.read_bytes() == (straight / "critic_lora.safetensors").read_bytes()
         assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == list(range(1, 7))
+
+
+def test_a_bf16_thinker_trains_an_fp32_lora_under_bf16_autocast(tmp_path, tiny_dir, capsys):
+    """model.dtype = "bf16" (the default on a GPU) halves the thinker; the LoRA stays fp32. Whole-weight training and a
+    bf16 thinker without bf16 autocast are refused in one sentence."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from tests.conftest import REPO
+
+    train_labels, _ = make_labelled_clips(tmp_path / "clips", clips=8, seed=5, heldout=0.0)
+
+    def config(name, **sections):
+        return write_config(tmp_path / f"{name}.toml", {
+            "model": {"folder": str(tiny_critic_dir(tiny_dir.parent)), "dtype": "bf16"}, "data": {"train": str(train_labels)},
+            **{key: value for key, value in sections.items() if key != "train"},
+            "train": {"output": str(tmp_path / name), "steps": 3, "batch_size": 4, "lr": 1e-3, **sections.get("train", {})}})
+
+    run = subprocess.run([sys.executable, "-m", "training.train_critic", "--config",  # its own process: accelerate fixes
+                          str(config("bf16", train={"mixed_precision": "bf16"}))],  # the precision once per process
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lora = load_file(tmp_path / "bf16" / "critic_lora.safetensors")
+    assert lora and all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in lora.values())
+    assert train_critic.main(["--config", str(config("whole", lora={"rank": 0}, train={"mixed_precision": "bf16"}))]) == 2
+    assert 'lora.rank = 0 trains every weight, which AdamW keeps in fp32: set model.dtype = "fp32"' in capsys.readouterr().err
+    assert train_critic.main(["--config", str(config("no_autocast", train={"mixed_precision": "no"}))]) == 2
+    assert 'set train.mixed_precision = "bf16"' in capsys.readouterr().err
