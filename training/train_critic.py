@@ -36,7 +36,7 @@ from training.common.precision import DTYPES, base_dtype, check_precision
 from training.common.script import run
 
 SCHEMA = {
-    # the thinker's dtype: auto = bf16 on a GPU (8.9 B parameters: 17 GB instead of fp32's 33 GB), fp32 on a CPU
+    # the thinker's dtype: auto = bf16 on a GPU (8.9 B parameters: 16.6 GiB instead of fp32's 33.2 GiB), fp32 on a CPU
     "model": {"folder": Option(str, ""), "cache_dir": Option(str, ""), "dtype": Option(str, "auto", choices=("auto", *DTYPES))},
     "lora": {"rank": Option(int, 8, minimum=0, maximum=MAX_RANK), "alpha": Option(float, 16.0, above=0, maximum=MAX_ALPHA)},
     "video": {
