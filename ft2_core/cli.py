@@ -100,13 +100,18 @@ def add_memory_options(parser: argparse.ArgumentParser) -> None:
                         help="encode/decode in overlapping tiles of this many pixels, e.g. 256 (0: whole frames)")
 
 
+def resolved_dtype(args) -> str:
+    """--dtype, or its default: bf16 on a GPU, fp32 on a CPU (a name of DTYPES, as scripts record it)."""
+    from .checks import torch_device
+
+    return args.dtype or ("bf16" if torch_device(args.device).type == "cuda" else "fp32")
+
+
 def pipeline_from_args(paths, args):
     """The pipeline the memory options ask for (see add_memory_options)."""
-    from .checks import torch_device
     from .pipeline import FantasyTalkingPipeline
 
-    device = torch_device(args.device)
-    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    dtype = DTYPES[resolved_dtype(args)]
     return FantasyTalkingPipeline.from_paths(paths, args.device, dtype, keep_on_device=args.keep_on_device,
                                              keep_stored_weights=not args.upcast_weights, vae_tile=args.vae_tile or None,
                                              blocks_to_swap=args.blocks_to_swap, attention=args.attention)

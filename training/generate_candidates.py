@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ft2_core.builtin_models import model_folder
 from ft2_core.checks import finite_number, safe_name, torch_device
-from ft2_core.cli import add_memory_options, pipeline_from_args
+from ft2_core.cli import add_memory_options, pipeline_from_args, resolved_dtype
 from ft2_core.errors import InputError, WriteError
 from ft2_core.io.atomic import remove_temporaries
 from ft2_core.io.audio import load_audio
@@ -121,9 +121,8 @@ def main(argv=None) -> int:
         if (out / "videos").is_symlink():
             raise InputError(f"{out / 'videos'} is a symbolic link: candidates are written only inside --out {out}")
         paths = ModelPaths.from_folder(model_folder(args.model_dir or "tiny", None))
-        dtype = args.dtype or ("bf16" if torch_device(args.device).type == "cuda" else "fp32")  # what pipeline_from_args picks
         settings = {"model": args.model_dir or "tiny", "steps": args.steps or paths.defaults["steps"], "frames": args.frames,
-                    "fps": args.fps, "max_side": args.max_side, "dtype": dtype}
+                    "fps": args.fps, "max_side": args.max_side, "dtype": resolved_dtype(args)}
         with folder_lock(out, "--out"):
             manifest = out / "candidates.jsonl"
             if manifest.is_file():

@@ -19,6 +19,7 @@ import torch
 
 from ft2_core.builtin_models import model_folder
 from ft2_core.checks import torch_device
+from ft2_core.cli import add_memory_options, pipeline_from_args, resolved_dtype
 from ft2_core.errors import InputError, WriteError
 from ft2_core.io.image import fit_image, load_image
 from ft2_core.io.jsonl import read_jsonl
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
         help="lip masks from MediaPipe face landmarks (real faces), from the miniature world's mouth "
         "region (its cartoon faces), or none (full-frame loss)",
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_memory_options(parser)  # the CLI's: --dtype bf16 (the default on a GPU), --vae-tile, --keep-on-device, ...
     args = parser.parse_args(argv)
     try:
         if args.frames is not None:
@@ -145,10 +146,10 @@ def main(argv=None) -> int:
         paths = ModelPaths.from_folder(model_folder(args.model_dir or "tiny", None))
         max_side = args.max_side or paths.defaults["max_side"]
         settings = {"model": args.model_dir or "tiny", "frames": args.frames, "fps": args.fps, "max_side": max_side,
-                    "lip_mask": args.lip_mask}
+                    "lip_mask": args.lip_mask, "dtype": resolved_dtype(args)}
         with folder_lock(Path(args.out), "--out"):
             check_cache_settings(args.out, cache_settings(args.out), settings)  # refused before the model loads
-            pipe = FantasyTalkingPipeline.from_paths(paths, args.device)
+            pipe = pipeline_from_args(paths, args)
             if args.lip_mask == "none":
                 count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, None, clips_path.parent,
                                    settings)

@@ -108,3 +108,28 @@ def test_preprocessing_survives_a_full_disk_and_a_kill_9(tmp_path, tiny_dir):
         for name in names:
             got, want = cache.get(name), expected.get(name)
             assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), name
+
+
+def test_preprocessing_in_bf16_records_its_dtype(tmp_path, tiny_dir, capsys):
+    """The CLI's device and memory options reach preprocessing: encoders in bf16 (the default on a GPU) with a tiled
+    VAE make a cache close to fp32's (not equal: it was computed in bf16), recorded as bf16, so an fp32 rerun into it
+    is refused."""
+    make_clip(tmp_path / "clip.mp4", face=False)
+    (tmp_path / "clips.jsonl").write_text(json.dumps({"id": "v", "video": "clip.mp4", "condition": "c"}) + "\n")
+
+    def argv(out, *more):
+        return ["--clips", str(tmp_path / "clips.jsonl"), "--out", str(tmp_path / out), "--model-dir", str(tiny_dir),
+                "--max-side", "64", "--lip-mask", "none", *more]
+
+    assert main(argv("fp32")) == 0
+    assert main(argv("bf16", "--dtype", "bf16", "--vae-tile", "128")) == 0
+    wide, narrow = LatentCache(tmp_path / "fp32"), LatentCache(tmp_path / "bf16")
+    differ = []
+    for name in ("video/v", "cond/c"):
+        for key, full in wide.get(name).items():
+            half = narrow.get(name)[key].to(full.dtype)
+            assert (half.double() - full.double()).abs().max() <= 0.05 * full.double().abs().max() + 1e-6, (name, key)
+            differ.append(not torch.equal(half, full))
+    assert any(differ)
+    capsys.readouterr()
+    assert main(argv("bf16")) == 2 and "dtype 'bf16' (now 'fp32')" in capsys.readouterr().err
