@@ -136,6 +136,12 @@ def main(argv=None) -> int:
     try:
         if args.frames is not None:
             check_frame_count(args.frames, "--frames")
+        sampling_only = [flag for flag, used in (("--sequential-rows", args.sequential_rows),
+                                                 ("--ffn-chunk-tokens", args.ffn_chunk_tokens),
+                                                 ("--blocks-to-swap", args.blocks_to_swap),
+                                                 ("--attention", args.attention != "sdpa")) if used]
+        if sampling_only:
+            raise InputError(f"{', '.join(sampling_only)} set how the DiT samples; preprocessing runs only the encoders")
         torch_device(args.device)
         clips_path = Path(args.clips)
         clips = read_jsonl(clips_path, ("id", "video", "condition"), "clips manifest")

@@ -133,3 +133,5 @@ def test_preprocessing_in_bf16_records_its_dtype(tmp_path, tiny_dir, capsys):
     assert any(differ)
     capsys.readouterr()
     assert main(argv("bf16")) == 2 and "dtype 'bf16' (now 'fp32')" in capsys.readouterr().err
+    assert main(argv("other", "--sequential-rows", "--blocks-to-swap", "1")) == 2
+    assert "--sequential-rows, --blocks-to-swap set how the DiT samples" in capsys.readouterr().err
