@@ -36,7 +36,7 @@ from training.common.precision import DTYPES, base_dtype, check_precision
 from training.common.script import run
 
 SCHEMA = {
-    # the thinker's dtype: auto = bf16 on a GPU (8.9 B parameters: 16.6 GiB instead of fp32's 33.2 GiB), fp32 on a CPU
+    # the thinker's dtype (thinker_dtype): auto = bf16 on a GPU for a LoRA (8.9 B parameters: 16.6 GiB, not 33.2), else fp32
     "model": {"folder": Option(str, ""), "cache_dir": Option(str, ""), "dtype": Option(str, "auto", choices=("auto", *DTYPES))},
     "lora": {"rank": Option(int, 8, minimum=0, maximum=MAX_RANK), "alpha": Option(float, 16.0, above=0, maximum=MAX_ALPHA)},
     "video": {
@@ -168,18 +168,27 @@ def accuracy(critic: TalkingCritic, features, labels: torch.Tensor, batch_size: 
     return result
 
 
+def thinker_dtype(config: dict) -> str:
+    """model.dtype; auto is bf16 on a GPU (fp32 on a CPU) for a LoRA, and fp32 for whole-weight training, whose weights
+    AdamW keeps in fp32. A bf16 thinker needs bf16 autocast, where the fp32 LoRA meets it."""
+    if int(config["lora"]["rank"]) == 0:
+        if config["model"]["dtype"] not in ("auto", "fp32"):
+            raise InputError(f'lora.rank = 0 trains every weight, which AdamW keeps in fp32: set model.dtype = "fp32" or '
+                             f'"auto", not "{config["model"]["dtype"]}" (a LoRA trains in fp32 over a bf16 thinker)')
+        return "fp32"
+    check_precision(config)
+    return base_dtype(config)
+
+
 def train(config: dict) -> Path:
     from tqdm import tqdm
 
     train = config["train"]
     whole = int(config["lora"]["rank"]) == 0
-    if whole and base_dtype(config) != "fp32":
-        raise InputError("lora.rank = 0 trains every weight, which AdamW keeps in fp32: set model.dtype = \"fp32\" (a LoRA "
-                         "trains in fp32 over a bf16 thinker)")
-    check_precision(config)  # a bf16 thinker runs under bf16 autocast, where the fp32 LoRA meets it
+    dtype = thinker_dtype(config)
     accelerator = make_accelerator(config)
     critic = TalkingCritic.from_folder(config["model"]["folder"] or tiny_critic_dir(config["model"]["cache_dir"] or None),
-                                       device=accelerator.device, dtype=DTYPES[base_dtype(config)])
+                                       device=accelerator.device, dtype=DTYPES[dtype])
     # frames sampled densely and large enough to see the mouth move (Qwen2.5-Omni's own default is 2 fps)
     critic.settings = VideoSettings(**config["video"])
     torch.manual_seed(int(train.get("seed", 0)))  # the LoRA's initial A: same run, same start

@@ -204,8 +204,8 @@ def test_a_full_disk_and_a_kill_9_end_with_the_uninterrupted_critic(tmp_path, ti
 
 
 def test_a_bf16_thinker_trains_an_fp32_lora_under_bf16_autocast(tmp_path, tiny_dir, capsys):
-    """model.dtype = "bf16" (the default on a GPU) halves the thinker; the LoRA stays fp32. Whole-weight training and a
-    bf16 thinker without bf16 autocast are refused in one sentence."""
+    """model.dtype = "bf16" (auto's choice on a GPU) halves the thinker; the LoRA stays fp32. Whole-weight training in
+    bf16 (auto picks fp32 for it) and a bf16 thinker without bf16 autocast are refused in one sentence."""
     import subprocess
     import sys
 
@@ -228,6 +228,7 @@ def test_a_bf16_thinker_trains_an_fp32_lora_under_bf16_autocast(tmp_path, tiny_d
     lora = load_file(tmp_path / "bf16" / "critic_lora.safetensors")
     assert lora and all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in lora.values())
     assert train_critic.main(["--config", str(config("whole", lora={"rank": 0}, train={"mixed_precision": "bf16"}))]) == 2
-    assert 'lora.rank = 0 trains every weight, which AdamW keeps in fp32: set model.dtype = "fp32"' in capsys.readouterr().err
+    assert 'lora.rank = 0 trains every weight, which AdamW keeps in fp32: set model.dtype = "fp32" or "auto", not "bf16"' \
+        in capsys.readouterr().err
     assert train_critic.main(["--config", str(config("no_autocast", train={"mixed_precision": "no"}))]) == 2
     assert 'set train.mixed_precision = "bf16"' in capsys.readouterr().err
