@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..checks import all_finite
 from ..errors import InputError
 from .atomic import atomic_path, commit_atomic, writing
 
@@ -166,7 +167,7 @@ def save_safetensors(state: dict[str, torch.Tensor], target: str | os.PathLike, 
     """Write safetensors to a temporary name, then rename: a crash never leaves a half-written file. Tensors holding
     NaN or infinite values (a diverged training step) are refused: such a file would only give black videos."""
     for key, tensor in state.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor.detach().float()).all():
+        if not all_finite(tensor.detach()):
             raise InputError(f"refusing to write {target}: tensor {key} holds NaN or infinite values (training diverged: "
                              "lower the learning rate, or resume from an earlier checkpoint)")
     tmp = atomic_path(target)

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import InputError, WriteError
 from ..io.audio import Audio, fit_to_duration
-from .atomic import atomic_path, commit_atomic
+from .atomic import atomic_path, commit_atomic, writing
 
 
 def to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -43,7 +43,7 @@ def write_mp4(path: str | os.PathLike, frames, fps: float, audio: Audio | None =
     tmp_video = atomic_path(target)
     tmp_audio = atomic_path(target.with_suffix(".wav")) if audio is not None else None
     try:
-        try:
+        with writing(target):  # soundfile's and ffmpeg's failures (OSError, RuntimeError) become one WriteError
             if audio is not None:
                 track = fit_to_duration(audio, count / fps)
                 soundfile.write(str(tmp_audio), track.waveform.T, track.sample_rate, subtype="PCM_16")
@@ -56,8 +56,6 @@ def write_mp4(path: str | os.PathLike, frames, fps: float, audio: Audio | None =
             for frame in pixels:
                 writer.send(frame)
             writer.close()
-        except (OSError, RuntimeError) as err:  # soundfile's errors are RuntimeErrors
-            raise WriteError(f"{target}: writing failed ({err}); is the disk full? Nothing was saved") from None
         written = frames_in(tmp_video)
         if written != count:
             raise WriteError(f"{target}: ffmpeg wrote {written} of {count} frames (is the disk full?); nothing was saved")

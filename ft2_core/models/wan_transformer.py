@@ -9,7 +9,7 @@ import torch
 from diffusers import WanTransformer3DModel
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
-from ..checks import all_finite, finite_tensors
+from ..checks import finite_tensors
 from ..errors import InputError
 from ..io.checkpoint_io import load_state_dict
 from .stored_linear import FP8_DTYPES, StoredLinear
@@ -143,8 +143,7 @@ def load_transformer_file(
         else:
             tensor = tensor.to(compute_dtype(key, dtype))
             tensor = state[key] = tensor * scales[module].to(tensor.dtype) if param == "weight" and module in scales else tensor
-        if not all_finite(tensor):
-            raise InputError(f"{what}: tensor {key} contains NaN or infinite values (in {tensor.dtype}); the file is damaged")
+        finite_tensors({key: tensor}, what)
     for module in stored:  # their tensors stay in `state` and are assigned below like every other
         stored_linear = StoredLinear(state[f"{module}.weight"], state.get(f"{module}.bias"), scales.get(module), dtype)
         model.set_submodule(module, stored_linear)
