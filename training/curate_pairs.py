@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import torch
@@ -31,6 +30,7 @@ from ft2_core.tlpo.curation import RULES, pairs_by_dimension
 from ft2_core.tlpo.preference_data import write_pairs
 from training.common.interrupts import Stopped, StopRequests
 from training.common.locks import folder_lock
+from training.common.script import reported
 
 log = logging.getLogger("ft2.curate")
 
@@ -146,15 +146,8 @@ def main(argv=None) -> int:
             pairs = curate(args, out)
             for dimension in DIMENSION_NAMES:
                 write_pairs(out / f"pairs_{dimension}.jsonl", pairs[dimension])
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except WriteError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except Stopped as stopped:
-        print(stopped, file=sys.stderr)
-        return 128 + stopped.signum
+    except (InputError, WriteError, Stopped) as err:
+        return reported(err)
     print(" ".join(f"{d}={len(pairs[d])}" for d in DIMENSION_NAMES))
     return 0
 

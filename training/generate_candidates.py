@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from ft2_core.builtin_models import model_folder
@@ -30,6 +29,7 @@ from ft2_core.pipeline import FantasyTalkingPipeline
 from ft2_core.sampling.options import DEFAULT_PROMPT, SamplerOptions
 from training.common.interrupts import Stopped, StopRequests
 from training.common.locks import folder_lock
+from training.common.script import reported
 
 log = logging.getLogger("ft2.candidates")
 
@@ -130,15 +130,8 @@ def main(argv=None) -> int:
             pipe = pipeline_from_args(paths, args)
             with StopRequests() as stop:
                 made = generate(conditions, conditions_path.parent, out, pipe, args, settings, stop)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except WriteError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except Stopped as stopped:
-        print(stopped, file=sys.stderr)
-        return 128 + stopped.signum
+    except (InputError, WriteError, Stopped) as err:
+        return reported(err)
     log.info("generated %d new candidates in %s", made, out)
     return 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from ft2_core.pipeline import FantasyTalkingPipeline
 from ft2_core.tlpo.preference_data import CacheWriter, cache_settings, check_cache_settings
 from training.common.interrupts import Stopped, StopRequests
 from training.common.locks import folder_lock
+from training.common.script import reported
 
 log = logging.getLogger("ft2.preprocess")
 
@@ -168,15 +168,8 @@ def main(argv=None) -> int:
                 with masker_class() if args.lip_mask == "world" else masker_class(args.face_landmarker) as masker:
                     count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, masker,
                                        clips_path.parent, settings)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except WriteError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except Stopped as stopped:
-        print(stopped, file=sys.stderr)
-        return 128 + stopped.signum
+    except (InputError, WriteError, Stopped) as err:
+        return reported(err)
     log.info("cached %d new clips in %s", count, args.out)
     return 0
 

@@ -36,18 +36,21 @@ def outcome(main: Callable[[dict], Path], schema: dict, argv) -> int:
         for problem in err.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
-    except Stopped as stopped:
-        print(stopped, file=sys.stderr)
-        return 128 + stopped.signum
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except WriteError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (Stopped, InputError, WriteError) as err:
+        return reported(err)
     if result is not None:
         log.info("wrote %s", result)
     return 0
+
+
+def reported(err: Stopped | InputError | WriteError) -> int:
+    """A script's ending a user can act on, as one line on stderr, and its exit code: a stop request 128 + the signal,
+    a failed write 1, bad input 2."""
+    if isinstance(err, Stopped):
+        print(err, file=sys.stderr)
+        return 128 + err.signum
+    print(f"error: {err}", file=sys.stderr)
+    return 1 if isinstance(err, WriteError) else 2
 
 
 def main_rank() -> bool:
