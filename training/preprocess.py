@@ -55,62 +55,56 @@ def cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop:
     from tqdm import tqdm
 
     writer = CacheWriter(out, settings=settings, flush_seconds=FLUSH_SECONDS)
-    with tqdm(clips, desc="caching", unit="clip", mininterval=2.0) as bar:  # its line ends before an error too
-        done = cache_each(bar, writer, out, pipe, num_frames, fps, max_side, masker, base, stop)
-    writer.close()
-    return done
-
-
-def cache_each(clips, writer, out, pipe, num_frames, fps, max_side, masker, base, stop: StopRequests) -> int:
-    """The clips' latents, lip masks and conditions into `writer`; returns how many were new."""
     done = 0
-    for clip in clips:
-        if stop.signum is not None:
-            writer.close()
-            stop.check(f"after caching {done} new clips (kept in {out})")
-        video_key, cond_key = f"video/{clip['id']}", f"cond/{clip['condition']}"
-        if video_key in writer and cond_key in writer:
-            continue
-        frames, clip_fps, audio = read_video(base / clip["video"])
-        if abs(clip_fps - fps) > 0.01:
-            raise InputError(f"{clip['video']}: {clip_fps:g} fps but the run uses {fps:g}; resample the clips first")
-        count = num_frames or min(
-            pipe.defaults["window_frames"], (len(frames) - 1) // 4 * 4 + 1
-        )  # longest 4k+1, at most the trained length
-        if len(frames) < count:
-            raise InputError(f"{clip['video']}: {len(frames)} frames, fewer than the {count} to train on")
-        pixels = resized(frames[:count], max_side)
-        if video_key not in writer:
-            latents = pipe.vae.encode(pixels.permute(3, 0, 1, 2)[None] * 2 - 1)[0]
-            item = {"latents": latents}
-            if masker is not None:
-                from ft2_core.scoring.lip_mask import latent_lip_mask
+    with tqdm(clips, desc="caching", unit="clip", mininterval=2.0) as bar:  # its line ends before an error too
+        for clip in bar:
+            if stop.signum is not None:
+                writer.close()
+                stop.check(f"after caching {done} new clips (kept in {out})")
+            video_key, cond_key = f"video/{clip['id']}", f"cond/{clip['condition']}"
+            if video_key in writer and cond_key in writer:
+                continue
+            frames, clip_fps, audio = read_video(base / clip["video"])
+            if abs(clip_fps - fps) > 0.01:
+                raise InputError(f"{clip['video']}: {clip_fps:g} fps but the run uses {fps:g}; resample the clips first")
+            count = num_frames or min(
+                pipe.defaults["window_frames"], (len(frames) - 1) // 4 * 4 + 1
+            )  # longest 4k+1, at most the trained length
+            if len(frames) < count:
+                raise InputError(f"{clip['video']}: {len(frames)} frames, fewer than the {count} to train on")
+            pixels = resized(frames[:count], max_side)
+            if video_key not in writer:
+                latents = pipe.vae.encode(pixels.permute(3, 0, 1, 2)[None] * 2 - 1)[0]
+                item = {"latents": latents}
+                if masker is not None:
+                    from ft2_core.scoring.lip_mask import latent_lip_mask
 
-                mask = latent_lip_mask(
-                    masker,
-                    (pixels.numpy() * 255).round().astype(np.uint8),
-                    clip["video"],
-                    getattr(pipe.vae, "spatial_stride", VAE_SPACE_STRIDE),
+                    mask = latent_lip_mask(
+                        masker,
+                        (pixels.numpy() * 255).round().astype(np.uint8),
+                        clip["video"],
+                        getattr(pipe.vae, "spatial_stride", VAE_SPACE_STRIDE),
+                    )
+                    if mask is not None:
+                        item["lip_mask"] = mask
+                writer.add(video_key, item)
+            if cond_key not in writer:
+                if audio is None:
+                    raise InputError(f"{clip['video']}: no audio stream; the condition's speech comes from it")
+                image = fit_image(load_image(base / clip["image"]), max_side) if clip.get("image") else pixels[0]
+                positive, _ = pipe.encode_text(clip.get("prompt", ""), "")
+                writer.add(
+                    cond_key,
+                    {
+                        "condition": encode_i2v_condition(pipe.vae.encode, image, count)[0],
+                        "text": positive[0],
+                        "image": pipe.image_encoder.encode(image)[0],
+                        "audio": pipe.audio_features(audio, count, fps)[0].cpu(),
+                        "num_frames": torch.tensor(count),
+                    },
                 )
-                if mask is not None:
-                    item["lip_mask"] = mask
-            writer.add(video_key, item)
-        if cond_key not in writer:
-            if audio is None:
-                raise InputError(f"{clip['video']}: no audio stream; the condition's speech comes from it")
-            image = fit_image(load_image(base / clip["image"]), max_side) if clip.get("image") else pixels[0]
-            positive, _ = pipe.encode_text(clip.get("prompt", ""), "")
-            writer.add(
-                cond_key,
-                {
-                    "condition": encode_i2v_condition(pipe.vae.encode, image, count)[0],
-                    "text": positive[0],
-                    "image": pipe.image_encoder.encode(image)[0],
-                    "audio": pipe.audio_features(audio, count, fps)[0].cpu(),
-                    "num_frames": torch.tensor(count),
-                },
-            )
-        done += 1
+            done += 1
+    writer.close()
     return done
 
 

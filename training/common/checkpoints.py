@@ -15,7 +15,7 @@ from ft2_core.io.atomic import remove_temporaries, staged_folder, write_text_ato
 from ft2_core.io.checkpoint_io import load_state_dict, save_safetensors
 
 from .interrupts import StopRequests
-from .sharding import like, sharded_optimizer_state, whole, whole_optimizer_state
+from .sharding import like, sharded_optimizer_state, whole_optimizer_state, whole_tensors
 
 log = logging.getLogger("ft2.train")
 KEEP_CHECKPOINTS = 2
@@ -201,7 +201,7 @@ def end_of_step(stop: "StopRequests", output: Path, done: int, steps: int, every
     stopping = stop.requested(accelerator)
     if done % every == 0 or done == steps or stopping:
         # gathered whole on every process (FSDP shards them; see sharding), then written by the main one
-        states = {stem: {name: whole(t.detach()) for name, t in tensors.items()} for stem, tensors in states.items()}
+        states = {stem: whole_tensors(tensors) for stem, tensors in states.items()}
         optimizer_state = whole_optimizer_state(optimizer)
         if accelerator is not None:
             accelerator.wait_for_everyone()
