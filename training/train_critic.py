@@ -26,8 +26,9 @@ from ft2_core.io.jsonl import append_jsonl, read_jsonl
 from ft2_core.io.video_io import read_video
 from ft2_core.scoring.critic import TalkingCritic, VideoSettings
 from ft2_core.tiny import tiny_critic_dir
+from ft2_core.tlpo.lora_formats import MAX_LORA_ALPHA, MAX_LORA_RANK
 from training.common.checkpoints import end_of_step, resume, run_settings
-from training.common.config import MAX_ALPHA, MAX_RANK, Option, resolve
+from training.common.config import Option, resolve
 from training.common.data_order import global_batch
 from training.common.distributed import local_batch_size, make_accelerator
 from training.common.interrupts import StopRequests
@@ -38,7 +39,8 @@ from training.common.script import run
 SCHEMA = {
     # the thinker's dtype (thinker_dtype): auto = bf16 on a GPU for a LoRA (8.9 B parameters: 16.6 GiB, not 33.2), else fp32
     "model": {"folder": Option(str, ""), "cache_dir": Option(str, ""), "dtype": Option(str, "auto", choices=("auto", *DTYPES))},
-    "lora": {"rank": Option(int, 8, minimum=0, maximum=MAX_RANK), "alpha": Option(float, 16.0, above=0, maximum=MAX_ALPHA)},
+    "lora": {"rank": Option(int, 8, minimum=0, maximum=MAX_LORA_RANK),
+             "alpha": Option(float, 16.0, above=0, maximum=MAX_LORA_ALPHA)},
     "video": {
         "sample_fps": Option(float, 2.0, above=0),
         "max_frames": Option(int, 32, minimum=2),

@@ -18,9 +18,17 @@ from ft2_core.errors import InputError
 from ft2_core.models.fused_lora import FusedLoRALinear
 from ft2_core.tlpo.experts import Expert, attach_experts
 from ft2_core.tlpo.gate import StaticMix
-from ft2_core.tlpo.lora_formats import EXPERT_TARGETS, LINEAR_TARGETS, LoraModule, LoraWeights, save_expert
+from ft2_core.tlpo.lora_formats import (
+    EXPERT_TARGETS,
+    LINEAR_TARGETS,
+    MAX_LORA_ALPHA,
+    MAX_LORA_RANK,
+    LoraModule,
+    LoraWeights,
+    save_expert,
+)
 from training.common.base_model import model_from_config
-from training.common.config import DPO_TRAIN, MAX_ALPHA, MAX_RANK, MODEL, TOY_DATA, Option
+from training.common.config import DPO_TRAIN, MODEL, TOY_DATA, Option
 from training.common.distributed import make_accelerator
 from training.common.dpo_loop import pair_dataset, synthetic_data, train_dpo
 from training.common.script import run
@@ -29,8 +37,8 @@ SCHEMA = {
     "model": MODEL,
     "expert": {
         "dimension": Option(str, "lipsync", choices=(*DIMENSION_NAMES, POOLED)),
-        "rank": Option(int, 16, minimum=1, maximum=MAX_RANK),
-        "alpha": Option(float, 16.0, above=0, maximum=MAX_ALPHA),
+        "rank": Option(int, 16, minimum=1, maximum=MAX_LORA_RANK),
+        "alpha": Option(float, 16.0, above=0, maximum=MAX_LORA_ALPHA),
         "targets": Option(list, list(EXPERT_TARGETS)),
         "lip_mask": Option(bool, True),
     },

@@ -14,11 +14,9 @@ from typing import Any
 import tomllib
 
 from ft2_core.errors import InputError
-from ft2_core.tlpo.lora_formats import MAX_LORA_ALPHA, MAX_LORA_RANK
 
 REQUIRED = object()
 MAX_SEED = 2**63 - 1  # torch's generators take 64-bit seeds
-MAX_RANK, MAX_ALPHA = MAX_LORA_RANK, MAX_LORA_ALPHA  # what a LoRA file may hold is what a config may ask for
 
 
 def resolve(path: str) -> Path:
