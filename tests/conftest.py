@@ -1,6 +1,9 @@
 """Session fixtures: the tiny model is built once, in the real on-disk layouts, and loaded by the real loaders."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,29 @@ from ft2_core.pipeline import FantasyTalkingPipeline
 from ft2_core.tiny import tiny_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+SCRIPT_ON_A_FULL_DISK = """
+import importlib, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+sys.exit(importlib.import_module(sys.argv[2]).main(sys.argv[3:]))
+"""
+
+
+def script_env(tiny_dir: Path | None) -> dict:
+    """The environment a script subprocess runs in: with `tiny_dir`, the session's built tiny models (nothing is built
+    under a limit)."""
+    return {**os.environ, **({"FT2_CACHE": str(tiny_dir.parent)} if tiny_dir is not None else {})}
+
+
+def run_on_a_full_disk(script: str, argv: list[str], file_limit: int, tiny_dir: Path | None = None
+                       ) -> subprocess.CompletedProcess:
+    """`python -m script argv` with no file allowed past `file_limit` bytes (RLIMIT_FSIZE): its first larger write
+    fails as on a full disk."""
+    return subprocess.run([sys.executable, "-c", SCRIPT_ON_A_FULL_DISK, str(file_limit), script, *argv], capture_output=True,
+                          text=True, cwd=REPO, timeout=600, env=script_env(tiny_dir))
 
 
 def in_the_map_of(path, tensor: torch.Tensor) -> bool:

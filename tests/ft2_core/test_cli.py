@@ -5,6 +5,7 @@ from PIL import Image
 
 from ft2_core.cli import main
 from ft2_core.io.video_io import probe_mp4
+from tests.conftest import run_on_a_full_disk
 
 
 def test_animate_with_defaults_writes_mp4_with_audio(tmp_path, caplog):
@@ -102,22 +103,12 @@ def test_animate_with_another_lora_at_fixed_strength(tmp_path, tiny_dir, tiny_mo
     assert main(base + ["--out", str(tmp_path / "n.mp4"), "--lora", f"{style}:nan"]) == 2
 
 
-CLI_ON_A_FULL_DISK = """
-import resource, signal, sys
-from ft2_core.cli import main
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
-resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.hostile(item=2, ends="write error")
 def test_a_full_disk_and_a_killed_run_leave_no_video_and_no_litter(tmp_path, tiny_dir):
     """A killed run's temporaries are cleaned by the next run into the folder (only ft2's, only a dead process's);
     a write that runs out of room ends in one sentence, exit 1, and leaves nothing under the video's name."""
     import subprocess
     import sys
-    from pathlib import Path
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -125,8 +116,7 @@ def test_a_full_disk_and_a_killed_run_leave_no_video_and_no_litter(tmp_path, tin
     (tmp_path / ".theirs.tmp.mp4").write_bytes(b"someone else's")
     args = ["animate", "--out", str(tmp_path / "o.mp4"), "--model-dir", str(tiny_dir), "--steps", "1", "--max-side", "128",
             "--frames", "41"]
-    repo = Path(__file__).resolve().parents[2]
-    run = subprocess.run([sys.executable, "-c", CLI_ON_A_FULL_DISK, *args], capture_output=True, text=True, cwd=repo)
+    run = run_on_a_full_disk("ft2_core.cli", args, 20000)
     assert run.returncode == 1 and "Traceback" not in run.stderr
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {tmp_path / 'o.mp4'}: ") and "is the disk full? Nothing was saved" in last

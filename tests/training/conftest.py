@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ft2_core.tlpo.preference_data import read_pairs, write_pairs
-from tests.conftest import REPO
+from tests.conftest import REPO, script_env
 from training.fixtures.synthetic_pairs import make_synthetic_cache
 
 TRAIN_CONDITIONS = 24  # of 32: the rest are held out
@@ -58,27 +58,6 @@ def launch_two_processes(script: str, config: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, timeout=600,
                             cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
-
-
-SCRIPT_ON_A_FULL_DISK = """
-import importlib, resource, signal, sys
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
-limit = int(sys.argv[1])
-resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-sys.exit(importlib.import_module(sys.argv[2]).main(sys.argv[3:]))
-"""
-
-
-def script_env(tiny_dir: Path) -> dict:
-    """The environment a script subprocess runs in: the session's built tiny models (nothing built under a limit)."""
-    return {**os.environ, "FT2_CACHE": str(tiny_dir.parent)}
-
-
-def run_on_a_full_disk(script: str, argv: list[str], file_limit: int, tiny_dir: Path) -> subprocess.CompletedProcess:
-    """`python -m script argv` with no file allowed past `file_limit` bytes (RLIMIT_FSIZE): its first larger write
-    fails as on a full disk."""
-    return subprocess.run([sys.executable, "-c", SCRIPT_ON_A_FULL_DISK, str(file_limit), script, *argv], capture_output=True,
-                          text=True, cwd=REPO, timeout=600, env=script_env(tiny_dir))
 
 
 def assert_stopped_cleanly_on_a_full_disk(run: subprocess.CompletedProcess, out: Path) -> None:

@@ -7,7 +7,8 @@ from PIL import Image
 
 from ft2_core.tlpo.curation import pairs_by_dimension
 from ft2_core.tlpo.preference_data import read_pairs
-from tests.training.conftest import assert_stopped_cleanly_on_a_full_disk, kill_9_when, lines_in, run_on_a_full_disk
+from tests.conftest import run_on_a_full_disk
+from tests.training.conftest import assert_stopped_cleanly_on_a_full_disk, kill_9_when, lines_in
 from training import curate_pairs, generate_candidates
 
 

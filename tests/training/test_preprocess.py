@@ -10,7 +10,8 @@ from skimage.data import astronaut
 from ft2_core.io.audio import Audio
 from ft2_core.io.video_io import write_mp4
 from ft2_core.tlpo.preference_data import LatentCache
-from tests.training.conftest import assert_stopped_cleanly_on_a_full_disk, kill_9_when, run_on_a_full_disk
+from tests.conftest import run_on_a_full_disk
+from tests.training.conftest import assert_stopped_cleanly_on_a_full_disk, kill_9_when
 from training.preprocess import main
 
 

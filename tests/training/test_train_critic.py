@@ -7,12 +7,12 @@ import torch
 from ft2_core.dimensions import DIMENSION_NAMES
 from ft2_core.scoring.critic import TalkingCritic
 from ft2_core.tiny import tiny_critic_dir
+from tests.conftest import run_on_a_full_disk
 from tests.training.conftest import (
     assert_stopped_cleanly_on_a_full_disk,
     kill_9_when,
     launch_two_processes,
     lines_in,
-    run_on_a_full_disk,
     write_config,
 )
 from training import train_critic

@@ -8,7 +8,7 @@ from ft2_core.tlpo.flow_dpo import dpo_step
 from ft2_core.tlpo.gate import StaticMix, load_gate
 from ft2_core.tlpo.lora_formats import LoraModule, LoraWeights, load_lora, save_expert
 from ft2_core.tlpo.preference_data import LatentCache, PairDataset, collate_pairs, read_pairs
-from tests.conftest import REPO
+from tests.conftest import REPO, run_on_a_full_disk
 from tests.training.conftest import (
     WHOLE_BATCHES,
     assert_stopped_cleanly_on_a_full_disk,
@@ -16,7 +16,6 @@ from tests.training.conftest import (
     launch_two_processes,
     lines_in,
     metrics,
-    run_on_a_full_disk,
     write_config,
 )
 from training import train_expert, train_gate

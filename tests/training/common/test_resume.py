@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_on_a_full_disk
 from tests.training.conftest import metrics
 from tests.training.test_train_expert import expert_config
 from training import train_expert
@@ -265,20 +265,10 @@ def test_a_stray_checkpoint_named_folder_is_not_ours(tmp_path):
     assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-0000008", "checkpoint-0000040"]
 
 
-TRAIN_ON_A_FULL_DISK = """
-import resource, signal, sys
-from training import train_expert
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
-resource.setrlimit(resource.RLIMIT_FSIZE, (60000, 60000))  # the optimizer state of a checkpoint is about 78 kB
-sys.exit(train_expert.main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.hostile(item=2, ends="write error")
 def test_a_full_disk_stops_training_with_one_sentence_and_no_half_checkpoint(tmp_path, toy_data, straight):
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-c", TRAIN_ON_A_FULL_DISK, *argv(tmp_path, toy_data, out)], capture_output=True,
-                         text=True, cwd=REPO, timeout=300)
+    run = run_on_a_full_disk("training.train_expert", argv(tmp_path, toy_data, out), 60000)  # a checkpoint's optimizer: 78 kB
     assert run.returncode == 1 and "Traceback" not in run.stderr
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {out / 'checkpoint-0000004'}: writing failed (") and "is the disk full?" in last

@@ -7,11 +7,11 @@ from ft2_core.miniature.model import WorldEncoders
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip
 from ft2_core.model_paths import ModelPaths
 from ft2_core.pipeline import load_talking_model
+from tests.conftest import run_on_a_full_disk
 from tests.training.conftest import (
     assert_stopped_cleanly_on_a_full_disk,
     kill_9_when,
     lines_in,
-    run_on_a_full_disk,
     write_config,
 )
 from training.miniature import train_base
