@@ -6,12 +6,13 @@ import re
 import struct
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from ..errors import InputError, WriteError
-from ..io.audio import Audio, fit_to_duration
+from ..io.audio import WAV2VEC_RATE, Audio, fit_to_duration
 from .atomic import atomic_path, commit_atomic, writing
 
 
@@ -152,9 +153,40 @@ def read_video(path: str | os.PathLike, with_audio: bool = True) -> tuple[np.nda
         raise InputError(f"video: {path} reports no frame rate")
     audio = None
     if with_audio and meta.get("audio_codec"):
-        pcm = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-vn", "-ac", "1",
-                              "-ar", "16000", "-f", "f32le", "-"], capture_output=True).stdout
-        samples = np.frombuffer(pcm, dtype=np.float32)
+        samples = read_soundtrack(path)
         if samples.size:
-            audio = audio_from_waveform(samples.copy(), 16000, f"audio of {path.name}")
+            audio = audio_from_waveform(samples, WAV2VEC_RATE, f"audio of {path.name}")
     return np.stack(frames), fps, audio
+
+
+def read_soundtrack(path: Path) -> np.ndarray:
+    """A video file's soundtrack as 16 kHz mono float32 samples, unchecked (empty when it has none)."""
+    import imageio_ffmpeg
+
+    pcm = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-vn", "-ac", "1",
+                          "-ar", str(WAV2VEC_RATE), "-f", "f32le", "-"], capture_output=True).stdout
+    return np.frombuffer(pcm, dtype=np.float32).copy()
+
+
+def frames_at_rate(path: Path, fps: float) -> tuple[dict, Iterator[np.ndarray]]:
+    """Stream a video's frames resampled to `fps` by ffmpeg (nearest frame in time), one uint8 [H, W, 3] at a time,
+    so a long video never sits in memory whole; also the source's facts (size, fps, audio codec)."""
+    import imageio_ffmpeg
+
+    if not path.is_file():
+        raise InputError(f"video: file not found: {path}")
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=["-vf", f"fps={fps:g}"])
+        meta = next(reader)
+    except (RuntimeError, OSError, StopIteration) as err:
+        raise InputError(f"video: cannot decode {path} ({err})") from None
+    width, height = meta["size"]
+
+    def frames():
+        try:
+            for chunk in reader:
+                yield np.frombuffer(chunk, dtype=np.uint8).reshape(height, width, 3)
+        except (RuntimeError, OSError) as err:
+            raise InputError(f"video: cannot decode {path} ({err})") from None
+
+    return meta, frames()
