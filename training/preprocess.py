@@ -1,6 +1,7 @@
 """Build the latent cache the trainers read, from videos with audio, using the ft2_core encoders.
 
     python -m training.preprocess --clips clips.jsonl --out data/cache [--model-dir DIR] [--frames 81]
+    accelerate launch --num_processes 8 -m training.preprocess ...    # the conditions split over 8 GPUs
 
 clips.jsonl, one line per video: {"id": "v001", "video": "a.mp4", "condition": "c001", "prompt": "...",
 "image": "portrait.png"?}. Videos of one condition share its portrait, speech and prompt (they are
@@ -27,9 +28,9 @@ from ft2_core.model_paths import ModelPaths
 from ft2_core.models.audio_windows import check_frame_count
 from ft2_core.models.conditioning import VAE_SPACE_STRIDE, encode_i2v_condition
 from ft2_core.pipeline import FantasyTalkingPipeline
-from ft2_core.tlpo.preference_data import CacheWriter, cache_settings, check_cache_settings
+from ft2_core.tlpo.preference_data import INDEX, CacheWriter, LatentCache, cache_settings, check_cache_settings
+from training.common.distributed import WorkShare
 from training.common.interrupts import Stopped, StopRequests
-from training.common.locks import folder_lock
 from training.common.script import reported
 
 log = logging.getLogger("ft2.preprocess")
@@ -108,6 +109,27 @@ def cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop:
     return done
 
 
+PARTS = ".parts"  # each process of a multi-process run caches its share here; the main process adopts them at the end
+
+
+def my_clips(clips: list[dict], out: Path, share: WorkShare) -> list[dict]:
+    """This process's share of the clips not cached yet, split by condition, so each condition is encoded once."""
+    cached = LatentCache(out).index if (out / INDEX).is_file() else {}
+    pending = [c for c in clips if f"video/{c['id']}" not in cached or f"cond/{c['condition']}" not in cached]
+    conditions = set(share.mine(list(dict.fromkeys(c["condition"] for c in pending))))
+    return [c for c in pending if c["condition"] in conditions]
+
+
+def adopt_parts(out: Path, settings: dict) -> None:
+    """Fold the processes' caches into the one at `out`, in rank order (the items are the same whoever made them)."""
+    parts = sorted((out / PARTS).glob("rank-*")) if (out / PARTS).is_dir() else []
+    if parts:
+        writer = CacheWriter(out, settings=settings)
+        for part in parts:
+            writer.adopt(part)
+        (out / PARTS).rmdir()
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -147,12 +169,18 @@ def main(argv=None) -> int:
         max_side = args.max_side or paths.defaults["max_side"]
         settings = {"model": args.model_dir or "tiny", "frames": args.frames, "fps": args.fps, "max_side": max_side,
                     "lip_mask": args.lip_mask, "dtype": resolved_dtype(args)}
-        with folder_lock(Path(args.out), "--out"):
-            check_cache_settings(args.out, cache_settings(args.out), settings)  # refused before the model loads
+        share = WorkShare(args.device)
+        args.device, out = share.device, Path(args.out)
+        with share.holding(out, "--out"):
+            check_cache_settings(out, cache_settings(out), settings)  # refused before the model loads
+            if share.main:
+                adopt_parts(out, settings)  # what the processes of a killed multi-process run had cached
+            share.wait()
+            mine = my_clips(clips, out, share)
+            folder = out if share.count == 1 else out / PARTS / f"rank-{share.rank:05d}"
             pipe = pipeline_from_args(paths, args)
             if args.lip_mask == "none":
-                count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, None, clips_path.parent,
-                                   settings)
+                count = preprocess(mine, folder, pipe, args.frames, args.fps, max_side, None, clips_path.parent, settings)
             else:
                 if args.lip_mask == "world":
                     from ft2_core.miniature.oracles import WorldLipMasker as masker_class
@@ -160,8 +188,11 @@ def main(argv=None) -> int:
                     from ft2_core.scoring.lip_mask import LipMasker as masker_class
 
                 with masker_class() if args.lip_mask == "world" else masker_class(args.face_landmarker) as masker:
-                    count = preprocess(clips, Path(args.out), pipe, args.frames, args.fps, max_side, masker,
-                                       clips_path.parent, settings)
+                    count = preprocess(mine, folder, pipe, args.frames, args.fps, max_side, masker, clips_path.parent,
+                                       settings)
+            share.wait()
+            if share.main:
+                adopt_parts(out, settings)
     except (InputError, WriteError, Stopped) as err:
         return reported(err)
     log.info("cached %d new clips in %s", count, args.out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,9 +102,28 @@ class CacheWriter:
         save_safetensors(flat, self.folder / shard, metadata={"ft2.kind": "cache"})
         self.index.update({item: shard for item in self.pending})
         self.pending = {}
+        self.write_index()
+        self.flushed_at = time.monotonic()
+
+    def write_index(self) -> None:
         index = {"version": 1, "items": self.index, **({"settings": self.settings} if self.settings is not None else {})}
         write_text_atomic(self.folder / INDEX, json.dumps(index, indent=0))
-        self.flushed_at = time.monotonic()
+
+    def adopt(self, part: str | os.PathLike) -> None:
+        """Take over the items of another cache folder (one process's share of a multi-process run): its shards are
+        linked in under this folder's shard names and indexed here (items already here are kept), then the part is
+        removed. A crash midway leaves the part whole, and adopting it again finishes the job."""
+        self.flush()
+        part = Path(part)
+        if (part / INDEX).is_file():
+            items = json.loads((part / INDEX).read_text())["items"]
+            for shard in sorted(set(items.values())):
+                name = f"shard-{len(set(self.index.values())):05d}.safetensors"
+                (self.folder / name).unlink(missing_ok=True)  # unindexed: left by an adoption cut short
+                os.link(part / shard, self.folder / name)
+                self.index.update({item: name for item, held in items.items() if held == shard and item not in self.index})
+            self.write_index()
+        shutil.rmtree(part)
 
     def close(self) -> None:
         self.flush()

@@ -51,10 +51,10 @@ def metrics(output: Path) -> list[dict]:
     return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
 
 
-def launch_two_processes(script: str, config: Path) -> None:
-    """`accelerate launch` of a trainer (`training.train_expert`, ...) on two CPU processes (gloo), as on two GPUs."""
+def launch_two_processes(script: str, argv: list[str]) -> None:
+    """`accelerate launch` of a script (`training.train_expert`, ...) on two CPU processes (gloo), as on two GPUs."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", script, "--config", str(config)]
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", script, *argv]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, timeout=600,
                             cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]

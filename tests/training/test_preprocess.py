@@ -1,5 +1,8 @@
 import json
 import logging
+import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -10,8 +13,8 @@ from skimage.data import astronaut
 from ft2_core.io.audio import Audio
 from ft2_core.io.video_io import write_mp4
 from ft2_core.tlpo.preference_data import LatentCache
-from tests.conftest import run_on_a_full_disk
-from tests.training.conftest import assert_stopped_cleanly_on_a_full_disk, kill_9_when
+from tests.conftest import REPO, run_on_a_full_disk, script_env
+from tests.training.conftest import assert_stopped_cleanly_on_a_full_disk, kill_9_when, launch_two_processes
 from training.preprocess import main
 
 
@@ -136,3 +139,39 @@ def test_preprocessing_in_bf16_records_its_dtype(tmp_path, tiny_dir, capsys):
     assert main(argv("bf16")) == 2 and "dtype 'bf16' (now 'fp32')" in capsys.readouterr().err
     assert main(argv("other", "--sequential-rows", "--blocks-to-swap", "1")) == 2
     assert "--sequential-rows, --blocks-to-swap set how the DiT samples" in capsys.readouterr().err
+
+
+def test_two_processes_cache_what_one_does(tmp_path, tiny_dir):
+    """Split by condition over two processes (accelerate launch, gloo), each caching its share beside the cache; the main
+    process adopts both: every item equals the one-process cache's, and the parts are gone. A part a killed run left
+    behind is adopted by the next run."""
+    for c in range(3):
+        make_clip(tmp_path / f"clip{c}.mp4", face=c == 0, seconds=0.3 + 0.1 * c)
+    clips = [{"id": f"v{c}", "video": f"clip{c}.mp4", "condition": f"c{c // 2}"} for c in range(3)]
+    clips.append({"id": "v3", "video": "clip2.mp4", "condition": "c2"})
+    (tmp_path / "clips.jsonl").write_text("".join(json.dumps(c) + "\n" for c in clips))
+
+    def argv(out):
+        return ["--clips", str(tmp_path / "clips.jsonl"), "--out", str(out), "--model-dir", str(tiny_dir), "--max-side", "64",
+                "--frames", "5"]
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    # one thread per process, as accelerate launch gives each of its processes: then the items are equal bit for bit (at
+    # the pytest process's two threads, wav2vec2's reductions round differently: 4.8e-7 apart, measured)
+    subprocess.run([sys.executable, "-m", "training.preprocess", *argv(one)], check=True, capture_output=True, cwd=REPO,
+                   env={**script_env(tiny_dir), "OMP_NUM_THREADS": "1"}, timeout=600)
+    launch_two_processes("training.preprocess", argv(two))
+    a, b = LatentCache(one), LatentCache(two)
+    assert sorted(a.index) == sorted(b.index) == sorted([f"video/v{c}" for c in range(4)] + ["cond/c0", "cond/c1", "cond/c2"])
+    assert len(set(b.index.values())) == 2  # one shard from each process
+    for item in a.index:
+        x, y = a.get(item), b.get(item)
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), item
+    assert not (two / ".parts").exists()
+    part = two / ".parts" / "rank-00001"  # as a killed run leaves it: a part with its own index
+    shutil.copytree(one, part)
+    (two / "index.json").unlink()
+    [p.unlink() for p in two.glob("shard-*")]
+    assert main(argv(two)) == 0
+    c = LatentCache(two)
+    assert sorted(c.index) == sorted(a.index) and not (two / ".parts").exists()

@@ -100,7 +100,7 @@ def test_two_processes_match_one(tmp_path, tiny_dir):
         "train": {"output": str(tmp_path / name), "steps": 4, "batch_size": 4, "pair_batch_size": 2, "lr": 1e-3},
     }) for name in ("single", "double")}
     assert train_critic.main(["--config", str(configs["single"])]) == 0
-    launch_two_processes("training.train_critic", configs["double"])
+    launch_two_processes("training.train_critic", ["--config", str(configs["double"])])
     single, double = (load_file(tmp_path / name / "critic_lora.safetensors") for name in ("single", "double"))
     assert single.keys() == double.keys() and any(single[k].abs().sum() > 0 for k in single if "lora_B" in k)
     for key in single:

@@ -70,10 +70,11 @@ def test_two_processes_match_one(tmp_path, toy_data, strategy):
     if strategy == "fsdp":
         options.update(gradient_checkpointing=True, offload_checkpoints=True)
         first_half = expert_config(tmp_path, toy_data, double, strategy=strategy, **{**options, "steps": 4})
-        launch_two_processes("training.train_expert", first_half)
+        launch_two_processes("training.train_expert", ["--config", str(first_half)])
         a, b = (load_file(out / "checkpoint-0000004" / "trainable.safetensors") for out in (single, double))
         assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
-    launch_two_processes("training.train_expert", expert_config(tmp_path, toy_data, double, strategy=strategy, **options))
+    config = expert_config(tmp_path, toy_data, double, strategy=strategy, **options)
+    launch_two_processes("training.train_expert", ["--config", str(config)])
     info = __import__("json").loads((double / "run.json").read_text())
     assert info["world_size"] == 2
     assert info["rank_checksums"][0] == info["rank_checksums"][1]  # both ranks end with identical (whole) weights

@@ -118,7 +118,7 @@ def test_gate_on_two_fsdp_processes_matches_one(tmp_path, toy_data, two_experts)
     configs = {strategy: gate_config(tmp_path / f"{strategy}.toml", output, two_experts, toy_data, strategy="fsdp")
                for strategy, output in outputs.items()}
     assert train_gate.main(["--config", str(configs["single"])]) == 0  # one process: FSDP has nothing to shard over
-    launch_two_processes("training.train_gate", configs["fsdp"])
+    launch_two_processes("training.train_gate", ["--config", str(configs["fsdp"])])
     single, sharded = (load_gate(out / "gate.safetensors") for out in outputs.values())
     assert single.proj.abs().sum() > 0  # it did train
     torch.testing.assert_close(sharded.proj, single.proj, rtol=1e-3, atol=1e-5)

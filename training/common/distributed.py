@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
 
 from ft2_core.errors import InputError
+from training.common.locks import folder_lock
 from training.common.precision import mixed_precision
 from training.common.sharding import check_fsdp_options, local_bytes, whole
 
@@ -54,3 +56,45 @@ def check_ranks_agree(accelerator, model, parameters: dict, output: Path, steps:
         if spread > 1e-6 * max(1.0, float(every.abs().max())):
             raise RuntimeError(f"processes ended with different weights (checksum spread {spread:g})")
     accelerator.wait_for_everyone()
+
+
+class WorkShare:
+    """The processes of an `accelerate launch` (or one plain process) splitting a data script's items: this process's
+    rank, the process count, the device it computes on (its own GPU), and a barrier. The output folder's lock is held by
+    the main process, and its outcome is shared, so a refused folder stops every process with the same sentence."""
+
+    def __init__(self, device: str):
+        from accelerate import PartialState
+
+        self.state = PartialState(cpu=torch.device(device).type == "cpu")
+        self.rank, self.count = self.state.process_index, self.state.num_processes
+        self.device = str(self.state.device) if self.count > 1 and torch.device(device).type == "cuda" else device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def mine(self, items: list) -> list:
+        """This process's items: every count-th from its rank (a stable split for a given process count)."""
+        return items[self.rank :: self.count]
+
+    def wait(self) -> None:
+        self.state.wait_for_everyone()
+
+    @contextmanager
+    def holding(self, folder: Path, what: str):
+        """folder_lock on the main process; a refusal there is raised on every process."""
+        from accelerate.utils import broadcast_object_list
+
+        with ExitStack() as stack:
+            refusal = [None]
+            if self.main:
+                try:
+                    stack.enter_context(folder_lock(folder, what))
+                except InputError as err:
+                    refusal = [str(err)]
+            if self.count > 1:
+                broadcast_object_list(refusal)
+            if refusal[0] is not None:
+                raise InputError(refusal[0])
+            yield folder
