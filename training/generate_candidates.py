@@ -3,6 +3,7 @@ guidance, through the ft2_core pipeline. Resumable: finished videos are kept and
 
     python -m training.generate_candidates --conditions conditions.jsonl --out data/candidates --samples 4 \
         [--model-dir DIR] [the CLI's device and memory options: --dtype bf16 --blocks-to-swap 20 --sequential-rows ...]
+    accelerate launch --num_processes 8 -m training.generate_candidates ...    # the conditions split over 8 GPUs
 
 conditions.jsonl lines: {"id": "c001", "image": "face.png", "audio": "speech.wav", "prompt": "..."}.
 Writes OUT/videos/<id>_<k>.mp4 and OUT/candidates.jsonl ({"id", "video", "condition", "seed", "cfg", "audio_cfg",
@@ -27,8 +28,8 @@ from ft2_core.model_paths import ModelPaths
 from ft2_core.models.audio_windows import check_frame_count
 from ft2_core.pipeline import FantasyTalkingPipeline
 from ft2_core.sampling.options import DEFAULT_PROMPT, SamplerOptions
+from training.common.distributed import WorkShare
 from training.common.interrupts import Stopped, StopRequests
-from training.common.locks import folder_lock
 from training.common.script import reported
 
 log = logging.getLogger("ft2.candidates")
@@ -53,12 +54,11 @@ def check_made_alike(done: list[dict], settings: dict, args, out: Path) -> None:
                              "delete the folder to start over")
 
 
-def generate(conditions: list[dict], base: Path, out: Path, pipe: FantasyTalkingPipeline, args, settings: dict,
-             stop: StopRequests) -> int:
-    """Every missing candidate of every condition; one manifest line per finished video (a crash loses none)."""
-    manifest = out / "candidates.jsonl"
-    done = {r["id"] for r in read_jsonl(manifest, ("id",), "candidates manifest")} if manifest.is_file() else set()
-    remove_temporaries(out / "videos")  # half-written videos of a killed run
+def generate(conditions: list[dict], base: Path, out: Path, manifest: Path, pipe: FantasyTalkingPipeline, args,
+             settings: dict, stop: StopRequests) -> int:
+    """Every missing candidate of the conditions; one line in `manifest` per finished video (a crash loses none)."""
+    done = set(made_ids(out / MANIFEST)) | set(made_ids(manifest))
+    remove_temporaries(out / "videos")  # half-written videos of a killed run (those of live processes are kept)
     made = 0
     for condition in conditions:
         image = load_image(base / condition["image"])
@@ -79,6 +79,25 @@ def generate(conditions: list[dict], base: Path, out: Path, pipe: FantasyTalking
             made += 1
             stop.check(f"after {len(done) + made} videos (kept in {out})")
     return made
+
+
+MANIFEST = "candidates.jsonl"
+PROCESS_MANIFEST = ".candidates.rank-*.jsonl"  # each process of a multi-process run lists its videos in its own file
+
+
+def made_ids(manifest: Path) -> list[str]:
+    return [r["id"] for r in read_jsonl(manifest, ("id",), "candidates manifest")] if manifest.is_file() else []
+
+
+def adopt_process_manifests(out: Path) -> None:
+    """Append the processes' lines to candidates.jsonl (rank order, each id once), then remove their files."""
+    known = set(made_ids(out / MANIFEST))
+    for part in sorted(out.glob(PROCESS_MANIFEST)):
+        for record in read_jsonl(part, ("id",), "candidates manifest"):
+            if record["id"] not in known:
+                append_jsonl(out / MANIFEST, record)
+                known.add(record["id"])
+        part.unlink()
 
 
 def main(argv=None) -> int:
@@ -123,13 +142,21 @@ def main(argv=None) -> int:
         paths = ModelPaths.from_folder(model_folder(args.model_dir or "tiny", None))
         settings = {"model": args.model_dir or "tiny", "steps": args.steps or paths.defaults["steps"], "frames": args.frames,
                     "fps": args.fps, "max_side": args.max_side, "dtype": resolved_dtype(args)}
-        with folder_lock(out, "--out"):
-            manifest = out / "candidates.jsonl"
-            if manifest.is_file():
-                check_made_alike(read_jsonl(manifest, ("id",), "candidates manifest"), settings, args, out)
+        share = WorkShare(args.device)
+        args.device = share.device
+        with share.holding(out, "--out"):
+            if share.main:
+                adopt_process_manifests(out)  # what the processes of a killed multi-process run made
+            share.wait()
+            if (out / MANIFEST).is_file():
+                check_made_alike(read_jsonl(out / MANIFEST, ("id",), "candidates manifest"), settings, args, out)
+            manifest = out / (MANIFEST if share.count == 1 else PROCESS_MANIFEST.replace("*", f"{share.rank:05d}"))
             pipe = pipeline_from_args(paths, args)
             with StopRequests() as stop:
-                made = generate(conditions, conditions_path.parent, out, pipe, args, settings, stop)
+                made = generate(share.mine(conditions), conditions_path.parent, out, manifest, pipe, args, settings, stop)
+            share.wait()
+            if share.main:
+                adopt_process_manifests(out)
     except (InputError, WriteError, Stopped) as err:
         return reported(err)
     log.info("generated %d new candidates in %s", made, out)

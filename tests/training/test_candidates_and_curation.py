@@ -1,14 +1,18 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import soundfile
 from PIL import Image
 
+from ft2_core.io.jsonl import read_jsonl
+from ft2_core.io.video_io import read_video
 from ft2_core.tlpo.curation import pairs_by_dimension
 from ft2_core.tlpo.preference_data import read_pairs
-from tests.conftest import run_on_a_full_disk
-from tests.training.conftest import assert_stopped_cleanly_on_a_full_disk, kill_9_when, lines_in
+from tests.conftest import REPO, run_on_a_full_disk, script_env
+from tests.training.conftest import assert_stopped_cleanly_on_a_full_disk, kill_9_when, launch_two_processes, lines_in
 from training import curate_pairs, generate_candidates
 
 
@@ -35,6 +39,24 @@ def test_candidates_are_videos_with_distinct_seeds(candidates):
     assert [r["id"] for r in rows] == ["c0_0", "c0_1", "c0_2", "c1_0", "c1_1", "c1_2"]
     assert len({(r["condition"], r["seed"]) for r in rows}) == 6 and {r["cfg"] for r in rows} == {4.0, 5.0, 6.0}
     assert all((candidates / r["video"]).is_file() for r in rows)
+
+
+def test_two_processes_make_what_one_does(candidates, tmp_path, tiny_dir):
+    """Conditions split over two processes (accelerate launch, gloo): one manifest with the same lines as one process's,
+    videos with the same frames (one thread per process in both, as accelerate launch gives), no process files left."""
+    root = candidates.parent
+    argv = ["--conditions", str(root / "conditions.jsonl"), "--samples", "3", "--model-dir", str(tiny_dir), "--steps", "2",
+            "--max-side", "64"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, "-m", "training.generate_candidates", *argv, "--out", str(one)], check=True, cwd=REPO,
+                   capture_output=True, env={**script_env(tiny_dir), "OMP_NUM_THREADS": "1"}, timeout=600)
+    launch_two_processes("training.generate_candidates", [*argv, "--out", str(two)])
+    a, b = (read_jsonl(out / "candidates.jsonl") for out in (one, two))
+    assert sorted(a, key=lambda r: r["id"]) == sorted(b, key=lambda r: r["id"]) and len(a) == 6
+    assert [r["id"] for r in b] == ["c0_0", "c0_1", "c0_2", "c1_0", "c1_1", "c1_2"]  # rank order: c0 on rank 0
+    for record in a:
+        assert np.array_equal(read_video(one / record["video"])[0], read_video(two / record["video"])[0]), record["id"]
+    assert not list(two.glob(".candidates.rank-*"))
 
 
 def test_curation_writes_pairs_and_resumes_without_rescoring(candidates, tmp_path, tiny_dir, monkeypatch, capsys):
