@@ -24,7 +24,7 @@ from ft2_core.dimensions import DIMENSION_NAMES
 from ft2_core.errors import InputError
 from ft2_core.io.jsonl import append_jsonl, read_jsonl
 from ft2_core.io.video_io import read_video
-from ft2_core.scoring.critic import TalkingCritic, VideoSettings
+from ft2_core.scoring.critic import QUANTIZE, TalkingCritic, VideoSettings
 from ft2_core.tiny import tiny_critic_dir
 from ft2_core.tlpo.lora_formats import MAX_LORA_ALPHA, MAX_LORA_RANK
 from training.common.checkpoints import end_of_step, resume, run_settings
@@ -38,7 +38,9 @@ from training.common.script import run
 
 SCHEMA = {
     # the thinker's dtype (thinker_dtype): auto = bf16 on a GPU for a LoRA (8.9 B parameters: 16.6 GiB, not 33.2), else fp32
-    "model": {"folder": Option(str, ""), "cache_dir": Option(str, ""), "dtype": Option(str, "auto", choices=("auto", *DTYPES))},
+    # quantize: the frozen base in 8 or 4 bits (QLoRA, bitsandbytes on a CUDA GPU; the LoRA stays fp32)
+    "model": {"folder": Option(str, ""), "cache_dir": Option(str, ""), "dtype": Option(str, "auto", choices=("auto", *DTYPES)),
+              "quantize": Option(str, "none", choices=QUANTIZE)},
     "lora": {"rank": Option(int, 8, minimum=0, maximum=MAX_LORA_RANK),
              "alpha": Option(float, 16.0, above=0, maximum=MAX_LORA_ALPHA)},
     "video": {
@@ -67,6 +69,7 @@ SCHEMA = {
         "cpu": Option(bool, False),
         "mixed_precision": Option(str, "auto", choices=("auto", "no", "bf16", "fp16")),  # auto: bf16 on a GPU
         "strategy": Option(str, "ddp", choices=("ddp",)),  # FSDP shards the DiT for the DPO trainers only
+        "gradient_checkpointing": Option(bool, False),  # recompute the thinker's layers in the backward (TalkingCritic)
     },
 }
 ANSWERS = {"yes": 1, "no": 0}
@@ -174,6 +177,9 @@ def thinker_dtype(config: dict) -> str:
     """model.dtype; auto is bf16 on a GPU (fp32 on a CPU) for a LoRA, and fp32 for whole-weight training, whose weights
     AdamW keeps in fp32. A bf16 thinker needs bf16 autocast, where the fp32 LoRA meets it."""
     if int(config["lora"]["rank"]) == 0:
+        if config["model"]["quantize"] != "none":
+            raise InputError(f'lora.rank = 0 trains every weight, which cannot be stored in {config["model"]["quantize"]}: set '
+                             'model.quantize = "none", or train a LoRA over the quantised base')
         if config["model"]["dtype"] not in ("auto", "fp32"):
             raise InputError(f'lora.rank = 0 trains every weight, which AdamW keeps in fp32: set model.dtype = "fp32" or '
                              f'"auto", not "{config["model"]["dtype"]}" (a LoRA trains in fp32 over a bf16 thinker)')
@@ -190,7 +196,9 @@ def train(config: dict) -> Path:
     dtype = thinker_dtype(config)
     accelerator = make_accelerator(config)
     critic = TalkingCritic.from_folder(config["model"]["folder"] or tiny_critic_dir(config["model"]["cache_dir"] or None),
-                                       device=accelerator.device, dtype=DTYPES[dtype])
+                                       device=accelerator.device, dtype=DTYPES[dtype], quantize=config["model"]["quantize"])
+    if train["gradient_checkpointing"]:
+        critic.checkpoint_layers()
     # frames sampled densely and large enough to see the mouth move (Qwen2.5-Omni's own default is 2 fps)
     critic.settings = VideoSettings(**config["video"])
     torch.manual_seed(int(train.get("seed", 0)))  # the LoRA's initial A: same run, same start

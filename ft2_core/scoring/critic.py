@@ -185,7 +185,10 @@ class TalkingCritic:
 
         Each clip is encoded once: the video, the audio and the prompt up to them run as one prefix (left-padded
         across clips), then its key/value cache is repeated for the questions, which run together as suffixes
-        (right-padded) at the positions they hold in the full prompt."""
+        (right-padded) at the positions they hold in the full prompt. Training with gradient checkpointing runs the
+        plain way instead (see `checkpoint_layers`)."""
+        if self.thinker.training and self.thinker.is_gradient_checkpointing:
+            return self.answer_logits_per_question(clips, dimensions)
         input_ids, attention = self._padded([self.prefix_ids(clip) for clip in clips], left=True)
         media = self._media(clips)
         positions, _ = self.thinker.get_rope_index(input_ids, None, media["video_grid_thw"], attention,
@@ -231,6 +234,12 @@ class TalkingCritic:
     def score_clip(self, frames, fps: float, audio: Audio | None, name: str = "clip") -> dict[str, float]:
         """One clip's scores (the interface the proxy scorer shares)."""
         return self.score([self.features(frames, fps, audio, name)], batch_size=1)[0]
+
+    def checkpoint_layers(self) -> None:
+        """Keep no layer's activations for the backward; recompute them there. A shared prefix's key/value cache cannot
+        be recomputed (transformers turns the cache off under checkpointing), so training then runs each question with
+        its own copy of the prefix (`answer_logits_per_question`): about 3x the prefix's compute for its activations."""
+        self.thinker.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     # ------------------------------------------------------------ LoRA
     def add_lora(self, rank: int = 8, alpha: float = 16.0) -> list[torch.nn.Parameter]:
@@ -282,19 +291,44 @@ class TalkingCritic:
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, lora: str | os.PathLike | None = None, device="cpu",
-                    dtype=torch.float32) -> "TalkingCritic":
-        """A Qwen2.5-Omni thinker folder (config, weights, tokenizer, preprocessor config) + optional LoRA."""
+                    dtype=torch.float32, quantize: str = "none") -> "TalkingCritic":
+        """A Qwen2.5-Omni thinker folder (config, weights, tokenizer, preprocessor config) + optional LoRA. `quantize`
+        ("8bit", "4bit": bitsandbytes, on a CUDA device) loads the frozen base quantised, the QLoRA way."""
         from transformers import AutoTokenizer, Qwen2_5OmniThinkerForConditionalGeneration, WhisperFeatureExtractor
 
         folder = Path(folder)
         if not (folder / "config.json").is_file():
             raise InputError(f"critic base folder {folder} has no config.json; expected a Qwen2.5-Omni thinker folder")
-        thinker = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
+        quantized = {} if quantize == "none" else {"quantization_config": quantization(quantize, device, dtype),
+                                                   "device_map": {"": str(device)}}  # loaded in place, never moved
+        thinker = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(folder, local_files_only=True, torch_dtype=dtype,
+                                                                             **quantized)
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         extractor = WhisperFeatureExtractor.from_pretrained(folder, local_files_only=True)
-        critic = cls(thinker.to(device).eval(), tokenizer, extractor)
+        critic = cls((thinker if quantized else thinker.to(device)).eval(), tokenizer, extractor)
         if (folder / VIDEO_SETTINGS_FILE).is_file():  # a thinker trained here keeps the sampling it learned with
             critic.settings.update_from(json.loads((folder / VIDEO_SETTINGS_FILE).read_text()))
         if lora is not None:
             critic.load_lora(lora)
         return critic
+
+
+QUANTIZE = ("none", "8bit", "4bit")
+
+
+def quantization(quantize: str, device, dtype: torch.dtype):
+    """The transformers config that loads the thinker's weights in 8 or 4 bits (NF4, computing in `dtype`)."""
+    if quantize not in QUANTIZE:
+        raise InputError(f"critic quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
+    if torch.device(device).type != "cuda":
+        raise InputError(f'a {quantize} critic base runs on a CUDA GPU (bitsandbytes); on {device} use quantize = "none"')
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise InputError(f"a {quantize} critic base needs the bitsandbytes package: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+                              bnb_4bit_use_double_quant=True)

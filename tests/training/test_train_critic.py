@@ -230,5 +230,7 @@ def test_a_bf16_thinker_trains_an_fp32_lora_under_bf16_autocast(tmp_path, tiny_d
     assert train_critic.main(["--config", str(config("whole", lora={"rank": 0}, train={"mixed_precision": "bf16"}))]) == 2
     assert 'lora.rank = 0 trains every weight, which AdamW keeps in fp32: set model.dtype = "fp32" or "auto", not "bf16"' \
         in capsys.readouterr().err
+    assert train_critic.main(["--config", str(config("whole_4bit", lora={"rank": 0}, model={"quantize": "4bit"}))]) == 2
+    assert 'lora.rank = 0 trains every weight, which cannot be stored in 4bit' in capsys.readouterr().err
     assert train_critic.main(["--config", str(config("no_autocast", train={"mixed_precision": "no"}))]) == 2
     assert 'set train.mixed_precision = "bf16"' in capsys.readouterr().err

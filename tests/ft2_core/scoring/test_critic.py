@@ -55,6 +55,49 @@ def test_shared_prefix_equals_one_prompt_per_question_with_padding_and_gradients
     torch.testing.assert_close(results[0][1], results[1][1], atol=1e-5, rtol=1e-4)
 
 
+def test_checkpointed_layers_give_the_same_lora_gradients(tiny_dir):
+    """With layers recomputed in the backward (and so the plain per-question path), a LoRA's gradients equal those of
+    training with every activation kept; the thinker's forward ran under checkpointing."""
+    from ft2_core.scoring.critic import TalkingCritic
+    from ft2_core.tiny import tiny_critic_dir
+
+    critic = TalkingCritic.from_folder(tiny_critic_dir(tiny_dir.parent))
+    torch.manual_seed(0)
+    lora = critic.add_lora(4, 8.0)
+    for parameter in lora:  # B starts at zero: give it values, so every LoRA matrix gets a gradient
+        parameter.data.normal_(0, 0.05)
+    clips = [critic.features(*clip(frames=f)) for f in (16, 10)]
+    critic.thinker.train()
+    gradients = []
+    for checkpointed in (False, True):
+        if checkpointed:
+            critic.checkpoint_layers()
+        for parameter in lora:
+            parameter.grad = None
+        calls = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: calls.append(1) or t, lambda t: t):
+            critic.answer_logits(clips).log_softmax(-1)[:, 0].sum().backward()
+        gradients.append(([p.grad.clone() for p in lora], len(calls)))
+    assert critic.thinker.model.language_model.gradient_checkpointing
+    for kept, recomputed in zip(gradients[0][0], gradients[1][0]):
+        torch.testing.assert_close(recomputed, kept, rtol=1e-4, atol=1e-6)
+    assert gradients[1][1] < gradients[0][1] / 4  # tensors saved for the backward: 50 against 374 (measured)
+
+
+def test_a_quantised_base_names_what_it_needs(monkeypatch):
+    """8/4-bit bases are bitsandbytes' on a CUDA GPU: without either, refused in one sentence before any weight loads."""
+    from ft2_core.scoring.critic import quantization
+
+    monkeypatch.setitem(__import__("sys").modules, "bitsandbytes", None)  # as where it is not installed
+
+    with pytest.raises(InputError, match='runs on a CUDA GPU .bitsandbytes.; on cpu use quantize = "none"'):
+        quantization("4bit", "cpu", torch.bfloat16)
+    with pytest.raises(InputError, match="needs the bitsandbytes package: pip install bitsandbytes"):
+        quantization("8bit", "cuda", torch.bfloat16)
+    with pytest.raises(InputError, match="quantize must be one of none, 8bit, 4bit"):
+        quantization("2bit", "cuda", torch.bfloat16)
+
+
 def plain_patches(frames, grid_t, grid_h, grid_w):
     """Qwen2-VL's layout written out: for each merged 2x2 block (row-major) and each of its 4 patches,
     the patch's channels x 2 frames x 14 x 14 pixels."""
