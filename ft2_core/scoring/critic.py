@@ -218,7 +218,7 @@ class TalkingCritic:
         rows = [(clip, self.prefix_ids(clip) + self.question_ids(self.questions[d])) for clip in clips for d in dimensions]
         input_ids, attention = self._padded([ids for _, ids in rows], left=True)
         logits = self.forward_module(input_ids=input_ids, attention_mask=attention, **self._media([clip for clip, _ in rows]),
-                                     use_cache=False).logits[:, -1]
+                                     use_cache=False, logits_to_keep=1).logits[:, -1]
         return logits[:, [self.yes_id, self.no_id]].float()
 
     @torch.no_grad()
