@@ -132,14 +132,15 @@ def plan_bytes(counts, costs, tokens, base: str, checkpointing: bool) -> float:
     layers = {"text": config.text_config.num_hidden_layers, "vision": config.vision_config.depth,
               "audio": config.audio_config.encoder_layers}
     width = {"text": 3584, "vision": 1280, "audio": 1280}
-    per_tower = {"text": tokens["text"], "vision": tokens["patches"], "audio": tokens["mel"] // 2}
+    per_tower = {"text": tokens["text"], "vision": tokens["patches"], "audio": tokens["mel"]}  # what the costs are per
+    hidden = {**per_tower, "audio": tokens["mel"] // 2}  # the audio layers' hidden states: one per two mel frames
     weights = counts["base"] * BASE_BYTES[base] + counts["lora"] * LORA_STATE_BYTES
     if not checkpointing:
         saved = sum(layers[t] * costs[t]["saved"] * per_tower[t] for t in layers)
         peak = max(costs[t]["backward"] * per_tower[t] for t in layers)
         return weights + saved + peak
     copies = QUESTIONS
-    inputs = sum(layers[t] * width[t] * 2 * per_tower[t] for t in layers)
+    inputs = sum(layers[t] * width[t] * 2 * hidden[t] for t in layers)
     one_layer = max((costs[t]["saved"] + costs[t]["backward"]) * per_tower[t] for t in layers)
     return weights + copies * (inputs + one_layer)
 

@@ -26,7 +26,7 @@ def test_the_plan_adds_weights_state_and_activations():
     costs = {t: {"saved": 100.0, "backward": 10.0} for t in ("text", "vision", "audio")}
     tokens = {"text": 4, "patches": 8, "mel": 6}
     kept = plan_bytes(counts, costs, tokens, "bf16", False)
-    assert kept == 2000 + 10 * LORA_STATE_BYTES + 100 * (28 * 4 + 32 * 8 + 32 * 3) + 10 * 8
+    assert kept == 2000 + 10 * LORA_STATE_BYTES + 100 * (28 * 4 + 32 * 8 + 32 * 6) + 10 * 8
     recomputed = plan_bytes(counts, costs, tokens, "4bit", True)
     inputs = 28 * 3584 * 2 * 4 + 32 * 1280 * 2 * 8 + 32 * 1280 * 2 * 3
     assert recomputed == 1000 * 0.5625 + 10 * LORA_STATE_BYTES + QUESTIONS * (inputs + 110 * 8)
