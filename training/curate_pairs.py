@@ -8,13 +8,15 @@
 
 Scores are appended to OUT/scores.jsonl batch by batch, so an interrupted run loses no finished scores
 and a rerun scores only what is missing. Writes OUT/pairs_{motion,lipsync,quality}.jsonl for the expert
-trainer and prints per-dimension counts.
+trainer, the same pairs as the critic's preference lines (OUT/critic_preferences.jsonl: with `--proxy`, weight-free
+preferences to train the critic on beside a few hundred human labels), and prints per-dimension counts.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ import torch
 from ft2_core.checks import torch_device
 from ft2_core.dimensions import DIMENSION_NAMES
 from ft2_core.errors import InputError, WriteError
+from ft2_core.io.atomic import write_text_atomic
 from ft2_core.io.jsonl import append_jsonl, read_jsonl
 from ft2_core.io.video_io import read_video
 from ft2_core.scoring.critic import TalkingCritic
@@ -143,9 +146,11 @@ def main(argv=None) -> int:
     try:
         check_arguments(args)
         with folder_lock(out, "--out"):  # one run appends to its scores at a time
-            pairs = curate(args, out)
+            candidates = read_candidates(Path(args.candidates))
+            pairs = curate(args, out, candidates)
             for dimension in DIMENSION_NAMES:
                 write_pairs(out / f"pairs_{dimension}.jsonl", pairs[dimension])
+            write_critic_preferences(out / CRITIC_PREFERENCES, pairs, candidates)
     except (InputError, WriteError, Stopped) as err:
         return reported(err)
     print(" ".join(f"{d}={len(pairs[d])}" for d in DIMENSION_NAMES))
@@ -165,9 +170,20 @@ def check_arguments(args) -> None:
     torch_device(args.device)
 
 
-def curate(args, out: Path) -> dict:
+CRITIC_PREFERENCES = "critic_preferences.jsonl"
+
+
+def write_critic_preferences(path: Path, pairs: dict, candidates: list[dict]) -> Path:
+    """The same pairs as the critic's preference lines (`data.train_pairs` of training.train_critic: video paths
+    relative to this file), so pairs curated by a weight-free scorer can teach the critic beside human labels."""
+    where = {c["id"]: os.path.relpath(c["path"], path.parent) for c in candidates}
+    lines = [json.dumps({"chosen": where[p.winner], "rejected": where[p.loser], "dimension": dimension}) + "\n"
+             for dimension in DIMENSION_NAMES for p in pairs[dimension]]
+    return write_text_atomic(path, "".join(lines))
+
+
+def curate(args, out: Path, candidates: list[dict]) -> dict:
     """Scores (kept in OUT/scores.jsonl as they come) and the pairs they make, per dimension."""
-    candidates = read_candidates(Path(args.candidates))
     if args.scores:
         scores = given_scores(Path(args.scores), candidates)
     elif args.proxy:

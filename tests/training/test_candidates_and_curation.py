@@ -7,6 +7,7 @@ import pytest
 import soundfile
 from PIL import Image
 
+from ft2_core.dimensions import DIMENSION_NAMES
 from ft2_core.io.jsonl import read_jsonl
 from ft2_core.io.video_io import read_video
 from ft2_core.tlpo.curation import pairs_by_dimension
@@ -125,6 +126,14 @@ def test_curation_takes_judgements_from_a_scores_file(candidates, tmp_path, caps
     pairs = read_pairs(out / "pairs_lipsync.jsonl")
     assert sorted((p.winner, p.loser) for p in pairs) == [("c0_0", "c0_1"), ("c1_1", "c1_0")]
     assert not (out / "scores.jsonl").exists()  # nothing was scored here
+    from training.train_critic import read_preferences  # the same pairs, as the critic's preference lines
+
+    preferences = read_preferences(out / "critic_preferences.jsonl")
+    assert [(p["chosen"].resolve(), p["rejected"].resolve(), p["dimension"]) for p in preferences] == [
+        ((candidates / "videos" / f"{p.winner}.mp4").resolve(), (candidates / "videos" / f"{p.loser}.mp4").resolve(),
+         DIMENSION_NAMES.index(p.dimension))
+        for d in DIMENSION_NAMES for p in read_pairs(out / f"pairs_{d}.jsonl")]
+    assert len(preferences) >= 2
 
     scores.write_text(json.dumps({"id": "c0_0", "scores": {"lipsync": 0.5}}) + "\n")
     assert (
