@@ -16,6 +16,7 @@ less than two portraits do, and Yes/No labels mostly teach the latter.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -61,6 +62,7 @@ SCHEMA = {
         "steps": Option(int, 500, minimum=1),
         "batch_size": Option(int, 8, minimum=1),
         "pair_batch_size": Option(int, 4, minimum=1),
+        "micro_batch_size": Option(int, 0, minimum=0),  # clips (or pairs) per forward, gradients accumulated; 0: all
         "lr": Option(float, 1e-4, above=0),
         "seed": Option(int, 0, minimum=0),
         "checkpoint_every": Option(int, 100, minimum=1),
@@ -124,16 +126,18 @@ def yes_margins(critic: TalkingCritic, features) -> torch.Tensor:
     return (logits[:, 0] - logits[:, 1]).view(len(features), len(DIMENSION_NAMES))
 
 
-def preference_loss(critic: TalkingCritic, features, pairs: list[dict], indices: torch.Tensor) -> torch.Tensor:
+def preference_loss(critic: TalkingCritic, features, pairs: list[dict], indices: torch.Tensor,
+                    count: int | None = None) -> torch.Tensor:
     """Bradley-Terry: -log sigmoid(margin(chosen) - margin(rejected)) in each pair's dimension; each clip of the
-    batch is run once."""
+    batch is run once. Summed over these pairs and divided by `count`, the pairs of the whole batch they belong to
+    (default: these), so a step's micro-batches add up to its loss."""
     used = indices.unique()
     margins = yes_margins(critic, [features[i] for i in used.tolist()])
     row = {int(v): r for r, v in enumerate(used.tolist())}
     dims = torch.tensor([p["dimension"] for p in pairs], device=margins.device)
     chosen = margins[[row[int(i)] for i in indices[:, 0]], dims]
     rejected = margins[[row[int(i)] for i in indices[:, 1]], dims]
-    return -torch.nn.functional.logsigmoid(chosen - rejected).mean()
+    return -torch.nn.functional.logsigmoid(chosen - rejected).sum() / (len(pairs) if count is None else count)
 
 
 @torch.no_grad()
@@ -153,12 +157,14 @@ def label_tensor(records: list[dict]) -> torch.Tensor:
     return torch.tensor([[r["labels"].get(d, -1) for d in DIMENSION_NAMES] for r in records])
 
 
-def answer_loss(yes_no_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def answer_loss(yes_no_logits: torch.Tensor, labels: torch.Tensor, count: int | None = None) -> torch.Tensor:
     """Cross-entropy of the answer token between Yes and No (the two logits the score is read from),
-    on labelled rows; rows are clip-major like `TalkingCritic.answer_logits`."""
+    on labelled rows; rows are clip-major like `TalkingCritic.answer_logits`. Summed and divided by `count`, the
+    labelled rows of the whole batch (default: these), so a step's micro-batches add up to its loss."""
     flat = labels.flatten().to(yes_no_logits.device)
     keep = flat >= 0
-    return torch.nn.functional.cross_entropy(yes_no_logits[keep], 1 - flat[keep])  # column 0 = Yes
+    total = torch.nn.functional.cross_entropy(yes_no_logits[keep], 1 - flat[keep], reduction="sum")  # column 0 = Yes
+    return total / (int(keep.sum()) if count is None else count)
 
 
 @torch.no_grad()
@@ -171,6 +177,10 @@ def accuracy(critic: TalkingCritic, features, labels: torch.Tensor, batch_size: 
         if labelled.any():
             result[dimension] = float((predicted[labelled, k] == labels[labelled, k]).float().mean())
     return result
+
+
+def chunks(items: list, size: int) -> list[list]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def thinker_dtype(config: dict) -> str:
@@ -229,20 +239,32 @@ def train(config: dict) -> Path:
     critic.forward_module = thinker  # the thinker's forward through the DDP wrapper; critic.thinker stays the module
     rank, batch_size, pair_batch = accelerator.process_index, int(train["batch_size"]), int(train["pair_batch_size"])
     local, local_pairs = local_batch_size(batch_size, accelerator), local_batch_size(pair_batch, accelerator)
+    micro = int(train["micro_batch_size"]) or max(local, local_pairs)
     bar = tqdm(total=train["steps"], initial=start, desc="critic", mininterval=2.0, disable=not accelerator.is_main_process)
     with StopRequests() as stop, bar:  # the bar's line ends even when a step fails, so an error starts a line of its own
         for step in range(start, train["steps"]):
             thinker.train()
-            loss = torch.zeros((), device=accelerator.device)
+            parts = []  # (micro-batch, its loss): at most train.micro_batch_size clips or pairs per forward
             if train_records:
                 indices = global_batch(step, len(train_features), batch_size, train["seed"])[rank * local : (rank + 1) * local]
-                loss = loss + answer_loss(critic.answer_logits([train_features[i] for i in indices]), train_labels[indices])
+                labelled = int((train_labels[indices] >= 0).sum())
+                parts += [(part, lambda part: answer_loss(critic.answer_logits([train_features[i] for i in part]),
+                                                          train_labels[part], labelled))
+                          for part in chunks(indices, micro)]
             if train_pairs:
                 chosen = global_batch(step, len(train_pairs), pair_batch, train["seed"] + 1)[
                     rank * local_pairs : (rank + 1) * local_pairs
                 ]
-                loss = loss + preference_loss(critic, pair_features, [train_pairs[i] for i in chosen], pair_indices[chosen])
-            accelerator.backward(loss)
+                parts += [(part, lambda part: preference_loss(critic, pair_features, [train_pairs[i] for i in part],
+                                                              pair_indices[part], len(chosen)))
+                          for part in chunks(chosen, micro)]
+            loss = torch.zeros((), device=accelerator.device)
+            for number, (part, part_loss) in enumerate(parts):
+                last = number == len(parts) - 1
+                with nullcontext() if last else accelerator.no_sync(thinker):  # DDP averages gradients once, at the end
+                    value = part_loss(part)
+                    accelerator.backward(value)
+                loss = loss + value.detach()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
