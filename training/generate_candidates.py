@@ -6,13 +6,15 @@ guidance, through the ft2_core pipeline. Resumable: finished videos are kept and
     accelerate launch --num_processes 8 -m training.generate_candidates ...    # the conditions split over 8 GPUs
 
 conditions.jsonl lines: {"id": "c001", "image": "face.png", "audio": "speech.wav", "prompt": "..."}.
-Writes OUT/videos/<id>_<k>.mp4 and OUT/candidates.jsonl ({"id", "video", "condition", "seed", "cfg", "audio_cfg",
-"settings"}); a rerun keeps what it would make the same way and refuses a folder made with other settings.
+Writes OUT/videos/<id>_<k>.mp4 and OUT/candidates.jsonl ({"id", "video", "condition", "image", "prompt", "seed", "cfg",
+"audio_cfg", "settings"}: what `training.preprocess --clips` reads, the condition's own portrait and prompt); a rerun
+keeps what it would make the same way and refuses a folder made with other settings.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from ft2_core.builtin_models import model_folder
@@ -63,6 +65,7 @@ def generate(conditions: list[dict], base: Path, out: Path, manifest: Path, pipe
     for condition in conditions:
         image = load_image(base / condition["image"])
         audio = load_audio(base / condition["audio"])
+        prompt = condition.get("prompt", DEFAULT_PROMPT)
         for k in range(args.samples):
             candidate = f"{condition['id']}_{k}"
             if candidate in done:
@@ -71,10 +74,11 @@ def generate(conditions: list[dict], base: Path, out: Path, manifest: Path, pipe
             options = SamplerOptions(steps=settings["steps"], cfg=own["cfg"], audio_cfg=own["audio_cfg"],
                                      shift=pipe.defaults["shift"], seed=own["seed"], sequential_rows=args.sequential_rows,
                                      ffn_chunk_tokens=args.ffn_chunk_tokens or 0)
-            result = pipe.animate(image, audio, condition.get("prompt", DEFAULT_PROMPT), options=options,
+            result = pipe.animate(image, audio, prompt, options=options,
                                   num_frames=args.frames, fps=args.fps, max_side=args.max_side)
             video = write_mp4(out / "videos" / f"{candidate}.mp4", result.frames, result.fps, result.audio)
             append_jsonl(manifest, {"id": candidate, "video": str(video.relative_to(out)), "condition": condition["id"],
+                                    "image": os.path.relpath(base / condition["image"], out), "prompt": prompt,
                                     **own, "settings": settings})
             made += 1
             stop.check(f"after {len(done) + made} videos (kept in {out})")

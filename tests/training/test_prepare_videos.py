@@ -7,6 +7,7 @@ from ft2_core.io.audio import Audio
 from ft2_core.io.jsonl import read_jsonl
 from ft2_core.io.video_io import probe_mp4, read_video, write_mp4
 from ft2_core.miniature.world import speech_clip
+from ft2_core.tlpo.preference_data import LatentCache
 from tests.training.conftest import kill_9_when
 from training.prepare_videos import face_box, main, speech_share
 
@@ -109,7 +110,13 @@ def test_the_outputs_are_what_candidates_and_preprocessing_read(videos, tmp_path
                        "--fps", "23", "--max-side", "64"]) == 0
     assert generate(["--conditions", str(out / "conditions.jsonl"), "--out", str(tmp_path / "candidates"), "--samples", "1",
                      "--model-dir", str(tiny_dir), "--steps", "1", "--frames", "5", "--max-side", "64"]) == 0
-    assert len(records(tmp_path / "candidates" / "candidates.jsonl")) == 2
+    candidates = records(tmp_path / "candidates" / "candidates.jsonl")
+    assert len(candidates) == 2 and all((tmp_path / "candidates" / c["image"]).is_file() for c in candidates)
+    assert preprocess(["--clips", str(tmp_path / "candidates" / "candidates.jsonl"), "--out", str(tmp_path / "pairs_cache"),
+                       "--model-dir", str(tiny_dir), "--max-side", "64", "--lip-mask", "none"]) == 0
+    cache = LatentCache(tmp_path / "pairs_cache")  # the candidates, with their conditions' own portraits and prompts
+    items = [f"video/{c['id']}" for c in candidates] + [f"cond/{c['condition']}" for c in candidates]
+    assert sorted(cache.index) == sorted(items)
 
 
 def test_speech_share_and_face_box_by_hand():
