@@ -41,8 +41,8 @@ def save_frozen_parts(folder: Path, seed: int = 0) -> None:
     SpaceToDepthVAE(**CONFIG["latent"]).save(folder / "vae")
 
 
-def write_manifest(folder: Path, produced_by: dict) -> None:
-    manifest = {"name": CONFIG["name"], "notice": NOTICE, "defaults": CONFIG["defaults"], "prediction": CONFIG["prediction"],
+def write_manifest(folder: Path, produced_by: dict, prediction: str) -> None:
+    manifest = {"name": CONFIG["name"], "notice": NOTICE, "defaults": CONFIG["defaults"], "prediction": prediction,
                 "audio_adapter": "audio_adapter.safetensors", "wav2vec": "wav2vec2", "produced_by": produced_by}
     (folder / "ft2_model.json").write_text(json.dumps(manifest, indent=2))
 

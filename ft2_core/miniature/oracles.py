@@ -199,6 +199,17 @@ def sharpness(frames: np.ndarray) -> float:
     return float(np.abs(np.diff(frames, axis=1)).mean() + np.abs(np.diff(frames, axis=2)).mean())
 
 
+def frame_hold_ratio(frames: np.ndarray) -> float:
+    """Mean frame-to-frame change into frames 4k+1 (k >= 1: the first frame of each latent frame) over the mean change
+    into every other frame. A diagnostic of Wan's 1 + 4k layout, not a score: about 1 in the world's ground truth, far
+    above when a model holds each latent frame's four frames alike and jumps between latent frames."""
+    pixels = np.asarray(frames, dtype=np.float64)
+    change = np.abs(np.diff(pixels, axis=0)).reshape(len(pixels) - 1, -1).mean(axis=1)  # [t - 1]: change into frame t
+    into = np.arange(1, len(pixels))
+    at_latent_starts = (into % 4 == 1) & (into > 1)
+    return float(change[at_latent_starts].mean() / max(change[~at_latent_starts].mean(), 1e-12))
+
+
 def score_clip(frames, audio: Audio, fps: float, portrait: np.ndarray, ground_truth: np.ndarray | None = None) -> OracleScores:
     """All three oracles for one clip. frames/portrait/ground_truth: float [T, H, W, 3] / [H, W, 3] in 0..1."""
     frames = np.asarray(frames, np.float64)

@@ -11,7 +11,10 @@ from ft2_core.models.wan_transformer import build_transformer
 from training.common.config import Option
 
 SCHEMA = {
-    "model": {"transformer": Option(dict, {}), "audio_adapter": Option(dict, {})},
+    # prediction: what the DiT outputs (models.talking_model); "sample_with_skip" passes the noisy latents' detail by
+    # the DiT's bottleneck, which "sample_from_reference" cannot (it held each latent frame's 4 frames alike)
+    "model": {"transformer": Option(dict, {}), "audio_adapter": Option(dict, {}),
+              "prediction": Option(str, CONFIG["prediction"], choices=("sample_from_reference", "sample_with_skip"))},
     "world": {"frames": Option(int, 33, minimum=5), "size": Option(int, 64, minimum=16)},
     "train": {"output": Option(str), "export": Option(str, ""), "steps": Option(int, 1800, minimum=1),
               "batch_size": Option(int, 8, minimum=1), "lr": Option(float, 1e-3, above=0), "warmup": Option(int, 50, minimum=0),
@@ -29,4 +32,4 @@ def build_model(config: dict, seed: int) -> FantasyTalkingModel:
     dit = build_transformer(transformer_config)
     dim = transformer_config["num_attention_heads"] * transformer_config["attention_head_dim"]
     adapter = AudioAdapter(transformer_config["num_layers"], dim, **adapter_config)
-    return FantasyTalkingModel(dit, adapter, CONFIG["prediction"])
+    return FantasyTalkingModel(dit, adapter, config["model"]["prediction"])

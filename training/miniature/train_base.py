@@ -28,7 +28,7 @@ from ft2_core.miniature.model import WorldEncoders, save_frozen_parts, write_man
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip
 from ft2_core.models.audio_adapter import ours_to_upstream
 from ft2_core.models.audio_windows import check_frame_count
-from ft2_core.models.talking_model import FantasyTalkingModel
+from ft2_core.models.talking_model import SIGMA_FLOOR, FantasyTalkingModel, skip_weights
 from ft2_core.tlpo.flow_dpo import flow_matching_loss
 from training.common.checkpoints import end_of_step, restore, run_settings
 from training.common.config import resolve
@@ -103,7 +103,10 @@ def step_loss(
         audio=model.adapter.windows(features, frames),
         audio_scale=audio_scale,
     )
-    return (flow_matching_loss(velocity, noise - x0) * sigma.square()).mean()
+    weight = sigma.square()  # the velocity's error times sigma: the clean sample's error
+    if model.prediction == "sample_with_skip":  # ... over the spread the DiT's own output carries (unit at every sigma)
+        weight = weight / skip_weights(sigma.clamp(min=SIGMA_FLOOR))[1].square()
+    return (flow_matching_loss(velocity, noise - x0) * weight).mean()
 
 
 def export_model(ema: FantasyTalkingModel, frozen: Path, folder: Path, produced_by: dict) -> Path:
@@ -117,7 +120,7 @@ def export_model(ema: FantasyTalkingModel, frozen: Path, folder: Path, produced_
             staging / "audio_adapter.safetensors",
             metadata={"ft2.kind": "audio_adapter"},
         )
-        write_manifest(staging, produced_by)
+        write_manifest(staging, produced_by, ema.prediction)
     return folder
 
 

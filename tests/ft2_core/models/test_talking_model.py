@@ -85,3 +85,42 @@ def test_adapter_for_another_model_is_refused(tiny_model):
 
     with pytest.raises(InputError, match="audio adapter has 3 layers of width 32; the DiT has 2 layers"):
         FantasyTalkingModel(tiny_model.transformer, AudioAdapter(3, 32, 32, 24))
+
+
+def test_skip_weights_are_the_best_linear_estimate_and_what_it_leaves():
+    """For a deviation of spread s seen as (1 - sigma) d + sigma n: keep is the least-squares coefficient, and scale the
+    spread of what it leaves (measured on a million Gaussian draws, not from the formula)."""
+    from ft2_core.models.talking_model import DEVIATION_STD, skip_weights
+
+    g = torch.Generator().manual_seed(0)
+    deviation = torch.randn(1_000_000, generator=g, dtype=torch.float64) * DEVIATION_STD
+    noise = torch.randn(1_000_000, generator=g, dtype=torch.float64)
+    for sigma in (0.05, 0.3, 0.7, 0.98):
+        seen = (1 - sigma) * deviation + sigma * noise
+        best = float((seen * deviation).sum() / (seen * seen).sum())
+        keep, scale = skip_weights(torch.tensor(sigma, dtype=torch.float64))
+        assert abs(float(keep) - best) < 0.01 * max(best, 0.05)
+        assert abs(float(scale) / float((deviation - best * seen).std()) - 1) < 0.01
+
+
+def test_sample_with_skip_turns_the_dit_output_into_a_velocity_by_hand(tiny_model):
+    """The same DiT output read as "sample_with_skip": v = (x_t - x0_hat) / sigma with x0_hat = reference + keep (x_t -
+    (1 - sigma) reference) + scale out, keep and scale written out here."""
+    inputs = make_model_inputs(tiny_model)
+    audio, previous = None, tiny_model.prediction
+    try:
+        tiny_model.prediction = "velocity"  # the DiT's raw output
+        with torch.no_grad():
+            out = tiny_model(**inputs, audio=audio)
+            tiny_model.prediction = "sample_with_skip"
+            velocity = tiny_model(**inputs, audio=audio)
+    finally:
+        tiny_model.prediction = previous
+    sigma = (inputs["timestep"] / 1000).clamp(min=0.02).view(-1, 1, 1, 1, 1)
+    spread = 0.34
+    keep = (1 - sigma) * spread**2 / ((1 - sigma) ** 2 * spread**2 + sigma**2)
+    scale = spread * sigma / ((1 - sigma) ** 2 * spread**2 + sigma**2) ** 0.5
+    latents = inputs["latents"]
+    reference = inputs["condition"][:, -latents.shape[1]:, :1]
+    sample = reference + keep * (latents - (1 - sigma) * reference) + scale * out
+    torch.testing.assert_close(velocity, (latents - sample) / sigma, rtol=1e-5, atol=1e-5)

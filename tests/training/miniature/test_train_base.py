@@ -54,7 +54,8 @@ def test_short_run_lowers_the_loss_and_exports_a_model_folder(trained):
     assert (folder / "transformer" / "config.json").is_file() and (folder / "vae" / "config.json").is_file()
     encoders = WorldEncoders.from_folder(folder)
     clips = [make_clip(HELD_OUT_SEEDS_FROM + i, 9, 32) for i in range(2)]
-    untrained = train_base.build_model({"model": {"transformer": SMALL, "audio_adapter": {}}}, seed=0)
+    untrained = train_base.build_model({"model": {"transformer": SMALL, "audio_adapter": {},
+                                                  "prediction": "sample_from_reference"}}, seed=0)
     assert probe_loss(model, encoders, clips) < 0.8 * probe_loss(untrained, encoders, clips)
 
 
