@@ -244,22 +244,26 @@ def train(config: dict) -> Path:
     with StopRequests() as stop, bar:  # the bar's line ends even when a step fails, so an error starts a line of its own
         for step in range(start, train["steps"]):
             thinker.train()
-            parts = []  # (micro-batch, its loss): at most train.micro_batch_size clips or pairs per forward
+            indices, chosen = [], []  # this process's clips and pairs of the step
             if train_records:
                 indices = global_batch(step, len(train_features), batch_size, train["seed"])[rank * local : (rank + 1) * local]
-                labelled = int((train_labels[indices] >= 0).sum())
-                parts += [(part, lambda part: answer_loss(critic.answer_logits([train_features[i] for i in part]),
-                                                          train_labels[part], labelled))
-                          for part in chunks(indices, micro)]
             if train_pairs:
                 chosen = global_batch(step, len(train_pairs), pair_batch, train["seed"] + 1)[
                     rank * local_pairs : (rank + 1) * local_pairs
                 ]
-                parts += [(part, lambda part: preference_loss(critic, pair_features, [train_pairs[i] for i in part],
-                                                              pair_indices[part], len(chosen)))
-                          for part in chunks(chosen, micro)]
+            labelled = int((train_labels[indices] >= 0).sum()) if indices else 0
+
+            def label_loss(part):  # its share of the step's mean over labelled answers
+                return answer_loss(critic.answer_logits([train_features[i] for i in part]), train_labels[part], labelled)
+
+            def pair_loss(part):  # its share of the step's mean over pairs
+                return preference_loss(critic, pair_features, [train_pairs[i] for i in part], pair_indices[part], len(chosen))
+
+            # at most train.micro_batch_size clips (or pairs) per forward, the step's gradients accumulated
+            parts = [(label_loss, part) for part in chunks(indices, micro)]
+            parts += [(pair_loss, part) for part in chunks(chosen, micro)]
             loss = torch.zeros((), device=accelerator.device)
-            for number, (part, part_loss) in enumerate(parts):
+            for number, (part_loss, part) in enumerate(parts):
                 last = number == len(parts) - 1
                 with nullcontext() if last else accelerator.no_sync(thinker):  # DDP averages gradients once, at the end
                     value = part_loss(part)
