@@ -123,6 +123,7 @@ class CacheWriter:
                 os.link(part / shard, self.folder / name)
                 self.index.update({item: name for item, held in items.items() if held == shard and item not in self.index})
             self.write_index()
+            (part / INDEX).unlink()  # adopted: from here, whatever of the part a crash leaves is only removed
         shutil.rmtree(part)
 
     def close(self) -> None:
