@@ -171,8 +171,8 @@ def main(argv=None) -> int:
             f"`python -m bench.critic_memory_plan` (CPU measurements; not checked on a GPU). Thinker: "
             f"{counts['base'] / 1e9:.2f} B weights; LoRA on the critic's targets: {counts['lora'] / 1e6:.1f} M.\n\n"
             f"Measured per layer, bf16, trained LoRA:\n{measured}\n\n"
-            f"A clip is {FRAMES} frames at {FPS:g} fps ({FRAMES / FPS:.1f} s). `train.batch_size` clips run at once per "
-            f"process: multiply the activations (peak minus weights) by it. Fits: at most "
+            f"A clip is {FRAMES} frames at {FPS:g} fps ({FRAMES / FPS:.1f} s). `train.micro_batch_size` clips (a pair is "
+            f"two) run at once per process: multiply the activations (peak minus weights) by it. Fits: at most "
             f"{USABLE_SHARE:.0%} of the card.\n\n{table(counts, costs)}\n")
     write_text_atomic(args.out, text)
     print(text)
