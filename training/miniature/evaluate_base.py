@@ -24,7 +24,7 @@ import torch
 from ft2_core.dimensions import DIMENSION_NAMES
 from ft2_core.io.atomic import write_text_atomic
 from ft2_core.miniature.model import miniature_model_dir
-from ft2_core.miniature.oracles import score_clip
+from ft2_core.miniature.oracles import frame_hold_ratio, score_clip
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, Clip, make_clip
 from ft2_core.model_paths import ModelPaths
 from ft2_core.pipeline import FantasyTalkingPipeline
@@ -109,6 +109,7 @@ def evaluate(args, argv) -> int:
     trained = Path(args.model) if args.model else miniature_model_dir()
     clips = [make_clip(HELD_OUT_SEEDS_FROM + i, args.frames) for i in range(args.clips)]
     rows: dict[str, list[dict]] = {"ground truth": [], "static first frame": []}
+    holds = {"ground truth": [frame_hold_ratio(clip.frames) for clip in clips]}  # a still video has no ratio
     for clip in clips:
         rows["ground truth"].append(score_clip(clip.frames, clip.audio, clip.fps, clip.portrait, clip.frames).as_dict())
         static = np.repeat(clip.portrait[None], len(clip.frames), axis=0)
@@ -118,15 +119,17 @@ def evaluate(args, argv) -> int:
         for name, folder in (("untrained model", untrained_model_dir(trained, Path(workdir))), ("trained base", trained)):
             pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(folder))
             started = time.perf_counter()
-            rows[name] = [
-                score_clip(generate(pipe, clip, args.seed), clip.audio, clip.fps, clip.portrait, clip.frames).as_dict()
-                for clip in clips
-            ]
+            videos = [generate(pipe, clip, args.seed) for clip in clips]
+            rows[name] = [score_clip(video, clip.audio, clip.fps, clip.portrait, clip.frames).as_dict()
+                          for video, clip in zip(videos, clips)]
+            holds[name] = [frame_hold_ratio(video) for video in videos]
             timings[name] = (time.perf_counter() - started) / len(clips)
     table = summary(rows)
     manifest = json.loads((trained / "ft2_model.json").read_text())
     train_time = manifest.get("produced_by", {}).get("train_seconds_this_session")
     extra = (
+        "Frame-hold ratio (oracles.frame_hold_ratio: change into frames 4k+1 over the change elsewhere; mean ± std over "
+        "clips): " + ", ".join(f"{name} {np.mean(v):.2f} ± {np.std(v):.2f}" for name, v in holds.items()) + ".\n\n"
         f"Sampling: the model's defaults {json.dumps(manifest['defaults'])}, seed {args.seed}; "
         f"{timings['trained base']:.1f} s per clip on this machine. Training wall time: {train_time} s."
     )
@@ -135,7 +138,7 @@ def evaluate(args, argv) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     for suffix, text in (
         (".md", markdown(table, args.clips, args.frames, command, extra)),
-        (".json", json.dumps({"summary": table, "clips": rows, "command": command}, indent=1)),
+        (".json", json.dumps({"summary": table, "clips": rows, "frame_hold": holds, "command": command}, indent=1)),
     ):
         write_text_atomic(out.with_suffix(suffix), text)
     print(markdown(table, args.clips, args.frames, command, extra))
