@@ -146,8 +146,9 @@ class FantasyTalkingModel(nn.Module):
     `prediction` says what the DiT's own output is: "velocity" (Wan2.1), or "sample_from_reference"
     (the miniature model: the clean latents as a change from the reference frame, turned into a
     velocity here), or "sample_with_skip" (that change, part passed straight from the noisy latents: see
-    skip_weights). A pixel-block latent has more values per token than a small DiT's width, so a
-    velocity (which carries the noise) cannot pass its bottleneck, while the clean video can.
+    skip_weights; in the miniature world it moves every frame but leaves noise the small DiT cannot cancel).
+    A pixel-block latent has more values per token than a small DiT's width, so a velocity (which carries
+    the noise) cannot pass its bottleneck, while the clean video can.
     """
 
     def __init__(self, transformer: WanTransformer3DModel, adapter: AudioAdapter, prediction: str = "velocity"):

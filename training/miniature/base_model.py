@@ -11,8 +11,9 @@ from ft2_core.models.wan_transformer import build_transformer
 from training.common.config import Option
 
 SCHEMA = {
-    # prediction: what the DiT outputs (models.talking_model); "sample_with_skip" passes the noisy latents' detail by
-    # the DiT's bottleneck, which "sample_from_reference" cannot (it held each latent frame's 4 frames alike)
+    # prediction: what the DiT outputs (models.talking_model). "sample_from_reference" (shipped) holds each latent frame's
+    # 4 frames alike (frame-hold ratio 3.49); "sample_with_skip" moves every frame (1.07) but leaves grainy frames
+    # (quality 0.012): training/miniature/results/miniature_base_skip.md
     "model": {"transformer": Option(dict, {}), "audio_adapter": Option(dict, {}),
               "prediction": Option(str, CONFIG["prediction"], choices=("sample_from_reference", "sample_with_skip"))},
     "world": {"frames": Option(int, 33, minimum=5), "size": Option(int, 64, minimum=16)},
