@@ -90,7 +90,7 @@ PROCESS_MANIFEST = ".candidates.rank-*.jsonl"  # each process of a multi-process
 
 
 def made_ids(manifest: Path) -> list[str]:
-    return [r["id"] for r in read_jsonl(manifest, ("id",), "candidates manifest")] if manifest.is_file() else []
+    return [r["id"] for r in read_jsonl(manifest, ("id",), "candidates manifest", missing_ok=True)]
 
 
 def adopt_process_manifests(out: Path) -> None:

@@ -123,11 +123,6 @@ def write_wav(path: Path, samples: np.ndarray) -> Path:
     return commit_atomic(tmp, path)
 
 
-def lines_of(path: Path, required: tuple[str, ...], what: str) -> list[dict]:
-    """A manifest's records; none before its first line is written."""
-    return read_jsonl(path, required, what) if path.is_file() else []
-
-
 class Preparer:
     """Cuts videos into clips and conditions in `out`, keeping what a previous run finished."""
 
@@ -135,9 +130,10 @@ class Preparer:
         self.out, self.args, self.masker = out, args, masker
         self.conditions_path, self.clips_path, self.skipped_path = (out / "conditions.jsonl", out / "clips.jsonl",
                                                                     out / "skipped.jsonl")
-        self.done = {r["id"] for r in lines_of(self.clips_path, ("id",), "clips manifest")}
-        self.conditioned = {r["id"] for r in lines_of(self.conditions_path, ("id",), "conditions manifest")}
-        self.skipped = {r["id"]: r["reason"] for r in lines_of(self.skipped_path, ("id", "reason"), "skipped list")}
+        self.done = {r["id"] for r in read_jsonl(self.clips_path, ("id",), "clips manifest", missing_ok=True)}
+        self.conditioned = {r["id"] for r in read_jsonl(self.conditions_path, ("id",), "conditions manifest", missing_ok=True)}
+        self.skipped = {r["id"]: r["reason"]
+                        for r in read_jsonl(self.skipped_path, ("id", "reason"), "skipped list", missing_ok=True)}
         self.counts = Counter()
         for folder in ("clips", "conditions"):
             (out / folder).mkdir(parents=True, exist_ok=True)

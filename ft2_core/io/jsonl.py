@@ -11,10 +11,13 @@ from .atomic import writing
 
 
 def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = (), what: str = "manifest",
-               check: Callable[[dict], str | None] | None = None) -> list[dict]:
-    """Records of a JSONL file; `check(record)` may return a problem, reported with the line number."""
+               check: Callable[[dict], str | None] | None = None, missing_ok: bool = False) -> list[dict]:
+    """Records of a JSONL file; `check(record)` may return a problem, reported with the line number. `missing_ok`: a
+    file not written yet (a run's own manifest before its first line) has no records."""
     path = Path(path)
     if not path.is_file():
+        if missing_ok:
+            return []
         raise InputError(f"{what} not found: {path}")
     records = []
     for number, line in enumerate(path.read_text().splitlines(), 1):

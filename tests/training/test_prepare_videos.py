@@ -44,7 +44,7 @@ def videos(tmp_path_factory):
 
 
 def records(path):
-    return read_jsonl(path) if path.is_file() else []
+    return read_jsonl(path, missing_ok=True)
 
 
 def argv(videos, out, *extra):
