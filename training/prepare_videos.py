@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ft2_core.checks import finite_number, prompt_text
 from ft2_core.errors import InputError, WriteError
-from ft2_core.io.atomic import atomic_path, commit_atomic, remove_temporaries, write_text_atomic, writing
+from ft2_core.io.atomic import remove_temporaries, write_file_atomic, write_text_atomic
 from ft2_core.io.audio import WAV2VEC_RATE, Audio
 from ft2_core.io.jsonl import append_jsonl, read_jsonl
 from ft2_core.io.video_io import frames_at_rate, read_soundtrack, write_mp4
@@ -108,19 +108,14 @@ def even_sides(frames: np.ndarray) -> np.ndarray:
 def write_png(path: Path, frame: np.ndarray) -> Path:
     from PIL import Image
 
-    tmp = atomic_path(path)
-    with writing(path):
-        Image.fromarray(frame).save(tmp, format="PNG")
-    return commit_atomic(tmp, path)
+    return write_file_atomic(path, lambda tmp: Image.fromarray(frame).save(tmp, format="PNG"))
 
 
 def write_wav(path: Path, samples: np.ndarray) -> Path:
     import soundfile
 
-    tmp = atomic_path(path)
-    with writing(path):
-        soundfile.write(str(tmp), samples, WAV2VEC_RATE, subtype="PCM_16", format="WAV")
-    return commit_atomic(tmp, path)
+    return write_file_atomic(path, lambda tmp: soundfile.write(str(tmp), samples, WAV2VEC_RATE, subtype="PCM_16",
+                                                               format="WAV"))
 
 
 class Preparer:

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..errors import WriteError
 
@@ -105,12 +105,18 @@ def commit_atomic(tmp: Path, target: str | os.PathLike) -> Path:
     return Path(target)
 
 
-def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
-    """A text file written whole or not at all (a crash leaves the previous file, or nothing)."""
+def write_file_atomic(target: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """A file that `write(temporary path)` makes, renamed into place whole or not at all (a crash or a failed write
+    leaves the previous file, or nothing)."""
     tmp = atomic_path(target)
     try:
         with writing(target):
-            tmp.write_text(text)
+            write(tmp)
         return commit_atomic(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
+    """A text file written whole or not at all (a crash leaves the previous file, or nothing)."""
+    return write_file_atomic(target, lambda tmp: tmp.write_text(text))
