@@ -89,3 +89,10 @@ def torch_device(name: str, what: str = "--device") -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise InputError(f"{what} {name}: only {torch.cuda.device_count()} CUDA device(s) here")
     return device
+
+
+def changed_settings(recorded: dict, now: dict, keys=None) -> str:
+    """The settings that differ between what made a folder's files and this run, as "key old (now new), ...", for the
+    sentence that refuses the run ("" when none differ). `keys`: the ones to compare (default: both dicts' keys)."""
+    keys = sorted({*recorded, *now} if keys is None else keys)
+    return ", ".join(f"{k} {recorded.get(k)!r} (now {now.get(k)!r})" for k in keys if recorded.get(k) != now.get(k))

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from ft2_core.builtin_models import model_folder
-from ft2_core.checks import finite_number, safe_name, torch_device
+from ft2_core.checks import changed_settings, finite_number, safe_name, torch_device
 from ft2_core.cli import add_memory_options, pipeline_from_args, resolved_dtype
 from ft2_core.errors import InputError, WriteError
 from ft2_core.io.atomic import remove_temporaries
@@ -49,9 +49,8 @@ def check_made_alike(done: list[dict], settings: dict, args, out: Path) -> None:
         k = int(record["id"].rpartition("_")[2])
         expected = {**settings, **candidate_settings(args, k)}
         made = {**record.get("settings", {}), **{key: record.get(key) for key in ("seed", "cfg", "audio_cfg")}}
-        differing = sorted(key for key in expected if made.get(key) != expected[key])
-        if differing:
-            changes = ", ".join(f"{key} {made.get(key)!r} (now {expected[key]!r})" for key in differing)
+        changes = changed_settings(made, expected, keys=expected)
+        if changes:
             raise InputError(f"{out} holds {record['id']}, made with {changes}: use another --out for these settings, or "
                              "delete the folder to start over")
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ft2_core.checks import finite_number, prompt_text
+from ft2_core.checks import changed_settings, finite_number, prompt_text
 from ft2_core.errors import InputError, WriteError
 from ft2_core.io.atomic import remove_temporaries, write_file_atomic, write_text_atomic
 from ft2_core.io.audio import WAV2VEC_RATE, Audio
@@ -221,10 +221,8 @@ def check_settings(out: Path, settings: dict) -> None:
     """A folder keeps the settings its clips were made with; other settings are refused, naming what differs."""
     path = out / SETTINGS_FILE
     if path.is_file():
-        recorded = json.loads(path.read_text())
-        differing = sorted(k for k in {*settings, *recorded} if settings.get(k) != recorded.get(k))
-        if differing:
-            changes = ", ".join(f"{k} {recorded.get(k)!r} (now {settings.get(k)!r})" for k in differing)
+        changes = changed_settings(json.loads(path.read_text()), settings)
+        if changes:
             raise InputError(f"--out {out} was prepared with {changes}: use another --out for these settings")
     else:
         write_text_atomic(path, json.dumps(settings, indent=1))

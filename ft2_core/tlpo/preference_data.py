@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from ..checks import changed_settings
 from ..dimensions import DIMENSION_NAMES, uses_lip_mask
 from ..errors import InputError
 from ..io.atomic import write_text_atomic
@@ -58,9 +59,8 @@ def check_cache_settings(folder, recorded: dict | None, settings: dict | None) -
     """Refuse to add items made with `settings` to a cache recorded as made with others, naming what differs."""
     if settings is None or recorded is None or recorded == settings:
         return
-    differing = sorted(k for k in {*settings, *recorded} if settings.get(k) != recorded.get(k))
-    changes = ", ".join(f"{k} {recorded.get(k)!r} (now {settings.get(k)!r})" for k in differing)
-    raise InputError(f"latent cache {folder} was made with {changes}: use another folder for these settings")
+    raise InputError(f"latent cache {folder} was made with {changed_settings(recorded, settings)}: use another folder "
+                     "for these settings")
 
 
 class CacheWriter:
