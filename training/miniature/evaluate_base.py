@@ -75,9 +75,13 @@ def summary(rows: dict[str, list[dict]]) -> dict:
     return table
 
 
-def markdown(table: dict, clips: int, frames: int, command: str, extra: str) -> str:
+def markdown(table: dict, clips: int, frames: int, command: str, extra: str, seed: int, training_seed) -> str:
     lines = [
         f"Oracle scores on {clips} held-out world clips ({frames} frames, 64x64, 23 fps): mean ± std over clips.",
+        "",
+        f"Split: test (world seeds {HELD_OUT_SEEDS_FROM} to {HELD_OUT_SEEDS_FROM + clips - 1}; training draws seeds below "
+        f"{HELD_OUT_SEEDS_FROM}). Sampling seed {seed}. One trained model (training seed {training_seed}): a single "
+        "training run, not replicates.",
         "",
         f"Command: `{command}`",
         "",
@@ -127,6 +131,7 @@ def evaluate(args, argv) -> int:
     table = summary(rows)
     manifest = json.loads((trained / "ft2_model.json").read_text())
     train_time = manifest.get("produced_by", {}).get("train_seconds_this_session")
+    training_seed = manifest.get("produced_by", {}).get("config", {}).get("train", {}).get("seed", "not recorded")
     extra = (
         "Frame-hold ratio (oracles.frame_hold_ratio: change into frames 4k+1 over the change elsewhere; mean ± std over "
         "clips): " + ", ".join(f"{name} {np.mean(v):.2f} ± {np.std(v):.2f}" for name, v in holds.items()) + ".\n\n"
@@ -136,12 +141,13 @@ def evaluate(args, argv) -> int:
     command = "python -m training.miniature.evaluate_base " + " ".join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    report = markdown(table, args.clips, args.frames, command, extra, args.seed, training_seed)
     for suffix, text in (
-        (".md", markdown(table, args.clips, args.frames, command, extra)),
+        (".md", report),
         (".json", json.dumps({"summary": table, "clips": rows, "frame_hold": holds, "command": command}, indent=1)),
     ):
         write_text_atomic(out.with_suffix(suffix), text)
-    print(markdown(table, args.clips, args.frames, command, extra))
+    print(report)
     return 0
 
 
