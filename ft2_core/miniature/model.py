@@ -29,8 +29,9 @@ NOTICE = ("Using the built-in miniature model: a 1.6M-parameter FantasyTalking D
           "Pass --model-dir for real weights.")
 
 
-def save_frozen_parts(folder: Path, seed: int = 0) -> None:
-    """The encoders (tiny, random, real classes) and the latent config, written in the real layouts."""
+def save_frozen_parts(folder: Path, seed: int = 0, latent: dict | None = None) -> None:
+    """The encoders (tiny, random, real classes) and the latent config (the shipped one, or with `latent`'s
+    overrides), written in the real layouts."""
     from ..tiny import save_tiny_image_encoder, save_tiny_text_encoder, save_tiny_wav2vec
 
     for offset, save in enumerate((lambda: save_tiny_wav2vec(folder / "wav2vec2"),
@@ -38,7 +39,7 @@ def save_frozen_parts(folder: Path, seed: int = 0) -> None:
                                    lambda: save_tiny_image_encoder(folder / "image_encoder", folder / "image_processor"))):
         torch.manual_seed(seed * 10 + offset)
         save()
-    SpaceToDepthVAE(**CONFIG["latent"]).save(folder / "vae")
+    SpaceToDepthVAE(**{**CONFIG["latent"], **(latent or {})}).save(folder / "vae")
 
 
 def write_manifest(folder: Path, produced_by: dict, prediction: str) -> None:

@@ -6,6 +6,11 @@ video frame 0, latent frame i >= 1 holds video frames 4i-3..4i, space shrinks by
 Latent 0 stores frame 0 in all four time slots, so every latent frame has the same channels.
 It has the interface of `conditioning.WanVAE` (encode, decode, z_dim) and is chosen by a VAE
 folder whose config.json says `"_class_name": "SpaceToDepthVAE"`.
+
+`time_basis = "haar"` stores a latent frame's four time slots as their orthonormal Haar components (the
+frames' mean, then their changes), and `latent_std` may give each component its own spread, as a real VAE
+normalises each channel: a diffusion model's loss then weighs the changes within a latent frame as much as
+the picture itself, instead of the 1/8 of the energy they carry in the plain slots.
 """
 from __future__ import annotations
 
@@ -20,22 +25,36 @@ CLASS_NAME = "SpaceToDepthVAE"
 TIME_STRIDE = 4
 
 
+TIME_BASES = ("slots", "haar")
+HAAR = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, -1.0, -1.0], [2**0.5, -(2**0.5), 0.0, 0.0],
+                     [0.0, 0.0, 2**0.5, -(2**0.5)]]) / 2  # rows: mean, first half minus second, then each half's change
+
+
 class SpaceToDepthVAE:
-    def __init__(self, spatial_stride: int = 4, latent_mean: float = 0.0, latent_std: float = 0.5):
+    def __init__(self, spatial_stride: int = 4, latent_mean: float = 0.0, latent_std: float | list = 0.5,
+                 time_basis: str = "slots"):
         if spatial_stride < 1:
             raise InputError(f"spatial_stride must be at least 1, got {spatial_stride}")
-        self.spatial_stride, self.mean, self.std = spatial_stride, latent_mean, latent_std
+        if time_basis not in TIME_BASES:
+            raise InputError(f"time_basis must be one of {TIME_BASES}, got {time_basis!r}")
+        spreads = [float(latent_std)] * TIME_STRIDE if isinstance(latent_std, (int, float)) else [float(v) for v in latent_std]
+        if len(spreads) != TIME_STRIDE or min(spreads) <= 0:
+            raise InputError(f"latent_std must be a positive number or {TIME_STRIDE} (one per time component), got {latent_std}")
+        self.spatial_stride, self.mean, self.std, self.time_basis = spatial_stride, latent_mean, latent_std, time_basis
+        self._spread = torch.tensor(spreads).view(1, 1, TIME_STRIDE, 1, 1, 1, 1, 1)  # over [B, 3, 4, s, s, F, h, w]
+        self._basis = HAAR if time_basis == "haar" else torch.eye(TIME_STRIDE)
 
     @classmethod
     def from_folder(cls, folder) -> "SpaceToDepthVAE":
         config = json.loads((Path(folder) / "config.json").read_text())
-        return cls(config["spatial_stride"], config.get("latent_mean", 0.0), config.get("latent_std", 0.5))
+        return cls(config["spatial_stride"], config.get("latent_mean", 0.0), config.get("latent_std", 0.5),
+                   config.get("time_basis", "slots"))
 
     def save(self, folder) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / "config.json").write_text(json.dumps({
             "_class_name": CLASS_NAME, "spatial_stride": self.spatial_stride, "latent_mean": self.mean,
-            "latent_std": self.std,
+            "latent_std": self.std, "time_basis": self.time_basis,
         }, indent=2))
 
     @property
@@ -52,8 +71,9 @@ class SpaceToDepthVAE:
         video = video.float().cpu()
         padded = torch.cat([video[:, :, :1].expand(-1, -1, TIME_STRIDE - 1, -1, -1), video], dim=2)
         blocks = padded.reshape(batch, 3, -1, TIME_STRIDE, height // s, s, width // s, s)
-        latents = blocks.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(batch, self.z_dim, -1, height // s, width // s)
-        return (latents - self.mean) / self.std
+        slots = blocks.permute(0, 1, 3, 5, 7, 2, 4, 6)  # [B, 3, 4, s, s, F, h, w]
+        components = torch.einsum("kt,bctxyfhw->bckxyfhw", self._basis, slots)
+        return ((components - self.mean) / self._spread).reshape(batch, self.z_dim, -1, height // s, width // s)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [1, z, F, h, w] -> frames [4(F-1)+1, H, W, 3] in 0..1 (latent 0: the mean of its four slots)."""
@@ -61,8 +81,9 @@ class SpaceToDepthVAE:
             raise InputError(f"pixel latents must be [1, {self.z_dim}, F, h, w], got {tuple(latents.shape)}")
         _, _, count, h, w = latents.shape
         s = self.spatial_stride
-        raw = latents.float().cpu() * self.std + self.mean
-        blocks = raw.reshape(3, TIME_STRIDE, s, s, count, h, w).permute(4, 1, 0, 5, 2, 6, 3)  # F, 4, 3, h, s, w, s
+        components = latents.float().cpu().reshape(1, 3, TIME_STRIDE, s, s, count, h, w) * self._spread + self.mean
+        slots = torch.einsum("kt,bckxyfhw->ctxyfhw", self._basis, components)  # the basis is orthonormal: its transpose
+        blocks = slots.permute(4, 1, 0, 5, 2, 6, 3)  # F, 4, 3, h, s, w, s
         frames = blocks.reshape(count, TIME_STRIDE, 3, h * s, w * s)
         video = torch.cat([frames[:1].mean(dim=1), frames[1:].flatten(0, 1)], dim=0)  # [T, 3, H, W]
         return ((video.permute(0, 2, 3, 1) + 1) / 2).clamp(0, 1)

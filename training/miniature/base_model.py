@@ -14,7 +14,8 @@ SCHEMA = {
     # prediction: what the DiT outputs (models.talking_model). "sample_from_reference" (shipped) holds each latent frame's
     # 4 frames alike (frame-hold ratio 3.49); "sample_with_skip" moves every frame (1.07) but leaves grainy frames
     # (quality 0.012): training/miniature/results/miniature_base_skip.md
-    "model": {"transformer": Option(dict, {}), "audio_adapter": Option(dict, {}),
+    # latent: overrides of the pixel latent (models.pixel_latent), e.g. { time_basis = "haar", latent_std = [...] }
+    "model": {"transformer": Option(dict, {}), "audio_adapter": Option(dict, {}), "latent": Option(dict, {}),
               "prediction": Option(str, CONFIG["prediction"], choices=("sample_from_reference", "sample_with_skip"))},
     "world": {"frames": Option(int, 33, minimum=5), "size": Option(int, 64, minimum=16)},
     "train": {"output": Option(str), "export": Option(str, ""), "steps": Option(int, 1800, minimum=1),

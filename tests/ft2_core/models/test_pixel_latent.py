@@ -23,3 +23,23 @@ def test_bad_shapes_are_named():
         SpaceToDepthVAE().encode(torch.zeros(1, 3, 8, 16, 16))
     with pytest.raises(InputError, match="pixel latents"):
         SpaceToDepthVAE().decode(torch.zeros(1, 5, 2, 4, 4))
+
+
+def test_haar_basis_stores_each_latent_frames_mean_and_changes_at_their_own_spread():
+    spreads = [1.0, 0.25, 0.125, 0.125]
+    vae = SpaceToDepthVAE(spatial_stride=2, latent_std=spreads, time_basis="haar")
+    video = torch.rand(1, 3, 9, 4, 6) * 2 - 1
+    latents = vae.encode(video)
+    torch.testing.assert_close(vae.decode(latents), (video[0].permute(1, 2, 3, 0) + 1) / 2, rtol=0, atol=1e-6)
+    a, b, c, d = (video[0, 0, t, 0, 0] for t in range(1, 5))  # red, top-left pixel of latent frame 1's four frames
+    by_hand = [(a + b + c + d) / 2, (a + b - c - d) / 2, (a - b) / 2**0.5, (c - d) / 2**0.5]
+    slot_channels = [k * 4 for k in range(4)]  # channel = (colour, time component, y, x)
+    torch.testing.assert_close(latents[0, slot_channels, 1, 0, 0], torch.stack(by_hand) / torch.tensor(spreads))
+    assert latents[0, slot_channels[1:], 0].abs().max() < 1e-6  # latent 0 repeats frame 0: no change within it
+
+
+def test_bad_latent_settings_are_named():
+    with pytest.raises(InputError, match="time_basis"):
+        SpaceToDepthVAE(time_basis="dct")
+    with pytest.raises(InputError, match="latent_std"):
+        SpaceToDepthVAE(latent_std=[0.5, 0.5])
