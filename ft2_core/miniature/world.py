@@ -24,7 +24,8 @@ SIZE = 64
 MOUTH_LAG_SECONDS = 0.03  # the mouth follows the sound it makes by about a frame's fraction
 BLINK_RATE = 0.35  # blinks per second
 BLINK_FRAMES = 5
-HELD_OUT_SEEDS_FROM = 10**9  # training draws world seeds below this; evaluation uses seeds from here up
+HELD_OUT_SEEDS_FROM = 10**9  # training draws world seeds below this; the test split: from here to VALIDATION_SEEDS_FROM
+VALIDATION_SEEDS_FROM = 2 * 10**9  # the validation split's conditions (settings are chosen on these, never on test)
 
 SKIN = np.array([[0.96, 0.82, 0.72], [0.90, 0.72, 0.58], [0.76, 0.57, 0.42], [0.58, 0.40, 0.28], [0.42, 0.29, 0.21]])
 HAIR = np.array([[0.08, 0.07, 0.07], [0.30, 0.20, 0.12], [0.50, 0.36, 0.20], [0.85, 0.72, 0.45], [0.62, 0.62, 0.64],

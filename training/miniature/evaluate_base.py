@@ -115,16 +115,16 @@ def evaluate(args, argv) -> int:
     rows: dict[str, list[dict]] = {"ground truth": [], "static first frame": []}
     holds = {"ground truth": [frame_hold_ratio(clip.frames) for clip in clips]}  # a still video has no ratio
     for clip in clips:
-        rows["ground truth"].append(score_clip(clip.frames, clip.audio, clip.fps, clip.portrait, clip.frames).as_dict())
+        rows["ground truth"].append(score_clip(clip.frames, clip.audio, clip.fps, clip.face, clip.frames).as_dict())
         static = np.repeat(clip.portrait[None], len(clip.frames), axis=0)
-        rows["static first frame"].append(score_clip(static, clip.audio, clip.fps, clip.portrait, clip.frames).as_dict())
+        rows["static first frame"].append(score_clip(static, clip.audio, clip.fps, clip.face, clip.frames).as_dict())
     timings = {}
     with tempfile.TemporaryDirectory() as workdir:
         for name, folder in (("untrained model", untrained_model_dir(trained, Path(workdir))), ("trained base", trained)):
             pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(folder))
             started = time.perf_counter()
             videos = [generate(pipe, clip, args.seed) for clip in clips]
-            rows[name] = [score_clip(video, clip.audio, clip.fps, clip.portrait, clip.frames).as_dict()
+            rows[name] = [score_clip(video, clip.audio, clip.fps, clip.face, clip.frames).as_dict()
                           for video, clip in zip(videos, clips)]
             holds[name] = [frame_hold_ratio(video) for video in videos]
             timings[name] = (time.perf_counter() - started) / len(clips)

@@ -28,7 +28,7 @@ from ft2_core.io.atomic import write_text_atomic
 from ft2_core.io.audio import Audio
 from ft2_core.miniature.model import miniature_model_dir
 from ft2_core.miniature.oracles import score_clip
-from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip
+from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, Face, make_clip
 from ft2_core.model_paths import ModelPaths
 from ft2_core.pipeline import FantasyTalkingPipeline
 from ft2_core.sampling.options import METHODS, SamplerOptions, WindowOptions
@@ -42,13 +42,13 @@ def segment_audio(audio: Audio, start: int, end: int, fps: float) -> Audio:
 
 
 def segment_scores(
-    frames: np.ndarray, truth: np.ndarray, audio: Audio, portrait: np.ndarray, fps: float, length: int
+    frames: np.ndarray, truth: np.ndarray, audio: Audio, face: Face, fps: float, length: int
 ) -> list[dict]:
     """The oracles on consecutive `length`-frame segments (the last partial one dropped)."""
     scores = []
     for start in range(0, len(frames) - length + 1, length):
         end = start + length
-        s = score_clip(frames[start:end], segment_audio(audio, start, end, fps), fps, portrait, truth[start:end])
+        s = score_clip(frames[start:end], segment_audio(audio, start, end, fps), fps, face, truth[start:end])
         scores.append({**s.by_dimension(), "identity": s.details["identity"], "colour": s.details["colour"]})
     return scores
 
@@ -85,7 +85,7 @@ def run(args) -> dict:
         num_frames = (window - 1) * multiple + 1
         for index in range(args.clips):
             clip = make_clip(SEEDS_FROM + index, num_frames)
-            truth_scores = segment_scores(clip.frames, clip.frames, clip.audio, clip.portrait, clip.fps, window - 1)
+            truth_scores = segment_scores(clip.frames, clip.frames, clip.audio, clip.face, clip.fps, window - 1)
             for method in METHODS:
                 if method == "single" and multiple > args.skip_single_above:
                     continue
@@ -109,7 +109,7 @@ def run(args) -> dict:
                         "frames": num_frames,
                         "clip": index,
                         "method": method,
-                        "segments": segment_scores(frames, clip.frames, clip.audio, clip.portrait, clip.fps, window - 1),
+                        "segments": segment_scores(frames, clip.frames, clip.audio, clip.face, clip.fps, window - 1),
                         "truth_segments": truth_scores,
                         "seam_ratio": seam_ratio(frames, joins),
                         "truth_seam_ratio": seam_ratio(clip.frames, joins),

@@ -23,7 +23,7 @@ def lipsync(pipe):
         options = SamplerOptions(steps=d["steps"], cfg=d["cfg"], audio_cfg=d["audio_cfg"], shift=d["shift"], seed=0)
         frames = pipe.animate(torch.from_numpy(clip.portrait), clip.audio, options=options, num_frames=33, fps=clip.fps,
                               max_side=64).frames.numpy()
-        scores.append(score_clip(frames, clip.audio, clip.fps, clip.portrait, clip.frames).lipsync)
+        scores.append(score_clip(frames, clip.audio, clip.fps, clip.face, clip.frames).lipsync)
     return float(np.mean(scores))
 
 

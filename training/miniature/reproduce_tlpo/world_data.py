@@ -28,7 +28,7 @@ def true_clip(seed: int, frames: int):
 def oracle_scores(video: Path, condition: dict, frames: int) -> dict:
     pixels, fps, audio = read_video(video)
     clip = true_clip(condition["seed"], frames)
-    return score_clip(pixels[:frames].astype(np.float32) / 255, audio, fps, clip.portrait, clip.frames).by_dimension()
+    return score_clip(pixels[:frames].astype(np.float32) / 255, audio, fps, clip.face, clip.frames).by_dimension()
 
 def oracle_judgements(config: dict, root: Path) -> Path:
     """The oracles' scores of every training candidate (made once): a judge for `curation.judge = "oracle"`, and
@@ -68,6 +68,6 @@ def oracle_results(config: dict, root: Path, pipe, rows: dict, heldout: int | No
             for name, (chosen, mix) in rows.items():
                 video = pipe.animate(image, clip.audio, DEFAULT_PROMPT, options=options, num_frames=frames, fps=FPS,
                                      experts=chosen, gate=mix).frames.numpy()
-                s = score_clip(video, clip.audio, FPS, clip.portrait, clip.frames)
+                s = score_clip(video, clip.audio, FPS, clip.face, clip.frames)
                 results[name].append({"condition": condition["id"], "seed": int(seed), **s.by_dimension()})
     return results
