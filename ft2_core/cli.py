@@ -1,7 +1,9 @@
-"""Command line: `python -m ft2_core animate ...`, `python -m ft2_core convert-adapter IN OUT`."""
+"""Command line: `python -m ft2_core animate ...`, `python -m ft2_core convert-adapter IN OUT`,
+`python -m ft2_core judge VIDEO --world-seed N` (the miniature world's judges on a video of one of its conditions)."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -76,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert-adapter", help="fantasytalking_model.ckpt -> .safetensors")
     convert.add_argument("source")
     convert.add_argument("target")
+
+    judge = commands.add_parser("judge", help="the miniature world's judges on a video of one of its conditions (JSON)")
+    judge.add_argument("video", help="MP4 of a world condition, with its soundtrack (64x64, 23 fps)")
+    judge.add_argument("--world-seed", type=int, required=True, help="the condition's world seed (world.make_clip)")
+    judge.add_argument("--frames", type=int, help="judge the first F frames, against the condition drawn at F frames "
+                       "(default: the video's length)")
     return parser
 
 
@@ -251,6 +259,11 @@ def main(argv=None) -> int:
     try:
         if args.command == "animate":
             out = run_animate(args)
+        elif args.command == "judge":
+            from .miniature.judge import judge_video
+
+            print(json.dumps(judge_video(args.video, args.world_seed, args.frames)))
+            return 0
         elif args.command == "experts":
             from .tlpo.lora_formats import describe, load_lora
 

@@ -39,8 +39,8 @@ def loudness_rectangle(clip: Clip) -> np.ndarray:
     half_width = max(1, int(face.mouth_width * face.radii[0] * 0.78 * size))
     for k, loud in enumerate(_loudness(clip)):
         height = int(round(loud * 0.062 * 2 * size))
-        if height:
-            frames[k, mouth_y - height // 2:mouth_y + (height + 1) // 2, centre_x - half_width:centre_x + half_width] = MOUTH_INSIDE
+        rows = slice(mouth_y - height // 2, mouth_y + (height + 1) // 2)
+        frames[k, rows, centre_x - half_width:centre_x + half_width] = MOUTH_INSIDE
     return frames
 
 

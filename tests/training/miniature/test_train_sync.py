@@ -1,0 +1,15 @@
+"""The sync model's trainer writes a complete model folder that the reader loads."""
+import json
+
+from ft2_core.miniature.sync_model import SyncModel
+from ft2_core.miniature.world import make_clip
+from training.miniature import train_sync
+
+
+def test_a_short_run_writes_a_loadable_model(tmp_path):
+    out = tmp_path / "sync"
+    assert train_sync.main(["--out", str(out), "--clips", "3", "--steps", "5"]) == 0
+    assert json.loads((out / "ft2_produced_by.json").read_text())["command"].endswith("--clips 3 --steps 5")
+    clip = make_clip(1)
+    reading = SyncModel.load(out).read(clip.frames, clip.audio, clip.fps, clip.portrait)
+    assert -8 <= reading.offset <= 8 and reading.distance >= 0
