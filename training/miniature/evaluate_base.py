@@ -13,6 +13,7 @@ split once for the table a choice is reported with.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -172,7 +173,9 @@ def evaluate(args, argv, models: dict[str, Path]) -> int:
             rows[name] = [judged(video, clip, sync) for video, clip in zip(videos, clips)]
             if name != "untrained model":
                 manifest = json.loads((folder / "ft2_model.json").read_text())
-                produced[name] = manifest.get("produced_by", {}).get("config", {}).get("train", {}).get("seed", "not recorded")
+                config = manifest.get("produced_by", {}).get("config", {})
+                digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+                produced[name] = f"{config.get('train', {}).get('seed', 'not recorded')}, config sha256 {digest}"
                 seconds = manifest.get("produced_by", {}).get("train_seconds_this_session")
                 timings[name + " training"] = seconds
     table = summary(rows)
