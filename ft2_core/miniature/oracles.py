@@ -64,7 +64,6 @@ from ..io.audio import Audio, to_mono_16k
 from .world import SAMPLE_RATE, Face, Motion, mouth_track, render, rest_motion
 
 PROTOCOL_VERSION = 2
-MAX_LAG = 2
 FLICKER_SCALE = 0.03
 LIVELINESS_POWER = 0.5
 MISSED_BLINKS_FACTOR = 0.5
@@ -125,19 +124,6 @@ def _blur(images: np.ndarray, radius: int = 2) -> np.ndarray:
         out = (np.take(cumulative, np.arange(size, cumulative.shape[axis]), axis=axis)
                - np.take(cumulative, np.arange(0, cumulative.shape[axis] - size), axis=axis)) / size
     return out
-
-
-def _best_lag_correlation(series: np.ndarray, envelope: np.ndarray) -> tuple[float, int]:
-    best, best_lag = 0.0, 0
-    for lag in range(-MAX_LAG, MAX_LAG + 1):
-        a = series[max(0, lag):len(series) + min(0, lag)]
-        b = envelope[max(0, -lag):len(envelope) - max(0, lag)]
-        if a.std() < 1e-6 or b.std() < 1e-9:
-            continue
-        r = float(np.corrcoef(a, b)[0, 1])
-        if r > best:
-            best, best_lag = r, lag
-    return best, best_lag
 
 
 def mouth_box(portrait: np.ndarray) -> tuple[slice, slice] | None:
@@ -326,7 +312,6 @@ def score_clip(frames, audio: Audio, fps: float, face: Face, ground_truth: np.nd
     inside_fit = agreement(mouth_opening(frames, portrait), mouth_opening(expected, portrait))
     lips_fit = agreement(lip_area(frames, portrait), lip_area(expected, portrait))
     lipsync = gate * float(np.sqrt(inside_fit * lips_fit))
-    correlation, lag = _best_lag_correlation(mouth_opening(frames, portrait), audio_envelope(audio, len(frames), fps))
 
     heads = head_positions(blurred, blurred_portrait)
     presence = float(1 - np.exp(-np.sqrt(heads.var(axis=0).sum()) / 0.15))
@@ -336,7 +321,6 @@ def score_clip(frames, audio: Audio, fps: float, face: Face, ground_truth: np.nd
     if closures(eye_openness(_blur(frames, 1), portrait)) == 0 < closures(eye_openness(_blur(truth, 1), portrait)):
         blinks *= MISSED_BLINKS_FACTOR
     motion = presence * smooth * blinks
-    details = dict(inside_fit=inside_fit, lips_fit=lips_fit, sync_correlation=correlation, sync_lag=lag,
-                   picture_gate=gate, presence=presence, smoothness=smooth, blinks=blinks, sharpness=sharp, colour=colour,
-                   identity=identity, flicker=flicker, liveliness=liveliness)
+    details = dict(inside_fit=inside_fit, lips_fit=lips_fit, picture_gate=gate, presence=presence, smoothness=smooth,
+                   blinks=blinks, sharpness=sharp, colour=colour, identity=identity, flicker=flicker, liveliness=liveliness)
     return OracleScores(float(lipsync), float(motion), float(quality), details)
