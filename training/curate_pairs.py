@@ -139,6 +139,8 @@ def main(argv=None) -> int:
         help="answer: Yes beats No (the paper); ranking: higher P(Yes) beats lower by the margin",
     )
     parser.add_argument("--max-pairs-per-condition", type=int)
+    parser.add_argument("--pair-within", choices=("condition", "guidance"), default="condition",
+                        help="guidance: pair only candidates made at the same cfg and audio cfg (differences not the guidance's)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
@@ -195,8 +197,9 @@ def curate(args, out: Path, candidates: list[dict]) -> dict:
     else:
         critic = TalkingCritic.from_folder(args.critic_base or tiny_critic_dir(), args.critic_lora, args.device)
         scores = score_all(candidates, out / "scores.jsonl", critic_batch_scorer(critic), args.batch_size)
+    groups = {c["id"]: (c.get("cfg"), c.get("audio_cfg")) for c in candidates} if args.pair_within == "guidance" else None
     return pairs_by_dimension(
-        scores, {c["id"]: c["condition"] for c in candidates}, args.margin, args.max_pairs_per_condition, args.rule
+        scores, {c["id"]: c["condition"] for c in candidates}, args.margin, args.max_pairs_per_condition, args.rule, groups
     )
 
 

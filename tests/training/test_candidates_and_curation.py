@@ -148,6 +148,27 @@ def test_curation_takes_judgements_from_a_scores_file(candidates, tmp_path, caps
 
 
 @pytest.mark.hostile(item=8, ends="refused")
+def test_pairs_within_guidance_never_pair_two_guidance_levels(candidates, tmp_path):
+    """--pair-within guidance: a pair's two candidates were made at one audio cfg, so its difference is not the guidance's."""
+    levels = {"c0_0": 1.0, "c0_1": 1.0, "c0_2": 5.0, "c1_0": 1.0, "c1_1": 5.0, "c1_2": 5.0}
+    rows = [json.loads(line) for line in (candidates / "candidates.jsonl").read_text().splitlines()]
+    manifest = tmp_path / "candidates.jsonl"
+    rows = [{**r, "video": str((candidates / r["video"]).resolve()), "cfg": 1.0, "audio_cfg": levels[r["id"]]} for r in rows]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ratings = {"c0_0": 0.9, "c0_1": 0.2, "c0_2": 0.1, "c1_0": 0.1, "c1_1": 0.7, "c1_2": 0.65}
+    scores = tmp_path / "ratings.jsonl"
+    scores.write_text("".join(json.dumps({"id": i, "scores": dict.fromkeys(DIMENSION_NAMES, v)}) + "\n" for i, v in ratings.items()))
+    pairs = {}
+    for within in ("condition", "guidance"):
+        out = tmp_path / within
+        argv = ["--candidates", str(manifest), "--out", str(out), "--scores", str(scores), "--rule", "ranking", "--margin", "0.3",
+                "--pair-within", within]
+        assert curate_pairs.main(argv) == 0
+        pairs[within] = sorted((p.winner, p.loser) for p in read_pairs(out / "pairs_motion.jsonl"))
+    assert pairs["condition"] == [("c0_0", "c0_1"), ("c0_0", "c0_2"), ("c1_1", "c1_0"), ("c1_2", "c1_0")]
+    assert pairs["guidance"] == [("c0_0", "c0_1")]
+
+
 def test_a_rerun_with_other_settings_duplicate_ids_or_a_busy_folder_is_refused(candidates, tiny_dir, capsys):
     import subprocess
     import sys

@@ -37,3 +37,16 @@ def test_ranking_rule_pairs_by_the_gap_whatever_the_side_of_one_half():
     ranking = pairs_by_dimension(scores, conditions, margin=0.05, rule="ranking")
     assert [(p.winner, p.loser) for p in ranking["motion"]] == [("a", "c"), ("a", "b")]  # gaps 0.10, 0.06; b-c is 0.04
     assert ranking["lipsync"] == [] and [(p.winner, p.loser) for p in ranking["quality"]] == [("b", "c")]
+
+
+def test_groups_pair_only_candidates_of_one_guidance_level():
+    values = {"low_1": (0.2, 0.1, 0.9), "low_2": (0.3, 0.4, 0.8), "high_1": (0.9, 0.8, 0.1), "high_2": (0.6, 0.9, 0.3)}
+    scores = {name: dict(zip(("motion", "lipsync", "quality"), v)) for name, v in values.items()}
+    conditions = {name: "c1" for name in scores}
+    groups = {name: name.split("_")[0] for name in scores}  # e.g. audio cfg 1 and 5
+    pooled = pairs_by_dimension(scores, conditions, margin=0.05, rule="ranking")
+    within = pairs_by_dimension(scores, conditions, margin=0.05, rule="ranking", groups=groups)
+    assert ("high_1", "low_1") in [(p.winner, p.loser) for p in pooled["motion"]]  # across levels: guidance's doing
+    assert {d: [(p.winner, p.loser) for p in ps] for d, ps in within.items()} == {
+        "motion": [("high_1", "high_2"), ("low_2", "low_1")], "lipsync": [("low_2", "low_1"), ("high_2", "high_1")],
+        "quality": [("high_2", "high_1"), ("low_1", "low_2")]}

@@ -59,6 +59,8 @@ SCHEMA = {
         "max_pairs_per_condition": Option(int, 4, minimum=1),
         "rule": Option(str, "answer", choices=("answer", "ranking")),
         "judge": Option(str, "critic", choices=("critic", "oracle")),
+        # "guidance": pairs only of candidates made at one audio cfg, so an expert cannot learn the guidance instead
+        "pair_within": Option(str, "condition", choices=("condition", "guidance")),
     },
     "experts": {
         "rank": Option(int, 8, minimum=1),

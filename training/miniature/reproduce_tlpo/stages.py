@@ -228,6 +228,8 @@ def stage_pairs(config: dict, root: Path) -> dict:
         config["curation"]["rule"],
         "--max-pairs-per-condition",
         str(config["curation"]["max_pairs_per_condition"]),
+        "--pair-within",
+        config["curation"]["pair_within"],
     ]
     if config["curation"]["judge"] == "oracle":
         argv += ["--scores", str(oracle_judgements(config, root))]
