@@ -157,7 +157,8 @@ def test_pairs_within_guidance_never_pair_two_guidance_levels(candidates, tmp_pa
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     ratings = {"c0_0": 0.9, "c0_1": 0.2, "c0_2": 0.1, "c1_0": 0.1, "c1_1": 0.7, "c1_2": 0.65}
     scores = tmp_path / "ratings.jsonl"
-    scores.write_text("".join(json.dumps({"id": i, "scores": dict.fromkeys(DIMENSION_NAMES, v)}) + "\n" for i, v in ratings.items()))
+    lines = (json.dumps({"id": i, "scores": dict.fromkeys(DIMENSION_NAMES, v)}) for i, v in ratings.items())
+    scores.write_text("".join(line + "\n" for line in lines))
     pairs = {}
     for within in ("condition", "guidance"):
         out = tmp_path / within
