@@ -309,3 +309,13 @@ def test_rows_are_compared_with_the_base_on_the_same_videos():
         "- TLPO improves on the base in 2 of 3 dimensions (motion, lipsync); by more than two standard errors "
         "of the paired difference in 1 (lipsync)."
     ) in verdict
+
+
+def test_the_sync_reading_is_reported_per_row_when_every_video_has_one():
+    def videos(*readings):
+        return [{"sync_confidence": confidence, "sync_offset": offset} for confidence, offset in readings]
+
+    results = {"base": videos((0.2, -2), (0.4, 0)), "TLPO (experts + trained gate)": videos((0.5, 1), (0.5, 1))}
+    lines = report.sync_lines(results)
+    assert "| base | 0.300 ± 0.100 | 1.00 |" in lines and "| TLPO (experts + trained gate) | 0.500 ± 0.000 | 1.00 |" in lines
+    assert report.sync_lines({"base": [{"lipsync": 0.3}]}) == []  # clips too short for the sync model: no table

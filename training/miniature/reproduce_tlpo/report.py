@@ -13,6 +13,7 @@ import torch
 from ft2_core.dimensions import DIMENSION_NAMES, LABELS
 from ft2_core.io.jsonl import read_jsonl
 from ft2_core.io.video_io import read_video
+from ft2_core.miniature.oracles import PROTOCOL_VERSION
 from ft2_core.scoring.critic import TalkingCritic, VideoSettings
 from ft2_core.tiny import tiny_critic_dir
 from ft2_core.tlpo.gate import load_gate
@@ -124,6 +125,19 @@ def paired_lines(results: dict) -> list[str]:
                                                      for d in DIMENSION_NAMES) + " |")
     return lines
 
+def sync_lines(results: dict) -> list[str]:
+    """The second lip-sync measure per row (ft2_core.miniature.sync_model), where the clips were long enough for it."""
+    if not all("sync_confidence" in r for items in results.values() for r in items):
+        return []
+    lines = ["", "Second lip-sync measure (the sync model's confidence, mean ± std over videos; its offset should be 0):", "",
+             "| row | sync confidence | mean abs sync offset (frames) |", "|---|---|---|"]
+    for name, items in results.items():
+        confidence = np.array([r["sync_confidence"] for r in items])
+        offset = np.mean([abs(r["sync_offset"]) for r in items])
+        lines.append(f"| {name} | {confidence.mean():.3f} ± {confidence.std():.3f} | {offset:.2f} |")
+    return lines
+
+
 def verdicts(table: dict, results: dict) -> list[str]:
     base, tlpo = table["base"], table["TLPO (experts + trained gate)"]
     merge, pooled = table["static equal merge (1/3 each)"], table["pooled single LoRA"]
@@ -184,12 +198,13 @@ def report(config: dict, root: Path, stages: dict) -> str:
     table = summary_rows(results)
     heldout, seeds = config["world"]["heldout_conditions"], config["evaluate"]["seeds"]
     lines = [
-        f"TLPO in the miniature world: oracle scores on {heldout} held-out conditions x {len(seeds)} seeds "
-        f"(mean ± std over the {heldout * len(seeds)} videos; per-seed means in the JSON).",
+        f"TLPO in the miniature world: oracle scores (protocol {PROTOCOL_VERSION}) on {heldout} held-out conditions x "
+        f"{len(seeds)} seeds (mean ± std over the {heldout * len(seeds)} videos; per-seed means in the JSON).",
         "",
         f"Command: `python -m training.miniature.reproduce_tlpo {' '.join(sys.argv[1:])}`",
         "",
         *score_table(table),
+        *sync_lines(results),
     ]
     lines += [
         "",

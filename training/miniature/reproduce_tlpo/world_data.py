@@ -13,6 +13,7 @@ from ft2_core.io.image import load_image
 from ft2_core.io.jsonl import read_jsonl
 from ft2_core.io.video_io import read_video
 from ft2_core.miniature.oracles import score_clip
+from ft2_core.miniature.sync_model import MAX_OFFSET, WINDOW, SyncModel
 from ft2_core.miniature.world import FPS, make_clip
 from ft2_core.sampling.options import DEFAULT_PROMPT, SamplerOptions
 
@@ -56,8 +57,9 @@ def training_candidates_by_condition(root: Path, fields: tuple[str, ...]) -> lis
 
 def oracle_results(config: dict, root: Path, pipe, rows: dict, heldout: int | None = None) -> dict[str, list[dict]]:
     """Each row (experts, mix) animates the first `heldout` held-out conditions once per evaluation seed; the oracles
-    score every video against the condition's true clip."""
+    score every video against the condition's true clip, and the sync model reads it (clips it can reach)."""
     frames, d = config["world"]["frames"], pipe.defaults
+    sync = SyncModel.load() if frames >= WINDOW + 2 * MAX_OFFSET else None
     results = {name: [] for name in rows}
     for condition in conditions(root, "heldout")[:heldout]:
         clip = true_clip(condition["seed"], frames)
@@ -69,5 +71,7 @@ def oracle_results(config: dict, root: Path, pipe, rows: dict, heldout: int | No
                 video = pipe.animate(image, clip.audio, DEFAULT_PROMPT, options=options, num_frames=frames, fps=FPS,
                                      experts=chosen, gate=mix).frames.numpy()
                 s = score_clip(video, clip.audio, FPS, clip.face, clip.frames)
-                results[name].append({"condition": condition["id"], "seed": int(seed), **s.by_dimension()})
+                reading = sync.read(video, clip.audio, FPS, clip.portrait).as_dict() if sync else {}
+                results[name].append({"condition": condition["id"], "seed": int(seed), **s.by_dimension(),
+                                      **{f"sync_{key}": value for key, value in reading.items()}})
     return results
