@@ -9,10 +9,9 @@ from typing import Callable
 import numpy as np
 
 from ..io.audio import Audio
+from ..models.pixel_latent import TIME_STRIDE
 from .oracles import audio_envelope
 from .world import MOUTH_INSIDE, Clip, degrade, make_clip, render
-
-HOLD_FRAMES = 4  # Wan's latent frames hold four video frames
 
 
 def _rerender(clip: Clip, **changes) -> np.ndarray:
@@ -57,8 +56,8 @@ def loudness_patch(clip: Clip) -> np.ndarray:
 def four_frame_hold(clip: Clip) -> np.ndarray:
     """Each latent frame's four video frames shown as its last one: the built-in model's old defect (about 6 fps)."""
     held = clip.frames.copy()
-    for start in range(1, len(held), HOLD_FRAMES):
-        held[start:start + HOLD_FRAMES] = clip.frames[min(start + HOLD_FRAMES - 1, len(held) - 1)]
+    for start in range(1, len(held), TIME_STRIDE):
+        held[start:start + TIME_STRIDE] = clip.frames[min(start + TIME_STRIDE - 1, len(held) - 1)]
     return held
 
 
@@ -80,10 +79,10 @@ def noise_echoing_audio(clip: Clip, rng: np.random.Generator) -> np.ndarray:
 
 
 def _degraded(kind: str) -> Callable:
-    return lambda clip, rng, seed: degrade(clip, kind, rng, make_clip(seed + 1000, len(clip.frames)).audio)[0]
+    return lambda clip, rng, seed: degrade(clip, kind, rng, clip.audio)[0]  # picture damage: the audio stays
 
 
-# name -> (frames of the clip, the audio the judge hears is the clip's own unless the entry says otherwise)
+# name -> the frames a judge is shown with the clip's own audio ("shuffled audio", the one exception, is in fake)
 FAKES: dict[str, Callable[[Clip, np.random.Generator, int], np.ndarray]] = {
     "ground truth": lambda clip, rng, seed: clip.frames,
     "still first frame": lambda clip, rng, seed: _still(clip),

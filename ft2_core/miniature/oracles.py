@@ -28,7 +28,7 @@ Formulas, protocol 2 (T frames; blur = a 5x5 box blur):
   or damped video is not a good video of a talking face, nor is one that changes too much).
 
 The constants were set on ground truth and the gaming suite (gaming.py) alone, before any model was scored with
-this protocol, and are frozen. The suite on 16 held-out conditions (`python -m training.miniature.judge_suite`,
+this protocol, and are frozen. The suite on 16 validation conditions (`python -m training.miniature.judge_suite`,
 training/miniature/results/judge_suite.md), mean lip-sync / motion / quality:
 
 | row | motion naturalness | lip-sync | visual quality |

@@ -259,6 +259,13 @@ HURTS = {"shuffled audio": ("lipsync",), "frozen first frame": ("motion", "lipsy
          "blur": ("quality",), "colour shift": ("quality",), "noise": ("quality",)}
 
 
+def box_blur3(frames: np.ndarray) -> np.ndarray:
+    """A 3x3 box blur of [T, H, W, 3] frames (edge-padded)."""
+    padded = np.pad(frames, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    height, width = frames.shape[1:3]
+    return sum(padded[:, dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3)) / 9
+
+
 def degrade(clip: Clip, kind: str, rng: np.random.Generator, other_audio: Audio) -> tuple[np.ndarray, Audio]:
     """A damaged version of a clip (frames, audio), each kind hurting one dimension: what raters learn to reject."""
     frames = clip.frames
@@ -270,9 +277,7 @@ def degrade(clip: Clip, kind: str, rng: np.random.Generator, other_audio: Audio)
         shifts = rng.integers(-1, 2, (len(frames), 2))
         return np.stack([np.roll(f, tuple(s), axis=(0, 1)) for f, s in zip(frames, shifts)]), clip.audio
     if kind == "blur":
-        padded = np.pad(frames, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-        size = frames.shape[1]
-        return sum(padded[:, dy:dy + size, dx:dx + size] for dy in range(3) for dx in range(3)) / 9, clip.audio
+        return box_blur3(frames), clip.audio
     if kind == "colour shift":
         return np.clip(frames + np.array([0.08, -0.05, 0.0], np.float32), 0, 1), clip.audio
     if kind == "noise":

@@ -18,7 +18,7 @@ import torch
 
 from ft2_core.io.atomic import staged_folder
 from ft2_core.miniature.sync_model import MAX_OFFSET, SHIPPED, SyncModel, audio_frames, mouth_crops, windows
-from ft2_core.miniature.world import make_clip
+from ft2_core.miniature.world import box_blur3, make_clip
 
 TRAIN_SEEDS_FROM = 7_000_000  # the training split (below HELD_OUT_SEEDS_FROM), apart from the base model's draws
 FRAMES = 33
@@ -27,9 +27,7 @@ FRAMES = 33
 def photometric(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A blur half the time and noise of a random strength: what generated videos look like next to the truth."""
     if rng.random() < 0.5:
-        padded = np.pad(frames, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
-        size = frames.shape[1]
-        frames = sum(padded[:, dy:dy + size, dx:dx + size] for dy in range(3) for dx in range(3)) / 9
+        frames = box_blur3(frames)
     return np.clip(frames + rng.normal(0, rng.uniform(0, 0.05), frames.shape), 0, 1).astype(np.float32)
 
 
