@@ -12,8 +12,8 @@ from training.common.config import Option
 
 SCHEMA = {
     # prediction: what the DiT outputs (models.talking_model). "sample_from_reference" (shipped) holds each latent frame's
-    # 4 frames alike (frame-hold ratio 3.49); "sample_with_skip" moves every frame (1.07) but leaves grainy frames
-    # (quality 0.012): training/miniature/results/miniature_base_skip.md
+    # 4 frames alike (frame-hold ratio 3.64 on validation); "sample_with_skip" moves every frame (1.07) but leaves grainy
+    # frames (quality 0.008 against 0.507): training/miniature/results/base_candidates_validation.md
     # latent: overrides of the pixel latent (models.pixel_latent), e.g. { time_basis = "haar", latent_std = [...] }
     "model": {"transformer": Option(dict, {}), "audio_adapter": Option(dict, {}), "latent": Option(dict, {}),
               "prediction": Option(str, CONFIG["prediction"], choices=("sample_from_reference", "sample_with_skip"))},
