@@ -70,6 +70,7 @@ def untrained_model_dir(trained: Path, workdir: Path) -> Path:
 
 
 SPLITS = {"validation": VALIDATION_SEEDS_FROM, "test": HELD_OUT_SEEDS_FROM}
+RESERVED_ROWS = ("ground truth", "static first frame", "untrained model")
 
 
 def judged(video: np.ndarray, clip: Clip, sync: SyncModel) -> dict:
@@ -124,8 +125,11 @@ def named_models(specs: list[str]) -> dict[str, Path]:
         return {"trained base": miniature_model_dir()}
     models = {}
     for spec in specs:
-        name, _, folder = spec.rpartition("=")
-        models[name or Path(folder).name] = Path(folder)
+        name, given, folder = spec.partition("=")
+        name, folder = (name, folder) if given else (Path(spec).name, spec)
+        if name in models or name in RESERVED_ROWS:
+            raise ValueError(f"--model: row name {name!r} is taken; give each model its own NAME=DIR")
+        models[name] = Path(folder)
     return models
 
 
@@ -143,7 +147,11 @@ def main(argv=None) -> int:
     if args.clips < 1 or args.frames < 21 or args.frames % 4 != 1:
         print("error: --clips must be at least 1 and --frames 4k+1 (at least 21, the sync model's reach)", file=sys.stderr)
         return 2
-    models = named_models(args.model)
+    try:
+        models = named_models(args.model)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     missing = [str(folder) for folder in models.values() if not (folder / "ft2_model.json").is_file()]
     if missing:
         print(f"error: --model: no model folder (ft2_model.json) at {', '.join(missing)}", file=sys.stderr)

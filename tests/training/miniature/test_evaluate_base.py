@@ -25,6 +25,10 @@ def test_evaluation_writes_every_judges_rows_for_named_models(tmp_path):
     assert "| shipped |" in report and "sync confidence" in report
 
 
-def test_a_missing_model_folder_is_named(tmp_path, capsys):
+def test_a_missing_model_folder_or_a_taken_row_name_is_named(tmp_path, capsys):
     assert evaluate_base.main(["--out", str(tmp_path / "x"), "--model", f"x={tmp_path / 'nowhere'}"]) == 2
     assert "nowhere" in capsys.readouterr().err
+    shipped = str(miniature_model_dir())
+    for argv in (["--model", f"a={shipped}", "--model", f"a={shipped}"], ["--model", f"ground truth={shipped}"]):
+        assert evaluate_base.main(["--out", str(tmp_path / "x"), *argv]) == 2
+        assert "is taken" in capsys.readouterr().err
