@@ -37,6 +37,4 @@ def judge_video(path: str | Path, world_seed: int, frames: int | None = None) ->
     video = pixels[:count].astype(np.float32) / 255
     scores = score_clip(video, audio, clip.fps, clip.face, clip.frames)
     sync = SyncModel.load().read(video, audio, clip.fps, clip.portrait)
-    return {"lipsync": scores.lipsync, "motion": scores.motion, "quality": scores.quality,
-            "sync_confidence": sync.confidence, "sync_offset": sync.offset, "sync_distance": sync.distance,
-            "protocol": PROTOCOL_VERSION}
+    return {**scores.by_dimension(), **sync.as_scores(), "protocol": PROTOCOL_VERSION}

@@ -35,8 +35,9 @@ class SyncReading:
     offset: int
     distance: float
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def as_scores(self) -> dict:
+        """The reading as a judgement's keys: sync_confidence, sync_offset, sync_distance."""
+        return {f"sync_{key}": value for key, value in asdict(self).items()}
 
 
 def mouth_crops(frames: np.ndarray, portrait: np.ndarray) -> np.ndarray:
@@ -76,6 +77,15 @@ def windows(per_frame: torch.Tensor) -> torch.Tensor:
     return per_frame.unfold(0, WINDOW, 1).movedim(-1, 1).flatten(1)
 
 
+def offset_distances(video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    """Window embeddings [..., W, E] -> [..., W - 2 MAX_OFFSET, offsets]: the distance from each video window that has
+    every offset within reach to the audio window `offset` frames earlier, for offsets -MAX_OFFSET..MAX_OFFSET."""
+    count = video.shape[-2] - 2 * MAX_OFFSET
+    seen = video[..., MAX_OFFSET:MAX_OFFSET + count, :]
+    return torch.stack([(seen - audio[..., MAX_OFFSET - o:MAX_OFFSET - o + count, :]).norm(dim=-1)
+                        for o in range(-MAX_OFFSET, MAX_OFFSET + 1)], dim=-1)
+
+
 class SyncModel(nn.Module):
     def __init__(self, hidden: int = 64, embedding: int = 32):
         super().__init__()
@@ -84,11 +94,10 @@ class SyncModel(nn.Module):
         self.audio = nn.Sequential(nn.Linear(WINDOW * (2 + BANDS), hidden), nn.GELU(), nn.Linear(hidden, embedding))
         self.config = {"hidden": hidden, "embedding": embedding}
 
-    def embed(self, crops: torch.Tensor, sounds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-frame crops [T, 2, r, c] and audio features [T, F] -> unit embeddings of each window, video and audio."""
-        video = nn.functional.normalize(self.video(windows(crops)), dim=-1)
-        audio = nn.functional.normalize(self.audio(windows(sounds)), dim=-1)
-        return video, audio
+    def embed(self, video_windows: torch.Tensor, audio_windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flattened windows (see `windows`) of mouth crops and of audio features -> unit embeddings of each window."""
+        return (nn.functional.normalize(self.video(video_windows), dim=-1),
+                nn.functional.normalize(self.audio(audio_windows), dim=-1))
 
     def save(self, folder: Path) -> None:
         from ..io.checkpoint_io import save_safetensors
@@ -109,11 +118,8 @@ class SyncModel(nn.Module):
         frames = np.asarray(frames, np.float32)
         if len(frames) < WINDOW + 2 * MAX_OFFSET:
             raise ValueError(f"the sync model needs at least {WINDOW + 2 * MAX_OFFSET} frames, got {len(frames)}")
-        video, sound = self.embed(torch.from_numpy(mouth_crops(frames, np.asarray(portrait, np.float32))),
-                                  torch.from_numpy(audio_frames(audio, len(frames), fps)))
-        count = len(video) - 2 * MAX_OFFSET
-        seen = video[MAX_OFFSET:MAX_OFFSET + count]
-        distances = torch.stack([(seen - sound[MAX_OFFSET - o:MAX_OFFSET - o + count]).norm(dim=-1).mean()
-                                 for o in range(-MAX_OFFSET, MAX_OFFSET + 1)])
+        video, sound = self.embed(windows(torch.from_numpy(mouth_crops(frames, np.asarray(portrait, np.float32)))),
+                                  windows(torch.from_numpy(audio_frames(audio, len(frames), fps))))
+        distances = offset_distances(video, sound).mean(dim=0)
         least = int(distances.argmin())
         return SyncReading(float(distances.median() - distances[least]), least - MAX_OFFSET, float(distances[least]))

@@ -77,7 +77,7 @@ def judged(video: np.ndarray, clip: Clip, sync: SyncModel) -> dict:
     """The oracles' scores (and details), the sync model's reading and the frame-hold ratio of one video."""
     scores = score_clip(video, clip.audio, clip.fps, clip.face, clip.frames).as_dict()
     reading = sync.read(video, clip.audio, clip.fps, clip.portrait)
-    return {**scores, "sync_confidence": reading.confidence, "sync_offset": reading.offset,
+    return {**scores, **reading.as_scores(),
             "frame_hold": frame_hold_ratio(video) if np.abs(np.diff(video, axis=0)).max() > 0 else None}  # still: none
 
 

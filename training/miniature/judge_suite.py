@@ -32,7 +32,7 @@ def suite_scores(clips: int, frames: int = 33) -> dict[str, list[dict[str, float
             video, audio = fake(clip, name, rng, seed)
             reading = sync.read(video, audio, clip.fps, clip.portrait)
             rows[name].append({**score_clip(video, audio, clip.fps, clip.face, clip.frames).by_dimension(),
-                               "sync_confidence": reading.confidence, "sync_offset": reading.offset})
+                               **reading.as_scores()})
     return rows
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ft2_core.io.atomic import staged_folder
-from ft2_core.miniature.sync_model import MAX_OFFSET, SHIPPED, SyncModel, audio_frames, mouth_crops, windows
+from ft2_core.miniature.sync_model import MAX_OFFSET, SHIPPED, SyncModel, audio_frames, mouth_crops, offset_distances, windows
 from ft2_core.miniature.world import box_blur3, make_clip
 
 TRAIN_SEEDS_FROM = 7_000_000  # the training split (below HELD_OUT_SEEDS_FROM), apart from the base model's draws
@@ -44,12 +44,7 @@ def clip_windows(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def offset_loss(model: SyncModel, video: torch.Tensor, sound: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of picking offset 0 among all offsets, by distance, for every window that has them all."""
-    v = torch.nn.functional.normalize(model.video(video), dim=-1)  # [B, W, E]
-    a = torch.nn.functional.normalize(model.audio(sound), dim=-1)
-    count = v.shape[1] - 2 * MAX_OFFSET
-    seen = v[:, MAX_OFFSET:MAX_OFFSET + count]
-    distances = torch.stack([(seen - a[:, MAX_OFFSET - o:MAX_OFFSET - o + count]).norm(dim=-1)
-                             for o in range(-MAX_OFFSET, MAX_OFFSET + 1)], dim=-1)  # [B, count, offsets]
+    distances = offset_distances(*model.embed(video, sound))  # [B, windows in reach, offsets]
     target = torch.full(distances.shape[:2], MAX_OFFSET, dtype=torch.long)
     return torch.nn.functional.cross_entropy((-scale * distances).flatten(0, 1), target.flatten())
 

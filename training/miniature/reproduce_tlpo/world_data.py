@@ -71,7 +71,6 @@ def oracle_results(config: dict, root: Path, pipe, rows: dict, heldout: int | No
                 video = pipe.animate(image, clip.audio, DEFAULT_PROMPT, options=options, num_frames=frames, fps=FPS,
                                      experts=chosen, gate=mix).frames.numpy()
                 s = score_clip(video, clip.audio, FPS, clip.face, clip.frames)
-                reading = sync.read(video, clip.audio, FPS, clip.portrait).as_dict() if sync else {}
-                results[name].append({"condition": condition["id"], "seed": int(seed), **s.by_dimension(),
-                                      **{f"sync_{key}": value for key, value in reading.items()}})
+                reading = sync.read(video, clip.audio, FPS, clip.portrait).as_scores() if sync else {}
+                results[name].append({"condition": condition["id"], "seed": int(seed), **s.by_dimension(), **reading})
     return results
