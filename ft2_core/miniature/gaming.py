@@ -27,15 +27,19 @@ def _loudness(clip: Clip) -> np.ndarray:
     return loud / max(float(loud.max()), 1e-9)
 
 
+def _mouth_centre(clip: Clip) -> tuple[int, int]:
+    """(x, y) pixel of the face's mouth at rest."""
+    face, size = clip.face, clip.frames.shape[1]
+    return int(face.centre[0] * size), int((face.centre[1] + face.mouth_height * face.radii[1]) * size)
+
+
 def loudness_rectangle(clip: Clip) -> np.ndarray:
     """A still portrait with a mouth-interior rectangle across the mouth, as tall as the audio is loud (up to the
     world's widest opening): a lip-sync judge that counts dark-red pixels against loudness scores it high."""
     frames = _still(clip).copy()
     size = frames.shape[1]
-    face = clip.face
-    centre_x = int(face.centre[0] * size)
-    mouth_y = int((face.centre[1] + face.mouth_height * face.radii[1]) * size)
-    half_width = max(1, int(face.mouth_width * face.radii[0] * 0.78 * size))
+    centre_x, mouth_y = _mouth_centre(clip)
+    half_width = max(1, int(clip.face.mouth_width * clip.face.radii[0] * 0.78 * size))
     for k, loud in enumerate(_loudness(clip)):
         height = int(round(loud * 0.062 * 2 * size))
         rows = slice(mouth_y - height // 2, mouth_y + (height + 1) // 2)
@@ -46,9 +50,7 @@ def loudness_rectangle(clip: Clip) -> np.ndarray:
 def loudness_patch(clip: Clip) -> np.ndarray:
     """A still portrait with a 2x2 patch at the mouth darkened by the loudness."""
     frames = _still(clip).copy()
-    size = frames.shape[1]
-    x = int(clip.face.centre[0] * size)
-    y = int((clip.face.centre[1] + clip.face.mouth_height * clip.face.radii[1]) * size)
+    x, y = _mouth_centre(clip)
     frames[:, y:y + 2, x:x + 2] *= (1 - 0.9 * _loudness(clip))[:, None, None, None]
     return frames
 

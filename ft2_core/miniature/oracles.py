@@ -317,8 +317,9 @@ def score_clip(frames, audio: Audio, fps: float, face: Face, ground_truth: np.nd
     presence = float(1 - np.exp(-np.sqrt(heads.var(axis=0).sum()) / 0.15))
     jerk = float(np.abs(np.diff(heads, n=2, axis=0)).sum(axis=1).mean()) if len(frames) > 2 else 0.0
     smooth = float(np.exp(-jerk / 0.4))
-    blinks = blink_plausibility(eye_openness(_blur(frames, 1), portrait), fps)
-    if closures(eye_openness(_blur(frames, 1), portrait)) == 0 < closures(eye_openness(_blur(truth, 1), portrait)):
+    openness = eye_openness(_blur(frames, 1), portrait)
+    blinks = blink_plausibility(openness, fps)
+    if closures(openness) == 0 < closures(eye_openness(_blur(truth, 1), portrait)):
         blinks *= MISSED_BLINKS_FACTOR
     motion = presence * smooth * blinks
     details = dict(inside_fit=inside_fit, lips_fit=lips_fit, picture_gate=gate, presence=presence, smoothness=smooth,
