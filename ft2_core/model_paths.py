@@ -21,8 +21,8 @@ ADAPTER_NAMES = ("audio_adapter.safetensors", "fantasytalking_model.safetensors"
 WAV2VEC_NAMES = ("wav2vec2", "wav2vec2-base-960h")
 
 
-MANIFEST_TEXT = ("name", "notice", "transformer", "audio_adapter", "wav2vec", "prediction")  # the manifest's strings
-MANIFEST_FILES = ("transformer", "audio_adapter", "wav2vec")  # paths inside the model folder
+MANIFEST_TEXT = ("name", "notice", "transformer", "audio_adapter", "wav2vec", "prediction", "deviation_prior")  # strings
+MANIFEST_FILES = ("transformer", "audio_adapter", "wav2vec", "deviation_prior")  # paths inside the model folder
 
 
 def read_manifest(folder: Path) -> dict:
@@ -78,6 +78,7 @@ class ModelPaths:
     notice: str = ""
     transformer_config: str | None = None  # for a single-file DiT: shipped config name or JSON path
     prediction: str = "velocity"  # what the DiT outputs (see FantasyTalkingModel)
+    deviation_prior: Path | None = None  # the prior prediction "sample_with_skip" needs (models.deviation_prior)
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, **overrides) -> "ModelPaths":
@@ -107,6 +108,7 @@ class ModelPaths:
             defaults={**UPSTREAM_DEFAULTS, **manifest.get("defaults", {})},
             notice=manifest.get("notice", ""),
             prediction=manifest.get("prediction", "velocity"),
+            deviation_prior=folder / manifest["deviation_prior"] if "deviation_prior" in manifest else None,
         )
         return replace(paths, **{k: Path(v) for k, v in overrides.items() if v is not None})
 

@@ -17,6 +17,7 @@ from .models.attention import check_backend
 from .models.audio_adapter import load_audio_adapter
 from .models.audio_windows import check_frame_count, latent_frame_count
 from .models.conditioning import ImageEncoder, TextEncoder, WanVAE, encode_i2v_condition
+from .models.deviation_prior import load_prior
 from .models.pixel_latent import SpaceToDepthVAE, is_pixel_latent_folder
 from .models.talking_model import FantasyTalkingModel
 from .models.wan_transformer import load_transformer_file, load_transformer_folder
@@ -62,9 +63,10 @@ def encode_speech(wav2vec: Wav2VecEncoder, samples_16k, progress: RunProgress) -
 
 def load_talking_model(transformer: str | os.PathLike, audio_adapter: str | os.PathLike, dtype=torch.float32,
                        config: str | dict | None = None, prediction: str = "velocity",
-                       keep_stored: bool = True) -> FantasyTalkingModel:
+                       keep_stored: bool = True, deviation_prior: str | os.PathLike | None = None) -> FantasyTalkingModel:
     """The DiT (folder or single file) with its FantasyTalking adapter, checked to fit each other. A single file's
-    fp8 block weights stay fp8 unless `keep_stored` is False (see models.stored_linear)."""
+    fp8 block weights stay fp8 unless `keep_stored` is False (see models.stored_linear). `deviation_prior`: the file
+    that prediction "sample_with_skip" needs (models.deviation_prior)."""
     transformer = Path(transformer)
     if transformer.is_dir():
         dit = load_transformer_folder(transformer, dtype)
@@ -72,7 +74,8 @@ def load_talking_model(transformer: str | os.PathLike, audio_adapter: str | os.P
         dit, _ = load_transformer_file(transformer, config, dtype, keep_stored)
     dim = dit.config.num_attention_heads * dit.config.attention_head_dim
     adapter = load_audio_adapter(audio_adapter, len(dit.blocks), dim, dtype)
-    return FantasyTalkingModel(dit, adapter.requires_grad_(False), prediction).eval()
+    prior = load_prior(deviation_prior) if deviation_prior is not None else None
+    return FantasyTalkingModel(dit, adapter.requires_grad_(False), prediction, prior).eval()
 
 
 @dataclass
@@ -127,7 +130,8 @@ class FantasyTalkingPipeline:
         if paths.notice:
             log.warning(paths.notice)
         model = load_talking_model(
-            paths.transformer, paths.audio_adapter, dtype, paths.transformer_config, paths.prediction, keep_stored_weights
+            paths.transformer, paths.audio_adapter, dtype, paths.transformer_config, paths.prediction, keep_stored_weights,
+            paths.deviation_prior,
         ).swap_blocks(blocks_to_swap)
         model.attention = check_backend(attention)
         text = TextEncoder(paths.text_encoder, paths.tokenizer, device, dtype) if paths.text_encoder else None

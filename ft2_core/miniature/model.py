@@ -42,8 +42,9 @@ def save_frozen_parts(folder: Path, seed: int = 0, latent: dict | None = None) -
     SpaceToDepthVAE(**{**CONFIG["latent"], **(latent or {})}).save(folder / "vae")
 
 
-def write_manifest(folder: Path, produced_by: dict, prediction: str) -> None:
+def write_manifest(folder: Path, produced_by: dict, prediction: str, deviation_prior: str | None = None) -> None:
     manifest = {"name": CONFIG["name"], "notice": NOTICE, "defaults": CONFIG["defaults"], "prediction": prediction,
+                **({"deviation_prior": deviation_prior} if deviation_prior else {}),
                 "audio_adapter": "audio_adapter.safetensors", "wav2vec": "wav2vec2", "produced_by": produced_by}
     (folder / "ft2_model.json").write_text(json.dumps(manifest, indent=2))
 

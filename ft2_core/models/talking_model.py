@@ -21,6 +21,7 @@ from .attention import attention_kernel
 from .audio_adapter import AudioAdapter, AudioKeyValue
 from .audio_windows import AudioWindows
 from .block_recompute import RecomputedBlock
+from .deviation_prior import skip_weights
 from .fused_lora import set_block_gate
 
 
@@ -128,16 +129,6 @@ class AudioWanBlock(WanTransformerBlock):
 
 PREDICTIONS = ("velocity", "sample_from_reference", "sample_with_skip")
 SIGMA_FLOOR = 0.02  # x0 -> velocity divides by sigma; the sampler never goes below ~0.1
-DEVIATION_STD = 0.34  # the miniature world's clean latents minus their reference frame (std over 64 clips: 0.338)
-
-
-def skip_weights(sigma: torch.Tensor, spread: float = DEVIATION_STD) -> tuple[torch.Tensor, torch.Tensor]:
-    """(keep, scale) of "sample_with_skip": the clean deviation from the reference is estimated as keep * (the noisy
-    deviation) + scale * (the DiT's output). keep is the best linear estimate from the noisy latents alone, scale the
-    spread that estimate leaves (EDM's preconditioning for x_t = (1 - sigma) x0 + sigma noise), so the DiT's target has
-    unit spread at every sigma and the noisy latents' detail passes by its bottleneck."""
-    visible = (1 - sigma).square() * spread**2 + sigma.square()
-    return (1 - sigma) * spread**2 / visible, spread * sigma / visible.sqrt()
 
 
 class FantasyTalkingModel(nn.Module):
@@ -145,13 +136,14 @@ class FantasyTalkingModel(nn.Module):
 
     `prediction` says what the DiT's own output is: "velocity" (Wan2.1), or "sample_from_reference"
     (the miniature model: the clean latents as a change from the reference frame, turned into a
-    velocity here), or "sample_with_skip" (that change, part passed straight from the noisy latents: see
-    skip_weights; in the miniature world it moves every frame but leaves noise the small DiT cannot cancel).
+    velocity here), or "sample_with_skip" (that change, part passed straight from the noisy latents under a Gaussian
+    prior of it, `deviation_prior` = (basis, spread): see models.deviation_prior).
     A pixel-block latent has more values per token than a small DiT's width, so a velocity (which carries
     the noise) cannot pass its bottleneck, while the clean video can.
     """
 
-    def __init__(self, transformer: WanTransformer3DModel, adapter: AudioAdapter, prediction: str = "velocity"):
+    def __init__(self, transformer: WanTransformer3DModel, adapter: AudioAdapter, prediction: str = "velocity",
+                 deviation_prior: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         layers, dim = len(transformer.blocks), transformer.config.num_attention_heads * transformer.config.attention_head_dim
         if len(adapter.blocks) != layers or adapter.blocks[0].k_proj.out_features != dim:
@@ -161,12 +153,23 @@ class FantasyTalkingModel(nn.Module):
             )
         if prediction not in PREDICTIONS:
             raise InputError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if (prediction == "sample_with_skip") != (deviation_prior is not None):
+            raise InputError('a deviation prior goes with prediction "sample_with_skip" and only with it '
+                             f"(prediction {prediction!r}, prior {'given' if deviation_prior is not None else 'missing'})")
         for block in transformer.blocks:  # the same block and weights, called with the audio (see AudioWanBlock)
             if type(block) is WanTransformerBlock:
                 block.__class__ = AudioWanBlock
         self.transformer = transformer
         self.adapter = adapter
         self.prediction = prediction
+        if deviation_prior is not None:  # buffers: they move with the model and are kept in its checkpoints
+            basis, spread = deviation_prior
+            channels = transformer.config.out_channels
+            if basis.shape != (channels, channels) or spread.shape != (channels,):
+                raise InputError(f"deviation prior: basis {tuple(basis.shape)} and spread {tuple(spread.shape)} do not "
+                                 f"describe the DiT's {channels} latent channels")
+            self.register_buffer("deviation_basis", basis.float().clone())
+            self.register_buffer("deviation_spread", spread.float().clone())
         self.gradient_checkpointing = False
         self.offload_checkpoints = False  # training: keep each block's checkpointed input on the CPU (block_recompute)
         self.ffn_chunk_tokens = 0  # see feed_forward
@@ -233,9 +236,10 @@ class FantasyTalkingModel(nn.Module):
         reference = condition[:, -latents.shape[1]:, :1].float()  # the I2V latents of the given first frame
         sigma = (timestep.float() / 1000).clamp(min=SIGMA_FLOOR).view(-1, 1, 1, 1, 1)
         deviation = out.float()
-        if self.prediction == "sample_with_skip":
-            keep, scale = skip_weights(sigma)
-            deviation = keep * (latents.float() - (1 - sigma) * reference) + scale * deviation
+        if self.prediction == "sample_with_skip":  # in the prior's principal directions
+            keep, scale = skip_weights(sigma, self.deviation_spread)
+            noisy = torch.einsum("kc,bcfhw->bkfhw", self.deviation_basis, latents.float() - (1 - sigma) * reference)
+            deviation = torch.einsum("kc,bkfhw->bcfhw", self.deviation_basis, keep * noisy + scale * deviation)
         return ((latents.float() - (reference + deviation)) / sigma).to(out.dtype)
 
     def _blocks(self, hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale, gates):

@@ -17,7 +17,8 @@ def model_from_config(config: dict):
     folder = model_folder(model["folder"] or "tiny", model["cache_dir"] or None)
     paths = ModelPaths.from_folder(folder, transformer=model["dit"] or None, audio_adapter=model["adapter"] or None)
     dtype = DTYPES[base_dtype(config)]
-    talking = load_talking_model(paths.transformer, paths.audio_adapter, dtype, model["dit_config"] or None, paths.prediction)
+    talking = load_talking_model(paths.transformer, paths.audio_adapter, dtype, model["dit_config"] or None, paths.prediction,
+                                 deviation_prior=paths.deviation_prior)
     if model.get("weights") == "fp8":
         store_blocks_as_fp8(talking.transformer, dtype)
     return talking, paths

@@ -5,15 +5,20 @@ from __future__ import annotations
 import torch
 
 from ft2_core.miniature.model import CONFIG
+from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, Clip, make_clip
 from ft2_core.models.audio_adapter import AudioAdapter
+from ft2_core.models.conditioning import condition_latents, encode_i2v_condition
+from ft2_core.models.deviation_prior import measure_prior
+from ft2_core.models.pixel_latent import SpaceToDepthVAE
 from ft2_core.models.talking_model import FantasyTalkingModel
 from ft2_core.models.wan_transformer import build_transformer
 from training.common.config import Option
+from training.common.data_order import mix_seed
 
 SCHEMA = {
-    # prediction: what the DiT outputs (models.talking_model). "sample_from_reference" (shipped) holds each latent frame's
-    # 4 frames alike (frame-hold ratio 3.64 on validation); "sample_with_skip" moves every frame (1.07) but leaves grainy
-    # frames (quality 0.008 against 0.507): training/miniature/results/base_candidates_validation.md
+    # prediction: what the DiT outputs (models.talking_model). "sample_from_reference" holds each latent frame's 4 frames
+    # alike (frame-hold ratio 3.64 on validation); "sample_with_skip" moves every frame, under a prior measured on the
+    # training clips (deviation_prior): training/miniature/results/base_candidates_validation.md
     # latent: overrides of the pixel latent (models.pixel_latent), e.g. { time_basis = "haar", latent_std = [...] }
     "model": {"transformer": Option(dict, {}), "audio_adapter": Option(dict, {}), "latent": Option(dict, {}),
               "prediction": Option(str, CONFIG["prediction"], choices=("sample_from_reference", "sample_with_skip"))},
@@ -27,11 +32,35 @@ SCHEMA = {
 }
 
 
-def build_model(config: dict, seed: int) -> FantasyTalkingModel:
+PRIOR_CLIPS = 256  # training clips the skip prediction's prior is measured on (2 million latent vectors)
+
+
+def training_clip(seed: int, index: int, frames: int, size: int) -> Clip:
+    """Clip `index` of a run's stream of training-split world clips."""
+    return make_clip(mix_seed(seed, index) % HELD_OUT_SEEDS_FROM, frames, size)
+
+
+def deviation_prior(config: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prior of prediction "sample_with_skip" (models.deviation_prior): the clean latents' change from the
+    reference frame, as the model sees it, over the run's first PRIOR_CLIPS training clips."""
+    vae = SpaceToDepthVAE(**{**CONFIG["latent"], **config["model"]["latent"]})
+    frames, size = config["world"]["frames"], config["world"]["size"]
+    deviations = []
+    for index in range(PRIOR_CLIPS):
+        clip = training_clip(seed, index, frames, size)
+        latents = vae.encode(torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None] * 2 - 1)
+        portrait = torch.from_numpy(clip.portrait)
+        reference = condition_latents(encode_i2v_condition(vae.encode, portrait, frames))[:, :, :1]
+        deviations.append((latents - reference).movedim(1, -1).flatten(0, -2))
+    return measure_prior(torch.cat(deviations))
+
+
+def build_model(config: dict, seed: int, prior: tuple[torch.Tensor, torch.Tensor] | None = None) -> FantasyTalkingModel:
+    """The untrained model of `config`; prediction "sample_with_skip" takes its `prior` (see deviation_prior)."""
     torch.manual_seed(seed)
     transformer_config = {**CONFIG["transformer"], **config["model"]["transformer"]}
     adapter_config = {**CONFIG["audio_adapter"], **config["model"]["audio_adapter"]}
     dit = build_transformer(transformer_config)
     dim = transformer_config["num_attention_heads"] * transformer_config["attention_head_dim"]
     adapter = AudioAdapter(transformer_config["num_layers"], dim, **adapter_config)
-    return FantasyTalkingModel(dit, adapter, config["model"]["prediction"])
+    return FantasyTalkingModel(dit, adapter, config["model"]["prediction"], prior)

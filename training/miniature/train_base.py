@@ -25,17 +25,17 @@ from ft2_core.io.atomic import staged_folder
 from ft2_core.io.checkpoint_io import save_safetensors
 from ft2_core.io.jsonl import append_jsonl
 from ft2_core.miniature.model import WorldEncoders, save_frozen_parts, write_manifest
-from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, make_clip
 from ft2_core.models.audio_adapter import ours_to_upstream
 from ft2_core.models.audio_windows import check_frame_count
-from ft2_core.models.talking_model import SIGMA_FLOOR, FantasyTalkingModel, skip_weights
+from ft2_core.models.deviation_prior import save_prior, skip_weights
+from ft2_core.models.talking_model import SIGMA_FLOOR, FantasyTalkingModel
 from ft2_core.tlpo.flow_dpo import flow_matching_loss
 from training.common.checkpoints import end_of_step, restore, run_settings
 from training.common.config import resolve
 from training.common.data_order import mix_seed
 from training.common.interrupts import StopRequests
 from training.common.script import run
-from training.miniature.base_model import SCHEMA, build_model
+from training.miniature.base_model import SCHEMA, build_model, deviation_prior, training_clip
 
 log = logging.getLogger("ft2.train")
 
@@ -56,8 +56,7 @@ class ClipPool:
         self.step = 0
 
     def prepare(self, index: int) -> dict:
-        clip = make_clip(mix_seed(self.seed, index) % HELD_OUT_SEEDS_FROM, self.frames, self.image_size)
-        return self.encoders.clip_inputs(clip)
+        return self.encoders.clip_inputs(training_clip(self.seed, index, self.frames, self.image_size))
 
     def advance_to(self, step: int) -> None:
         """Refresh as if every step up to `step` had run (on resume only the last refresh of each slot is made)."""
@@ -104,8 +103,9 @@ def step_loss(
         audio_scale=audio_scale,
     )
     weight = sigma.square()  # the velocity's error times sigma: the clean sample's error
-    if model.prediction == "sample_with_skip":  # ... over the spread the DiT's own output carries (unit at every sigma)
-        weight = weight / skip_weights(sigma.clamp(min=SIGMA_FLOOR))[1].square()
+    if model.prediction == "sample_with_skip":  # ... over the mean spread the DiT's own output carries
+        scale = skip_weights(sigma.clamp(min=SIGMA_FLOOR).view(-1, 1, 1, 1, 1), model.deviation_spread)[1]
+        weight = weight / scale.square().mean(dim=1).flatten()
     return (flow_matching_loss(velocity, noise - x0) * weight).mean()
 
 
@@ -120,7 +120,11 @@ def export_model(ema: FantasyTalkingModel, frozen: Path, folder: Path, produced_
             staging / "audio_adapter.safetensors",
             metadata={"ft2.kind": "audio_adapter"},
         )
-        write_manifest(staging, produced_by, ema.prediction)
+        prior = None
+        if ema.prediction == "sample_with_skip":
+            prior = "deviation_prior.safetensors"
+            save_prior(ema.deviation_basis, ema.deviation_spread, staging / prior)
+        write_manifest(staging, produced_by, ema.prediction, prior)
     return folder
 
 
@@ -134,8 +138,9 @@ def train(config: dict) -> Path:
     check_frame_count(frames, "world.frames")
     output = resolve(train["output"])
     output.mkdir(parents=True, exist_ok=True)
-    model = build_model(config, seed).train()
-    ema = build_model(config, seed).requires_grad_(False)
+    prior = deviation_prior(config, seed) if config["model"]["prediction"] == "sample_with_skip" else None
+    model = build_model(config, seed, prior).train()
+    ema = build_model(config, seed, prior).requires_grad_(False)
     ema.load_state_dict(model.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"])
     start = restore(output, config, {"model": dict(model.state_dict()), "ema": dict(ema.state_dict())}, optimizer)

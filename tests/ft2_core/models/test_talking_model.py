@@ -88,39 +88,56 @@ def test_adapter_for_another_model_is_refused(tiny_model):
 
 
 def test_skip_weights_are_the_best_linear_estimate_and_what_it_leaves():
-    """For a deviation of spread s seen as (1 - sigma) d + sigma n: keep is the least-squares coefficient, and scale the
-    spread of what it leaves (measured on a million Gaussian draws, not from the formula)."""
-    from ft2_core.models.talking_model import DEVIATION_STD, skip_weights
+    """For a direction of spread s seen as (1 - sigma) d + sigma n: keep is the least-squares coefficient, and scale the
+    spread of what it leaves (measured on a million Gaussian draws per direction, not from the formula)."""
+    from ft2_core.models.deviation_prior import skip_weights
 
     g = torch.Generator().manual_seed(0)
-    deviation = torch.randn(1_000_000, generator=g, dtype=torch.float64) * DEVIATION_STD
-    noise = torch.randn(1_000_000, generator=g, dtype=torch.float64)
+    spread = torch.tensor([0.02, 0.34, 1.5], dtype=torch.float64)
+    deviation = torch.randn(1_000_000, 3, generator=g, dtype=torch.float64) * spread
+    noise = torch.randn(1_000_000, 3, generator=g, dtype=torch.float64)
     for sigma in (0.05, 0.3, 0.7, 0.98):
         seen = (1 - sigma) * deviation + sigma * noise
-        best = float((seen * deviation).sum() / (seen * seen).sum())
-        keep, scale = skip_weights(torch.tensor(sigma, dtype=torch.float64))
-        assert abs(float(keep) - best) < 0.01 * max(best, 0.05)
-        assert abs(float(scale) / float((deviation - best * seen).std()) - 1) < 0.01
+        best = (seen * deviation).sum(0) / (seen * seen).sum(0)
+        keep, scale = (w.flatten() for w in skip_weights(torch.tensor(sigma, dtype=torch.float64).view(1, 1, 1, 1, 1), spread))
+        assert ((keep - best).abs() < 0.01 * best.clamp(min=0.05)).all()
+        assert ((scale / (deviation - best * seen).std(0) - 1).abs() < 0.01).all()
 
 
 def test_sample_with_skip_turns_the_dit_output_into_a_velocity_by_hand(tiny_model):
-    """The same DiT output read as "sample_with_skip": v = (x_t - x0_hat) / sigma with x0_hat = reference + keep (x_t -
-    (1 - sigma) reference) + scale out, keep and scale written out here."""
+    """The DiT's raw output read as "sample_with_skip" under a prior (random orthonormal basis, spreads): direction by
+    direction k, x0_hat = reference + sum_k b_k (keep_k <b_k, x_t - (1 - sigma) reference> + scale_k out_k), and
+    v = (x_t - x0_hat) / sigma, written out here in float64 with keep and scale from their formulas."""
+    channels = tiny_model.transformer.config.out_channels
+    g = torch.Generator().manual_seed(3)
+    basis = torch.linalg.qr(torch.randn(channels, channels, generator=g, dtype=torch.float64))[0].T
+    spread = torch.rand(channels, generator=g, dtype=torch.float64) + 0.05
+    skip = FantasyTalkingModel(tiny_model.transformer, tiny_model.adapter, "sample_with_skip", (basis.float(), spread.float()))
     inputs = make_model_inputs(tiny_model)
-    audio, previous = None, tiny_model.prediction
-    try:
-        tiny_model.prediction = "velocity"  # the DiT's raw output
-        with torch.no_grad():
-            out = tiny_model(**inputs, audio=audio)
-            tiny_model.prediction = "sample_with_skip"
-            velocity = tiny_model(**inputs, audio=audio)
-    finally:
-        tiny_model.prediction = previous
-    sigma = (inputs["timestep"] / 1000).clamp(min=0.02).view(-1, 1, 1, 1, 1)
-    spread = 0.34
-    keep = (1 - sigma) * spread**2 / ((1 - sigma) ** 2 * spread**2 + sigma**2)
-    scale = spread * sigma / ((1 - sigma) ** 2 * spread**2 + sigma**2) ** 0.5
-    latents = inputs["latents"]
-    reference = inputs["condition"][:, -latents.shape[1]:, :1]
-    sample = reference + keep * (latents - (1 - sigma) * reference) + scale * out
-    torch.testing.assert_close(velocity, (latents - sample) / sigma, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        out = tiny_model(**inputs, audio=None).double()  # the shared model predicts "velocity": the DiT's raw output
+        velocity = skip(**inputs, audio=None).double()
+    latents, sigma = inputs["latents"].double(), (inputs["timestep"].double() / 1000).clamp(min=0.02)
+    reference = inputs["condition"][:, -latents.shape[1]:, :1].double()
+    expected = torch.empty_like(latents)
+    for row, s in enumerate(sigma.tolist()):
+        sample = reference[row].clone()
+        for k in range(channels):
+            direction = basis[k].view(-1, 1, 1, 1)
+            visible = (1 - s) ** 2 * spread[k] ** 2 + s**2
+            keep, scale = (1 - s) * spread[k] ** 2 / visible, spread[k] * s / visible.sqrt()
+            seen = (direction * (latents[row] - (1 - s) * reference[row])).sum(0)
+            sample = sample + direction * (keep * seen + scale * out[row, k])
+        expected[row] = (latents[row] - sample) / s
+    torch.testing.assert_close(velocity, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_deviation_prior_goes_with_the_skip_prediction_only(tiny_model):
+    channels = tiny_model.transformer.config.out_channels
+    prior = (torch.eye(channels), torch.ones(channels))
+    with pytest.raises(InputError, match='prior goes with prediction "sample_with_skip".*prior missing'):
+        FantasyTalkingModel(tiny_model.transformer, tiny_model.adapter, "sample_with_skip")
+    with pytest.raises(InputError, match="prediction 'velocity', prior given"):
+        FantasyTalkingModel(tiny_model.transformer, tiny_model.adapter, "velocity", prior)
+    with pytest.raises(InputError, match=f"do not describe the DiT's {channels} latent channels"):
+        FantasyTalkingModel(tiny_model.transformer, tiny_model.adapter, "sample_with_skip", (torch.eye(3), torch.ones(3)))

@@ -84,3 +84,33 @@ def test_a_full_disk_and_a_kill_9_end_with_the_uninterrupted_base(trained, tiny_
     for out in (full, killed):
         assert train_base.main(base_config(tmp_path, out, 12)) == 0
         assert (out / weights).read_bytes() == (straight / weights).read_bytes()
+
+
+def test_a_skip_run_exports_the_prior_it_measured_and_its_folder_animates(tmp_path):
+    """The prior is the second moment of what the model sees (clean latents minus the I2V reference, over the run's
+    first PRIOR_CLIPS clips, recomputed here through the world's encoders); it travels in the folder, the folder loads
+    through ModelPaths and animates finite frames."""
+    from ft2_core.pipeline import FantasyTalkingPipeline
+    from ft2_core.sampling.options import SamplerOptions
+    from training.miniature.base_model import PRIOR_CLIPS, training_clip
+
+    output = tmp_path / "skip"
+    assert train_base.main(base_config(tmp_path, output, 2) + ["--set", "model.prediction=sample_with_skip"]) == 0
+    paths = ModelPaths.from_folder(output / "model")
+    assert paths.deviation_prior == output / "model" / "deviation_prior.safetensors"
+    pipe = FantasyTalkingPipeline.from_paths(paths)
+    model = pipe.model
+    encoders = WorldEncoders.from_folder(output / "model")
+    square_sum = 0.0
+    for index in range(PRIOR_CLIPS):
+        clip = training_clip(0, index, 9, 32)
+        latents = encoders.vae.encode(torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None] * 2 - 1)
+        reference = encoders.condition(torch.from_numpy(clip.portrait), 9)[:, -latents.shape[1]:, :1]
+        square_sum += float((latents - reference).double().square().sum())
+    vectors = PRIOR_CLIPS * latents[0, 0].numel()
+    assert abs(float(model.deviation_spread.double().square().sum()) / (square_sum / vectors) - 1) < 1e-4
+    assert bool((model.deviation_spread[:-1] >= model.deviation_spread[1:]).all())
+    clip = make_clip(HELD_OUT_SEEDS_FROM, 9, 64)
+    frames = pipe.animate(torch.from_numpy(clip.portrait), clip.audio, options=SamplerOptions(steps=2), num_frames=9,
+                          fps=clip.fps, max_side=64).frames
+    assert frames.shape == (9, 64, 64, 3) and bool(torch.isfinite(frames).all())
