@@ -7,9 +7,10 @@ from dataclasses import replace
 from typing import Callable
 
 import numpy as np
+import torch
 
 from ..io.audio import Audio
-from ..models.pixel_latent import TIME_STRIDE
+from ..models.pixel_latent import TIME_STRIDE, SpaceToDepthVAE
 from .oracles import audio_envelope
 from .world import MOUTH_INSIDE, Clip, degrade, make_clip, render
 
@@ -63,6 +64,16 @@ def four_frame_hold(clip: Clip) -> np.ndarray:
     return held
 
 
+def key_frames_on_a_line(clip: Clip) -> np.ndarray:
+    """Each latent frame's last frame kept and the three before it on the straight line from the previous one: the
+    linear time basis (models.pixel_latent) with nothing off the line, all it gives a model that predicts only its
+    key frames (the built-in model's way of failing)."""
+    vae = SpaceToDepthVAE(spatial_stride=1, time_basis="linear")
+    latents = vae.encode(torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None] * 2 - 1).unflatten(1, (3, TIME_STRIDE, 1))
+    latents[:, :, 1:] = 0
+    return vae.decode(latents.flatten(1, 3)).numpy()
+
+
 def damped(clip: Clip, factor: float) -> np.ndarray:
     """All motion scaled by `factor`: sway, mouth, expression and blink depth."""
     m = clip.motion
@@ -95,6 +106,7 @@ FAKES: dict[str, Callable[[Clip, np.random.Generator, int], np.ndarray]] = {
     "loudness 2x2 patch": lambda clip, rng, seed: loudness_patch(clip),
     "no blinks": lambda clip, rng, seed: _rerender(clip, eyes=np.ones_like(clip.motion.eyes)),
     "4-frame hold": lambda clip, rng, seed: four_frame_hold(clip),
+    "key frames on a line": lambda clip, rng, seed: key_frames_on_a_line(clip),
     "1 px jitter": _degraded("1 px jitter"),
     "blur": _degraded("blur"),
     "noise": _degraded("noise"),

@@ -11,6 +11,11 @@ folder whose config.json says `"_class_name": "SpaceToDepthVAE"`.
 frames' mean, then their changes), and `latent_std` may give each component its own spread, as a real VAE
 normalises each channel: a diffusion model's loss then weighs the changes within a latent frame as much as
 the picture itself, instead of the 1/8 of the energy they carry in the plain slots.
+
+`time_basis = "linear"` stores a latent frame's last frame, then each earlier frame minus the straight line from
+the previous latent frame's last frame to this one's. A model that cannot tell a latent frame's four frames apart
+predicts those differences near zero: it then draws motion along the line between key frames, where in the slots
+it holds one picture for four frames (the gaming suite's "key frames on a line" against its "4-frame hold").
 """
 from __future__ import annotations
 
@@ -25,9 +30,17 @@ CLASS_NAME = "SpaceToDepthVAE"
 TIME_STRIDE = 4
 
 
-TIME_BASES = ("slots", "haar")
+TIME_BASES = ("slots", "haar", "linear")
 HAAR = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, -1.0, -1.0], [2**0.5, -(2**0.5), 0.0, 0.0],
                      [0.0, 0.0, 2**0.5, -(2**0.5)]]) / 2  # rows: mean, first half minus second, then each half's change
+
+
+def _line(ends: torch.Tensor) -> torch.Tensor:
+    """[B, 3, 1, s, s, F, h, w] each latent frame's last frame -> [B, 3, 3, s, s, F, h, w] the straight line from the
+    previous latent frame's last frame (latent 0's own) to it, at the first three time slots."""
+    starts = torch.cat([ends[:, :, :, :, :, :1], ends[:, :, :, :, :, :-1]], dim=5)
+    steps = torch.arange(1, TIME_STRIDE, dtype=ends.dtype).view(1, 1, -1, 1, 1, 1, 1, 1) / TIME_STRIDE
+    return starts + (ends - starts) * steps
 
 
 class SpaceToDepthVAE:
@@ -72,7 +85,11 @@ class SpaceToDepthVAE:
         padded = torch.cat([video[:, :, :1].expand(-1, -1, TIME_STRIDE - 1, -1, -1), video], dim=2)
         blocks = padded.reshape(batch, 3, -1, TIME_STRIDE, height // s, s, width // s, s)
         slots = blocks.permute(0, 1, 3, 5, 7, 2, 4, 6)  # [B, 3, 4, s, s, F, h, w]
-        components = torch.einsum("kt,bctxyfhw->bckxyfhw", self._basis, slots)
+        if self.time_basis == "linear":
+            ends = slots[:, :, -1:]
+            components = torch.cat([ends, slots[:, :, :-1] - _line(ends)], dim=2)
+        else:
+            components = torch.einsum("kt,bctxyfhw->bckxyfhw", self._basis, slots)
         return ((components - self.mean) / self._spread).reshape(batch, self.z_dim, -1, height // s, width // s)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -82,7 +99,11 @@ class SpaceToDepthVAE:
         _, _, count, h, w = latents.shape
         s = self.spatial_stride
         components = latents.float().cpu().reshape(1, 3, TIME_STRIDE, s, s, count, h, w) * self._spread + self.mean
-        slots = torch.einsum("kt,bckxyfhw->ctxyfhw", self._basis, components)  # the basis is orthonormal: its transpose
+        if self.time_basis == "linear":
+            ends = components[:, :, :1]
+            slots = torch.cat([components[:, :, 1:] + _line(ends), ends], dim=2)[0]
+        else:
+            slots = torch.einsum("kt,bckxyfhw->ctxyfhw", self._basis, components)  # the basis is orthonormal: its transpose
         blocks = slots.permute(4, 1, 0, 5, 2, 6, 3)  # F, 4, 3, h, s, w, s
         frames = blocks.reshape(count, TIME_STRIDE, 3, h * s, w * s)
         video = torch.cat([frames[:1].mean(dim=1), frames[1:].flatten(0, 1)], dim=0)  # [T, 3, H, W]

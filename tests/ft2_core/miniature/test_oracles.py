@@ -46,6 +46,7 @@ def test_lip_sync_judges_amplitude_and_timing(suite):
     assert suite["mouth x0.25"][0] < truth - 0.5  # 0.241
     assert suite["mouth 8 frames late"][0] < truth - 0.5  # 0.008
     assert suite["shuffled audio"][0] < truth - 0.5  # 0.204
+    assert suite["key frames on a line"][0] < truth - 0.2  # the mouth's changes inside a latent frame are lost
     assert suite["noise echoing the audio"][0] < 0.05  # 0.000: the picture gate
 
 

@@ -38,6 +38,26 @@ def test_haar_basis_stores_each_latent_frames_mean_and_changes_at_their_own_spre
     assert latents[0, slot_channels[1:], 0].abs().max() < 1e-6  # latent 0 repeats frame 0: no change within it
 
 
+def test_linear_basis_stores_each_latent_frames_last_frame_and_the_others_off_the_line_to_it():
+    vae = SpaceToDepthVAE(spatial_stride=2, latent_std=0.5, time_basis="linear")
+    video = torch.rand(1, 3, 9, 4, 6) * 2 - 1
+    latents = vae.encode(video)
+    torch.testing.assert_close(vae.decode(latents), (video[0].permute(1, 2, 3, 0) + 1) / 2, rtol=0, atol=1e-6)
+    pixel = video[0, 0, :, 0, 0]  # red, top-left pixel of every frame
+    slot_channels = [k * 4 for k in range(4)]  # channel = (colour, time component, y, x)
+    for latent, start, end in ((1, pixel[0], pixel[4]), (2, pixel[4], pixel[8])):
+        frames = pixel[4 * latent - 3:4 * latent + 1]
+        by_hand = [end] + [frames[j - 1] - (start + (end - start) * j / 4) for j in (1, 2, 3)]
+        torch.testing.assert_close(latents[0, slot_channels, latent, 0, 0], torch.stack(by_hand) / 0.5)
+    assert latents[0, slot_channels[1:], 0].abs().max() < 1e-6  # latent 0 repeats frame 0: on its own line
+    flat = latents.clone().unflatten(1, (3, 4, 4))
+    flat[:, :, 1:] = 0  # no differences off the line: the frames between key frames are their straight line
+    lined = vae.decode(flat.flatten(1, 3))[:, 0, 0, 0]
+    keys = (pixel[[0, 4, 8]] + 1) / 2
+    torch.testing.assert_close(lined, torch.cat([keys[:1], torch.lerp(keys[0], keys[1], torch.arange(1, 5) / 4),
+                                                 torch.lerp(keys[1], keys[2], torch.arange(1, 5) / 4)]), rtol=0, atol=1e-6)
+
+
 def test_bad_latent_settings_are_named():
     with pytest.raises(InputError, match="time_basis"):
         SpaceToDepthVAE(time_basis="dct")
