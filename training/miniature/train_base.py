@@ -1,7 +1,7 @@
 """Train the miniature FantasyTalking base model on the procedural talking-face world (CPU, minutes).
 
-    python -m training.miniature.train_base --config training/miniature/configs/base.toml
-    python -m training.miniature.train_base --config training/miniature/configs/base.toml \
+    python -m training.miniature.train_base --config training/miniature/configs/base_linear.toml
+    python -m training.miniature.train_base --config training/miniature/configs/base_linear.toml \
         --set train.export=ft2_core/miniature/weights
 
 The real classes and code path: Wan DiT + FantasyTalking adapter with frame-level audio windows, the

@@ -84,7 +84,7 @@ def test_bad_config_exits_2_before_any_work(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, script", [
-    ("base.toml", "train_base"), ("tlpo.toml", "reproduce_tlpo.schema"),
+    ("base_linear.toml", "train_base"), ("base_slots.toml", "train_base"), ("tlpo.toml", "reproduce_tlpo.schema"),
     ("ablations.toml", "ablate_tlpo"), ("ablations_long.toml", "ablate_tlpo"),
 ])
 def test_shipped_miniature_configs_pass_their_script_s_checks(name, script):
