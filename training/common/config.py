@@ -124,6 +124,12 @@ def check(raw: dict, schema: Schema, prefix: str = "") -> tuple[dict, list[str]]
     return result, problems
 
 
+def recorded_config(config: dict) -> dict:
+    """The config as a trained model records it: without the loader's own keys (those starting with "_", such as the
+    config file's folder on this machine), so the record and its hash are the same on every machine."""
+    return {key: value for key, value in config.items() if not key.startswith("_")}
+
+
 def load_config(argv, schema: Schema) -> dict:
     """Parse --config/--set, read the TOML, apply the overrides, check everything; raise ConfigError listing problems."""
     parser = argparse.ArgumentParser()

@@ -33,6 +33,7 @@ from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, VALIDATION_SEEDS_FROM,
 from ft2_core.model_paths import ModelPaths
 from ft2_core.pipeline import FantasyTalkingPipeline
 from ft2_core.sampling.options import SamplerOptions
+from training.common.config import recorded_config
 from training.miniature.tables import score_table
 
 
@@ -181,7 +182,7 @@ def evaluate(args, argv, models: dict[str, Path]) -> int:
             rows[name] = [judged(video, clip, sync) for video, clip in zip(videos, clips)]
             if name != "untrained model":
                 manifest = json.loads((folder / "ft2_model.json").read_text())
-                config = manifest.get("produced_by", {}).get("config", {})
+                config = recorded_config(manifest.get("produced_by", {}).get("config", {}))
                 digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
                 produced[name] = f"{config.get('train', {}).get('seed', 'not recorded')}, config sha256 {digest}"
                 seconds = manifest.get("produced_by", {}).get("train_seconds_this_session")

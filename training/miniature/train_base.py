@@ -31,7 +31,7 @@ from ft2_core.models.deviation_prior import save_prior, skip_weights
 from ft2_core.models.talking_model import SIGMA_FLOOR, FantasyTalkingModel
 from ft2_core.tlpo.flow_dpo import flow_matching_loss
 from training.common.checkpoints import end_of_step, restore, run_settings
-from training.common.config import resolve
+from training.common.config import recorded_config, resolve
 from training.common.data_order import mix_seed
 from training.common.interrupts import StopRequests
 from training.common.script import run
@@ -188,7 +188,7 @@ def train(config: dict) -> Path:
             )
     produced_by = {
         "command": "python -m training.miniature.train_base " + " ".join(sys.argv[1:]),
-        "config": config,
+        "config": recorded_config(config),
         "train_seconds_this_session": round(time.perf_counter() - started, 1),
     }
     result = export_model(ema, frozen, output / "model", produced_by)

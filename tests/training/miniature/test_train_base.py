@@ -1,4 +1,6 @@
 """The miniature base trainer: a short run lowers the loss, resumes exactly, and exports a loadable model folder."""
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -52,6 +54,8 @@ def test_short_run_lowers_the_loss_and_exports_a_model_folder(trained):
     model = load_talking_model(paths.transformer, paths.audio_adapter, prediction=paths.prediction)
     assert model.prediction == "sample_from_reference" and model.num_layers == 1
     assert (folder / "transformer" / "config.json").is_file() and (folder / "vae" / "config.json").is_file()
+    recorded = json.loads((folder / "ft2_model.json").read_text())["produced_by"]["config"]
+    assert set(recorded) == {"model", "world", "train"}  # nothing of this machine (the config's folder) in the record
     encoders = WorldEncoders.from_folder(folder)
     clips = [make_clip(HELD_OUT_SEEDS_FROM + i, 9, 32) for i in range(2)]
     untrained = train_base.build_model({"model": {"transformer": SMALL, "audio_adapter": {},
