@@ -30,8 +30,8 @@ NOTICE = ("Using the built-in miniature model: a 1.6M-parameter FantasyTalking D
 
 
 def save_frozen_parts(folder: Path, seed: int = 0, latent: dict | None = None) -> None:
-    """The encoders (tiny, random, real classes) and the latent config (the shipped one, or with `latent`'s
-    overrides), written in the real layouts."""
+    """The encoders (tiny, random, real classes) and the latent config (ft2_miniature.json's plain time slots, or with
+    `latent`'s overrides: the shipped model sets time_basis "linear"), written in the real layouts."""
     from ..tiny import save_tiny_image_encoder, save_tiny_text_encoder, save_tiny_wav2vec
 
     for offset, save in enumerate((lambda: save_tiny_wav2vec(folder / "wav2vec2"),

@@ -16,10 +16,11 @@ from training.common.config import Option
 from training.common.data_order import mix_seed
 
 SCHEMA = {
-    # prediction: what the DiT outputs (models.talking_model). "sample_from_reference" holds each latent frame's 4 frames
-    # alike (frame-hold ratio 3.64 on validation); "sample_with_skip" moves every frame, under a prior measured on the
-    # training clips (deviation_prior): training/miniature/results/base_candidates_validation.md
-    # latent: overrides of the pixel latent (models.pixel_latent), e.g. { time_basis = "haar", latent_std = [...] }
+    # prediction: what the DiT outputs (models.talking_model). "sample_from_reference" on the plain time slots holds each
+    # latent frame's 4 frames alike (frame-hold ratio 3.64 on validation), on the linear time basis (shipped) it does
+    # not (1.03); "sample_with_skip" passes the noisy latents under a prior measured on the training clips
+    # (deviation_prior): training/miniature/results/base_candidates_validation.md
+    # latent: overrides of the pixel latent (models.pixel_latent), e.g. { time_basis = "linear" }
     "model": {"transformer": Option(dict, {}), "audio_adapter": Option(dict, {}), "latent": Option(dict, {}),
               "prediction": Option(str, CONFIG["prediction"], choices=("sample_from_reference", "sample_with_skip"))},
     "world": {"frames": Option(int, 33, minimum=5), "size": Option(int, 64, minimum=16)},
