@@ -27,7 +27,7 @@ import torch
 from ft2_core.io.atomic import write_text_atomic
 from ft2_core.io.audio import Audio
 from ft2_core.miniature.model import miniature_model_dir
-from ft2_core.miniature.oracles import score_clip
+from ft2_core.miniature.oracles import PROTOCOL_VERSION, score_clip
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, Face, make_clip
 from ft2_core.model_paths import ModelPaths
 from ft2_core.pipeline import FantasyTalkingPipeline
@@ -167,7 +167,8 @@ def summarise(data: dict) -> list[dict]:
 def markdown(rows: list[dict], data: dict, command: str) -> str:
     d = data["model_defaults"]
     lines = [
-        f"Long videos in the miniature world: held-out portraits and speech, {rows[0]['clips']} clip(s) per length, windows of "
+        f"Long videos in the miniature world, oracle protocol {PROTOCOL_VERSION}: held-out portraits and speech of the test "
+        f"split (world seeds {SEEDS_FROM} and up), {rows[0]['clips']} clip(s) per length, windows of "
         f"{d['window_frames']} frames (the trained length) with {data['overlap_frames']} frames of overlap, the model's sampling "
         f"defaults. Oracle scores per {d['window_frames'] - 1}-frame segment; seam = frame change where windows meet / at other "
         "latent-frame boundaries "
@@ -219,7 +220,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     for suffix, text in (
         (".md", markdown(rows, data, command)),
-        (".json", json.dumps({"summary": rows, **data, "command": command}, indent=1)),
+        (".json", json.dumps({"protocol": PROTOCOL_VERSION, "summary": rows, **data, "command": command}, indent=1)),
     ):
         write_text_atomic(out.with_suffix(suffix), text)
     print(markdown(rows, data, command))
