@@ -26,7 +26,7 @@ from ft2_core.io.jsonl import read_jsonl
 from ft2_core.io.video_io import read_video
 from ft2_core.model_paths import ModelPaths
 from ft2_core.models.audio_windows import check_frame_count
-from ft2_core.models.conditioning import VAE_SPACE_STRIDE, encode_i2v_condition
+from ft2_core.models.conditioning import VAE_SPACE_STRIDE, encode_i2v_condition, video_from_frames
 from ft2_core.pipeline import FantasyTalkingPipeline
 from ft2_core.tlpo.preference_data import INDEX, CacheWriter, LatentCache, cache_settings, check_cache_settings
 from training.common.distributed import WorkShare
@@ -75,7 +75,7 @@ def cache_clips(clips, out, pipe, num_frames, fps, max_side, masker, base, stop:
                 raise InputError(f"{clip['video']}: {len(frames)} frames, fewer than the {count} to train on")
             pixels = resized(frames[:count], max_side)
             if video_key not in writer:
-                latents = pipe.vae.encode(pixels.permute(3, 0, 1, 2)[None] * 2 - 1)[0]
+                latents = pipe.vae.encode(video_from_frames(pixels))[0]
                 item = {"latents": latents}
                 if masker is not None:
                     from ft2_core.scoring.lip_mask import latent_lip_mask

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..io.audio import Audio
+from ..models.conditioning import video_from_frames
 from ..models.pixel_latent import TIME_STRIDE, SpaceToDepthVAE
 from .oracles import audio_envelope
 from .world import MOUTH_INSIDE, Clip, degrade, make_clip, render
@@ -69,7 +70,7 @@ def key_frames_on_a_line(clip: Clip) -> np.ndarray:
     linear time basis (models.pixel_latent) with nothing off the line, all it gives a model that predicts only its
     key frames (the built-in model's way of failing)."""
     vae = SpaceToDepthVAE(spatial_stride=1, time_basis="linear")
-    latents = vae.encode(torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None] * 2 - 1).unflatten(1, (3, TIME_STRIDE, 1))
+    latents = vae.encode(video_from_frames(torch.from_numpy(clip.frames))).unflatten(1, (3, TIME_STRIDE, 1))
     latents[:, :, 1:] = 0
     return vae.decode(latents.flatten(1, 3)).numpy()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..io.audio import Audio, clip_for_video
-from ..models.conditioning import ImageEncoder, TextEncoder, encode_i2v_condition
+from ..models.conditioning import ImageEncoder, TextEncoder, encode_i2v_condition, video_from_frames
 from ..models.pixel_latent import SpaceToDepthVAE
 from ..models.wan_transformer import shipped_configs
 from ..models.wav2vec import Wav2VecEncoder
@@ -83,14 +83,12 @@ class WorldEncoders:
 
     def clip_inputs(self, clip: Clip) -> dict:
         """Clean latents, I2V condition, CLIP features and wav2vec2 features of one clip (batch of one)."""
-        frames = torch.from_numpy(clip.frames)
-        video = frames.permute(3, 0, 1, 2)[None] * 2 - 1
-        portrait = torch.from_numpy(clip.portrait)
+        portrait, count = torch.from_numpy(clip.portrait), len(clip.frames)
         return dict(
-            latents=self.vae.encode(video),
-            condition=self.condition(portrait, len(frames)),
+            latents=self.vae.encode(video_from_frames(torch.from_numpy(clip.frames))),
+            condition=self.condition(portrait, count),
             image=self.image_encoder.encode(portrait),
-            audio_features=self.audio_features(clip.audio, len(frames), clip.fps),
+            audio_features=self.audio_features(clip.audio, count, clip.fps),
         )
 
     def condition(self, portrait: torch.Tensor, num_frames: int) -> torch.Tensor:

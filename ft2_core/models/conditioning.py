@@ -164,10 +164,15 @@ def pad_text_embeddings(embeddings: torch.Tensor, name: str = "text embeddings",
     return torch.cat([embeddings.float(), embeddings.new_zeros(1, TEXT_LEN - tokens, embeddings.shape[2]).float()], dim=1)
 
 
+def video_from_frames(frames: torch.Tensor) -> torch.Tensor:
+    """Frames [T, H, W, 3] in 0..1 -> the video a VAE encodes, [1, 3, T, H, W] in -1..1."""
+    return frames.permute(3, 0, 1, 2)[None] * 2 - 1
+
+
 def condition_video(frames: torch.Tensor, num_frames: int) -> torch.Tensor:
     """Known frames [H, W, 3] or [K, H, W, 3] in 0..1 -> [1, 3, T, H, W] in -1..1: the frames then black (zero)
     frames, as Wan encodes an I2V condition (K = 1: the portrait; more: the end of a video being continued)."""
-    known = (frames[None] if frames.ndim == 3 else frames).permute(3, 0, 1, 2)[None] * 2 - 1
+    known = video_from_frames(frames[None] if frames.ndim == 3 else frames)
     rest = known.new_zeros(1, 3, num_frames - known.shape[2], *known.shape[-2:])
     return torch.cat([known, rest], dim=2)
 

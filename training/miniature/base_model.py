@@ -7,7 +7,7 @@ import torch
 from ft2_core.miniature.model import CONFIG
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, Clip, make_clip
 from ft2_core.models.audio_adapter import AudioAdapter
-from ft2_core.models.conditioning import condition_latents, encode_i2v_condition
+from ft2_core.models.conditioning import condition_latents, encode_i2v_condition, video_from_frames
 from ft2_core.models.deviation_prior import measure_prior
 from ft2_core.models.pixel_latent import SpaceToDepthVAE
 from ft2_core.models.talking_model import FantasyTalkingModel
@@ -49,7 +49,7 @@ def deviation_prior(config: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor
     deviations = []
     for index in range(PRIOR_CLIPS):
         clip = training_clip(seed, index, frames, size)
-        latents = vae.encode(torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None] * 2 - 1)
+        latents = vae.encode(video_from_frames(torch.from_numpy(clip.frames)))
         portrait = torch.from_numpy(clip.portrait)
         reference = condition_latents(encode_i2v_condition(vae.encode, portrait, frames))[:, :, :1]
         deviations.append((latents - reference).movedim(1, -1).flatten(0, -2))

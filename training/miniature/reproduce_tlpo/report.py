@@ -125,6 +125,7 @@ def paired_lines(results: dict) -> list[str]:
                                                      for d in DIMENSION_NAMES) + " |")
     return lines
 
+
 def sync_lines(results: dict) -> list[str]:
     """The second lip-sync measure per row (ft2_core.miniature.sync_model), where the clips were long enough for it."""
     if not all("sync_confidence" in r for items in results.values() for r in items):
