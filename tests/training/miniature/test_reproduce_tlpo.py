@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from ft2_core.errors import InputError
+from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, VALIDATION_SEEDS_FROM
 from ft2_core.tlpo.gate import load_gate
 from ft2_core.tlpo.lora_formats import load_lora
 from tests.training.conftest import write_config
@@ -21,7 +22,7 @@ SHORT = {
     "curation": {"rule": "ranking", "margin": 0.0},
     "experts": {"steps": 2, "batch_size": 2},
     "gate": {"steps": 2, "batch_size": 3},
-    "evaluate": {"seeds": [0], "steps": 3},
+    "evaluate": {"seeds": [0], "steps": 3, "split": "validation"},
 }
 
 
@@ -61,7 +62,9 @@ def test_every_stage_produces_what_the_next_consumes(chain):
         assert load_lora(chain_stages.expert_file(root, name)).metadata["ft2.dimension"] == name
     assert load_gate(root / "gate" / "gate.safetensors", 4).experts == ("motion", "lipsync", "quality")
     results = stages["evaluate"]["results"]
-    assert len(results) == 7 and all(len(rows) == 3 for rows in results.values())  # 3 held-out conditions, 1 seed
+    assert len(results) == 9 and all(len(rows) == 3 for rows in results.values())  # 3 validation conditions, 1 seed
+    assert {"base at audio cfg 1", "base at audio cfg 5"} < set(results)  # the base at its default 3 is "base"
+    assert {r["condition"] for r in results["base"]} == {"validation000", "validation001", "validation002"}
     table = (tmp_path / "results" / "tlpo.md").read_text()
     assert table.count("\n| ") >= 7 + 6 and (tmp_path / "results" / "tlpo_gate.png").is_file()
     # the oracles measure the critic's pairs (they never curate them here)
@@ -87,6 +90,22 @@ def oracle_chain(chain, tmp_path_factory):
     )
     assert runner.main(["--config", str(config)]) == 0
     return tmp_path
+
+
+def test_a_run_on_another_result_split_reuses_every_stage_but_the_evaluation(chain, tmp_path):
+    first, _ = chain
+    config = write_config(tmp_path / "test_split.toml", {
+        "run": {"output": str(tmp_path / "run"), "reuse": str(first / "run")}, **SHORT,
+        "evaluate": {**SHORT["evaluate"], "split": "test"}})
+    assert runner.main(["--config", str(config)]) == 0
+    root = tmp_path / "run"
+    assert all((root / stage).is_symlink() for stage in ("candidates", "critic", "pairs", "cache", "experts", "gate"))
+    results = json.loads((root / "stages" / "evaluate.json").read_text())["results"]
+    assert {r["condition"] for r in results["base"]} == {"test000", "test001", "test002"}
+    validation, test = (schema.world_seed(split, 0) for split in ("validation", "test"))
+    assert validation >= VALIDATION_SEEDS_FROM > test >= HELD_OUT_SEEDS_FROM  # the world's own split ranges
+    header = (root / "results.md").read_text().splitlines()[0]
+    assert "test split" in header and schema.settings_hash(runner.recorded_config(first / "run", "x")) in header
 
 
 def test_an_oracle_judged_run_reuses_the_first_stages_of_another(chain, oracle_chain, tmp_path):

@@ -18,7 +18,7 @@ from ft2_core.scoring.critic import TalkingCritic, VideoSettings
 from ft2_core.tiny import tiny_critic_dir
 from ft2_core.tlpo.gate import load_gate
 from training.common.metrics import ordered_share
-from training.miniature.reproduce_tlpo.schema import STAGES, video_settings
+from training.miniature.reproduce_tlpo.schema import STAGES, settings_hash, video_settings
 from training.miniature.reproduce_tlpo.world_data import oracle_judgements, scores_by_id, training_candidates_by_condition
 from training.miniature.tables import score_table
 
@@ -199,8 +199,9 @@ def report(config: dict, root: Path, stages: dict) -> str:
     table = summary_rows(results)
     heldout, seeds = config["world"]["heldout_conditions"], config["evaluate"]["seeds"]
     lines = [
-        f"TLPO in the miniature world: oracle scores (protocol {PROTOCOL_VERSION}) on {heldout} held-out conditions x "
-        f"{len(seeds)} seeds (mean ± std over the {heldout * len(seeds)} videos; per-seed means in the JSON).",
+        f"TLPO in the miniature world: oracle scores (protocol {PROTOCOL_VERSION}) on {heldout} conditions of the "
+        f"{config['evaluate']['split']} split x {len(seeds)} sampling seeds (mean ± std over the {heldout * len(seeds)} "
+        f"videos; per-seed means in the JSON). Chain seed {config['run']['seed']}, settings hash {settings_hash(config)}.",
         "",
         f"Command: `python -m training.miniature.reproduce_tlpo {' '.join(sys.argv[1:])}`",
         "",

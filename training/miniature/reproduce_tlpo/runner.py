@@ -19,10 +19,10 @@ from training.miniature.reproduce_tlpo.stages import STAGE_FUNCTIONS, ChainStopp
 
 log = logging.getLogger("ft2.tlpo")
 # What each stage's output depends on besides the stages before it; another run's output is taken, in stage
-# order, as long as these match.
+# order, as long as these match (a run that changes only [evaluate], e.g. its split, redoes only the evaluation).
 REUSABLE = {"conditions": (("world",), ()), "candidates": (("candidates",), ("model", "seed")),
             "critic_base": (("critic_base",), ()), "critic": (("critic",), ()),
-            "pairs": (("curation",), ()), "cache": ((), ()), "experts": (("experts",), ())}
+            "pairs": (("curation",), ()), "cache": ((), ()), "experts": (("experts",), ()), "gate": (("gate",), ())}
 
 def stage_inputs(config: dict, stage: str) -> dict:
     sections, run_keys = REUSABLE[stage]

@@ -1,13 +1,20 @@
 """The chain's settings: its stages in order, the world's seed ranges per split, and the config schema."""
 from __future__ import annotations
 
+import hashlib
+import json
+
 from ft2_core.dimensions import DIMENSION_NAMES, POOLED
-from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM
+from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, VALIDATION_SEEDS_FROM
 from training.common.config import Option
 
 STAGES = ("conditions", "candidates", "critic_base", "critic", "pairs", "cache", "experts", "gate", "evaluate")
 
-SPLITS = {"critic": 10_000, "train": 20_000, "heldout": 30_000, "pretrain": 40_000}  # world seed offsets past HELD_OUT_SEEDS_FROM
+# World seed offsets: past VALIDATION_SEEDS_FROM for "validation", past HELD_OUT_SEEDS_FROM for the rest. The results
+# table's conditions are one of the last three: "heldout" is where the earlier tables explored settings (they are
+# exploration, not claims), settings are chosen on "validation", and "test" is scored once by the chosen config.
+SPLITS = {"critic": 10_000, "train": 20_000, "pretrain": 40_000, "heldout": 30_000, "validation": 30_000, "test": 50_000}
+RESULT_SPLITS = ("heldout", "validation", "test")
 
 EXPERTS = (*DIMENSION_NAMES, POOLED)
 
@@ -82,13 +89,26 @@ SCHEMA = {
         "embed_dim": Option(int, 256, minimum=2),
         "min_period": Option(float, 0.0, minimum=0),
     },
-    "evaluate": {"seeds": Option(list, [0, 1]), "steps": Option(int, 20, minimum=1)},
+    "evaluate": {
+        "seeds": Option(list, [0, 1]),
+        "steps": Option(int, 20, minimum=1),
+        "split": Option(str, "heldout", choices=RESULT_SPLITS),  # the results table's conditions (see SPLITS)
+    },
 }
 
 
 def world_seed(split: str, index: int) -> int:
-    return HELD_OUT_SEEDS_FROM + SPLITS[split] + index
+    return (VALIDATION_SEEDS_FROM if split == "validation" else HELD_OUT_SEEDS_FROM) + SPLITS[split] + index
 
 
 def video_settings(c: dict) -> dict:
     return {"sample_fps": c["sample_fps"], "max_frames": c["max_frames"], "min_pixels": c["min_side"] ** 2}
+
+
+def settings_hash(config: dict) -> str:
+    """What a run's results depend on (every section but where it writes and which chain seed and result split it
+    ran), hashed: runs of one config over several seeds and splits share it (loader-internal keys, "_...", left out)."""
+    kept = {k: v for k, v in config.items() if k != "run" and not k.startswith("_")}
+    kept["run"] = {"model": config["run"]["model"]}
+    kept["evaluate"] = {k: v for k, v in config["evaluate"].items() if k != "split"}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]

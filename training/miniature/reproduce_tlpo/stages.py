@@ -29,11 +29,12 @@ from training import curate_pairs, generate_candidates, preprocess, train_critic
 from training.common.config import resolve
 from training.miniature.reproduce_tlpo.raters import rater_answers
 from training.miniature.reproduce_tlpo.report import critic_table
-from training.miniature.reproduce_tlpo.schema import EXPERTS, video_settings, world_seed
-from training.miniature.reproduce_tlpo.world_data import conditions, oracle_judgements, oracle_results, true_clip
+from training.miniature.reproduce_tlpo.schema import EXPERTS, RESULT_SPLITS, video_settings, world_seed
+from training.miniature.reproduce_tlpo.world_data import Row, conditions, oracle_judgements, oracle_results, true_clip
 
 # the miniature model fits whole batches: no recomputation, no rows one at a time (the same gradient, faster)
 WHOLE_BATCHES = {"micro_batch_size": 0, "rows_at_a_time": False, "gradient_checkpointing": False}
+BASE_AUDIO_CFG = (1.0, 3.0, 5.0)  # the base's rows in the results table, beside its default guidance
 
 
 class ChainStopped(Exception):
@@ -81,7 +82,7 @@ def expert_file(root: Path, name: str) -> Path:
 def stage_conditions(config: dict, root: Path) -> dict:
     frames = config["world"]["frames"]
     counts = {"critic": config["world"]["critic_conditions"], "train": config["world"]["train_conditions"],
-              "heldout": config["world"]["heldout_conditions"]}
+              **{split: config["world"]["heldout_conditions"] for split in RESULT_SPLITS}}
     for split, count in counts.items():
         records = []
         for index in range(count):
@@ -366,12 +367,15 @@ def stage_evaluate(config: dict, root: Path) -> dict:
     experts = {name: Expert(name, load_lora(expert_file(root, name))) for name in EXPERTS}
     gate = load_gate(root / "gate" / "gate.safetensors", pipe.model.num_layers)
     trio = [experts[d] for d in DIMENSION_NAMES]
+    default_cfg = pipe.defaults["audio_cfg"]
     rows = {
-        "base": ([], None),
-        **{f"{d} expert alone": ([experts[d]], None) for d in DIMENSION_NAMES},
-        "static equal merge (1/3 each)": (trio, StaticMix([1 / 3] * 3)),
-        "pooled single LoRA": ([experts["pooled"]], None),
-        "TLPO (experts + trained gate)": (trio, gate),
+        "base": Row([]),
+        # what guidance alone does, beside what the experts do (the candidates were sampled at several audio cfg)
+        **{f"base at audio cfg {g:g}": Row([], None, g) for g in BASE_AUDIO_CFG if g != default_cfg},
+        **{f"{d} expert alone": Row([experts[d]]) for d in DIMENSION_NAMES},
+        "static equal merge (1/3 each)": Row(trio, StaticMix([1 / 3] * 3)),
+        "pooled single LoRA": Row([experts["pooled"]]),
+        "TLPO (experts + trained gate)": Row(trio, gate),
     }
     results = oracle_results(config, root, pipe, rows)
     heatmap = render_gate(gate, pipe.model.num_layers, gate.experts)

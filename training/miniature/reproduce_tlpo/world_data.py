@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -55,21 +56,32 @@ def training_candidates_by_condition(root: Path, fields: tuple[str, ...]) -> lis
         groups.setdefault(c["condition"], []).append(c)
     return list(groups.values())
 
-def oracle_results(config: dict, root: Path, pipe, rows: dict, heldout: int | None = None) -> dict[str, list[dict]]:
-    """Each row (experts, mix) animates the first `heldout` held-out conditions once per evaluation seed; the oracles
-    score every video against the condition's true clip, and the sync model reads it (clips it can reach)."""
+class Row(NamedTuple):
+    """One row of a results table: the experts attached, how they mix (None: summed), and the audio guidance (None:
+    the model's default)."""
+
+    experts: list
+    mix: object = None
+    audio_cfg: float | None = None
+
+
+def oracle_results(config: dict, root: Path, pipe, rows: dict[str, Row], heldout: int | None = None) -> dict[str, list[dict]]:
+    """Each row animates the first `heldout` conditions of the results split (`evaluate.split`) once per evaluation
+    seed; the oracles score every video against the condition's true clip, and the sync model reads it (clips it can
+    reach)."""
     frames, d = config["world"]["frames"], pipe.defaults
     sync = SyncModel.load() if frames >= WINDOW + 2 * MAX_OFFSET else None
     results = {name: [] for name in rows}
-    for condition in conditions(root, "heldout")[:heldout]:
+    for condition in conditions(root, config["evaluate"]["split"])[:heldout]:
         clip = true_clip(condition["seed"], frames)
         image = load_image(root / "conditions" / condition["image"])
         for seed in config["evaluate"]["seeds"]:
-            options = SamplerOptions(steps=config["evaluate"]["steps"], cfg=d["cfg"], audio_cfg=d["audio_cfg"], shift=d["shift"],
-                                     seed=int(seed))
-            for name, (chosen, mix) in rows.items():
+            for name, row in rows.items():
+                audio_cfg = d["audio_cfg"] if row.audio_cfg is None else row.audio_cfg
+                options = SamplerOptions(steps=config["evaluate"]["steps"], cfg=d["cfg"], audio_cfg=audio_cfg, shift=d["shift"],
+                                         seed=int(seed))
                 video = pipe.animate(image, clip.audio, DEFAULT_PROMPT, options=options, num_frames=frames, fps=FPS,
-                                     experts=chosen, gate=mix).frames.numpy()
+                                     experts=row.experts, gate=row.mix).frames.numpy()
                 s = score_clip(video, clip.audio, FPS, clip.face, clip.frames)
                 reading = sync.read(video, clip.audio, FPS, clip.portrait).as_scores() if sync else {}
                 results[name].append({"condition": condition["id"], "seed": int(seed), **s.by_dimension(), **reading})
