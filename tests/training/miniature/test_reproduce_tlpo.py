@@ -9,31 +9,10 @@ from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, VALIDATION_SEEDS_FROM
 from ft2_core.tlpo.gate import load_gate
 from ft2_core.tlpo.lora_formats import load_lora
 from tests.training.conftest import write_config
+from tests.training.miniature.conftest import SHORT
 from training.miniature import ablate_tlpo
 from training.miniature.reproduce_tlpo import raters, report, runner, schema
 from training.miniature.reproduce_tlpo import stages as chain_stages
-
-SHORT = {
-    "world": {"critic_conditions": 2, "train_conditions": 4, "heldout_conditions": 3, "frames": 17},
-    "candidates": {"samples": 2, "audio_cfg": [1.0, 5.0], "steps": 6},
-    "critic_base": {"conditions": 2, "heldout_conditions": 1, "steps": 2, "batch_size": 2},
-    "critic": {"steps": 4, "batch_size": 4, "max_frames": 10, "min_side": 56, "heldout_share": 0.5, "preferences": True,
-               "preference_margin": 0.0, "pair_batch_size": 2},
-    "curation": {"rule": "ranking", "margin": 0.0},
-    "experts": {"steps": 2, "batch_size": 2},
-    "gate": {"steps": 2, "batch_size": 3},
-    "evaluate": {"seeds": [0], "steps": 3, "split": "validation"},
-}
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    """The whole chain at tiny sizes, run once for this module."""
-    tmp_path = tmp_path_factory.mktemp("chain")
-    config = write_config(tmp_path / "chain.toml", {
-        "run": {"output": str(tmp_path / "run"), "results": str(tmp_path / "results" / "tlpo")}, **SHORT})
-    assert runner.main(["--config", str(config)]) == 0
-    return tmp_path, config
 
 
 def test_every_stage_produces_what_the_next_consumes(chain):
