@@ -125,7 +125,7 @@ def pooled(chains: list[Chain]) -> dict:
 
 
 def label(measure: str) -> str:
-    return LABELS.get(measure, "sync confidence")
+    return {**LABELS, SECOND_MEASURE: "sync confidence"}[measure]
 
 
 def cell(d: dict) -> str:
