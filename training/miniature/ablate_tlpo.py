@@ -31,7 +31,7 @@ from training.common.script import run
 from training.miniature.reproduce_tlpo.report import paired
 from training.miniature.reproduce_tlpo.runner import recorded_config
 from training.miniature.reproduce_tlpo.stages import call, expert_file, resolve_model, train_one_expert
-from training.miniature.reproduce_tlpo.world_data import Row, oracle_results
+from training.miniature.reproduce_tlpo.world_data import TableRow, oracle_results
 
 log = logging.getLogger("ft2.ablate")
 CHANGEABLE = {
@@ -160,7 +160,7 @@ def ablate(config: dict) -> Path:
         if not saved.is_file():
             log.info("evaluating %s", name)
             chosen = [] if path is None else [Expert(dimension, load_lora(path))]
-            found = oracle_results(chain_config, chain, pipe, {name: Row(chosen)}, config["ablate"]["heldout"])[name]
+            found = oracle_results(chain_config, chain, pipe, {name: TableRow(chosen)}, config["ablate"]["heldout"])[name]
             write_text_atomic(saved, json.dumps(found))
         results[name] = json.loads(saved.read_text())
     text = report(config, chain_config, results, pair_counts)

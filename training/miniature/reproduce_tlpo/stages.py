@@ -30,7 +30,7 @@ from training.common.config import resolve
 from training.miniature.reproduce_tlpo.raters import rater_answers
 from training.miniature.reproduce_tlpo.report import critic_table
 from training.miniature.reproduce_tlpo.schema import EXPERTS, RESULT_SPLITS, video_settings, world_seed
-from training.miniature.reproduce_tlpo.world_data import Row, conditions, oracle_judgements, oracle_results, true_clip
+from training.miniature.reproduce_tlpo.world_data import TableRow, conditions, oracle_judgements, oracle_results, true_clip
 
 # the miniature model fits whole batches: no recomputation, no rows one at a time (the same gradient, faster)
 WHOLE_BATCHES = {"micro_batch_size": 0, "rows_at_a_time": False, "gradient_checkpointing": False}
@@ -369,13 +369,13 @@ def stage_evaluate(config: dict, root: Path) -> dict:
     trio = [experts[d] for d in DIMENSION_NAMES]
     default_cfg = pipe.defaults["audio_cfg"]
     rows = {
-        "base": Row([]),
+        "base": TableRow([]),
         # what guidance alone does, beside what the experts do (the candidates were sampled at several audio cfg)
-        **{f"base at audio cfg {g:g}": Row([], None, g) for g in BASE_AUDIO_CFG if g != default_cfg},
-        **{f"{d} expert alone": Row([experts[d]]) for d in DIMENSION_NAMES},
-        "static equal merge (1/3 each)": Row(trio, StaticMix([1 / 3] * 3)),
-        "pooled single LoRA": Row([experts["pooled"]]),
-        "TLPO (experts + trained gate)": Row(trio, gate),
+        **{f"base at audio cfg {g:g}": TableRow([], None, g) for g in BASE_AUDIO_CFG if g != default_cfg},
+        **{f"{d} expert alone": TableRow([experts[d]]) for d in DIMENSION_NAMES},
+        "static equal merge (1/3 each)": TableRow(trio, StaticMix([1 / 3] * 3)),
+        "pooled single LoRA": TableRow([experts["pooled"]]),
+        "TLPO (experts + trained gate)": TableRow(trio, gate),
     }
     results = oracle_results(config, root, pipe, rows)
     heatmap = render_gate(gate, pipe.model.num_layers, gate.experts)

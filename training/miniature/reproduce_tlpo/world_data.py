@@ -56,7 +56,7 @@ def training_candidates_by_condition(root: Path, fields: tuple[str, ...]) -> lis
         groups.setdefault(c["condition"], []).append(c)
     return list(groups.values())
 
-class Row(NamedTuple):
+class TableRow(NamedTuple):
     """One row of a results table: the experts attached, how they mix (None: summed), and the audio guidance (None:
     the model's default)."""
 
@@ -65,7 +65,8 @@ class Row(NamedTuple):
     audio_cfg: float | None = None
 
 
-def oracle_results(config: dict, root: Path, pipe, rows: dict[str, Row], heldout: int | None = None) -> dict[str, list[dict]]:
+def oracle_results(config: dict, root: Path, pipe, rows: dict[str, TableRow],
+                   heldout: int | None = None) -> dict[str, list[dict]]:
     """Each row animates the first `heldout` conditions of the results split (`evaluate.split`) once per evaluation
     seed; the oracles score every video against the condition's true clip, and the sync model reads it (clips it can
     reach)."""
