@@ -85,7 +85,8 @@ def pooled_difference(per_chain: list[dict[str, float]]) -> dict:
     if len(per_chain) > 1:
         variance += chain_means.var(ddof=1) / len(per_chain)
     mean, error = float(table.mean()), float(np.sqrt(variance))
-    unanimous = len(per_chain) >= 3 and ({int(np.sign(m)) for m in chain_means} in ({1}, {-1}))
+    # chains that all give the same difference (rows no chain trains, e.g. the base at another guidance) are one sample
+    unanimous = len(per_chain) >= 3 and np.ptp(chain_means) > 0 and ({int(np.sign(m)) for m in chain_means} in ({1}, {-1}))
     return {"mean": mean, "standard_error": error, "per_chain": [float(m) for m in chain_means],
             "holds": bool(unanimous or abs(mean) > 2 * error), "direction": "up" if mean > 0 else "down"}
 

@@ -34,6 +34,8 @@ def test_a_difference_holds_when_three_chains_agree_or_its_interval_excludes_zer
     assert not pool_tlpo.pooled_difference(noisy[:2])["holds"]  # two chains agreeing is not enough
     split = [{"a": 0.1, "b": 0.1}, {"a": -0.1, "b": -0.12}, {"a": 0.1, "b": 0.1}]
     assert not pool_tlpo.pooled_difference(split)["holds"]
+    same_videos = [{"a": 0.3, "b": -0.2}] * 3  # a row no chain trains: three chains, one sample
+    assert not pool_tlpo.pooled_difference(same_videos)["holds"]
     clear = [{"a": 0.5, "b": 0.52}, {"a": 0.49, "b": 0.5}]
     assert pool_tlpo.pooled_difference(clear)["holds"] and pool_tlpo.pooled_difference(clear)["direction"] == "up"
 
