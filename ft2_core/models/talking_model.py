@@ -6,6 +6,7 @@ so gradient checkpointing recomputes exactly what ran).
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -27,12 +28,13 @@ from .fused_lora import set_block_gate
 
 def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, mask=None) -> torch.Tensor:
     """Attention over [B, N, heads*d] projections; returns [B, N, heads*d]. Without a mask it goes through diffusers'
-    dispatch (the backend chosen with models.attention, SDPA by default); with one (the audio windows), SDPA."""
+    dispatch (the backend chosen with models.attention, SDPA by default); with one (the audio windows' boolean mask,
+    the folded text padding's bias), SDPA."""
     if mask is None:
         q, k, v = (t.unflatten(-1, (heads, -1)) for t in (query, key, value))
         return dispatch_attention_fn(q, k, v).flatten(2)
     q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (query, key, value))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask if mask.dtype == torch.bool else mask.to(q.dtype))
     return out.transpose(1, 2).flatten(2)
 
 
@@ -56,6 +58,25 @@ def audio_attention(query: torch.Tensor, kv: AudioKeyValue, audio: AudioWindows,
     return out.reshape(batch, tokens, dim)
 
 
+def folded_padding(text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The text tokens with their run of identical last tokens kept once, and the attention bias (log of the run's
+    length on that token) that gives the one key the weight of all its copies; None where no token repeats.
+
+    Wan pads every prompt to 512 tokens with zeros, which the text embedder turns into one repeated token, so the
+    text attention mostly attends to copies. Softmax over n equal logits s is exp(s + log n), so the result is the
+    same (to rounding) while the keys fall from 512 to the prompt's length + 1. Rows of a batch (prompt and negative
+    prompt) may be padded to different lengths: the shortest run is folded, longer ones keep their extra copies as keys.
+    Parameters get the same gradients; the input's copies share theirs at the one kept (the padding is not learned).
+    """
+    repeats = (text == text[:, -1:]).all(-1).flip(1).int().cumprod(1).sum(1)  # [B]: each row's run of last tokens
+    run = int(repeats.min())
+    if run < 2:
+        return text, None
+    bias = text.new_zeros(1, 1, 1, text.shape[1] - run + 1)
+    bias[..., -1] = math.log(run)
+    return text[:, : text.shape[1] - run + 1], bias
+
+
 def cross_attention(attn, kv, hidden, text, image, audio, audio_rows, audio_scale) -> torch.Tensor:
     """Wan I2V cross-attention (text + CLIP image) plus FantasyTalking's audio attention.
 
@@ -64,7 +85,8 @@ def cross_attention(attn, kv, hidden, text, image, audio, audio_rows, audio_scal
     rows in `audio_rows` (rows whose scale is zero would add nothing).
     """
     query = attn.norm_q(attn.to_q(hidden))
-    out = _attend(query, attn.norm_k(attn.to_k(text)), attn.to_v(text), attn.heads)
+    text, text_bias = folded_padding(text)
+    out = _attend(query, attn.norm_k(attn.to_k(text)), attn.to_v(text), attn.heads, text_bias)
     if image is not None:
         out = out + _attend(query, attn.norm_added_k(attn.add_k_proj(image)), attn.add_v_proj(image), attn.heads)
     if audio is not None and audio_rows.numel():

@@ -5,7 +5,8 @@ import torch
 
 from ft2_core.errors import InputError
 from ft2_core.models.audio_windows import split_windows
-from ft2_core.models.talking_model import FantasyTalkingModel, audio_attention
+from ft2_core.models import talking_model
+from ft2_core.models.talking_model import FantasyTalkingModel, audio_attention, folded_padding
 from tests.conftest import make_model_inputs
 
 
@@ -34,6 +35,54 @@ def test_without_audio_equals_diffusers_forward(tiny_model):
         x = torch.cat([inputs["latents"], inputs["condition"]], dim=1)
         reference = tiny_model.transformer(x, inputs["timestep"], inputs["text"], inputs["image"], return_dict=False)[0]
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def wan_padded_text(inputs: dict, lengths: list[int]) -> dict:
+    """The inputs with each row's prompt `lengths[i]` tokens long, then zeros to 512, as Wan pads prompts."""
+    text = inputs["text"].clone()
+    for row, length in enumerate(lengths):
+        text[row, length:] = 0.0
+    return {**inputs, "text": text}
+
+
+def test_padded_text_folded_equals_diffusers_attention_over_every_token(tiny_model):
+    """Rows padded to different lengths (a prompt and a shorter negative prompt): diffusers' forward attends to all
+    512 tokens, ours to the repeated padding token once with the weight of its copies; the same prediction."""
+    inputs = wan_padded_text(make_model_inputs(tiny_model), [7, 3])
+    folded, bias = folded_padding(tiny_model.transformer.condition_embedder.text_embedder(inputs["text"]))
+    assert folded.shape[1] == 8 and math.isclose(float(bias[0, 0, 0, -1]), math.log(505), rel_tol=1e-6)
+    with torch.no_grad():
+        ours = tiny_model(**inputs, audio=None)
+        x = torch.cat([inputs["latents"], inputs["condition"]], dim=1)
+        reference = tiny_model.transformer(x, inputs["timestep"], inputs["text"], inputs["image"], return_dict=False)[0]
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_padded_text_folded_gives_the_same_loss_and_parameter_gradients(tiny_model, monkeypatch):
+    inputs = wan_padded_text(make_model_inputs(tiny_model, seed=3), [20, 20])
+    windows = tiny_model.adapter.windows(torch.randn(2, 30, tiny_model.adapter.audio_in_dim), 17)
+    parameters = [p for p in tiny_model.parameters() if p.requires_grad]
+
+    def loss_and_grads():
+        text = inputs["text"].clone().requires_grad_(True)
+        loss = tiny_model(**{**inputs, "text": text}, audio=windows).square().mean()
+        return (loss, *torch.autograd.grad(loss, [text, *parameters], allow_unused=True))
+
+    folded = list(loss_and_grads())
+    monkeypatch.setattr(talking_model, "folded_padding", lambda text: (text, None))
+    every_token = list(loss_and_grads())
+    # the prompt's tokens get the same gradient; the padding's copies share theirs at the one copy kept (index 20)
+    for grads in (folded, every_token):
+        grads[1] = torch.cat([grads[1][:, :20], grads[1][:, 20:].sum(1, keepdim=True)], dim=1)
+    for a, b in zip(folded, every_token):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_text_without_a_repeated_last_token_is_left_whole():
+    text = torch.randn(2, 16, 8)
+    assert folded_padding(text)[1] is None and folded_padding(text)[0] is text
 
 
 def test_audio_attention_matches_plain_loop(tiny_model):
