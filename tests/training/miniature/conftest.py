@@ -19,9 +19,9 @@ SHORT = {
 
 @pytest.fixture(scope="session")
 def chain(tmp_path_factory):
-    """The whole chain at tiny sizes, run once for the session."""
+    """The whole chain at tiny sizes, run once for the session (its candidates sampled by two processes)."""
     tmp_path = tmp_path_factory.mktemp("chain")
     config = write_config(tmp_path / "chain.toml", {
-        "run": {"output": str(tmp_path / "run"), "results": str(tmp_path / "results" / "tlpo")}, **SHORT})
+        "run": {"output": str(tmp_path / "run"), "results": str(tmp_path / "results" / "tlpo"), "processes": 2}, **SHORT})
     assert runner.main(["--config", str(config)]) == 0
     return tmp_path, config

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from ft2_core.errors import InputError
-from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, VALIDATION_SEEDS_FROM
+from ft2_core.io.jsonl import read_jsonl
+from ft2_core.io.video_io import write_mp4
+from ft2_core.miniature.world import DEGRADATIONS, FPS, HELD_OUT_SEEDS_FROM, VALIDATION_SEEDS_FROM, degrade
 from ft2_core.tlpo.gate import load_gate
 from ft2_core.tlpo.lora_formats import load_lora
 from tests.training.conftest import write_config
@@ -13,6 +15,7 @@ from tests.training.miniature.conftest import SHORT
 from training.miniature import ablate_tlpo
 from training.miniature.reproduce_tlpo import raters, report, runner, schema
 from training.miniature.reproduce_tlpo import stages as chain_stages
+from training.miniature.reproduce_tlpo.world_data import conditions, oracle_scores, true_clip
 
 
 def test_every_stage_produces_what_the_next_consumes(chain):
@@ -21,6 +24,9 @@ def test_every_stage_produces_what_the_next_consumes(chain):
     stages = {p.stem: json.loads(p.read_text()) for p in (root / "stages").glob("*.json")}
     assert set(stages) == set(schema.STAGES) and all(s["_seconds"] >= 0 for s in stages.values())
     assert stages["candidates"] == {"critic": 4, "train": 8, "_seconds": stages["candidates"]["_seconds"]}
+    # sampled by two processes (run.processes), each condition by one: the manifest lists rank 0's, then rank 1's
+    made = [json.loads(line)["id"] for line in (root / "candidates" / "train" / "candidates.jsonl").read_text().splitlines()]
+    assert made == [f"train{c:03d}_{k}" for c in (0, 2, 1, 3) for k in (0, 1)]
     assert stages["critic"]["train_clips"] + stages["critic"]["heldout_clips"] == 2 * 2 + 2 * 7  # candidates + true/damaged
     # the critic's base: the whole thinker trained on world clips (true + one damage each; held out: every damage)
     assert stages["critic_base"]["train_clips"] == 2 * 2 and stages["critic_base"]["heldout_clips"] == 7
@@ -148,6 +154,34 @@ def test_ablations_retrain_one_expert_per_variant_and_compare_paired(chain, tmp_
         },
     )
     assert ablate_tlpo.main(["--config", str(bad)]) == 2
+
+
+def test_rated_clips_scored_in_threads_are_those_drawn_and_scored_one_by_one(chain, tmp_path):
+    first, _ = chain
+    config = runner.recorded_config(first / "run", "chain")
+    root = tmp_path / "run"
+    (root / "critic").mkdir(parents=True)
+    for stage in ("conditions", "candidates"):
+        (root / stage).symlink_to(first / "run" / stage)
+    rated = raters.rated_clips(config, root)
+    # the plain way: every candidate scored in turn, then the damage drawn from one generator in order, each clip
+    # written and scored before the next is drawn
+    frames, folder = config["world"]["frames"], root / "candidates" / "critic"
+    by_id = {c["id"]: c for c in conditions(root, "critic")}
+    plain = [{"video": f"../candidates/critic/{c['video']}", "condition": c["condition"], "kind": "candidate",
+              "oracle": oracle_scores(folder / c["video"], by_id[c["condition"]], frames)}
+             for c in read_jsonl(folder / "candidates.jsonl")]
+    rng = np.random.default_rng(config["run"]["seed"])
+    critic_conditions = conditions(root, "critic")
+    for index, condition in enumerate(critic_conditions):
+        clip = true_clip(condition["seed"], frames)
+        other = true_clip(critic_conditions[(index + 1) % len(critic_conditions)]["seed"], frames).audio
+        for kind in ("ground truth", *DEGRADATIONS):
+            pixels, audio = (clip.frames, clip.audio) if kind == "ground truth" else degrade(clip, kind, rng, other)
+            path = write_mp4(tmp_path / "plain" / f"{condition['id']}_{kind.replace(' ', '_')}.mp4", pixels, FPS, audio)
+            plain.append({"video": f"clips/{path.name}", "condition": condition["id"], "kind": kind,
+                          "oracle": oracle_scores(path, condition, frames)})
+    assert rated == plain and len(rated) == 2 * 2 + 2 * (1 + len(DEGRADATIONS))
 
 
 def test_answer_thresholds_are_medians_over_the_chosen_pool():

@@ -11,7 +11,7 @@ from ft2_core.dimensions import DIMENSION_NAMES
 from ft2_core.io.jsonl import read_jsonl
 from ft2_core.io.video_io import write_mp4
 from ft2_core.miniature.world import DEGRADATIONS, FPS, degrade
-from training.miniature.reproduce_tlpo.world_data import conditions, oracle_scores, true_clip
+from training.miniature.reproduce_tlpo.world_data import conditions, in_threads, oracle_scores, true_clip
 
 
 def rated_clips(config: dict, root: Path) -> list[dict]:
@@ -21,23 +21,28 @@ def rated_clips(config: dict, root: Path) -> list[dict]:
     critic_conditions = conditions(root, "critic")
     by_id = {c["id"]: c for c in critic_conditions}
     folder = root / "candidates" / "critic"
-    records = []
-    for candidate in read_jsonl(folder / "candidates.jsonl", ("id", "video", "condition")):
-        condition = by_id[candidate["condition"]]
-        records.append({"video": f"../candidates/critic/{candidate['video']}", "condition": candidate["condition"],
-                        "kind": "candidate", "oracle": oracle_scores(folder / candidate["video"], condition, frames)})
+    records = in_threads(lambda candidate: {
+        "video": f"../candidates/critic/{candidate['video']}", "condition": candidate["condition"], "kind": "candidate",
+        "oracle": oracle_scores(folder / candidate["video"], by_id[candidate["condition"]], frames)},
+        read_jsonl(folder / "candidates.jsonl", ("id", "video", "condition")))
     rng = np.random.default_rng(config["run"]["seed"])
     for index, condition in enumerate(critic_conditions):
         clip = true_clip(condition["seed"], frames)
         other = true_clip(critic_conditions[(index + 1) % len(critic_conditions)]["seed"], frames).audio
-        for kind in ("ground truth", *DEGRADATIONS):
-            pixels, audio = (clip.frames, clip.audio) if kind == "ground truth" else degrade(clip, kind, rng, other)
+        # the damage drawn in order (one generator), then written and scored in threads
+        damaged = [(kind, *((clip.frames, clip.audio) if kind == "ground truth" else degrade(clip, kind, rng, other)))
+                   for kind in ("ground truth", *DEGRADATIONS)]
+
+        def rated(item, condition=condition):
+            kind, pixels, audio = item
             name = f"{condition['id']}_{kind.replace(' ', '_')}.mp4"
             path = root / "critic" / "clips" / name
             if not path.is_file():
                 write_mp4(path, pixels, FPS, audio)
-            records.append({"video": f"clips/{name}", "condition": condition["id"], "kind": kind,
-                            "oracle": oracle_scores(path, condition, frames)})
+            return {"video": f"clips/{name}", "condition": condition["id"], "kind": kind,
+                    "oracle": oracle_scores(path, condition, frames)}
+
+        records += in_threads(rated, damaged)
     return records
 
 def answer_thresholds(records: list[dict], pool: str) -> dict[str, float]:

@@ -25,6 +25,9 @@ SCHEMA = {
         "seed": Option(int, 0, minimum=0),
         "model": Option(str, "miniature"),
         "reuse": Option(str, ""),
+        # processes that sample the candidates, one thread each (1: this process, on every core); how the run works,
+        # not what it makes (the same videos to float rounding), so runs with other counts reuse each other's stages
+        "processes": Option(int, 1, minimum=1),
     },
     "world": {
         "critic_conditions": Option(int, 24, minimum=2),
