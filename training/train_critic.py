@@ -104,19 +104,23 @@ def read_preferences(path: Path) -> list[dict]:
     ]
 
 
-def clip_features(critic: TalkingCritic, records: list[dict]):
-    features = []
+def clip_features(critic: TalkingCritic, records: list[dict], known: dict | None = None):
+    """Each record's video read and featurised for the thinker; one already in `known` (video path -> features, filled
+    here) is not done again: the labelled candidates are also the videos of the pairs."""
+    known = {} if known is None else known
     for record in records:
-        frames, fps, audio = read_video(record["video"])
-        features.append(critic.features(frames, fps, audio, record["video"].name))
-    return features
+        path = record["video"].resolve()
+        if path not in known:
+            frames, fps, audio = read_video(path)
+            known[path] = critic.features(frames, fps, audio, path.name)
+    return [known[record["video"].resolve()] for record in records]
 
 
-def pair_clips(critic: TalkingCritic, pairs: list[dict]) -> tuple[list, torch.Tensor]:
+def pair_clips(critic: TalkingCritic, pairs: list[dict], known: dict | None = None) -> tuple[list, torch.Tensor]:
     """Each video of the pairs featurised once; [pairs, 2] indices of (chosen, rejected) into that list."""
     videos = list(dict.fromkeys(v for p in pairs for v in (p["chosen"], p["rejected"])))
     where = {v: i for i, v in enumerate(videos)}
-    features = clip_features(critic, [{"video": v} for v in videos])
+    features = clip_features(critic, [{"video": v} for v in videos], known)
     return features, torch.tensor([[where[p["chosen"]], where[p["rejected"]]] for p in pairs], dtype=torch.long).view(-1, 2)
 
 
@@ -224,12 +228,13 @@ def train(config: dict) -> Path:
         raise InputError("data: give train (Yes/No labels), train_pairs (preferences) or both; both are empty")
     train_records = read_labels(resolve(data["train"])) if data["train"] else []
     heldout_records = read_labels(resolve(data["heldout"])) if data["heldout"] else []
-    train_features, train_labels = clip_features(critic, train_records), label_tensor(train_records)
-    heldout_features, heldout_labels = clip_features(critic, heldout_records), label_tensor(heldout_records)
+    known = {}  # video -> features: each video read and featurised once
+    train_features, train_labels = clip_features(critic, train_records, known), label_tensor(train_records)
+    heldout_features, heldout_labels = clip_features(critic, heldout_records, known), label_tensor(heldout_records)
     train_pairs = read_preferences(resolve(data["train_pairs"])) if data["train_pairs"] else []
     heldout_pairs = read_preferences(resolve(data["heldout_pairs"])) if data["heldout_pairs"] else []
-    pair_features, pair_indices = pair_clips(critic, train_pairs)
-    heldout_pair_features, heldout_pair_indices = pair_clips(critic, heldout_pairs)
+    pair_features, pair_indices = pair_clips(critic, train_pairs, known)
+    heldout_pair_features, heldout_pair_indices = pair_clips(critic, heldout_pairs, known)
     output = resolve(train["output"])
     output.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.AdamW(parameters, lr=float(train["lr"]))
