@@ -52,6 +52,9 @@ class Chain:
         return {c: float(np.mean(v)) for c, v in values.items()}
 
 
+SAME_TO_ROUNDING = 1e-6  # scores are in 0..1: chains whose differences agree this closely made the same videos
+
+
 def check_alike(chains: list[Chain]) -> None:
     hashes = {settings_hash(c.config) for c in chains}
     splits = {c.config["evaluate"]["split"] for c in chains}
@@ -85,8 +88,10 @@ def pooled_difference(per_chain: list[dict[str, float]]) -> dict:
     if len(per_chain) > 1:
         variance += chain_means.var(ddof=1) / len(per_chain)
     mean, error = float(table.mean()), float(np.sqrt(variance))
-    # chains that all give the same difference (rows no chain trains, e.g. the base at another guidance) are one sample
-    unanimous = len(per_chain) >= 3 and np.ptp(chain_means) > 0 and ({int(np.sign(m)) for m in chain_means} in ({1}, {-1}))
+    # chains that all give the same difference (rows no chain trains, e.g. the base at another guidance) are one sample,
+    # also where code versions left them apart by float rounding
+    distinct = np.ptp(chain_means) > SAME_TO_ROUNDING
+    unanimous = len(per_chain) >= 3 and distinct and ({int(np.sign(m)) for m in chain_means} in ({1}, {-1}))
     return {"mean": mean, "standard_error": error, "per_chain": [float(m) for m in chain_means],
             "holds": bool(unanimous or abs(mean) > 2 * error), "direction": "up" if mean > 0 else "down"}
 

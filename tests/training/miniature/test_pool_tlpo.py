@@ -36,6 +36,8 @@ def test_a_difference_holds_when_three_chains_agree_or_its_interval_excludes_zer
     assert not pool_tlpo.pooled_difference(split)["holds"]
     same_videos = [{"a": 0.3, "b": -0.2}] * 3  # a row no chain trains: three chains, one sample
     assert not pool_tlpo.pooled_difference(same_videos)["holds"]
+    rounded_apart = [{"a": 0.3, "b": -0.2}, {"a": 0.3 + 1e-8, "b": -0.2}, {"a": 0.3, "b": -0.2 - 1e-8}]  # other code, same videos
+    assert not pool_tlpo.pooled_difference(rounded_apart)["holds"]
     clear = [{"a": 0.5, "b": 0.52}, {"a": 0.49, "b": 0.5}]
     assert pool_tlpo.pooled_difference(clear)["holds"] and pool_tlpo.pooled_difference(clear)["direction"] == "up"
 
