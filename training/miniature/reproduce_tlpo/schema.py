@@ -26,7 +26,8 @@ SCHEMA = {
         "model": Option(str, "miniature"),
         "reuse": Option(str, ""),
         # processes that sample the candidates, one thread each (1: this process, on every core); how the run works,
-        # not what it makes (the same videos to float rounding), so runs with other counts reuse each other's stages
+        # not what it makes (the same frames to float rounding, though their MP4s differ more: bench/candidate_speed.py),
+        # so runs with other counts reuse each other's stages
         "processes": Option(int, 1, minimum=1),
     },
     "world": {
