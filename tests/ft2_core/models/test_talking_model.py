@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ft2_core.errors import InputError
-from ft2_core.models.audio_windows import split_windows
 from ft2_core.models import talking_model
+from ft2_core.models.audio_windows import split_windows
 from ft2_core.models.talking_model import FantasyTalkingModel, audio_attention, folded_padding
 from tests.conftest import make_model_inputs
 
