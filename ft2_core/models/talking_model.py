@@ -67,6 +67,7 @@ def folded_padding(text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | Non
     same (to rounding) while the keys fall from 512 to the prompt's length + 1. Rows of a batch (prompt and negative
     prompt) may be padded to different lengths: the shortest run is folded, longer ones keep their extra copies as keys.
     Parameters get the same gradients; the input's copies share theirs at the one kept (the padding is not learned).
+    In bf16 the bias is rounded to bf16 (SDPA takes a mask of the query's dtype), as the logits it is added to are.
     """
     repeats = (text == text[:, -1:]).all(-1).flip(1).int().cumprod(1).sum(1)  # [B]: each row's run of last tokens
     run = int(repeats.min())
