@@ -78,7 +78,7 @@ def folded_padding(text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | Non
     return text[:, : text.shape[1] - run + 1], bias
 
 
-def cross_attention(attn, kv, hidden, text, image, audio, audio_rows, audio_scale) -> torch.Tensor:
+def cross_attention(attn, kv, hidden, text, image, audio, audio_rows, audio_scale, text_bias=None) -> torch.Tensor:
     """Wan I2V cross-attention (text + CLIP image) plus FantasyTalking's audio attention.
 
     The audio branch reuses the text query after its q-norm; its output times the per-sample audio
@@ -86,7 +86,6 @@ def cross_attention(attn, kv, hidden, text, image, audio, audio_rows, audio_scal
     rows in `audio_rows` (rows whose scale is zero would add nothing).
     """
     query = attn.norm_q(attn.to_q(hidden))
-    text, text_bias = folded_padding(text)
     out = _attend(query, attn.norm_k(attn.to_k(text)), attn.to_v(text), attn.heads, text_bias)
     if image is not None:
         out = out + _attend(query, attn.norm_added_k(attn.add_k_proj(image)), attn.add_v_proj(image), attn.heads)
@@ -119,7 +118,7 @@ def ffn_chunking(model, chunk_tokens: int):
 
 
 def block_forward(block, kv, hidden, text, image, modulation, rotary, audio, audio_rows, audio_scale, expert_gate=None,
-                  ffn_chunk=0):
+                  ffn_chunk=0, text_bias=None):
     """One Wan2.1 block (self-attn, cross-attn with audio, FFN), as diffusers' `WanTransformerBlock`.
 
     `expert_gate` [B, K] is this layer's expert mix; it is handed to the block's fused Linears inside
@@ -131,7 +130,7 @@ def block_forward(block, kv, hidden, text, image, modulation, rotary, audio, aud
     normed = (block.norm1(hidden.float()) * (1 + scale) + shift).type_as(hidden)
     hidden = (hidden.float() + block.attn1(normed, None, None, rotary) * gate).type_as(hidden)
     normed = block.norm2(hidden.float()).type_as(hidden)
-    hidden = hidden + cross_attention(block.attn2, kv, normed, text, image, audio, audio_rows, audio_scale)
+    hidden = hidden + cross_attention(block.attn2, kv, normed, text, image, audio, audio_rows, audio_scale, text_bias)
     normed = (block.norm3(hidden.float()) * (1 + c_scale) + c_shift).type_as(hidden)
     hidden = (hidden.float() + feed_forward(block.ffn, normed, ffn_chunk).float() * c_gate).type_as(hidden)
     if expert_gate is not None:
@@ -239,6 +238,7 @@ class FantasyTalkingModel(nn.Module):
         rotary = t.rope(x)
         hidden = t.patch_embedding(x).flatten(2).transpose(1, 2).contiguous()
         temb, modulation, text_ctx, image_ctx = t.condition_embedder(timestep, text, image)
+        text_ctx, text_bias = folded_padding(text_ctx)  # once per forward: every block attends to the same text
         modulation = modulation.unflatten(1, (6, -1))
         scale = torch.as_tensor(audio_scale, dtype=torch.float32, device=x.device).expand(batch)
         audio_rows = scale.nonzero().flatten() if audio is not None else scale.new_zeros(0, dtype=torch.long)
@@ -248,7 +248,7 @@ class FantasyTalkingModel(nn.Module):
             if not torch.is_grad_enabled() and bool((timestep == timestep[:1]).all()):
                 gates = gates[:1]  # one timestep for every row (sampling): one mix serves the batch (see experts)
         with attention_kernel(self.attention):
-            hidden = self._blocks(hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale, gates)
+            hidden = self._blocks(hidden, text_ctx, text_bias, image_ctx, modulation, rotary, audio, audio_rows, scale, gates)
         shift, head_scale = (t.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
         hidden = (t.norm_out(hidden.float()) * (1 + head_scale) + shift).type_as(hidden)
         hidden = t.proj_out(hidden)
@@ -265,7 +265,7 @@ class FantasyTalkingModel(nn.Module):
             deviation = torch.einsum("kc,bkfhw->bcfhw", self.deviation_basis, keep * noisy + scale * deviation)
         return ((latents.float() - (reference + deviation)) / sigma).to(out.dtype)
 
-    def _blocks(self, hidden, text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale, gates):
+    def _blocks(self, hidden, text_ctx, text_bias, image_ctx, modulation, rotary, audio, audio_rows, scale, gates):
         """Every block in turn. Training with block swap recomputes each block in the backward (models.block_recompute),
         its input on the CPU with offloaded checkpoints; gradient checkpointing without swap uses torch's, the input
         it keeps moved to the CPU with offloaded checkpoints (FSDP gathers the block again through its hooks when it is
@@ -276,7 +276,7 @@ class FantasyTalkingModel(nn.Module):
             context = (text_ctx, image_ctx, modulation, rotary, audio, audio_rows, scale)
 
             def run(hidden, layer_gate, block=block, kv=kv, context=context):
-                return block(hidden, *context, layer_gate, self.ffn_chunk_tokens, audio_kv=kv)
+                return block(hidden, *context, layer_gate, self.ffn_chunk_tokens, text_bias, audio_kv=kv)
 
             if training and swap is not None:
                 device = hidden.device
