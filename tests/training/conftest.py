@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 
 from ft2_core.tlpo.preference_data import read_pairs, write_pairs
 from tests.conftest import REPO, script_env
+from training.common.distributed import cpu_launch
 from training.fixtures.synthetic_pairs import make_synthetic_cache
 
 TRAIN_CONDITIONS = 24  # of 32: the rest are held out
@@ -53,10 +53,8 @@ def metrics(output: Path) -> list[dict]:
 
 def launch_two_processes(script: str, argv: list[str]) -> None:
     """`accelerate launch` of a script (`training.train_expert`, ...) on two CPU processes (gloo), as on two GPUs."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", script, *argv]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, timeout=600,
-                            cwd=REPO)
+    command, env = cpu_launch(script, argv, 2)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
 
 

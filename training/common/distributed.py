@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sys
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -13,6 +15,18 @@ from ft2_core.errors import InputError
 from training.common.locks import folder_lock
 from training.common.precision import mixed_precision
 from training.common.sharding import check_fsdp_options, local_bytes, whole
+
+
+def cpu_launch(module: str, argv: list[str], processes: int) -> tuple[list[str], dict]:
+    """The command and environment of an `accelerate launch` of `python -m module argv` on `processes` CPU processes
+    (gloo, one thread each, as on that many GPUs), on a free port: another run on this machine may hold the default."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+               "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", module, *argv]
+    return command, {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
 
 
 def local_batch_size(batch_size: int, accelerator) -> int:

@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,6 +28,7 @@ from ft2_core.tlpo.gate_plot import gate_weights_grid, render_gate
 from ft2_core.tlpo.lora_formats import load_lora
 from training import curate_pairs, generate_candidates, preprocess, train_critic, train_expert, train_gate
 from training.common.config import resolve
+from training.common.distributed import cpu_launch
 from training.common.interrupts import StopRequests
 from training.miniature.reproduce_tlpo.raters import rater_answers
 from training.miniature.reproduce_tlpo.report import critic_table
@@ -62,14 +60,9 @@ def launch(script, argv: list[str], processes: int) -> None:
     processes make more videos a second than one process on two threads (bench/candidate_speed.py)."""
     if processes == 1:
         return call(script, argv)
-    with socket.socket() as probe:  # a free port: another run on this machine may hold accelerate's default one
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", script.__name__, *argv]
+    command, env = cpu_launch(script.__name__, argv, processes)
     with StopRequests() as stop:  # Ctrl-C reaches the processes too: each stops after its current item, then we do
-        code = subprocess.run(command, env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}).returncode
+        code = subprocess.run(command, env=env).returncode
     if stop.signum is not None or code:
         code = 128 + stop.signum if stop.signum is not None else 128 - code if code < 0 else code
         raise ChainStopped(code, f"{processes} processes of {script.__name__} {' '.join(argv)}")
