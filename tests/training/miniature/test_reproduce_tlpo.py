@@ -1,19 +1,21 @@
 """A shortened TLPO chain on the shipped miniature model: every stage runs and feeds the next."""
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from ft2_core.errors import InputError
 from ft2_core.io.jsonl import read_jsonl
-from ft2_core.io.video_io import write_mp4
+from ft2_core.io.video_io import read_video, write_mp4
 from ft2_core.miniature.world import DEGRADATIONS, FPS, HELD_OUT_SEEDS_FROM, VALIDATION_SEEDS_FROM, degrade
+from ft2_core.scoring.proxy_metrics import ProxyScorer
 from ft2_core.tlpo.gate import load_gate
 from ft2_core.tlpo.lora_formats import load_lora
 from tests.training.conftest import write_config
 from tests.training.miniature.conftest import SHORT
 from training.miniature import ablate_tlpo
-from training.miniature.reproduce_tlpo import raters, report, runner, schema
+from training.miniature.reproduce_tlpo import raters, refresh_critic, report, runner, schema
 from training.miniature.reproduce_tlpo import stages as chain_stages
 from training.miniature.reproduce_tlpo.world_data import conditions, oracle_scores, true_clip
 
@@ -58,6 +60,62 @@ def test_every_stage_produces_what_the_next_consumes(chain):
     # resumable: a second run skips every stage and rewrites the same table
     assert runner.main(["--config", str(config)]) == 0
     assert (tmp_path / "results" / "tlpo.md").read_text().split("Wall time")[0] == table.split("Wall time")[0]
+
+
+GUIDANCE_JUDGE = "simple: the audio guidance it was sampled at (its sign per dimension from the raters' choices)"
+PROXY_JUDGE = "simple: weight-free proxies, the sync model's confidence for lip-sync"
+
+
+def test_the_critic_table_orders_held_out_pairs_by_two_simple_judges(chain):
+    """Checked against a plain computation from the run's files: the guidance judge (the sign of the raters' training
+    choices between levels) and the proxies' motion and quality; lip-sync has no sync reading on 17 frames."""
+    root = chain[0] / "run"
+    numbers = json.loads((root / "stages" / "critic.json").read_text())["accuracy"]
+    guidance = {f"../candidates/critic/{c['video']}": c["audio_cfg"]
+                for c in read_jsonl(root / "candidates" / "critic" / "candidates.jsonl")}
+    train, held = (read_jsonl(root / "critic" / f"preferences_{split}.jsonl") for split in ("train", "heldout"))
+    proxies = ProxyScorer()
+    for d in ("motion", "lipsync", "quality"):
+        votes = sum((guidance[p["chosen"]] > guidance[p["rejected"]]) - (guidance[p["chosen"]] < guidance[p["rejected"]])
+                    for p in train if p["dimension"] == d)
+        outcomes = []
+        for p in (p for p in held if p["dimension"] == d):
+            higher_chosen = guidance[p["chosen"]] > guidance[p["rejected"]]
+            outcomes.append(0.5 if votes == 0 or guidance[p["chosen"]] == guidance[p["rejected"]]
+                            else float(higher_chosen == (votes > 0)))
+        assert outcomes and numbers[GUIDANCE_JUDGE]["held-out candidate pairs ordered"][d] == np.mean(outcomes)
+        if d == "lipsync":
+            assert np.isnan(numbers[PROXY_JUDGE]["held-out candidate pairs ordered"][d])
+            continue
+        scored = {}
+        for video in {v for p in held for v in (p["chosen"], p["rejected"])}:
+            frames, fps, audio = read_video(root / "critic" / video)
+            scored[video] = proxies.score_clip(frames[:SHORT["world"]["frames"]].astype(np.float32) / 255, fps, audio)[d]
+        plain = [1.0 if scored[p["chosen"]] > scored[p["rejected"]] else 0.5 if scored[p["chosen"]] == scored[p["rejected"]]
+                 else 0.0 for p in held if p["dimension"] == d]
+        assert numbers[PROXY_JUDGE]["held-out candidate pairs ordered"][d] == np.mean(plain)
+    # each held-out condition has one candidate per guidance level here: no pair of one level to order
+    assert all(np.isnan(v) for judge in numbers.values() for v in judge["held-out pairs of one audio guidance ordered"].values())
+
+
+def test_refresh_critic_remakes_a_finished_runs_table_from_its_own_data(chain, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(chain[0] / "run", run)
+    recorded = json.loads((run / "run_config.json").read_text())
+    recorded["run"]["results"] = str(tmp_path / "results" / "refreshed")
+    (run / "run_config.json").write_text(json.dumps(recorded))
+    marker = run / "stages" / "critic.json"
+    before = marker.read_text()
+    held = run / "critic" / "labels_heldout.jsonl"  # as runs wrote it before the lines named their condition
+    held.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "condition"}) + "\n" for r in read_jsonl(held)))
+    assert refresh_critic.main([str(run)]) == 0
+    assert marker.read_text() == before  # the same critic, the same data: the same numbers
+    assert "simple: weight-free proxies" in (tmp_path / "results" / "refreshed.md").read_text()
+    answers = read_jsonl(held)
+    answers[0]["motion"] = "No" if answers[0]["motion"] == "Yes" else "Yes"
+    held.write_text("".join(json.dumps(r) + "\n" for r in answers))
+    assert refresh_critic.main([str(run)]) == 2  # data the raters would not give: refused, nothing rewritten
+    assert marker.read_text() == before
 
 
 @pytest.fixture(scope="module")

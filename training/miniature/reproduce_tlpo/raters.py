@@ -82,7 +82,7 @@ def rater_answers(config: dict, root: Path) -> dict:
     for record in records:
         truth = {d: record["oracle"][d] >= thresholds[d] for d in DIMENSION_NAMES}
         if record["condition"] in held_conditions:
-            heldout_lines.append({"video": record["video"], "kind": record["kind"],
+            heldout_lines.append({"video": record["video"], "kind": record["kind"], "condition": record["condition"],
                                   **{d: "Yes" if truth[d] else "No" for d in DIMENSION_NAMES}})
         else:  # raters disagree: each answer flipped with probability label_noise
             noisy = {d: truth[d] != (rng.random() < c["label_noise"]) for d in DIMENSION_NAMES}

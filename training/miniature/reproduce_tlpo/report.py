@@ -14,25 +14,35 @@ from ft2_core.dimensions import DIMENSION_NAMES, LABELS
 from ft2_core.io.jsonl import read_jsonl
 from ft2_core.io.video_io import read_video
 from ft2_core.miniature.oracles import PROTOCOL_VERSION
+from ft2_core.miniature.sync_model import MAX_OFFSET, WINDOW, SyncModel
 from ft2_core.scoring.critic import TalkingCritic, VideoSettings
+from ft2_core.scoring.proxy_metrics import ProxyScorer
 from ft2_core.tiny import tiny_critic_dir
 from ft2_core.tlpo.gate import load_gate
 from training.common.metrics import ordered_share
 from training.miniature.reproduce_tlpo.schema import STAGES, settings_hash, video_settings
-from training.miniature.reproduce_tlpo.world_data import oracle_judgements, scores_by_id, training_candidates_by_condition
+from training.miniature.reproduce_tlpo.world_data import (
+    conditions,
+    oracle_judgements,
+    scores_by_id,
+    training_candidates_by_condition,
+    true_clip,
+)
 from training.miniature.tables import score_table
 
 
-def critic_table(config: dict, root: Path, base: Path, train_lines: list[dict], heldout_lines: list[dict],
-                 heldout_pairs: list[dict]) -> dict:
+def critic_table(config: dict, root: Path, base: Path, answers: dict) -> dict:
     """Held-out accuracy against the oracle, on the generated candidates (what curation judges) and on every
     held-out clip, and how often the score orders two held-out candidates of a condition the oracles' way (what
-    curation needs): trained critic, the thinker it started from, the random thinker, majority-answer baseline."""
+    curation needs), over all such pairs and over those of one audio guidance (the pairs `curation.pair_within`
+    keeps): trained critic, the thinker it started from, the random thinker, majority-answer baseline, and two simple
+    judges of the ordering (`simple_judges`). `answers` is `raters.rater_answers`."""
     c = config["critic"]
+    train_lines, heldout_lines, heldout_pairs = answers["train_lines"], answers["heldout_lines"], answers["heldout_pairs"]
     majority = np.array([np.mean([line[d] == "Yes" for line in train_lines]) >= 0.5 for d in DIMENSION_NAMES])
     truth = np.array([[line[d] == "Yes" for d in DIMENSION_NAMES] for line in heldout_lines])
     candidate = np.array([line["kind"] == "candidate" for line in heldout_lines])
-    answers = {"majority answer of the training labels": np.repeat(majority[None], len(heldout_lines), axis=0)}
+    said = {"majority answer of the training labels": np.repeat(majority[None], len(heldout_lines), axis=0)}
     probabilities = {"majority answer of the training labels": np.full((len(heldout_lines), len(DIMENSION_NAMES)), 0.5)}
     judges = {"random tiny thinker (no training)": (tiny_critic_dir(), None)}
     if base != tiny_critic_dir():
@@ -46,30 +56,73 @@ def critic_table(config: dict, root: Path, base: Path, train_lines: list[dict], 
             features = [critic.features(*read_video(root / "critic" / line["video"]), line["video"]) for line in heldout_lines]
         scores = critic.score(features, batch_size=4)
         probabilities[name] = np.array([[s[d] for d in DIMENSION_NAMES] for s in scores])
-        answers[name] = probabilities[name] >= 0.5
-    row = {line["video"]: r for r, line in enumerate(heldout_lines)}
+        said[name] = probabilities[name] >= 0.5
+    scores = {name: {line["video"]: p[r] for r, line in enumerate(heldout_lines)} for name, p in probabilities.items()}
+    scores.update(simple_judges(config, root, answers))
+    guidance = candidate_guidance(root)
+    pair_sets = {"held-out candidate pairs ordered": heldout_pairs,
+                 "held-out pairs of one audio guidance ordered": [
+                     x for x in heldout_pairs if guidance[x["chosen"]] == guidance[x["rejected"]]]}
+    counts = {subset: "/".join(str(sum(x["dimension"] == d for x in pairs)) for d in DIMENSION_NAMES)
+              for subset, pairs in pair_sets.items()}
     lines = [f"Held-out accuracy against the oracle, in the form of the paper's Table 1 ({int(candidate.sum())} generated "
              f"candidates, {len(heldout_lines)} clips in all, from {c['heldout_share']:.0%} of the critic conditions; the "
              f"critic's training answers were flipped with probability {c['label_noise']}). Last rows: the share of "
-             f"{len(heldout_pairs)} held-out pairs of one condition's candidates (oracle scores at least "
-             f"{c['preference_margin']} apart) that the judge's P(Yes) orders the oracles' way (a tie counts half):", "",
+             f"held-out pairs of one condition's candidates (oracle scores at least {c['preference_margin']} apart; "
+             f"{counts['held-out candidate pairs ordered']} pairs per dimension, of which "
+             f"{counts['held-out pairs of one audio guidance ordered']} of one audio guidance) that the judge's score "
+             "orders the oracles' way (a tie counts half):", "",
              "| judge | clips | " + " | ".join(LABELS[d] for d in DIMENSION_NAMES) + " |", "|---|---|---|---|---|"]
     numbers = {}
-    for name, answer in answers.items():
+    for name, answer in said.items():
         correct = answer == truth
         for subset, rows in (("generated candidates", candidate), ("all held-out clips", np.ones_like(candidate))):
             accuracy = correct[rows].mean(axis=0)
             numbers.setdefault(name, {})[subset] = dict(zip(DIMENSION_NAMES, map(float, accuracy)))
             lines.append(f"| {name} | {subset} | " + " | ".join(f"{100 * a:.1f}%" for a in accuracy) + " |")
-    for name, p in probabilities.items():
-        ordering = {}
-        for k, d in enumerate(DIMENSION_NAMES):
-            pairs = [(p[row[x["chosen"]], k], p[row[x["rejected"]], k]) for x in heldout_pairs if x["dimension"] == d]
-            ordering[d] = ordered_share(*zip(*pairs)) if pairs else float("nan")
-        numbers[name]["held-out candidate pairs ordered"] = ordering
-        lines.append(f"| {name} | held-out candidate pairs ordered | "
-                     + " | ".join(f"{100 * ordering[d]:.1f}%" for d in DIMENSION_NAMES) + " |")
+    for subset, pairs in pair_sets.items():
+        for name, score in scores.items():
+            ordering = {}
+            for k, d in enumerate(DIMENSION_NAMES):
+                chosen_rejected = [(score[x["chosen"]][k], score[x["rejected"]][k]) for x in pairs if x["dimension"] == d
+                                   and np.isfinite([score[x["chosen"]][k], score[x["rejected"]][k]]).all()]
+                ordering[d] = ordered_share(*zip(*chosen_rejected)) if chosen_rejected else float("nan")
+            numbers.setdefault(name, {})[subset] = ordering
+            lines.append(f"| {name} | {subset} | " + " | ".join(f"{100 * ordering[d]:.1f}%" for d in DIMENSION_NAMES) + " |")
     return {"markdown": "\n".join(lines) + "\n", "numbers": {"accuracy": numbers}}
+
+
+def candidate_guidance(root: Path) -> dict[str, float]:
+    """The audio guidance each critic candidate was sampled at, by its path in the raters' files."""
+    listed = read_jsonl(root / "candidates" / "critic" / "candidates.jsonl", ("video", "audio_cfg"))
+    return {f"../candidates/critic/{c['video']}": float(c["audio_cfg"]) for c in listed}
+
+
+def simple_judges(config: dict, root: Path, answers: dict) -> dict[str, dict[str, np.ndarray]]:
+    """Two judges of the held-out candidates with nothing trained on the raters' data, as clip -> [3] scores:
+    the weight-free proxies (`proxy_metrics`: motion and quality; its lip-sync needs a real face) with the sync model's
+    confidence for lip-sync; and the audio guidance a candidate was sampled at, counted better or worse per dimension
+    as most of the raters' training choices between two guidance levels say (it knows nothing within one level)."""
+    frames, proxies = config["world"]["frames"], ProxyScorer()
+    sync = SyncModel.load() if frames >= WINDOW + 2 * MAX_OFFSET else None  # too short a clip: no lip-sync score
+    by_id = {c["id"]: c for c in conditions(root, "critic")}
+    guidance = candidate_guidance(root)
+    measured = {}
+    for line in answers["heldout_lines"]:
+        if line["kind"] != "candidate":
+            continue
+        pixels, fps, audio = read_video(root / "critic" / line["video"])
+        pixels = pixels[:frames].astype(np.float32) / 255
+        proxy = proxies.score_clip(pixels, fps, audio)
+        confidence = (sync.read(pixels, audio, fps, true_clip(by_id[line["condition"]]["seed"], frames).portrait).confidence
+                      if sync else float("nan"))
+        measured[line["video"]] = np.array([confidence if d == "lipsync" else proxy[d] for d in DIMENSION_NAMES])
+    direction = np.zeros(len(DIMENSION_NAMES))
+    for pair in answers["train_pairs"]:  # +1 each time the higher guidance was chosen, -1 the lower
+        direction[DIMENSION_NAMES.index(pair["dimension"])] += np.sign(guidance[pair["chosen"]] - guidance[pair["rejected"]])
+    return {"simple: weight-free proxies, the sync model's confidence for lip-sync": measured,
+            "simple: the audio guidance it was sampled at (its sign per dimension from the raters' choices)":
+                {video: np.sign(direction) * guidance[video] for video in measured}}
 
 
 def pair_agreement(config: dict, root: Path) -> dict[str, float]:

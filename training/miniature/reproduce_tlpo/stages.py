@@ -220,7 +220,7 @@ def stage_critic(config: dict, root: Path) -> dict:
         },
     )
     call(train_critic, ["--config", str(toml)])
-    table = critic_table(config, root, critic_base_dir(config, root), train_lines, heldout_lines, heldout_pairs)
+    table = critic_table(config, root, critic_base_dir(config, root), answers)
     write_text_atomic(root / "critic" / "critic_table.md", table["markdown"])
     return {
         "thresholds": answers["thresholds"],
