@@ -99,8 +99,8 @@ def candidate_guidance(root: Path) -> dict[str, float]:
 
 
 def simple_judges(config: dict, root: Path, answers: dict) -> dict[str, dict[str, np.ndarray]]:
-    """Two judges of the held-out candidates with nothing trained on the raters' data, as clip -> [3] scores:
-    the weight-free proxies (`proxy_metrics`: motion and quality; its lip-sync needs a real face) with the sync model's
+    """Two simple judges of the held-out candidates, as clip -> [3] scores, neither trained on the raters' data: the
+    weight-free proxies (`proxy_metrics`: motion and quality; its lip-sync needs a real face) with the sync model's
     confidence for lip-sync; and the audio guidance a candidate was sampled at, counted better or worse per dimension
     as most of the raters' training choices between two guidance levels say (it knows nothing within one level)."""
     frames, proxies = config["world"]["frames"], ProxyScorer()
