@@ -71,6 +71,7 @@ def project(rows: torch.Tensor, mean: torch.Tensor, directions: torch.Tensor, ra
 
 def ceiling(model: Path, patches: list[int], ranks: list[int], split: str, clips: int, fit_clips: int,
             frames: int) -> dict:
+    """The judges' mean scores of the held-out truths and of their rank-k projections, per patch and rank."""
     vae = SpaceToDepthVAE.from_folder(model / "vae")
     transformer = json.loads((model / "transformer" / "config.json").read_text())
     width = transformer["num_attention_heads"] * transformer["attention_head_dim"]

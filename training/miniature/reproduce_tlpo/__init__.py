@@ -11,5 +11,6 @@ evaluation by the oracles on held-out conditions. Every stage runs the project's
 is skipped on the next run.
 
 The package: `schema` (the chain's settings), `world_data` (conditions, true clips, the oracles' scores),
-`raters` (the simulated human raters), `stages`, `report` (tables and verdicts) and `runner` (order, reuse, resume).
+`raters` (the simulated human raters), `stages`, `report` (tables and verdicts), `runner` (order, reuse, resume) and
+`refresh_critic` (a finished run's critic table remade with today's judges).
 """
