@@ -26,15 +26,10 @@ from ft2_core.dimensions import DIMENSION_NAMES, LABELS
 from ft2_core.io.atomic import write_text_atomic
 from ft2_core.miniature.model import miniature_model_dir
 from ft2_core.miniature.oracles import PROTOCOL_VERSION, score_clip
-from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, VALIDATION_SEEDS_FROM, Clip, make_clip
+from ft2_core.miniature.world import Clip, make_clip
+from ft2_core.models.conditioning import video_from_frames
 from ft2_core.models.pixel_latent import SpaceToDepthVAE
-
-SPLITS = {"validation": VALIDATION_SEEDS_FROM, "test": HELD_OUT_SEEDS_FROM}
-
-
-def as_video(frames: np.ndarray) -> torch.Tensor:
-    """[T, H, W, 3] in 0..1 -> [1, 3, T, H, W] in -1..1, what the latent encodes."""
-    return torch.from_numpy(np.asarray(frames, np.float32)).permute(3, 0, 1, 2)[None] * 2 - 1
+from training.miniature.evaluate_base import SPLITS
 
 
 def to_tokens(latents: torch.Tensor, patch: int) -> torch.Tensor:
@@ -52,8 +47,9 @@ def from_tokens(tokens: torch.Tensor, shape: torch.Size, patch: int) -> torch.Te
 
 def clean_target(vae: SpaceToDepthVAE, clip: Clip) -> tuple[torch.Tensor, torch.Tensor]:
     """The clip's latents as a change from its portrait's (the DiT's target), and the portrait's latents."""
-    reference = vae.encode(as_video(np.repeat(clip.portrait[None], len(clip.frames), axis=0)))
-    return vae.encode(as_video(clip.frames)) - reference, reference
+    still = np.repeat(clip.portrait[None], len(clip.frames), axis=0)
+    reference = vae.encode(video_from_frames(torch.from_numpy(np.asarray(still, np.float32))))
+    return vae.encode(video_from_frames(torch.from_numpy(clip.frames))) - reference, reference
 
 
 def principal_directions(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
