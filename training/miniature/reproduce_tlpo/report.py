@@ -14,7 +14,6 @@ from ft2_core.dimensions import DIMENSION_NAMES, LABELS
 from ft2_core.io.jsonl import read_jsonl
 from ft2_core.io.video_io import read_video
 from ft2_core.miniature.oracles import PROTOCOL_VERSION
-from ft2_core.miniature.sync_model import MAX_OFFSET, WINDOW, SyncModel
 from ft2_core.scoring.critic import TalkingCritic, VideoSettings
 from ft2_core.scoring.proxy_metrics import ProxyScorer
 from ft2_core.tiny import tiny_critic_dir
@@ -25,6 +24,7 @@ from training.miniature.reproduce_tlpo.world_data import (
     conditions,
     oracle_judgements,
     scores_by_id,
+    sync_model_for,
     training_candidates_by_condition,
     true_clip,
 )
@@ -48,18 +48,19 @@ def critic_table(config: dict, root: Path, base: Path, answers: dict) -> dict:
     if base != tiny_critic_dir():
         judges["world-pretrained thinker (no LoRA)"] = (base, None)
     judges["Talking-Critic (its base + trained LoRA)"] = (base, root / "critic" / "run" / "critic_lora.safetensors")
+    videos = {line["video"]: read_video(root / "critic" / line["video"]) for line in heldout_lines}  # read once
     features = None  # the same for every judge (same frame sampling and audio features): prepared once
     for name, (base, lora) in judges.items():
         critic = TalkingCritic.from_folder(base, lora)
         critic.settings = VideoSettings(**video_settings(c))
         if features is None:
-            features = [critic.features(*read_video(root / "critic" / line["video"]), line["video"]) for line in heldout_lines]
+            features = [critic.features(*videos[line["video"]], line["video"]) for line in heldout_lines]
         scores = critic.score(features, batch_size=4)
         probabilities[name] = np.array([[s[d] for d in DIMENSION_NAMES] for s in scores])
         said[name] = probabilities[name] >= 0.5
     scores = {name: {line["video"]: p[r] for r, line in enumerate(heldout_lines)} for name, p in probabilities.items()}
-    scores.update(simple_judges(config, root, answers))
     guidance = candidate_guidance(root)
+    scores.update(simple_judges(config, root, answers, videos, guidance))
     pair_sets = {"held-out candidate pairs ordered": heldout_pairs,
                  "held-out pairs of one audio guidance ordered": [
                      x for x in heldout_pairs if guidance[x["chosen"]] == guidance[x["rejected"]]]}
@@ -98,20 +99,21 @@ def candidate_guidance(root: Path) -> dict[str, float]:
     return {f"../candidates/critic/{c['video']}": float(c["audio_cfg"]) for c in listed}
 
 
-def simple_judges(config: dict, root: Path, answers: dict) -> dict[str, dict[str, np.ndarray]]:
+def simple_judges(config: dict, root: Path, answers: dict, videos: dict, guidance: dict[str, float]
+                  ) -> dict[str, dict[str, np.ndarray]]:
     """Two simple judges of the held-out candidates, as clip -> [3] scores, neither trained on the raters' data: the
     weight-free proxies (`proxy_metrics`: motion and quality; its lip-sync needs a real face) with the sync model's
     confidence for lip-sync; and the audio guidance a candidate was sampled at, counted better or worse per dimension
-    as most of the raters' training choices between two guidance levels say (it knows nothing within one level)."""
+    as most of the raters' training choices between two guidance levels say (it knows nothing within one level).
+    `videos`: each held-out clip's `read_video`; `guidance`: `candidate_guidance`."""
     frames, proxies = config["world"]["frames"], ProxyScorer()
-    sync = SyncModel.load() if frames >= WINDOW + 2 * MAX_OFFSET else None  # too short a clip: no lip-sync score
+    sync = sync_model_for(frames)  # None for clips too short: no lip-sync score
     by_id = {c["id"]: c for c in conditions(root, "critic")}
-    guidance = candidate_guidance(root)
     measured = {}
     for line in answers["heldout_lines"]:
         if line["kind"] != "candidate":
             continue
-        pixels, fps, audio = read_video(root / "critic" / line["video"])
+        pixels, fps, audio = videos[line["video"]]
         pixels = pixels[:frames].astype(np.float32) / 255
         proxy = proxies.score_clip(pixels, fps, audio)
         confidence = (sync.read(pixels, audio, fps, true_clip(by_id[line["condition"]]["seed"], frames).portrait).confidence

@@ -34,6 +34,10 @@ def oracle_scores(video: Path, condition: dict, frames: int) -> dict:
     clip = true_clip(condition["seed"], frames)
     return score_clip(pixels[:frames].astype(np.float32) / 255, audio, fps, clip.face, clip.frames).by_dimension()
 
+def sync_model_for(frames: int) -> SyncModel | None:
+    """The sync model, where clips of `frames` are long enough for it to read (None where not)."""
+    return SyncModel.load() if frames >= WINDOW + 2 * MAX_OFFSET else None
+
 def in_threads(function, items) -> list:
     """`function` of each item, in order, on every core: the oracles' numpy and ffmpeg work lets go of the GIL, so clips
     are scored side by side, with the same numbers as one after another (tested on the raters' clips)."""
@@ -79,7 +83,7 @@ def oracle_results(config: dict, root: Path, pipe, rows: dict[str, TableRow],
     seed; the oracles score every video against the condition's true clip, and the sync model reads it (clips it can
     reach)."""
     frames, d = config["world"]["frames"], pipe.defaults
-    sync = SyncModel.load() if frames >= WINDOW + 2 * MAX_OFFSET else None
+    sync = sync_model_for(frames)
     results = {name: [] for name in rows}
     for condition in conditions(root, config["evaluate"]["split"])[:heldout]:
         clip = true_clip(condition["seed"], frames)
