@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import InputError
 from .io.checkpoint_io import save_safetensors
 from .model_paths import MANIFEST
 from .models.audio_adapter import AudioAdapter, ours_to_upstream
@@ -41,9 +42,12 @@ def tiny_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return cached_folder(f"tiny-v{VERSION}", build_tiny_model, MANIFEST, cache_dir)
 
 
-def tiny_critic_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The tiny Talking-Critic base (a random Qwen2.5-Omni thinker), built on first use."""
-    return cached_folder(f"tiny-critic-v{VERSION}", build_tiny_critic, "config.json", cache_dir)
+def tiny_critic_dir(cache_dir: str | os.PathLike | None = None, size: str = "tiny") -> Path:
+    """A random Talking-Critic base (a Qwen2.5-Omni thinker of one of `CRITIC_SIZES`), built on first use."""
+    if size not in CRITIC_SIZES:
+        raise InputError(f"critic size must be one of {tuple(CRITIC_SIZES)}, got {size!r}")
+    return cached_folder(f"{size}-critic-v{VERSION}", lambda folder: build_tiny_critic(folder, size=size), "config.json",
+                         cache_dir)
 
 
 def cached_folder(name: str, build, marker: str, cache_dir=None) -> Path:
@@ -151,8 +155,22 @@ CRITIC_SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos
                          "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>")
 
 
-def build_tiny_critic(folder: Path, seed: int = 0) -> None:
-    """A random Qwen2.5-Omni thinker at toy width with a word-level tokenizer and Whisper features."""
+# Widths of the random thinkers: "tiny" is the test suite's and the built-in world-pretrained critic's; "small" has
+# twice the width and depth in every tower (a critic that sees more, at about four times the parameters).
+CRITIC_SIZES = {
+    "tiny": {"audio": dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, output_dim=64),
+             "vision": dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64),
+             "text": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                          num_key_value_heads=1)},
+    "small": {"audio": dict(d_model=64, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128, output_dim=128),
+              "vision": dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128),
+              "text": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+                           num_key_value_heads=2)},
+}
+
+
+def build_tiny_critic(folder: Path, seed: int = 0, size: str = "tiny") -> None:
+    """A random Qwen2.5-Omni thinker at toy width (`CRITIC_SIZES`) with a word-level tokenizer and Whisper features."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (
         PreTrainedTokenizerFast,
@@ -173,15 +191,13 @@ def build_tiny_critic(folder: Path, seed: int = 0) -> None:
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<|pad|>", unk_token="<unk>",
                                    additional_special_tokens=list(CRITIC_SPECIAL_TOKENS))
     ids = {t: vocab[t] for t in CRITIC_SPECIAL_TOKENS}
+    widths = CRITIC_SIZES[size]
     torch.manual_seed(seed)
     config = Qwen2_5OmniThinkerConfig(
-        audio_config=dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, num_mel_bins=128,
-                          output_dim=64, n_window=50, initializer_range=0.1),
-        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2, fullatt_block_indexes=[0], window_size=112,
-                           initializer_range=0.1),
-        text_config=dict(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, initializer_range=0.1,
+        audio_config=dict(**widths["audio"], num_mel_bins=128, n_window=50, initializer_range=0.1),
+        vision_config=dict(**widths["vision"], patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                           fullatt_block_indexes=[0], window_size=112, initializer_range=0.1),
+        text_config=dict(**widths["text"], vocab_size=64, initializer_range=0.1,  # heads of 32: mrope_section sums to 16
                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [8, 4, 4]}),
         initializer_range=0.1,
         audio_token_index=ids["<|AUDIO|>"], image_token_index=ids["<|IMAGE|>"], video_token_index=ids["<|VIDEO|>"],

@@ -44,8 +44,9 @@ def critic_table(config: dict, root: Path, base: Path, answers: dict) -> dict:
     candidate = np.array([line["kind"] == "candidate" for line in heldout_lines])
     said = {"majority answer of the training labels": np.repeat(majority[None], len(heldout_lines), axis=0)}
     probabilities = {"majority answer of the training labels": np.full((len(heldout_lines), len(DIMENSION_NAMES)), 0.5)}
-    judges = {"random tiny thinker (no training)": (tiny_critic_dir(), None)}
-    if base != tiny_critic_dir():
+    size = config["critic_base"]["size"]
+    judges = {f"random {size} thinker (no training)": (tiny_critic_dir(size=size), None)}
+    if base != tiny_critic_dir(size=size):
         judges["world-pretrained thinker (no LoRA)"] = (base, None)
     judges["Talking-Critic (its base + trained LoRA)"] = (base, root / "critic" / "run" / "critic_lora.safetensors")
     videos = {line["video"]: read_video(root / "critic" / line["video"]) for line in heldout_lines}  # read once

@@ -15,7 +15,7 @@ from training.common.interrupts import Stopped
 from training.common.script import run
 from training.miniature.reproduce_tlpo.report import report, summary_rows
 from training.miniature.reproduce_tlpo.schema import SCHEMA, STAGES
-from training.miniature.reproduce_tlpo.stages import STAGE_FUNCTIONS, ChainStopped
+from training.miniature.reproduce_tlpo.stages import STAGE_FUNCTIONS, ChainStopped, critic_base_dir
 
 log = logging.getLogger("ft2.tlpo")
 # What each stage's output depends on besides the stages before it; another run's output is taken, in stage
@@ -60,6 +60,7 @@ def reuse_stages(config: dict, root: Path) -> None:
 def reproduce(config: dict) -> Path:
     """Every stage not done yet, in order; then the report."""
     root = resolve(config["run"]["output"])
+    critic_base_dir(config, root)  # a thinker that cannot exist is refused before any stage runs
     root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(root / "run_config.json", json.dumps(config, indent=1))
     if config["run"]["reuse"]:

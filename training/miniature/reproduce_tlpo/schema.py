@@ -6,6 +6,7 @@ import json
 
 from ft2_core.dimensions import DIMENSION_NAMES, POOLED
 from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, VALIDATION_SEEDS_FROM
+from ft2_core.tiny import CRITIC_SIZES
 from training.common.config import Option
 
 STAGES = ("conditions", "candidates", "critic_base", "critic", "pairs", "cache", "experts", "gate", "evaluate")
@@ -49,6 +50,9 @@ SCHEMA = {
         "batch_size": Option(int, 16, minimum=1),
         "lr": Option(float, 1e-3, above=0),
         "thinker": Option(str, "random", choices=("random", "miniature")),
+        # the random thinker's widths (ft2_core.tiny.CRITIC_SIZES): what this stage pretrains, or the LoRA's base
+        # without it; the built-in "miniature" thinker is "tiny"
+        "size": Option(str, "tiny", choices=tuple(CRITIC_SIZES)),
     },
     "critic": {
         "label_noise": Option(float, 0.1, minimum=0, maximum=0.5),
@@ -109,10 +113,17 @@ def video_settings(c: dict) -> dict:
     return {"sample_fps": c["sample_fps"], "max_frames": c["max_frames"], "min_pixels": c["min_side"] ** 2}
 
 
+# Options added after tables were made, hashed only when set away from these values: older runs keep their hash.
+HASHED_WHEN_CHANGED = {("critic_base", "size"): "tiny"}
+
+
 def settings_hash(config: dict) -> str:
     """What a run's results depend on (every section but where it writes and which chain seed and result split it
     ran), hashed: runs of one config over several seeds and splits share it (loader-internal keys, "_...", left out)."""
-    kept = {k: v for k, v in config.items() if k != "run" and not k.startswith("_")}
+    kept = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items() if k != "run" and not k.startswith("_")}
+    for (section, key), value in HASHED_WHEN_CHANGED.items():
+        if kept.get(section, {}).get(key, value) == value:
+            kept.get(section, {}).pop(key, None)
     kept["run"] = {"model": config["run"]["model"]}
     kept["evaluate"] = {k: v for k, v in config["evaluate"].items() if k != "split"}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]

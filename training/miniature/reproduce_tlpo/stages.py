@@ -87,10 +87,16 @@ def resolve_model(config: dict) -> Path:
 
 def critic_base_dir(config: dict, root: Path) -> Path:
     """The thinker the critic's LoRA starts from: pretrained in this world by this run, the built-in one pretrained
-    the same way (`critic_base.thinker = "miniature"`, saves that stage's 20 minutes), or the random tiny one."""
-    if config["critic_base"]["conditions"]:
+    the same way (`critic_base.thinker = "miniature"`, saves that stage's 20 minutes), or the random one of its size."""
+    b = config["critic_base"]
+    if b["conditions"]:
         return root / "critic_base" / "run" / "thinker"
-    return miniature_critic_dir() if config["critic_base"]["thinker"] == "miniature" else tiny_critic_dir()
+    if b["thinker"] == "miniature":
+        if b["size"] != "tiny":
+            raise InputError(f'critic_base.size = "{b["size"]}": the built-in thinker (critic_base.thinker = "miniature") '
+                             'is "tiny"; pretrain one of this size with critic_base.conditions > 0')
+        return miniature_critic_dir()
+    return tiny_critic_dir(size=b["size"])
 
 def expert_file(root: Path, name: str) -> Path:
     return root / "experts" / name / f"expert_{name}.safetensors"
@@ -157,6 +163,7 @@ def stage_critic_base(config: dict, root: Path) -> dict:
     toml = write_toml(
         root / "configs" / "critic_base.toml",
         {
+            "model": {"folder": str(tiny_critic_dir(size=b["size"]))},
             "lora": {"rank": 0},
             "video": video_settings(config["critic"]),
             "data": {"train": str(folder / "labels_train.jsonl"), "heldout": str(folder / "labels_heldout.jsonl")},
