@@ -5,10 +5,14 @@ import math
 
 import pytest
 
+from ft2_core.dimensions import DIMENSION_NAMES
+from tests.conftest import REPO
 from tests.training.conftest import write_config
 from tests.training.miniature.conftest import SHORT
 from training.miniature import pool_tlpo
 from training.miniature.reproduce_tlpo import runner
+
+RESULTS = REPO / "training" / "miniature" / "results" / "tlpo_chain"
 
 
 def plain_variance(values):
@@ -71,3 +75,39 @@ def test_runs_that_are_not_replicates_are_refused(chain, tmp_path, capsys):
     assert "share a chain seed" in capsys.readouterr().err
     assert pool_tlpo.main([str(first), str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x.md").exists()
+
+
+def mark(difference: dict) -> str:
+    return "" if not difference["holds"] else " ↑" if difference["direction"] == "up" else " ↓"
+
+
+def readme_table(numbers: dict) -> list[str]:
+    """The README's form of a pooled table: mean scores, then the pooled difference ± its error and whether it holds."""
+    def delta(d):
+        return f"{d['mean']:+.3f} ± {d['standard_error']:.3f}{mark(d)}"
+
+    lines = []
+    for row, scores in numbers["scores"].items():
+        means = " | ".join(f"{scores[d]['mean']:.3f}" for d in DIMENSION_NAMES)
+        deltas = " | ".join(delta(numbers["against_base"][row][d]) for d in DIMENSION_NAMES) if row != "base" else " |  | "
+        lines.append(f"| {row} | {means} | {deltas} |")
+    for row, differences in numbers["tlpo_against"].items():
+        lines.append(f"| TLPO minus {row} | | | | " + " | ".join(delta(differences[d]) for d in DIMENSION_NAMES) + " |")
+    return lines
+
+
+@pytest.mark.parametrize("name, section", [("test", "**Result on the test split"), ("test_oracle", "**The control")])
+def test_the_readme_states_each_three_seed_table_and_its_claims_as_their_numbers_say(name, section):
+    """Every number and claim the README gives about the method comes from the committed pooled results of three chain
+    seeds, and those results' tables are what pool_tlpo makes of their numbers."""
+    numbers = json.loads((RESULTS / f"{name}.json").read_text())
+    table = (RESULTS / f"{name}.md").read_text()
+    command = table.split("Command: `")[1].split("`")[0]
+    assert pool_tlpo.markdown(numbers, command) == table
+    assert len(numbers["chain_seeds"]) >= 3 and numbers["split"] == "test"
+    readme = (REPO / "README.md").read_text()
+    start = readme.index(section)
+    text = readme[start:readme.index("In words:", start)]
+    assert f"tlpo_chain/{name}.md" in text
+    for line in [*readme_table(numbers), *pool_tlpo.claims(numbers)]:
+        assert line in text.splitlines()
