@@ -16,9 +16,9 @@ from .model_paths import SAMPLER_DEFAULTS, UPSTREAM_DEFAULTS, ModelPaths
 from .models.attention import check_backend
 from .models.audio_adapter import load_audio_adapter
 from .models.audio_windows import check_frame_count, latent_frame_count
-from .models.conditioning import ImageEncoder, TextEncoder, WanVAE, encode_i2v_condition
+from .models.conditioning import ImageEncoder, TextEncoder, WanVAE, encode_i2v_condition, open_vae
 from .models.deviation_prior import load_prior
-from .models.pixel_latent import SpaceToDepthVAE, is_pixel_latent_folder
+from .models.pixel_latent import SpaceToDepthVAE
 from .models.talking_model import FantasyTalkingModel
 from .models.wan_transformer import load_transformer_file, load_transformer_folder
 from .models.wav2vec import Wav2VecEncoder
@@ -136,7 +136,7 @@ class FantasyTalkingPipeline:
         model.attention = check_backend(attention)
         text = TextEncoder(paths.text_encoder, paths.tokenizer, device, dtype) if paths.text_encoder else None
         image = ImageEncoder(paths.image_encoder, paths.image_processor, device, dtype) if paths.image_encoder else None
-        vae = SpaceToDepthVAE.from_folder(paths.vae) if is_pixel_latent_folder(paths.vae) else WanVAE(paths.vae, device, dtype)
+        vae = open_vae(paths.vae, device, dtype)
         if vae_tile and isinstance(vae, WanVAE):
             vae.set_tiling(vae_tile)
         pipe = cls(model, Wav2VecEncoder(paths.wav2vec, device, dtype), text, image, vae, paths.defaults, device, dtype)

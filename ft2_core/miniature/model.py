@@ -9,13 +9,14 @@ still carry the loudness the mouth follows), and the latent space is the fixed p
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..io.audio import Audio, clip_for_video
-from ..models.conditioning import ImageEncoder, TextEncoder, encode_i2v_condition, video_from_frames
+from ..models.conditioning import ImageEncoder, TextEncoder, WanVAE, encode_i2v_condition, open_vae, video_from_frames
 from ..models.pixel_latent import SpaceToDepthVAE
 from ..models.wan_transformer import shipped_configs
 from ..models.wav2vec import Wav2VecEncoder
@@ -29,9 +30,10 @@ NOTICE = ("Using the built-in miniature model: a 1.6M-parameter FantasyTalking D
           "Pass --model-dir for real weights.")
 
 
-def save_frozen_parts(folder: Path, seed: int = 0, latent: dict | None = None) -> None:
-    """The encoders (tiny, random, real classes) and the latent config (ft2_miniature.json's plain time slots, or with
-    `latent`'s overrides: the shipped model sets time_basis "linear"), written in the real layouts."""
+def save_frozen_parts(folder: Path, seed: int = 0, latent: dict | None = None, vae: str | Path = "") -> None:
+    """The encoders (tiny, random, real classes) and the latent space, written in the real layouts: a trained Wan VAE
+    folder (`vae`, training.miniature.train_vae's output) copied, or the pixel latent's config (ft2_miniature.json's
+    plain time slots, or with `latent`'s overrides: the shipped model sets time_basis "linear")."""
     from ..tiny import save_tiny_image_encoder, save_tiny_text_encoder, save_tiny_wav2vec
 
     for offset, save in enumerate((lambda: save_tiny_wav2vec(folder / "wav2vec2"),
@@ -39,7 +41,10 @@ def save_frozen_parts(folder: Path, seed: int = 0, latent: dict | None = None) -
                                    lambda: save_tiny_image_encoder(folder / "image_encoder", folder / "image_processor"))):
         torch.manual_seed(seed * 10 + offset)
         save()
-    SpaceToDepthVAE(**{**CONFIG["latent"], **(latent or {})}).save(folder / "vae")
+    if vae:
+        shutil.copytree(vae, folder / "vae", dirs_exist_ok=True)
+    else:
+        SpaceToDepthVAE(**{**CONFIG["latent"], **(latent or {})}).save(folder / "vae")
 
 
 def write_manifest(folder: Path, produced_by: dict, prediction: str, deviation_prior: str | None = None) -> None:
@@ -67,7 +72,7 @@ class WorldEncoders:
     text: torch.Tensor  # [1, 512, text_dim] for DEFAULT_PROMPT
     negative: torch.Tensor
     image_encoder: ImageEncoder
-    vae: SpaceToDepthVAE
+    vae: SpaceToDepthVAE | WanVAE
 
     @classmethod
     def from_folder(cls, folder: Path) -> "WorldEncoders":
@@ -78,7 +83,7 @@ class WorldEncoders:
             positive,
             negative,
             ImageEncoder(folder / "image_encoder", folder / "image_processor"),
-            SpaceToDepthVAE.from_folder(folder / "vae"),
+            open_vae(folder / "vae"),
         )
 
     def clip_inputs(self, clip: Clip) -> dict:

@@ -133,6 +133,13 @@ class WanVAE:
         return ((video[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
 
 
+def open_vae(folder, device="cpu", dtype=torch.float32):
+    """The latent space of a model's vae/ folder: the pixel latent (models.pixel_latent) or a Wan VAE (diffusers)."""
+    from .pixel_latent import SpaceToDepthVAE, is_pixel_latent_folder
+
+    return SpaceToDepthVAE.from_folder(folder) if is_pixel_latent_folder(folder) else WanVAE(folder, device, dtype)
+
+
 def known_frames_mask(num_frames: int, latent_height: int, latent_width: int, known: int = 1) -> torch.Tensor:
     """Wan's I2V mask [1, 4, F_latent, h, w]: 1 for the `known` leading video frames (the first repeated 4x), 0 elsewhere."""
     mask = torch.zeros(1, num_frames + VAE_TIME_STRIDE - 1, latent_height, latent_width)

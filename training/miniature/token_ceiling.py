@@ -1,7 +1,7 @@
 """The most a DiT of a given width can draw per token: the truth through a rank-k readout, judged.
 
     python -m training.miniature.token_ceiling --out training/miniature/results/token_ceiling \
-        [--model ft2_core/miniature/weights] [--patches 2 1] [--ranks 64 128 256 384 512] [--split validation]
+        [--model ft2_core/miniature/weights] [--vae FOLDER] [--patches 2 1] [--ranks 64 128 256 384 512] [--split validation]
 
 A DiT's last layer maps each token's `width` features to its patch of latent values by one linear map (plus a bias),
 so whatever the blocks do, a token's prediction lies in a `width`-dimensional affine subspace of its patch's values
@@ -11,6 +11,8 @@ principal one: the model's clean target (each clip's latents as a change from it
 training clips, held-out truths projected onto the top k, decoded and judged by the oracles. No model of that width
 and patch draws the truth closer in squared error; the judges' scores of those projections say what that loss costs
 (a bound in squared error, a guide for the judges: another subspace could lose other details).
+`--vae` measures another latent space (a trained Wan VAE folder, training.miniature.train_vae): its first row, the
+truth through the latent alone, is what its decoder can draw at all.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from ft2_core.io.atomic import write_text_atomic
 from ft2_core.miniature.model import miniature_model_dir
 from ft2_core.miniature.oracles import PROTOCOL_VERSION, score_clip
 from ft2_core.miniature.world import Clip, make_clip
-from ft2_core.models.conditioning import video_from_frames
+from ft2_core.models.conditioning import WanVAE, open_vae, video_from_frames
 from ft2_core.models.pixel_latent import SpaceToDepthVAE
 from training.miniature.evaluate_base import SPLITS
 
@@ -45,7 +47,7 @@ def from_tokens(tokens: torch.Tensor, shape: torch.Size, patch: int) -> torch.Te
     return tokens.reshape(f, h // patch, w // patch, c, patch, patch).permute(3, 0, 1, 4, 2, 5).reshape(shape)
 
 
-def clean_target(vae: SpaceToDepthVAE, clip: Clip) -> tuple[torch.Tensor, torch.Tensor]:
+def clean_target(vae: SpaceToDepthVAE | WanVAE, clip: Clip) -> tuple[torch.Tensor, torch.Tensor]:
     """The clip's latents as a change from its portrait's (the DiT's target), and the portrait's latents."""
     still = np.repeat(clip.portrait[None], len(clip.frames), axis=0)
     reference = vae.encode(video_from_frames(torch.from_numpy(np.asarray(still, np.float32))))
@@ -66,15 +68,18 @@ def project(rows: torch.Tensor, mean: torch.Tensor, directions: torch.Tensor, ra
 
 
 def ceiling(model: Path, patches: list[int], ranks: list[int], split: str, clips: int, fit_clips: int,
-            frames: int) -> dict:
-    """The judges' mean scores of the held-out truths and of their rank-k projections, per patch and rank."""
-    vae = SpaceToDepthVAE.from_folder(model / "vae")
+            frames: int, vae_folder: Path | None = None) -> dict:
+    """The judges' mean scores of the held-out truths, of the truths through the latent alone, and of their rank-k
+    projections, per patch and rank."""
+    vae = open_vae(vae_folder or model / "vae")
     transformer = json.loads((model / "transformer" / "config.json").read_text())
     width = transformer["num_attention_heads"] * transformer["attention_head_dim"]
     fitted = [clean_target(vae, make_clip(seed, frames))[0] for seed in range(fit_clips)]  # training seeds
     held = [make_clip(SPLITS[split] + k, frames) for k in range(clips)]
     truth = [clean_target(vae, clip) for clip in held]
-    results = {"ground truth": {"scores": mean_scores([c.frames for c in held], held)}}
+    results = {"ground truth": {"scores": mean_scores([c.frames for c in held], held)},
+               "through the latent alone (encoded, decoded)": {
+                   "scores": mean_scores([vae.decode(target + reference).numpy() for target, reference in truth], held)}}
     for patch in patches:
         mean, directions, singular = principal_directions(torch.cat([to_tokens(t, patch) for t in fitted]))
         kept = (singular**2).cumsum(0) / (singular**2).sum()
@@ -84,7 +89,8 @@ def ceiling(model: Path, patches: list[int], ranks: list[int], split: str, clips
             results[f"patch {patch}: {vae.z_dim * patch * patch} values a token, rank {rank}"] = {
                 "patch": patch, "values": vae.z_dim * patch * patch, "rank": rank,
                 "variance_kept": float(kept[rank - 1]), "scores": mean_scores(videos, held)}
-    return {"model": str(model), "width": width, "shipped_patch": transformer["patch_size"][1], "split": split,
+    return {"model": str(model), "latent": str(vae_folder) if vae_folder else "the model's vae/ folder",
+            "width": width, "shipped_patch": transformer["patch_size"][1], "split": split,
             "clips": clips, "fit_clips": fit_clips, "frames": frames, "protocol": PROTOCOL_VERSION, "rows": results}
 
 
@@ -97,7 +103,8 @@ def markdown(numbers: dict, command: str) -> str:
     first = SPLITS[numbers["split"]]
     lines = [f"The truth through a per-token readout of rank k (oracle protocol {numbers['protocol']}): "
              f"{numbers['clips']} {numbers['split']} clips (world seeds {first} to {first + numbers['clips'] - 1}), "
-             f"{numbers['frames']} frames; principal directions fitted on {numbers['fit_clips']} training clips. The model "
+             f"{numbers['frames']} frames, in the latent space of {numbers.get('latent', 'the model')}; principal "
+             f"directions fitted on {numbers['fit_clips']} training clips. The model "
              f"({numbers['model']}) is {numbers['width']} wide with patch {numbers['shipped_patch']}: its videos are no "
              f"closer to the truth in squared error than about the row of that patch at rank {numbers['width']}.", "",
              f"Command: `{command}`", "",
@@ -112,6 +119,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.md and OUT.json")
     parser.add_argument("--model", type=Path, default=None, help="a miniature model folder (default: the shipped one)")
+    parser.add_argument("--vae", type=Path, default=None, help="a trained Wan VAE folder (default: the model's latent)")
     parser.add_argument("--patches", type=int, nargs="+", default=[2, 1], help="the DiT's spatial patch sides to try")
     parser.add_argument("--ranks", type=int, nargs="+", default=[64, 128, 256, 384, 512])
     parser.add_argument("--split", choices=tuple(SPLITS), default="validation")
@@ -120,7 +128,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=33)
     args = parser.parse_args(argv)
     numbers = ceiling(args.model or miniature_model_dir(), args.patches, args.ranks, args.split, args.clips, args.fit_clips,
-                      args.frames)
+                      args.frames, args.vae)
     numbers["model"] = str(args.model) if args.model else "the shipped one, ft2_core/miniature/weights"
     command = "python -m training.miniature.token_ceiling " + " ".join(sys.argv[1:] if argv is None else argv)
     write_text_atomic(args.out.with_suffix(".json"), json.dumps(numbers, indent=1))

@@ -146,7 +146,8 @@ def train(config: dict) -> Path:
     start = restore(output, config, {"model": dict(model.state_dict()), "ema": dict(ema.state_dict())}, optimizer)
     frozen = output / "frozen"  # written once the folder is known to be this run's
     if not (frozen / "vae" / "config.json").is_file():
-        save_frozen_parts(frozen, latent=config["model"]["latent"])
+        vae = config["model"]["vae"]
+        save_frozen_parts(frozen, latent=config["model"]["latent"], vae=resolve(vae) if vae else "")
     encoders = WorldEncoders.from_folder(frozen)
     warmup = max(1, train["warmup"])
     for group in optimizer.param_groups:

@@ -113,7 +113,8 @@ def train(config: dict) -> Path:
         raise InputError(f"train.crop_frames must be 4k+1 and at most world.frames, got {train_cfg['crop_frames']}")
     halvings = len(config["model"]["dim_mult"]) - 1
     if train_cfg["crop_size"] % 2 ** halvings or train_cfg["crop_size"] > world["size"]:
-        raise InputError(f"train.crop_size must divide by {2 ** halvings} and be at most world.size, got {train_cfg['crop_size']}")
+        raise InputError(f"train.crop_size must divide by {2 ** halvings} and be at most world.size, "
+                         f"got {train_cfg['crop_size']}")
     output = resolve(train_cfg["output"])
     output.mkdir(parents=True, exist_ok=True)
     vae = build_vae(config["model"], seed).train()
