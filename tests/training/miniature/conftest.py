@@ -25,3 +25,26 @@ def chain(tmp_path_factory):
         "run": {"output": str(tmp_path / "run"), "results": str(tmp_path / "results" / "tlpo"), "processes": 2}, **SHORT})
     assert runner.main(["--config", str(config)]) == 0
     return tmp_path, config
+
+
+TINY_VAE = {
+    "model": {"base_dim": 4, "z_dim": 4, "dim_mult": [1, 2, 2], "num_res_blocks": 1},
+    "world": {"frames": 9, "size": 32},
+    "train": {"steps": 30, "batch_size": 2, "crop_frames": 5, "crop_size": 16, "lr": 3e-3, "warmup": 1, "pool": 3,
+              "refresh": 1, "norm_clips": 3, "checkpoint_every": 10, "seed": 0},
+}
+
+
+def vae_config(tmp_path, output, **train) -> list[str]:
+    sections = {**TINY_VAE, "train": {**TINY_VAE["train"], "output": str(output), **train}}
+    return ["--config", str(write_config(tmp_path / f"{output.name}.toml", sections))]
+
+
+@pytest.fixture(scope="session")
+def world_vae(tmp_path_factory):
+    """A Wan VAE trained briefly on the world at toy width (training.miniature.train_vae): its run folder."""
+    from training.miniature import train_vae
+
+    tmp_path = tmp_path_factory.mktemp("vae")
+    assert train_vae.main(vae_config(tmp_path, tmp_path / "straight")) == 0
+    return tmp_path / "straight"

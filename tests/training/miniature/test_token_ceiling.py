@@ -33,9 +33,21 @@ def test_the_table_keeps_more_of_the_truth_at_higher_rank(tmp_path):
                                "--clips", "2", "--fit-clips", "4", "--frames", "17"]) == 0
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     # a patch-1 token holds 192 values: rank 192 would be the truth itself, so it is not a row
-    assert [(r["patch"], r["rank"]) for name, r in rows.items() if name != "ground truth"] == [(2, 8), (2, 64), (2, 192),
-                                                                                              (1, 8), (1, 64)]
+    assert [(r["patch"], r["rank"]) for r in rows.values() if "patch" in r] == [(2, 8), (2, 64), (2, 192), (1, 8), (1, 64)]
+    through = rows["through the latent alone (encoded, decoded)"]["scores"]  # the pixel latent inverts exactly
+    assert all(abs(through[d] - rows["ground truth"]["scores"][d]) < 1e-4 for d in through)
     for patch in (2, 1):
         kept = [r["variance_kept"] for r in rows.values() if r.get("patch") == patch]
         assert kept == sorted(kept) and kept[-1] < 1
     assert "| ground truth | 100% |" in out.with_suffix(".md").read_text()
+
+
+def test_a_trained_vae_is_measured_through_its_own_latents(world_vae, tmp_path):
+    out = tmp_path / "vae_ceiling"
+    assert token_ceiling.main(["--out", str(out), "--vae", str(world_vae / "vae"), "--patches", "2", "--ranks", "4", "16",
+                               "--clips", "2", "--fit-clips", "3", "--frames", "9"]) == 0
+    numbers = json.loads(out.with_suffix(".json").read_text())
+    rows = numbers["rows"]
+    # a patch-2 token of a 4-channel latent holds 16 values: rank 16 would be the latent itself, so it is not a row
+    assert numbers["latent"] == str(world_vae / "vae") and [r["rank"] for r in rows.values() if "patch" in r] == [4]
+    assert "through the latent alone (encoded, decoded)" in rows and str(world_vae / "vae") in out.with_suffix(".md").read_text()

@@ -118,3 +118,27 @@ def test_a_skip_run_exports_the_prior_it_measured_and_its_folder_animates(tmp_pa
     frames = pipe.animate(torch.from_numpy(clip.portrait), clip.audio, options=SamplerOptions(steps=2), num_frames=9,
                           fps=clip.fps, max_side=64).frames
     assert frames.shape == (9, 64, 64, 3) and bool(torch.isfinite(frames).all())
+
+
+def test_a_base_on_a_trained_wan_vae_has_its_channels_and_its_folder_animates(world_vae, tmp_path, capsys):
+    """model.vae puts the DiT in a world-trained Wan VAE's latent space: the folder carries that VAE (the real class),
+    the DiT reads its z_dim channels (noisy, Wan's 4 mask channels, the condition's) and the folder animates."""
+    from ft2_core.models.conditioning import WanVAE
+    from ft2_core.pipeline import FantasyTalkingPipeline
+    from ft2_core.sampling.options import SamplerOptions
+
+    output = tmp_path / "on_vae"
+    assert train_base.main(base_config(tmp_path, output, 2) + ["--set", f"model.vae={world_vae / 'vae'}"]) == 0
+    z = json.loads((world_vae / "vae" / "config.json").read_text())["z_dim"]
+    dit = json.loads((output / "model" / "transformer" / "config.json").read_text())
+    assert (dit["in_channels"], dit["out_channels"]) == (2 * z + 4, z)
+    pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(output / "model"))
+    assert isinstance(pipe.vae, WanVAE)
+    clip = make_clip(HELD_OUT_SEEDS_FROM, 9, 64)
+    frames = pipe.animate(torch.from_numpy(clip.portrait), clip.audio, options=SamplerOptions(steps=2), num_frames=9,
+                          fps=clip.fps, max_side=64).frames
+    assert frames.shape == (9, 64, 64, 3) and bool(torch.isfinite(frames).all())
+    both = base_config(tmp_path, tmp_path / "both", 2) + ["--set", f"model.vae={world_vae / 'vae'}",
+                                                          "--set", "model.latent={ time_basis = \"linear\" }"]
+    assert train_base.main(both) == 2
+    assert "give one of them" in capsys.readouterr().err
