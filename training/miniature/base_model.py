@@ -33,7 +33,8 @@ SCHEMA = {
               "batch_size": Option(int, 8, minimum=1), "lr": Option(float, 1e-3, above=0), "warmup": Option(int, 50, minimum=0),
               "weight_decay": Option(float, 0.01, minimum=0), "ema": Option(float, 0.995, minimum=0, maximum=1),
               "audio_dropout": Option(float, 0.15, minimum=0, maximum=1), "pool": Option(int, 256, minimum=1),
-              "refresh": Option(int, 1, minimum=0), "seed": Option(int, 0, minimum=0),
+              "refresh": Option(int, 1, minimum=0), "refresh_every": Option(int, 1, minimum=1),
+              "seed": Option(int, 0, minimum=0),
               "checkpoint_every": Option(int, 100, minimum=1), "allow_changes": Option(list, [])},
 }
 

@@ -8,7 +8,8 @@ The real classes and code path: Wan DiT + FantasyTalking adapter with frame-leve
 I2V condition, the flow-matching loss (weighted by sigma^2, i.e. an x0 loss: the miniature DiT
 predicts the clean video, see FantasyTalkingModel), audio dropped on some rows so audio guidance
 has an audio-off prediction to push away from. Clips are drawn on the fly from a pool that is
-refreshed every step, all keyed by the seed, so a resumed run is the same run.
+refreshed as it goes (`train.refresh` clips every `train.refresh_every` steps), all keyed by the seed, so a
+resumed run is the same run.
 """
 
 from __future__ import annotations
@@ -41,29 +42,27 @@ log = logging.getLogger("ft2.train")
 
 
 class ClipPool:
-    """A pool of prepared world clips; step k replaces `refresh` slots with new seeds (a pure function of k)."""
+    """A pool of prepared world clips; every `every` steps, `refresh` slots take new seeds (a pure function of the step)."""
 
-    def __init__(self, encoders: WorldEncoders, size: int, refresh: int, frames: int, image_size: int, seed: int):
-        self.encoders, self.size, self.refresh, self.frames, self.image_size, self.seed = (
-            encoders,
-            size,
-            refresh,
-            frames,
-            image_size,
-            seed,
-        )
+    def __init__(self, encoders: WorldEncoders, size: int, refresh: int, frames: int, image_size: int, seed: int,
+                 every: int = 1):
+        self.encoders, self.size, self.refresh, self.every = encoders, size, refresh, every
+        self.frames, self.image_size, self.seed = frames, image_size, seed
         self.slots: list[dict] = [self.prepare(i) for i in range(size)]
         self.step = 0
 
     def prepare(self, index: int) -> dict:
         return self.encoders.clip_inputs(training_clip(self.seed, index, self.frames, self.image_size))
 
+    def landed(self, step: int) -> int:
+        """How many clips have entered the pool before `step` (the first `size` fill it)."""
+        return self.size + -(-step // self.every) * self.refresh
+
     def advance_to(self, step: int) -> None:
         """Refresh as if every step up to `step` had run (on resume only the last refresh of each slot is made)."""
         if step <= self.step:
             return
-        first_new = self.size + self.step * self.refresh
-        last_new = self.size + step * self.refresh
+        first_new, last_new = self.landed(self.step), self.landed(step)
         newest = {}
         for index in range(max(first_new, last_new - self.size), last_new):
             newest[index % self.size] = index
@@ -154,7 +153,7 @@ def train(config: dict) -> Path:
         group.setdefault("initial_lr", group["lr"])
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warmup), last_epoch=start - 1)
     log.info("building a pool of %d world clips", train["pool"])
-    pool = ClipPool(encoders, train["pool"], train["refresh"], frames, world["size"], seed)
+    pool = ClipPool(encoders, train["pool"], train["refresh"], frames, world["size"], seed, train["refresh_every"])
     pool.advance_to(start)
     started = time.perf_counter()
     bar = tqdm(total=steps, initial=start, desc="base model", mininterval=2.0)
