@@ -33,6 +33,8 @@ from ft2_core.models.conditioning import WanVAE, open_vae, video_from_frames
 from ft2_core.models.pixel_latent import SpaceToDepthVAE
 from training.miniature.evaluate_base import SPLITS
 
+DEFAULT_LATENT = "the model's vae/ folder"
+
 
 def to_tokens(latents: torch.Tensor, patch: int) -> torch.Tensor:
     """[1, C, F, h, w] -> [F * h/p * w/p, C * p * p]: one row per DiT token (patch 1 x p x p), as its patch embedding
@@ -89,7 +91,7 @@ def ceiling(model: Path, patches: list[int], ranks: list[int], split: str, clips
             results[f"patch {patch}: {vae.z_dim * patch * patch} values a token, rank {rank}"] = {
                 "patch": patch, "values": vae.z_dim * patch * patch, "rank": rank,
                 "variance_kept": float(kept[rank - 1]), "scores": mean_scores(videos, held)}
-    return {"model": str(model), "latent": str(vae_folder) if vae_folder else "the model's vae/ folder",
+    return {"model": str(model), "latent": str(vae_folder) if vae_folder else DEFAULT_LATENT,
             "width": width, "shipped_patch": transformer["patch_size"][1], "split": split,
             "clips": clips, "fit_clips": fit_clips, "frames": frames, "protocol": PROTOCOL_VERSION, "rows": results}
 
@@ -104,9 +106,12 @@ def markdown(numbers: dict, command: str) -> str:
     lines = [f"The truth through a per-token readout of rank k (oracle protocol {numbers['protocol']}): "
              f"{numbers['clips']} {numbers['split']} clips (world seeds {first} to {first + numbers['clips'] - 1}), "
              f"{numbers['frames']} frames, in the latent space of {numbers.get('latent', 'the model')}; principal "
-             f"directions fitted on {numbers['fit_clips']} training clips. The model "
-             f"({numbers['model']}) is {numbers['width']} wide with patch {numbers['shipped_patch']}: its videos are no "
-             f"closer to the truth in squared error than about the row of that patch at rank {numbers['width']}.", "",
+             f"directions fitted on {numbers['fit_clips']} training clips. " + (
+                 f"The model ({numbers['model']}) is {numbers['width']} wide with patch {numbers['shipped_patch']}: its "
+                 f"videos are no closer to the truth in squared error than about the row of that patch at rank "
+                 f"{numbers['width']}." if numbers.get("latent", DEFAULT_LATENT) == DEFAULT_LATENT else
+                 "A DiT on this latent reads each token at a rank up to its width; a rank at or above a token's values "
+                 "is the latent itself (the row through the latent alone)."), "",
              f"Command: `{command}`", "",
              "| readout | variance kept | " + " | ".join(LABELS[d] for d in DIMENSION_NAMES) + " |", "|---|---|---|---|---|"]
     for name, row in numbers["rows"].items():
