@@ -156,7 +156,7 @@ CRITIC_SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos
 
 
 # Widths of the random thinkers: "tiny" is the test suite's and the built-in world-pretrained critic's; "small" has
-# twice the width and depth in every tower (a critic that sees more, at about four times the parameters).
+# twice the width and depth in every tower (978 k weights against 182 k).
 CRITIC_SIZES = {
     "tiny": {"audio": dict(d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, output_dim=64),
              "vision": dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64),

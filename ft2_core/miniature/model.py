@@ -4,7 +4,8 @@ The model folder has the layout of a real one (diffusers transformer/, the adapt
 umT5/CLIP folders, vae/), so it goes through the real loaders. Only the DiT and the audio adapter
 are trained; the encoders are tiny random models of the real classes, kept frozen (the prompt is
 constant in this world, CLIP features only echo the portrait, and wav2vec2's random convolutions
-still carry the loudness the mouth follows), and the latent space is the fixed pixel latent.
+still carry the loudness the mouth follows), and the latent space is the fixed pixel latent (or, for a base
+trained with model.vae, a Wan VAE trained on the world beforehand: training.miniature.train_vae).
 """
 from __future__ import annotations
 
