@@ -50,7 +50,7 @@ def training_clip(seed: int, index: int, frames: int, size: int) -> Clip:
 def deviation_prior(config: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The prior of prediction "sample_with_skip" (models.deviation_prior): the clean latents' change from the
     reference frame, as the model sees it, over the run's first PRIOR_CLIPS training clips."""
-    if config["model"]["vae"]:
+    if config["model"].get("vae", ""):
         raise InputError('model.prediction = "sample_with_skip" measures its prior on the pixel latent; model.vae is set')
     vae = SpaceToDepthVAE(**{**CONFIG["latent"], **config["model"]["latent"]})
     frames, size = config["world"]["frames"], config["world"]["size"]
@@ -67,7 +67,7 @@ def deviation_prior(config: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor
 def latent_channels(config: dict) -> dict:
     """The DiT's input and output channels for a trained Wan VAE (noisy latents, Wan's 4 mask channels, the I2V
     condition's latents); none for the pixel latent (ft2_miniature.json's)."""
-    folder = config["model"]["vae"]
+    folder = config["model"].get("vae", "")
     if not folder:
         return {}
     if config["model"]["latent"]:

@@ -52,7 +52,8 @@ def generate(pipe: FantasyTalkingPipeline, clip: Clip, seed: int) -> np.ndarray:
 
 
 def untrained_model_dir(trained: Path, workdir: Path) -> Path:
-    """The trained folder with its DiT and adapter re-initialised (same classes and seed as training starts)."""
+    """The trained folder with its DiT and adapter re-initialised (same classes, model settings and seed as its training
+    started with, read from its ft2_model.json; a Wan VAE it was trained on is the one in the folder)."""
     import shutil
 
     from ft2_core.io.checkpoint_io import save_safetensors
@@ -62,7 +63,11 @@ def untrained_model_dir(trained: Path, workdir: Path) -> Path:
 
     folder = workdir / "untrained"
     shutil.copytree(trained, folder)
-    config, _ = check({"train": {"output": str(workdir)}}, SCHEMA)
+    recorded = json.loads((trained / "ft2_model.json").read_text()).get("produced_by", {}).get("config", {})
+    settings = dict(recorded.get("model", {}))
+    if settings.get("vae"):
+        settings["vae"] = str(trained / "vae")
+    config, _ = check({"model": settings, "train": {"output": str(workdir)}}, SCHEMA)
     model = build_model(config, seed=0)
     shutil.rmtree(folder / "transformer")
     model.transformer.save_pretrained(folder / "transformer", safe_serialization=True)

@@ -390,3 +390,20 @@ def test_the_sync_reading_is_reported_per_row_when_every_video_has_one():
     lines = report.sync_lines(results)
     assert "| base | 0.300 ± 0.100 | 1.00 |" in lines and "| TLPO (experts + trained gate) | 0.500 ± 0.000 | 1.00 |" in lines
     assert report.sync_lines({"base": [{"lipsync": 0.3}]}) == []  # clips too short for the sync model: no table
+
+
+def test_the_critic_thinker_s_size_changes_the_hash_only_when_set_and_needs_its_own_pretraining(chain, tmp_path):
+    first, _ = chain
+    config = runner.recorded_config(first / "run", "x")
+    older = json.loads(json.dumps(config))
+    del older["critic_base"]["size"]  # a run recorded before the option existed
+    assert config["critic_base"]["size"] == "tiny" and schema.settings_hash(older) == schema.settings_hash(config)
+    small = json.loads(json.dumps(config))
+    small["critic_base"].update(size="small", thinker="miniature", conditions=0)
+    assert schema.settings_hash(small) != schema.settings_hash(config)
+    small["run"]["output"] = str(tmp_path / "refused")
+    with pytest.raises(InputError, match='critic_base.size = "small".*critic_base.conditions > 0'):
+        runner.reproduce(small)
+    assert not (tmp_path / "refused").exists()  # refused before any stage ran
+    small["critic_base"]["thinker"] = "random"
+    assert chain_stages.critic_base_dir(small, tmp_path).name.startswith("small-critic-")

@@ -16,7 +16,7 @@ from tests.training.conftest import (
     lines_in,
     write_config,
 )
-from training.miniature import train_base
+from training.miniature import evaluate_base, train_base
 
 SMALL = {"num_layers": 1, "num_attention_heads": 2, "attention_head_dim": 16, "ffn_dim": 64, "added_kv_proj_dim": 32}
 
@@ -132,6 +132,8 @@ def test_a_base_on_a_trained_wan_vae_has_its_channels_and_its_folder_animates(wo
     z = json.loads((world_vae / "vae" / "config.json").read_text())["z_dim"]
     dit = json.loads((output / "model" / "transformer" / "config.json").read_text())
     assert (dit["in_channels"], dit["out_channels"]) == (2 * z + 4, z)
+    untrained = evaluate_base.untrained_model_dir(output / "model", tmp_path / "work")  # the evaluation's "untrained" row
+    assert json.loads((untrained / "transformer" / "config.json").read_text())["in_channels"] == 2 * z + 4
     pipe = FantasyTalkingPipeline.from_paths(ModelPaths.from_folder(output / "model"))
     assert isinstance(pipe.vae, WanVAE)
     clip = make_clip(HELD_OUT_SEEDS_FROM, 9, 64)
