@@ -98,8 +98,8 @@ def readme_table(numbers: dict) -> list[str]:
 
 @pytest.mark.parametrize("name, section", [("test", "**Result on the test split"), ("test_oracle", "**The control")])
 def test_the_readme_states_each_three_seed_table_and_its_claims_as_their_numbers_say(name, section):
-    """Every number and claim the README gives about the method comes from the committed pooled results of three chain
-    seeds, and those results' tables are what pool_tlpo makes of their numbers."""
+    """The README's two three-seed tables and their claim lines are the committed pooled results of three chain seeds,
+    and those results' tables are what pool_tlpo makes of their numbers."""
     numbers = json.loads((RESULTS / f"{name}.json").read_text())
     table = (RESULTS / f"{name}.md").read_text()
     command = table.split("Command: `")[1].split("`")[0]

@@ -399,8 +399,9 @@ def test_the_critic_thinker_s_size_changes_the_hash_only_when_set_and_needs_its_
     del older["critic_base"]["size"]  # a run recorded before the option existed
     assert config["critic_base"]["size"] == "tiny" and schema.settings_hash(older) == schema.settings_hash(config)
     small = json.loads(json.dumps(config))
-    small["critic_base"].update(size="small", thinker="miniature", conditions=0)
+    small["critic_base"]["size"] = "small"
     assert schema.settings_hash(small) != schema.settings_hash(config)
+    small["critic_base"].update(thinker="miniature", conditions=0)
     small["run"]["output"] = str(tmp_path / "refused")
     with pytest.raises(InputError, match='critic_base.size = "small".*critic_base.conditions > 0'):
         runner.reproduce(small)
