@@ -18,6 +18,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -42,17 +43,13 @@ log = logging.getLogger("ft2.train")
 
 
 class ClipPool:
-    """A pool of prepared world clips; every `every` steps, `refresh` slots take new seeds (a pure function of the step)."""
+    """A pool of prepared clips; every `every` steps, `refresh` slots take new ones (a pure function of the step).
+    `prepare(index)` makes clip `index` of the run's stream as the trainer reads it."""
 
-    def __init__(self, encoders: WorldEncoders, size: int, refresh: int, frames: int, image_size: int, seed: int,
-                 every: int = 1):
-        self.encoders, self.size, self.refresh, self.every = encoders, size, refresh, every
-        self.frames, self.image_size, self.seed = frames, image_size, seed
-        self.slots: list[dict] = [self.prepare(i) for i in range(size)]
+    def __init__(self, prepare: Callable[[int], object], size: int, refresh: int, seed: int, every: int = 1):
+        self.prepare, self.size, self.refresh, self.seed, self.every = prepare, size, refresh, seed, every
+        self.slots: list = [prepare(i) for i in range(size)]
         self.step = 0
-
-    def prepare(self, index: int) -> dict:
-        return self.encoders.clip_inputs(training_clip(self.seed, index, self.frames, self.image_size))
 
     def landed(self, step: int) -> int:
         """How many clips have entered the pool before `step` (the first `size` fill it)."""
@@ -153,7 +150,8 @@ def train(config: dict) -> Path:
         group.setdefault("initial_lr", group["lr"])
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warmup), last_epoch=start - 1)
     log.info("building a pool of %d world clips", train["pool"])
-    pool = ClipPool(encoders, train["pool"], train["refresh"], frames, world["size"], seed, train["refresh_every"])
+    pool = ClipPool(lambda index: encoders.clip_inputs(training_clip(seed, index, frames, world["size"])), train["pool"],
+                    train["refresh"], seed, train["refresh_every"])
     pool.advance_to(start)
     started = time.perf_counter()
     bar = tqdm(total=steps, initial=start, desc="base model", mininterval=2.0)

@@ -30,6 +30,7 @@ from training.common.data_order import mix_seed
 from training.common.interrupts import StopRequests
 from training.common.script import run
 from training.miniature.base_model import training_clip
+from training.miniature.train_base import ClipPool
 
 log = logging.getLogger("ft2.train")
 
@@ -80,15 +81,6 @@ def crops(pool: list[torch.Tensor], step: int, train: dict, seed: int) -> torch.
     return torch.stack(out)
 
 
-def pool_at(step: int, train: dict, world: dict, seed: int) -> list[torch.Tensor]:
-    """The pool as of `step`: slot s holds the newest clip index that has landed there (refresh slots per step)."""
-    size, refresh = train["pool"], train["refresh"]
-    newest = list(range(size))
-    for index in range(max(size, size + step * refresh - size), size + step * refresh):
-        newest[index % size] = index
-    return [clip_video(seed, index, world) for index in newest]
-
-
 def vae_loss(vae, videos: torch.Tensor, kl_weight: float, generator: torch.Generator) -> tuple[torch.Tensor, float]:
     posterior = vae.encode(videos).latent_dist
     sample = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
@@ -125,16 +117,15 @@ def train(config: dict) -> Path:
         group.setdefault("initial_lr", group["lr"])
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warmup), last_epoch=start - 1)
     log.info("building a pool of %d world clips", train_cfg["pool"])
-    pool = pool_at(start, train_cfg, world, seed)
+    pool = ClipPool(lambda index: clip_video(seed, index, world), train_cfg["pool"], train_cfg["refresh"], seed)
+    pool.advance_to(start)
     started = time.perf_counter()
     bar = tqdm(total=train_cfg["steps"], initial=start, desc="vae", mininterval=2.0)
     with StopRequests() as stop, bar:
         for step in range(start, train_cfg["steps"]):
-            for k in range(train_cfg["refresh"]):  # the clips that land in the pool at this step
-                index = train_cfg["pool"] + step * train_cfg["refresh"] + k
-                pool[index % train_cfg["pool"]] = clip_video(seed, index, world)
+            pool.advance_to(step + 1)  # the clips that land at this step are cropped in it
             g = torch.Generator().manual_seed(mix_seed(seed, step, 11))
-            loss, l1 = vae_loss(vae, crops(pool, step, train_cfg, seed), train_cfg["kl_weight"], g)
+            loss, l1 = vae_loss(vae, crops(pool.slots, step, train_cfg, seed), train_cfg["kl_weight"], g)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
