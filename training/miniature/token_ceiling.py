@@ -91,7 +91,9 @@ def ceiling(model: Path, patches: list[int], ranks: list[int], split: str, clips
             results[f"patch {patch}: {vae.z_dim * patch * patch} values a token, rank {rank}"] = {
                 "patch": patch, "values": vae.z_dim * patch * patch, "rank": rank,
                 "variance_kept": float(kept[rank - 1]), "scores": mean_scores(videos, held)}
-    return {"model": str(model), "latent": str(vae_folder) if vae_folder else DEFAULT_LATENT,
+    made = Path(vae_folder or "") / "ft2_produced_by.json"  # a trained VAE: one training run, named by its seed
+    seed = json.loads(made.read_text())["config"]["train"]["seed"] if vae_folder and made.is_file() else None
+    return {"model": str(model), "latent": str(vae_folder) if vae_folder else DEFAULT_LATENT, "latent_training_seed": seed,
             "width": width, "shipped_patch": transformer["patch_size"][1], "split": split,
             "clips": clips, "fit_clips": fit_clips, "frames": frames, "protocol": PROTOCOL_VERSION, "rows": results}
 
@@ -111,7 +113,9 @@ def markdown(numbers: dict, command: str) -> str:
                  f"videos are no closer to the truth in squared error than about the row of that patch at rank "
                  f"{numbers['width']}." if numbers.get("latent", DEFAULT_LATENT) == DEFAULT_LATENT else
                  "A DiT on this latent reads each token at a rank up to its width; a rank at or above a token's values "
-                 "is the latent itself (the row through the latent alone)."), "",
+                 "is the latent itself (the row through the latent alone)."
+                 + (f" The VAE is one training run (training seed {numbers['latent_training_seed']}), not replicates."
+                    if numbers.get("latent_training_seed") is not None else "")), "",
              f"Command: `{command}`", "",
              "| readout | variance kept | " + " | ".join(LABELS[d] for d in DIMENSION_NAMES) + " |", "|---|---|---|---|---|"]
     for name, row in numbers["rows"].items():

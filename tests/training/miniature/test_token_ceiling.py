@@ -51,3 +51,4 @@ def test_a_trained_vae_is_measured_through_its_own_latents(world_vae, tmp_path):
     # a patch-2 token of a 4-channel latent holds 16 values: rank 16 would be the latent itself, so it is not a row
     assert numbers["latent"] == str(world_vae / "vae") and [r["rank"] for r in rows.values() if "patch" in r] == [4]
     assert "through the latent alone (encoded, decoded)" in rows and str(world_vae / "vae") in out.with_suffix(".md").read_text()
+    assert numbers["latent_training_seed"] == 0 and "one training run (training seed 0)" in out.with_suffix(".md").read_text()
