@@ -42,9 +42,16 @@ def run_settings(config: dict) -> dict:
     return flat
 
 
+def recorded_settings(recorded: dict, config: dict) -> dict:
+    """A run's recorded settings with the options added since it was recorded at their defaults: a new option's
+    default keeps what the code did before the option existed, so such a checkpoint resumes without allow_changes."""
+    return {**run_settings(config.get("_defaults", {})), **recorded}
+
+
 def settings_differing(recorded: dict, config: dict) -> list[str]:
     """The keys whose recorded value differs from this run's settings, less those train.allow_changes lets change."""
     current, allowed = run_settings(config), set(config["train"].get("allow_changes", []))
+    recorded = recorded_settings(recorded, config)
     return [key for key in sorted(set(recorded) | set(current)) if recorded.get(key) != current.get(key) and key not in allowed]
 
 
@@ -57,10 +64,11 @@ def check_same_run(path: Path, step: int, recorded: dict | None, config: dict) -
     if recorded is None:
         log.warning("checkpoint %s does not record its settings (made by an older version): resuming it as it is", path)
         return
-    current = run_settings(config)
+    current, known = run_settings(config), recorded_settings(recorded, config)
     differing = settings_differing(recorded, config)
     if differing:
-        changes = "; ".join(f"{key}: {recorded.get(key)!r} there, {current.get(key)!r} here" for key in differing)
+        changes = "; ".join(f"{key}: {known.get(key)!r} there{'' if key in recorded else ' (its default: not recorded)'}, "
+                            f"{current.get(key)!r} here" for key in differing)
         raise InputError(f"checkpoint {path} belongs to a run with other settings ({changes}): use another train.output, "
                          "set train.resume = false to start afresh, or list those keys in train.allow_changes to "
                          "continue with them")

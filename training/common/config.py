@@ -155,6 +155,7 @@ def load_config(argv, schema: Schema) -> dict:
     if problems:
         raise ConfigError([f"config {path}: {p}" for p in problems])
     config["_config_dir"] = str(path.parent.resolve())
+    config["_defaults"] = check({}, schema)[0]  # what a setting recorded before it existed meant (checkpoints)
     return config
 
 

@@ -256,6 +256,26 @@ def test_a_run_resumes_only_the_run_it_belongs_to(tmp_path, toy_data, capsys):
 
 
 @pytest.mark.hostile(item=10, ends="handled")
+def test_a_checkpoint_from_before_an_option_existed_resumes_at_its_default(tmp_path, toy_data, capsys):
+    """A checkpoint whose recorded settings lack an option (made before it existed) is the same run when the option is at
+    its default, which keeps the old behaviour; set away from it, the refusal says the old run did not record it."""
+    out = tmp_path / "run"
+
+    def train(**settings):
+        return train_expert.main(["--config", str(expert_config(tmp_path, toy_data, out, checkpoint_every=2, **settings))])
+
+    assert train(steps=4) == 0
+    state = out / "checkpoint-0000004" / "state.json"
+    recorded = json.loads(state.read_text())
+    assert recorded["settings"].pop("train.winner_penalty") == 0.0
+    state.write_text(json.dumps(recorded))
+    capsys.readouterr()
+    assert train(steps=6, winner_penalty=5.0) == 2
+    assert "train.winner_penalty: 0.0 there (its default: not recorded), 5.0 here" in capsys.readouterr().err
+    assert train(steps=6) == 0
+    assert [m["step"] for m in metrics(out)] == list(range(1, 7))
+
+
 def test_a_stray_checkpoint_named_folder_is_not_ours(tmp_path):
     from training.common.checkpoints import checkpoints
 
