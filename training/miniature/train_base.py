@@ -7,9 +7,10 @@
 The real classes and code path: Wan DiT + FantasyTalking adapter with frame-level audio windows, the
 I2V condition, the flow-matching loss (weighted by sigma^2, i.e. an x0 loss: the miniature DiT
 predicts the clean video, see FantasyTalkingModel), audio dropped on some rows so audio guidance
-has an audio-off prediction to push away from. Clips are drawn on the fly from a pool that is
-refreshed as it goes (`train.refresh` clips every `train.refresh_every` steps), all keyed by the seed, so a
-resumed run is the same run.
+has an audio-off prediction to push away from; `train.mouth_weight` > 0 weighs the loss at the latent positions the
+world's mouth covers (1 + that weight, a weighted mean), so the few tokens lip-sync lives in get more of it. Clips are
+drawn on the fly from a pool that is refreshed as it goes (`train.refresh` clips every `train.refresh_every` steps),
+all keyed by the seed, so a resumed run is the same run.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from ft2_core.io.atomic import staged_folder
 from ft2_core.io.checkpoint_io import save_safetensors
 from ft2_core.io.jsonl import append_jsonl
 from ft2_core.miniature.model import WorldEncoders, save_frozen_parts, write_manifest
+from ft2_core.miniature.world import Clip
 from ft2_core.models.audio_adapter import ours_to_upstream
 from ft2_core.models.audio_windows import check_frame_count
 from ft2_core.models.deviation_prior import save_prior, skip_weights
 from ft2_core.models.talking_model import SIGMA_FLOOR, FantasyTalkingModel
+from ft2_core.scoring.lip_mask import to_latent_grid
 from ft2_core.tlpo.flow_dpo import flow_matching_loss
 from training.common.checkpoints import end_of_step, restore, run_settings
 from training.common.config import recorded_config, resolve
@@ -80,6 +83,7 @@ def step_loss(
     seed: int,
     audio_dropout: float,
     frames: int,
+    mouth_weight: float = 0.0,
 ) -> torch.Tensor:
     g = torch.Generator().manual_seed(mix_seed(seed, step, 11))
     x0 = torch.cat([item["latents"] for item in items])
@@ -102,7 +106,19 @@ def step_loss(
     if model.prediction == "sample_with_skip":  # ... over the mean spread the DiT's own output carries
         scale = skip_weights(sigma.clamp(min=SIGMA_FLOOR).view(-1, 1, 1, 1, 1), model.deviation_spread)[1]
         weight = weight / scale.square().mean(dim=1).flatten()
-    return (flow_matching_loss(velocity, noise - x0) * weight).mean()
+    mask = 1 + mouth_weight * torch.cat([item["mouth"] for item in items]).unsqueeze(1) if mouth_weight else None
+    return (flow_matching_loss(velocity, noise - x0, mask) * weight).mean()
+
+
+def mouth_grid(clip: Clip, latents: torch.Tensor) -> torch.Tensor:
+    """[1, F, h, w] where the world's mouth is in each latent frame, on the latent grid `latents` [1, C, F, h, w] has."""
+    return to_latent_grid(clip.mouth_masks, patch=1, space_stride=clip.frames.shape[1] // latents.shape[-1])
+
+
+def prepared_clip(encoders: WorldEncoders, clip: Clip, with_mouth: bool) -> dict:
+    """A pool item: the clip's model inputs, with its mouth grid when the loss weighs the mouth."""
+    inputs = encoders.clip_inputs(clip)
+    return {**inputs, "mouth": mouth_grid(clip, inputs["latents"])} if with_mouth else inputs
 
 
 def export_model(ema: FantasyTalkingModel, frozen: Path, folder: Path, produced_by: dict) -> Path:
@@ -150,15 +166,17 @@ def train(config: dict) -> Path:
         group.setdefault("initial_lr", group["lr"])
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warmup), last_epoch=start - 1)
     log.info("building a pool of %d world clips", train["pool"])
-    pool = ClipPool(lambda index: encoders.clip_inputs(training_clip(seed, index, frames, world["size"])), train["pool"],
-                    train["refresh"], seed, train["refresh_every"])
+    mouth_weight = train["mouth_weight"]
+    pool = ClipPool(lambda index: prepared_clip(encoders, training_clip(seed, index, frames, world["size"]), mouth_weight > 0),
+                    train["pool"], train["refresh"], seed, train["refresh_every"])
     pool.advance_to(start)
     started = time.perf_counter()
     bar = tqdm(total=steps, initial=start, desc="base model", mininterval=2.0)
     with StopRequests() as stop, bar:  # the bar's line ends even when a step fails, so an error starts a line of its own
         for step in range(start, steps):
             pool.advance_to(step)
-            loss = step_loss(model, pool.batch(step, batch_size), encoders, step, seed, train["audio_dropout"], frames)
+            loss = step_loss(model, pool.batch(step, batch_size), encoders, step, seed, train["audio_dropout"], frames,
+                             mouth_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -16,6 +16,7 @@ from tests.training.conftest import (
     lines_in,
     write_config,
 )
+from training.common.data_order import mix_seed
 from training.miniature import evaluate_base, train_base
 
 SMALL = {"num_layers": 1, "num_attention_heads": 2, "attention_head_dim": 16, "ffn_dim": 64, "added_kv_proj_dim": 32}
@@ -156,3 +157,37 @@ def test_the_pool_after_a_jump_is_the_pool_stepped_to_and_refreshes_every_few_st
     jumped.advance_to(10)
     refreshes = -(-10 // every)  # steps 1, 1 + every, ... below 11
     assert stepped.slots == jumped.slots and max(jumped.slots) == 3 + 2 * refreshes - 1
+
+
+def test_the_mouth_weight_is_a_weighted_mean_of_the_error_over_where_the_world_s_mouth_is(trained):
+    """train.mouth_weight: the loss is each element's squared velocity error weighted 1 + w where the clip's mouth covers
+    its latent position (a plain weighted mean computed here from the model's own velocity), and w = 0 is the plain loss."""
+    _, output = trained
+    folder = output / "model"
+    paths = ModelPaths.from_folder(folder)
+    model = load_talking_model(paths.transformer, paths.audio_adapter, prediction=paths.prediction)
+    encoders = WorldEncoders.from_folder(folder)
+    clips = [make_clip(HELD_OUT_SEEDS_FROM + i, 9, 32) for i in range(2)]
+    items = [train_base.prepared_clip(encoders, clip, with_mouth=True) for clip in clips]
+    mouth = torch.cat([item["mouth"] for item in items])  # [B, F, h, w]
+    assert mouth.shape == (2, 3, 8, 8) and 0 < float(mouth.mean()) < 0.3
+    pixels = torch.from_numpy(clips[0].mouth_masks[5:9]).amax(dim=0) > 0  # latent frame 2: video frames 5-8
+    assert torch.equal(mouth[0, 2] > 0, torch.nn.functional.max_pool2d(pixels[None].float(), 4)[0] > 0)
+
+    captured = []
+    model.register_forward_hook(lambda module, args, output: captured.append(output))
+    with torch.no_grad():
+        plain = float(train_base.step_loss(model, items, encoders, step=0, seed=5, audio_dropout=0.0, frames=9))
+        weighted = float(train_base.step_loss(model, items, encoders, step=0, seed=5, audio_dropout=0.0, frames=9,
+                                              mouth_weight=4.0))
+    velocity = captured[1].double()
+    generator = torch.Generator().manual_seed(mix_seed(5, 0, 11))  # step_loss's draws, in its order
+    x0 = torch.cat([item["latents"] for item in items]).double()
+    sigma = torch.rand(2, generator=generator).double()
+    noise = torch.randn(x0.shape, generator=generator).double()
+    error = (velocity - (noise - x0)).square()
+    weights = (1 + 4.0 * mouth.double()).unsqueeze(1).expand_as(error)
+    per_clip = (error * weights).flatten(1).sum(1) / weights.flatten(1).sum(1)
+    assert weighted == pytest.approx(float((per_clip * sigma.square()).mean()), rel=1e-5)
+    assert plain == pytest.approx(float((error.flatten(1).mean(1) * sigma.square()).mean()), rel=1e-5)
+    assert weighted != pytest.approx(plain, rel=1e-3)
