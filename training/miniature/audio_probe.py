@@ -11,19 +11,17 @@ same probe on the log loudness of each feature's 20 ms of audio is the reference
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from ft2_core.io.atomic import write_text_atomic
 from ft2_core.io.audio import clip_for_video
 from ft2_core.miniature.model import WorldEncoders, miniature_model_dir
 from ft2_core.miniature.world import make_clip
 from ft2_core.models.wav2vec import FRAME_STRIDE, WAV2VEC_RATE
 from training.miniature.base_model import training_clip
 from training.miniature.evaluate_base import SPLITS
+from training.miniature.tables import command_line, write_result
 
 FEATURES_PER_SECOND = WAV2VEC_RATE / FRAME_STRIDE  # wav2vec2's 50 a second
 RIDGE = 10.0
@@ -109,9 +107,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     numbers = probe(args.model or miniature_model_dir(), args.split, args.fit_clips, args.clips, args.frames, args.radius)
     numbers["model"] = str(args.model) if args.model else "the shipped one, ft2_core/miniature/weights"
-    command = "python -m training.miniature.audio_probe " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_text_atomic(args.out.with_suffix(".json"), json.dumps(numbers, indent=1))
-    print(write_text_atomic(args.out.with_suffix(".md"), markdown(numbers, command)).read_text())
+    print(write_result(args.out, numbers, markdown(numbers, command_line("training.miniature.audio_probe", argv))))
     return 0
 
 

@@ -11,19 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from ft2_core.dimensions import DIMENSION_NAMES, LABELS
 from ft2_core.errors import InputError
-from ft2_core.io.atomic import write_text_atomic
 from ft2_core.miniature.oracles import PROTOCOL_VERSION
 from training.common.script import reported
 from training.miniature.reproduce_tlpo.report import candidate_tradeoffs
 from training.miniature.reproduce_tlpo.runner import recorded_config
 from training.miniature.reproduce_tlpo.schema import STAGES, settings_hash
+from training.miniature.tables import command_line, write_result
 
 BASE, TLPO = "base", "TLPO (experts + trained gate)"
 MERGE, POOLED_LORA = "static equal merge (1/3 each)", "pooled single LoRA"
@@ -226,12 +225,10 @@ def main(argv=None) -> int:
         chains = [Chain(folder) for folder in args.runs]
         check_alike(chains)
         numbers = pooled(chains)
-        command = "python -m training.miniature.pool_tlpo " + " ".join(sys.argv[1:] if argv is None else argv)
-        write_text_atomic(args.out.with_suffix(".json"), json.dumps(numbers, indent=1))
-        text = write_text_atomic(args.out.with_suffix(".md"), markdown(numbers, command))
+        text = write_result(args.out, numbers, markdown(numbers, command_line("training.miniature.pool_tlpo", argv)))
     except InputError as err:
         return reported(err)
-    print(text.read_text())
+    print(text)
     return 0
 
 

@@ -1,7 +1,12 @@
 """The miniature world's score tables: one row per model, mean ± std per dimension, in the dimensions' one order."""
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 from ft2_core.dimensions import DIMENSION_NAMES, LABELS
+from ft2_core.io.atomic import write_text_atomic
 
 
 def score_table(table: dict[str, dict[str, dict[str, float]]]) -> list[str]:
@@ -11,3 +16,15 @@ def score_table(table: dict[str, dict[str, dict[str, float]]]) -> list[str]:
         cells = (f"{scores[d]['mean']:.3f} ± {scores[d]['std']:.3f}" for d in DIMENSION_NAMES)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
+
+
+def command_line(module: str, argv) -> str:
+    """The command that made a result, as its table names it: the module and its arguments."""
+    return f"python -m {module} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def write_result(out: Path, numbers: dict, text: str) -> str:
+    """A result as OUT.json (its numbers) and OUT.md (its table), each written whole; returns the table."""
+    write_text_atomic(out.with_suffix(".json"), json.dumps(numbers, indent=1))
+    write_text_atomic(out.with_suffix(".md"), text)
+    return text

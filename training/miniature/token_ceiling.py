@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ft2_core.dimensions import DIMENSION_NAMES, LABELS
-from ft2_core.io.atomic import write_text_atomic
 from ft2_core.miniature.model import miniature_model_dir
 from ft2_core.miniature.oracles import PROTOCOL_VERSION, score_clip
 from ft2_core.miniature.world import Clip, make_clip
 from ft2_core.models.conditioning import WanVAE, open_vae, video_from_frames
 from ft2_core.models.pixel_latent import SpaceToDepthVAE
 from training.miniature.evaluate_base import SPLITS
+from training.miniature.tables import command_line, write_result
 
 DEFAULT_LATENT = "the model's vae/ folder"
 
@@ -139,9 +138,7 @@ def main(argv=None) -> int:
     numbers = ceiling(args.model or miniature_model_dir(), args.patches, args.ranks, args.split, args.clips, args.fit_clips,
                       args.frames, args.vae)
     numbers["model"] = str(args.model) if args.model else "the shipped one, ft2_core/miniature/weights"
-    command = "python -m training.miniature.token_ceiling " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_text_atomic(args.out.with_suffix(".json"), json.dumps(numbers, indent=1))
-    print(write_text_atomic(args.out.with_suffix(".md"), markdown(numbers, command)).read_text())
+    print(write_result(args.out, numbers, markdown(numbers, command_line("training.miniature.token_ceiling", argv))))
     return 0
 
 
