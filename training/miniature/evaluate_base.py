@@ -34,7 +34,7 @@ from ft2_core.model_paths import ModelPaths
 from ft2_core.pipeline import FantasyTalkingPipeline
 from ft2_core.sampling.options import SamplerOptions
 from training.common.config import recorded_config
-from training.miniature.tables import score_table
+from training.miniature.tables import command_line, score_table
 
 
 def generate(pipe: FantasyTalkingPipeline, clip: Clip, seed: int) -> np.ndarray:
@@ -196,7 +196,7 @@ def evaluate(args, argv, models: dict[str, Path]) -> int:
     extra = "Seconds per clip on this machine (sampling with each model's defaults): " + ", ".join(
         f"{name} {timings[name]:.1f}" for name in ("untrained model", *models)) + ". Training wall time: " + ", ".join(
         f"{name} {timings[name + ' training']} s" for name in models) + "."
-    command = "python -m training.miniature.evaluate_base " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("training.miniature.evaluate_base", argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = markdown(table, args, command, extra, produced)

@@ -32,6 +32,7 @@ from ft2_core.miniature.world import HELD_OUT_SEEDS_FROM, Face, make_clip
 from ft2_core.model_paths import ModelPaths
 from ft2_core.pipeline import FantasyTalkingPipeline
 from ft2_core.sampling.options import METHODS, SamplerOptions, WindowOptions
+from training.miniature.tables import command_line
 
 SEEDS_FROM = HELD_OUT_SEEDS_FROM + 5000  # held-out conditions, apart from evaluate_base's
 
@@ -149,7 +150,7 @@ def summarise(data: dict) -> list[dict]:
                 "lipsync_last_std": float(per_segment[:, -1].std()),
                 "lipsync_first_quarter": float(per_segment[:, :quarter].mean()),
                 "lipsync_last_quarter": float(per_segment[:, -quarter:].mean()),
-                "lipsync_last_over_first": float(per_segment[:, -1].mean() / max(per_segment[:, 0].mean(), 1e-9)),
+                "lipsync_last_over_first": last_over_first(per_segment[:, 0].mean(), per_segment[:, -1].mean()),
                 "lipsync_by_segment": per_segment.mean(axis=0).round(3).tolist(),
                 "identity_first": float(identity[:, 0].mean()),
                 "identity_last": float(identity[:, -1].mean()),
@@ -162,6 +163,18 @@ def summarise(data: dict) -> list[dict]:
             }
         )
     return rows
+
+
+RATIO_FLOOR = 0.01  # a first segment's lip-sync below this gives no ratio: it would only say how near zero it is
+
+
+def last_over_first(first: float, last: float) -> float | None:
+    """The last segment's lip-sync over the first's (drift), or None where the first is about zero."""
+    return float(last / first) if first >= RATIO_FLOOR else None
+
+
+def ratio_cell(ratio: float | None) -> str:
+    return "n/a (first about 0)" if ratio is None else f"{ratio:.2f}"
 
 
 def markdown(rows: list[dict], data: dict, command: str) -> str:
@@ -185,7 +198,7 @@ def markdown(rows: list[dict], data: dict, command: str) -> str:
             f"| {r['multiple']}x ({r['segments']} seg.) | {r['method']} "
             f"| {r['lipsync_mean']:.3f} ({r['truth_lipsync_mean']:.3f}) "
             f"| {r['lipsync_first']:.3f} ± {r['lipsync_first_std']:.3f} | {r['lipsync_last']:.3f} ± {r['lipsync_last_std']:.3f} "
-            f"| {r['lipsync_last_over_first']:.2f} | {r['lipsync_first_quarter']:.3f} → {r['lipsync_last_quarter']:.3f} "
+            f"| {ratio_cell(r['lipsync_last_over_first'])} | {r['lipsync_first_quarter']:.3f} → {r['lipsync_last_quarter']:.3f} "
             f"| {r['identity_first']:.3f} → {r['identity_last']:.3f} | {r['colour_first']:.3f} → {r['colour_last']:.3f} "
             f"| {r['quality_mean']:.3f} | {r['seam_ratio']:.2f} ({r['truth_seam_ratio']:.2f}) "
             f"| {r['seconds_per_video_second']:.1f} |"
@@ -214,7 +227,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("stopped by SIGINT before the results were written; run the same command again", file=sys.stderr)
         return 130
-    command = "python -m training.miniature.evaluate_long_video " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("training.miniature.evaluate_long_video", argv)
     rows = summarise(data)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

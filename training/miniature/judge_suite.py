@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from ft2_core.miniature.gaming import NAMES, fake
 from ft2_core.miniature.oracles import PROTOCOL_VERSION, score_clip
 from ft2_core.miniature.sync_model import SyncModel
 from ft2_core.miniature.world import VALIDATION_SEEDS_FROM, make_clip
-from training.miniature.tables import score_table
+from training.miniature.tables import command_line, score_table
 
 
 def suite_scores(clips: int, frames: int = 33) -> dict[str, list[dict[str, float]]]:
@@ -57,7 +56,7 @@ def main(argv=None) -> int:
     if args.clips < 1:
         parser.error("--clips must be at least 1")
     table = summarise(suite_scores(args.clips))
-    command = "python -m training.miniature.judge_suite " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("training.miniature.judge_suite", argv)
     report = "\n".join([
         f"The judges' gaming suite, oracle protocol {PROTOCOL_VERSION}: {args.clips} validation conditions (world seeds "
         f"{VALIDATION_SEEDS_FROM} and up, 33 frames), mean ± std over conditions.", "", f"Command: `{command}`", "",
