@@ -65,6 +65,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--case", default="", help="run only the cases whose name contains this")
     args = parser.parse_args(argv)
+    if not any(args.case in case for case in CASES):
+        parser.error(f"--case {args.case!r} names none of the cases: " + "; ".join(CASES))
     torch.set_num_threads(args.threads)
     portrait = load_image(EXAMPLE_INPUTS / "ft2_portrait.png")
     speech = {"short": load_audio(EXAMPLE_INPUTS / "ft2_speech.wav"), "long": load_audio(EXAMPLE_INPUTS / "ft2_speech_long.wav")}

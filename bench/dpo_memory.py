@@ -76,6 +76,15 @@ def measure(mode: str, blocks: int, tokens: int) -> dict:
             "after_load_mib": loaded, "peak_mib": peak_mib(), "seconds": time.perf_counter() - started}
 
 
+def measured_alone(mode: str, blocks: int, tokens: int) -> dict:
+    """`measure` in a fresh process (its own peak RSS), run as a module from the repository root so `bench` imports."""
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.dpo_memory", "--mode", mode, "--blocks", str(blocks), "--tokens", str(tokens)],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+    )
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=4)
@@ -90,14 +99,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         results = {}
         for mode in MODES[repeat % len(MODES):] + MODES[:repeat % len(MODES)]:
-            run = subprocess.run(
-                [sys.executable, __file__, "--mode", mode, "--blocks", str(args.blocks), "--tokens", str(args.tokens)],
-                capture_output=True,
-                text=True,
-                check=True,
-                cwd=Path(__file__).resolve().parents[1],
-            )
-            results[mode] = json.loads(run.stdout.strip().splitlines()[-1])
+            results[mode] = measured_alone(mode, args.blocks, args.tokens)
         rounds.append(results)
     weights = rounds[0]["forward"]["weights_mib"]
     print(

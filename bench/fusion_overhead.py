@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=4096, help="video tokens (frames x 32 x 32 patches)")
     args = parser.parse_args()
+    if args.tokens < 32 * 32 or args.tokens % (32 * 32):
+        parser.error(f"--tokens must be a whole number of frames of 32 x 32 patches (a multiple of 1024), got {args.tokens}")
     torch.manual_seed(0)
     model = (
         FantasyTalkingModel(
