@@ -68,12 +68,15 @@ def frames_apart(root: Path) -> tuple[float, float]:
     return largest, float(np.mean(flipped))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conditions", type=int, default=8)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--out", help="also write the table here (markdown)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.processes < 1 or args.conditions <= args.processes:
+        parser.error(f"--conditions ({args.conditions}) must exceed --processes ({args.processes}, at least 1): the cost of "
+                     "a further candidate is the whole run's time less the start-up run of one condition per process")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         world = {"critic_conditions": args.conditions, "train_conditions": 1, "heldout_conditions": 1, "frames": 33}
