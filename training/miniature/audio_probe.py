@@ -105,6 +105,9 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=33)
     parser.add_argument("--radius", type=int, default=6)
     args = parser.parse_args(argv)
+    if min(args.fit_clips, args.clips, args.frames) < 1 or args.radius < 0:
+        parser.error("--fit-clips, --clips and --frames must be at least 1 and --radius at least 0, got "
+                     f"{args.fit_clips}, {args.clips}, {args.frames} and {args.radius}")
     numbers = probe(args.model or miniature_model_dir(), args.split, args.fit_clips, args.clips, args.frames, args.radius)
     numbers["model"] = str(args.model) if args.model else "the shipped one, ft2_core/miniature/weights"
     print(write_result(args.out, numbers, markdown(numbers, command_line("training.miniature.audio_probe", argv))))

@@ -35,3 +35,11 @@ def test_the_command_writes_both_readings_and_the_world_s_loudness_predicts_its_
     assert numbers["log loudness"] > 0.5  # the world's rule: the mouth opens with the sound's envelope
     assert -1 < numbers["wav2vec2"] <= 1
     assert "| log loudness (20 ms) |" in (tmp_path / "probe.md").read_text() and "Command:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("option, value", [("--radius", "-1"), ("--clips", "0"), ("--fit-clips", "0"), ("--frames", "0")])
+def test_settings_that_leave_nothing_to_fit_or_score_are_refused(option, value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        audio_probe.main(["--out", str(tmp_path / "probe"), option, value])
+    assert stop.value.code == 2 and "must be at least" in capsys.readouterr().err
+    assert not (tmp_path / "probe.json").exists()
