@@ -408,3 +408,14 @@ def test_the_critic_thinker_s_size_changes_the_hash_only_when_set_and_needs_its_
     assert not (tmp_path / "refused").exists()  # refused before any stage ran
     small["critic_base"]["thinker"] = "random"
     assert chain_stages.critic_base_dir(small, tmp_path).name.startswith("small-critic-")
+
+
+def test_a_frame_count_wan_cannot_group_is_refused_before_any_stage(chain, tmp_path):
+    """world.frames = 34 used to pass the config check and fail inside the candidates stage's processes."""
+    first, _ = chain
+    config = runner.recorded_config(first / "run", "x")
+    config["world"]["frames"] = 34
+    config["run"]["output"] = str(tmp_path / "refused")
+    with pytest.raises(InputError, match="world.frames must be 4k\\+1"):
+        runner.reproduce(config)
+    assert not (tmp_path / "refused").exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ft2_core.errors import InputError
 from ft2_core.io.atomic import write_text_atomic
+from ft2_core.models.audio_windows import check_frame_count
 from training.common.config import check, resolve
 from training.common.interrupts import Stopped
 from training.common.script import run
@@ -60,6 +61,7 @@ def reuse_stages(config: dict, root: Path) -> None:
 def reproduce(config: dict) -> Path:
     """Every stage not done yet, in order; then the report."""
     root = resolve(config["run"]["output"])
+    check_frame_count(config["world"]["frames"], "world.frames")  # refused here, not in a stage's subprocesses
     critic_base_dir(config, root)  # a thinker that cannot exist is refused before any stage runs
     root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(root / "run_config.json", json.dumps(config, indent=1))
