@@ -39,7 +39,7 @@ log = logging.getLogger("ft2.curate")
 
 
 def read_candidates(path: Path) -> list[dict]:
-    rows = read_jsonl(path, ("id", "video", "condition"), "candidates manifest")
+    rows = read_jsonl(path, ("id", "video", "condition"), "candidates manifest", empty_ok=False)
     for row in rows:
         row["path"] = path.parent / row["video"]
     return rows

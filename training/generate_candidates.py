@@ -132,7 +132,7 @@ def main(argv=None) -> int:
             finite_number(value, "--cfg/--audio-cfg", minimum=0.0)
         torch_device(args.device)
         conditions_path, out = Path(args.conditions), Path(args.out)
-        conditions = read_jsonl(conditions_path, ("id", "image", "audio"), "conditions file")
+        conditions = read_jsonl(conditions_path, ("id", "image", "audio"), "conditions file", empty_ok=False)
         seen = set()
         for condition in conditions:
             safe_name(condition["id"], f"{conditions_path.name}: condition id")

@@ -160,7 +160,7 @@ def main(argv=None) -> int:
             raise InputError(f"{', '.join(sampling_only)} set how the DiT samples; preprocessing runs only the encoders")
         torch_device(args.device)
         clips_path = Path(args.clips)
-        clips = read_jsonl(clips_path, ("id", "video", "condition"), "clips manifest")
+        clips = read_jsonl(clips_path, ("id", "video", "condition"), "clips manifest", empty_ok=False)
         ids = [clip["id"] for clip in clips]
         if len(set(ids)) != len(ids):
             raise InputError(f"{clips_path.name}: clip id {next(i for i in ids if ids.count(i) > 1)!r} appears twice; "

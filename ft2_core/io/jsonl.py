@@ -11,9 +11,11 @@ from .atomic import writing
 
 
 def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = (), what: str = "manifest",
-               check: Callable[[dict], str | None] | None = None, missing_ok: bool = False) -> list[dict]:
+               check: Callable[[dict], str | None] | None = None, missing_ok: bool = False,
+               empty_ok: bool = True) -> list[dict]:
     """Records of a JSONL file; `check(record)` may return a problem, reported with the line number. `missing_ok`: a
-    file not written yet (a run's own manifest before its first line) has no records."""
+    file not written yet (a run's own manifest before its first line) has no records. `empty_ok = False`: a list the
+    user gives a tool to work through must list something (an empty one is a mistake upstream, not a finished run)."""
     path = Path(path)
     if not path.is_file():
         if missing_ok:
@@ -34,6 +36,8 @@ def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = (), what: st
         if problem:
             raise InputError(f"{path}:{number}: {problem}")
         records.append(record)
+    if not records and not empty_ok:
+        raise InputError(f"{what} {path} lists nothing: check the step that wrote it")
     return records
 
 

@@ -281,3 +281,15 @@ def test_candidates_take_the_cli_s_memory_options(candidates, tiny_dir, monkeypa
     assert generate_candidates.main([*argv, *lean]) == 0
     assert seen == [(True, True, 16), (True, True, 16)]  # both conditions, swapped, rows one at a time, chunked FFN
     assert generate_candidates.main([*argv, "--dtype", "bf16"]) == 2
+
+
+@pytest.mark.parametrize("tool, option, what", [(generate_candidates, "--conditions", "conditions file"),
+                                                (curate_pairs, "--candidates", "candidates manifest")])
+def test_an_empty_input_list_is_refused_not_a_finished_run(tool, option, what, tmp_path, capsys):
+    """An empty list (a step before that made nothing) ended with exit 0 and "generated 0 new candidates"."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    extra = ["--model-dir", "tiny"] if tool is generate_candidates else ["--proxy"]
+    assert tool.main([option, str(empty), "--out", str(tmp_path / "out"), *extra]) == 2
+    assert f"{what} {empty} lists nothing" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -175,3 +175,10 @@ def test_two_processes_cache_what_one_does(tmp_path, tiny_dir):
     assert main(argv(two)) == 0
     c = LatentCache(two)
     assert sorted(c.index) == sorted(a.index) and not (two / ".parts").exists()
+
+
+def test_an_empty_clips_manifest_is_refused(tmp_path, capsys):
+    empty = tmp_path / "clips.jsonl"
+    empty.write_text("")
+    assert main(["--clips", str(empty), "--out", str(tmp_path / "cache"), "--model-dir", "tiny"]) == 2
+    assert f"clips manifest {empty} lists nothing" in capsys.readouterr().err

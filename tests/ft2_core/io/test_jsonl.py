@@ -22,3 +22,14 @@ def test_an_append_that_fails_is_a_write_error_naming_the_file(tmp_path):
     (tmp_path / "folder.jsonl").mkdir()
     with pytest.raises(WriteError, match="folder.jsonl: writing failed"):
         append_jsonl(tmp_path / "folder.jsonl", {"id": "a"})
+
+
+def test_a_list_a_tool_must_work_through_may_not_be_empty(tmp_path):
+    from ft2_core.errors import InputError
+    from ft2_core.io.jsonl import read_jsonl
+
+    path = tmp_path / "conditions.jsonl"
+    path.write_text("\n\n")
+    assert read_jsonl(path, ("id",), "conditions file") == []  # a run's own log may be empty
+    with pytest.raises(InputError, match=r"conditions file .*conditions.jsonl lists nothing"):
+        read_jsonl(path, ("id",), "conditions file", empty_ok=False)
