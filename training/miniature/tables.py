@@ -1,4 +1,5 @@
-"""The miniature world's score tables: one row per model, mean ± std per dimension, in the dimensions' one order."""
+"""The miniature world's result tables (one row per model, mean ± std per dimension, in the dimensions' one order), and how
+a result command names itself and writes its numbers and table."""
 from __future__ import annotations
 
 import json
