@@ -227,11 +227,14 @@ def train(config: dict) -> Path:
     if not data["train"] and not data["train_pairs"]:
         raise InputError("data: give train (Yes/No labels), train_pairs (preferences) or both; both are empty")
     train_records = read_labels(resolve(data["train"])) if data["train"] else []
+    train_pairs = read_preferences(resolve(data["train_pairs"])) if data["train_pairs"] else []
+    if not train_records and not train_pairs:
+        raise InputError(f"data.train ({data['train'] or 'not given'}) and data.train_pairs "
+                         f"({data['train_pairs'] or 'not given'}) list nothing to train on: check the files")
     heldout_records = read_labels(resolve(data["heldout"])) if data["heldout"] else []
     known = {}  # video -> features: each video read and featurised once
     train_features, train_labels = clip_features(critic, train_records, known), label_tensor(train_records)
     heldout_features, heldout_labels = clip_features(critic, heldout_records, known), label_tensor(heldout_records)
-    train_pairs = read_preferences(resolve(data["train_pairs"])) if data["train_pairs"] else []
     heldout_pairs = read_preferences(resolve(data["heldout_pairs"])) if data["heldout_pairs"] else []
     pair_features, pair_indices = pair_clips(critic, train_pairs, known)
     heldout_pair_features, heldout_pair_indices = pair_clips(critic, heldout_pairs, known)

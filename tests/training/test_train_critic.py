@@ -164,6 +164,11 @@ def test_bad_preferences_and_no_data_are_named(tmp_path, capsys):
     config = write_config(tmp_path / "d.toml", {"data": {}, "train": {"output": str(tmp_path / "o")}})
     assert train_critic.main(["--config", str(config)]) == 2
     assert "give train (Yes/No labels), train_pairs (preferences) or both" in capsys.readouterr().err
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("\n")  # named, but empty: it used to train on nothing
+    config = write_config(tmp_path / "e.toml", {"data": {"train": str(labels)}, "train": {"output": str(tmp_path / "o")}})
+    assert train_critic.main(["--config", str(config)]) == 2
+    assert f"data.train ({labels}) and data.train_pairs (not given) list nothing to train on" in capsys.readouterr().err
 
 
 @pytest.mark.hostile(item=5, ends="refused")
