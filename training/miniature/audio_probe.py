@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ft2_core.io.audio import clip_for_video
+from ft2_core.io.audio import Audio, clip_for_video
 from ft2_core.miniature.model import WorldEncoders, miniature_model_dir
 from ft2_core.miniature.world import make_clip
 from ft2_core.models.wav2vec import FRAME_STRIDE, WAV2VEC_RATE
+from ft2_core.scoring.proxy_metrics import loudness_envelope
 from training.miniature.base_model import training_clip
 from training.miniature.evaluate_base import SPLITS
 from training.miniature.tables import command_line, write_result
@@ -36,10 +37,8 @@ def frame_windows(features: np.ndarray, num_frames: int, fps: float, radius: int
 
 
 def log_loudness(samples: np.ndarray, count: int) -> np.ndarray:
-    """[count, 1]: the log RMS of each feature's FRAME_STRIDE samples, relative to the loudest."""
-    pieces = np.asarray(samples, np.float64)[: count * FRAME_STRIDE]
-    pieces = np.pad(pieces, (0, count * FRAME_STRIDE - len(pieces))).reshape(count, FRAME_STRIDE)
-    rms = np.sqrt(np.mean(pieces**2, axis=1) + 1e-12)
+    """[count, 1]: the log RMS of each feature's FRAME_STRIDE samples of 16 kHz audio, relative to the loudest."""
+    rms = loudness_envelope(Audio(np.asarray(samples, np.float64)[None], WAV2VEC_RATE), count, FEATURES_PER_SECOND)
     return np.log(rms / rms.max() + 1e-4)[:, None]
 
 

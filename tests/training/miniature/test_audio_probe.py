@@ -25,7 +25,7 @@ def test_ridge_recovers_a_linear_relation_and_a_constant_guess_scores_zero():
 
 def test_loudness_is_the_log_rms_of_each_feature_s_samples_relative_to_the_loudest():
     samples = np.concatenate([np.full(320, 0.5), np.full(320, -0.05), np.zeros(100)])
-    rms = np.sqrt(np.array([0.25, 0.0025, 0.0]) + 1e-12)  # the last feature: 100 samples, padded with silence
+    rms = np.sqrt(np.array([0.25, 0.0025, 0.0]) + 1e-12)  # the last feature: its 100 samples, all silent
     assert audio_probe.log_loudness(samples, 3)[:, 0] == pytest.approx(np.log(rms / rms[0] + 1e-4), abs=1e-9)
 
 
